@@ -1,0 +1,112 @@
+"""The llmlab exception tree.
+
+Every error llmlab raises on purpose derives from :class:`LlmlabError`, so a notebook can
+catch them all with one ``except``. The tree::
+
+    LlmlabError
+    ├── ConfigError        bad configure()/env var/provider/spec value, caught before anything is sent
+    │   └── ValidationError  a bad Sweep argument or prompt file (names the field and the value)
+    ├── ProviderError      a model endpoint failed for good (keeps call_id); becomes a status="error" row
+    ├── BudgetError        the budget cannot cover even one call
+    ├── ReplayMissError    a replayed sweep asked for a response its cassette does not hold
+    ├── ExportError        traces could not be exported (spooled, never lost)
+    ├── QueryError         a DQL query is malformed or unsupported
+    ├── StoreError         the local database cannot be read or written
+    └── CheckFailed        a regression check (res.check / ll.expect) did not hold (also an AssertionError)
+
+Messages never contain API keys or auth headers: :func:`redact` is applied wherever text
+from the outside (an HTTP error body, an exception string) is wrapped.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "BudgetError",
+    "CheckFailed",
+    "ConfigError",
+    "ExportError",
+    "LlmlabError",
+    "ProviderError",
+    "QueryError",
+    "ReplayMissError",
+    "StoreError",
+    "ValidationError",
+    "redact",
+    "register_secret",
+]
+
+
+class LlmlabError(Exception):
+    """Base class of every error llmlab raises on purpose."""
+
+
+class ConfigError(LlmlabError):
+    """A configuration value (argument, env var, provider, spec) is wrong."""
+
+
+class ValidationError(ConfigError, ValueError):
+    """A sweep argument or prompt file is invalid; raised before any request is sent."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(redact(f"{field}={shown}: {problem}"))
+
+
+class ProviderError(LlmlabError):
+    """A model endpoint failed for good; ``call_id`` names the call."""
+
+    def __init__(self, message: str, call_id: str | None = None, status_code: int | None = None) -> None:
+        self.call_id = call_id
+        self.status_code = status_code
+        super().__init__(redact(message))
+
+
+class BudgetError(LlmlabError):
+    """The budget cannot cover the sweep (raised only when nothing at all could run)."""
+
+
+class ReplayMissError(LlmlabError):
+    """A replayed sweep asked for a response its cassette does not hold."""
+
+
+class ExportError(LlmlabError):
+    """Spans could not be delivered to DataKit (they stay spooled)."""
+
+
+class QueryError(LlmlabError, ValueError):
+    """A DQL query is malformed or uses something the embedded collector does not support."""
+
+
+class StoreError(LlmlabError):
+    """The local store cannot be opened, migrated, read or written."""
+
+
+class CheckFailed(LlmlabError, AssertionError):
+    """A regression check did not hold; the message lists the offending calls."""
+
+
+# --- secret redaction -------------------------------------------------------------------------
+
+_SECRETS: set[str] = set()
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (an API key, a token) so that :func:`redact` masks it everywhere."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask registered secrets and anything shaped like an API key or bearer token in ``text``."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _KEYLIKE.sub("***", text)
