@@ -1,0 +1,155 @@
+"""Offline token estimates, for providers that send no usage (then ``tokens_estimated=True``).
+
+No tokenizer is downloaded (llmlab never fetches anything at run time), so this is a
+heuristic calibrated against OpenAI's BPE vocabularies (cl100k/o200k). Text is split the way
+those tokenizers pre-split it, and each piece is charged:
+
+- an ASCII word (with its leading space): 1 token up to 8 letters, +1 per further 8 letters
+  ("Hello world" → 2; common English comes out near 1.3 tokens per word);
+- a word with non-ASCII Latin letters (café, Straße): about 1 token per 3 characters;
+- other alphabetic scripts (Cyrillic, Greek, Arabic, Hebrew, Devanagari, Thai …): ~1 per 2 chars;
+- a CJK ideograph, kana or hangul syllable: 1 token each;
+- a run of digits: 1 token per 3 digits (the tokenizers group digits in threes);
+- punctuation and symbols: 1 token per character, except that runs of one repeated
+  character ("----", "...") count 1 per 4; emoji and other pictographs count 2;
+- whitespace: a single space is free (it joins the next word); a run with a newline or of
+  several spaces counts 1.
+
+Expect ±15 % on English prose and ±30 % elsewhere; that is enough for budgets and charts, not
+for billing. ``model`` is accepted for future per-vocabulary tuning and currently only selects
+the CJK rate (o200k-based models — gpt-4o, gpt-4.1, o-series, gpt-5 — encode common CJK a little
+more compactly, ~0.9 tokens per character).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any, Iterable, Mapping
+
+__all__ = ["estimate_messages_tokens", "estimate_tokens", "TOKENS_PER_MESSAGE", "REPLY_PRIMING_TOKENS"]
+
+#: OpenAI chat format overhead per message (``<|start|>{role}\n{content}<|end|>``).
+TOKENS_PER_MESSAGE = 3
+#: Every reply is primed with ``<|start|>assistant<|message|>``.
+REPLY_PRIMING_TOKENS = 3
+#: Extra token when a message carries a ``name``.
+TOKENS_PER_NAME = 1
+
+_CJK = (
+    r"\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    r"\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef"
+)
+_PIECE = re.compile(
+    rf"(?P<cjk>[{_CJK}])"
+    rf"|(?P<word>[^\W\d_{_CJK}]+)"
+    r"|(?P<digits>\d+)"
+    r"|(?P<space>\s+)"
+    r"|(?P<other>.)",
+    re.UNICODE | re.DOTALL,
+)
+_O200K = re.compile(r"^(?:.*/)?(gpt-4o|gpt-4\.1|gpt-5|o1|o3|o4|chatgpt-4o)", re.IGNORECASE)
+
+
+def _word_cost(word: str) -> float:
+    if word.isascii():
+        return 1 + (len(word) - 1) // 8
+    if all(unicodedata.name(ch, "").startswith("LATIN") for ch in word):
+        return max(1.0, math.ceil(len(word) / 3))
+    return max(1.0, math.ceil(len(word) / 2))
+
+
+def estimate_tokens(text: str | None, model: str | None = None) -> int:
+    """Estimate the number of BPE tokens in ``text`` without a tokenizer.
+
+    Args:
+        text: the text (None or "" → 0).
+        model: the model name, optional (see the module docstring).
+
+    Returns:
+        A non-negative integer estimate; at least 1 for any non-empty text.
+
+    Example:
+        >>> estimate_tokens("Hello world")
+        2
+    """
+    if not text:
+        return 0
+    cjk_rate = 0.9 if model and _O200K.match(model) else 1.0
+    total = 0.0
+    cjk = 0
+    prev_other = None
+    run = 0
+
+    def flush_run() -> float:
+        return 0.0 if run == 0 else (1.0 if run == 1 else max(1.0, math.ceil(run / 4)))
+
+    for m in _PIECE.finditer(text):
+        kind = m.lastgroup
+        piece = m.group()
+        if kind == "other" and piece == prev_other:
+            run += 1
+            continue
+        total += flush_run()
+        run, prev_other = 0, None
+        if kind == "cjk":
+            cjk += 1
+        elif kind == "word":
+            total += _word_cost(piece)
+        elif kind == "digits":
+            total += math.ceil(len(piece) / 3)
+        elif kind == "space":
+            if "\n" in piece or len(piece) > 1:
+                total += 1
+        else:
+            cat = unicodedata.category(piece)
+            if cat == "So" or ord(piece) > 0xFFFF:
+                total += 2
+            elif cat.startswith("M") or cat == "Cf":
+                pass  # combining marks and joiners ride along
+            else:
+                run, prev_other = 1, piece
+    total += flush_run()
+    total += cjk * cjk_rate
+    return max(1, int(round(total)))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, Mapping):
+                parts.append(str(part.get("text") or part.get("content") or ""))
+            else:
+                parts.append(str(part))
+        return "".join(parts)
+    return str(content)
+
+
+def estimate_messages_tokens(messages: Iterable[Mapping[str, Any]] | str, model: str | None = None) -> int:
+    """Estimate the prompt tokens of a chat request, counting OpenAI's chat format overhead.
+
+    Each message costs ``3 + tokens(role) + tokens(content)`` (+1 and the name's tokens when it
+    has a ``name``), and the reply priming adds 3, as in OpenAI's cookbook recipe
+    (``[{"role": "user", "content": "Hello"}]`` → 8, which is what the API reports).
+
+    Args:
+        messages: OpenAI-style message dicts (``content`` may be a string or a list of parts),
+            or a plain string, treated as one user message.
+        model: passed on to :func:`estimate_tokens`.
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    total = REPLY_PRIMING_TOKENS
+    for msg in messages:
+        total += TOKENS_PER_MESSAGE
+        total += estimate_tokens(str(msg.get("role") or "user"), model)
+        total += estimate_tokens(_content_text(msg.get("content")), model)
+        if msg.get("name"):
+            total += TOKENS_PER_NAME + estimate_tokens(str(msg["name"]), model)
+    return total
