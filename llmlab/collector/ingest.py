@@ -1,0 +1,347 @@
+"""OTLP decoding: request bodies → DataKit-shaped points.
+
+The point shape follows DataKit's OpenTelemetry input (measurement ``opentelemetry``):
+tags ``service``, ``status`` (OTel ERROR → ``error``, anything else ``ok``), ``span_kind``,
+``source`` and one tag per ``customer_tags`` attribute (dots → underscores, value as string);
+fields ``trace_id``/``span_id`` (hex), ``parent_id`` (hex, ``"0"`` for a root span, as DataKit
+writes it), ``resource`` and ``operation`` (span name), ``start``/``duration`` (µs), ``message``.
+
+``message`` is built lazily (see :func:`build_message`) from the stored span bytes: the span as
+protojson (``json_format.MessageToDict``, camelCase keys, ids in hex as in OTLP/JSON) plus
+``"resource"`` (protojson of the Resource: ``{"attributes": [...]}``) and ``"scope"`` (protojson
+of the InstrumentationScope: ``{"name": ..., "version": ...}``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Iterable, Sequence
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from .storage import SpanGroup, digest, dumps
+
+__all__ = [
+    "DEFAULT_CUSTOMER_TAGS",
+    "DecodeFailed",
+    "anyvalue",
+    "build_message",
+    "decode",
+    "log_rows",
+    "metric_rows",
+    "span_groups",
+]
+
+#: The seed's DataKit ``customer_tags``: these span attributes become tags (dots → underscores).
+DEFAULT_CUSTOMER_TAGS: tuple[str, ...] = (
+    "llm.request.type",
+    "traceloop.entity.path",
+    "llm.is_streaming",
+    "gen_ai.openai.api_base",
+    "gen_ai.prompt.1.content",
+    "gen_ai.response.model",
+    "gen_ai.completion.0.content",
+    "gen_ai.request.model",
+    "gen_ai.request.temperature",
+    "gen_ai.system",
+    "traceloop.workflow.name",
+)
+
+SPAN_KINDS = {
+    Span.SPAN_KIND_UNSPECIFIED: "unspecified",
+    Span.SPAN_KIND_INTERNAL: "internal",
+    Span.SPAN_KIND_SERVER: "server",
+    Span.SPAN_KIND_CLIENT: "client",
+    Span.SPAN_KIND_PRODUCER: "producer",
+    Span.SPAN_KIND_CONSUMER: "consumer",
+}
+STATUS_ERROR = Status.STATUS_CODE_ERROR
+UNKNOWN_SERVICE = "unknown_service"
+
+REQUEST_TYPES: dict[str, type[Message]] = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+
+# OTLP/JSON carries trace and span ids as hex; protobuf's JSON mapping expects base64.
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+
+
+class DecodeFailed(ValueError):
+    """The body is not a valid OTLP request of the expected kind."""
+
+
+def _hex_ids_to_b64(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                try:
+                    obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                except ValueError as exc:
+                    raise DecodeFailed(f"{key}={value[:40]!r} is not hex") from exc
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_b64(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)):
+                _hex_ids_to_b64(item)
+    return obj
+
+
+def decode(kind: str, body: bytes, json_body: bool) -> Message:
+    """Decode an OTLP export request (``kind`` is traces, metrics or logs).
+
+    Raises:
+        DecodeFailed: the body is not a valid request.
+    """
+    msg = REQUEST_TYPES[kind]()
+    try:
+        if json_body:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise DecodeFailed("OTLP/JSON body must be a JSON object")
+            json_format.ParseDict(_hex_ids_to_b64(data), msg, ignore_unknown_fields=True)
+        else:
+            msg.ParseFromString(body)
+    except DecodeFailed:
+        raise
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise DecodeFailed(f"cannot decode OTLP {kind} ({'json' if json_body else 'protobuf'}): {exc}") from exc
+    return msg
+
+
+def anyvalue(v: Any) -> Any:
+    """An OTLP AnyValue as a plain Python value."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "int_value":
+        return v.int_value
+    if which == "double_value":
+        return v.double_value
+    if which == "array_value":
+        return [anyvalue(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: anyvalue(kv.value) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode("ascii")
+    return None
+
+
+def _tag_string(v: Any) -> str:
+    """A DataKit tag value: always a string."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "bool_value":
+        return "true" if v.bool_value else "false"
+    if which == "int_value":
+        return str(v.int_value)
+    if which == "double_value":
+        return repr(v.double_value)
+    value = anyvalue(v)
+    return "" if value is None else dumps(value)
+
+
+def _service(resource: Any) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value or UNKNOWN_SERVICE
+    return UNKNOWN_SERVICE
+
+
+def span_groups(req: ExportTraceServiceRequest, customer_tags: Sequence[str] = DEFAULT_CUSTOMER_TAGS) -> list[SpanGroup]:
+    """Turn a decoded trace request into storable span rows, one group per resource × scope."""
+    wanted = {key: key.replace(".", "_") for key in customer_tags}
+    kinds = SPAN_KINDS
+    groups: list[SpanGroup] = []
+    for rs in req.resource_spans:
+        resource = rs.resource
+        service = _service(resource)
+        res_tags = {wanted[kv.key]: _tag_string(kv.value) for kv in resource.attributes if kv.key in wanted}
+        res_bytes = resource.SerializeToString(deterministic=True)
+        res_json: str | None = None
+        for ss in rs.scope_spans:
+            scope = ss.scope
+            scope_bytes = scope.SerializeToString(deterministic=True)
+            rows = []
+            for span in ss.spans:
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                tags = dict(res_tags) if res_tags else None
+                for kv in span.attributes:
+                    tag = wanted.get(kv.key)
+                    if tag is not None:
+                        if tags is None:
+                            tags = {}
+                        tags[tag] = _tag_string(kv.value)
+                parent = span.parent_span_id
+                rows.append(
+                    (
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        parent.hex() if parent else "0",
+                        service,
+                        "error" if span.status.code == STATUS_ERROR else "ok",
+                        kinds.get(span.kind, "unspecified"),
+                        span.name,
+                        start // 1000,
+                        max(end - start, 0) // 1000,
+                        start // 1_000_000,
+                        dumps(tags) if tags else None,
+                        span.SerializeToString(),
+                    )
+                )
+            if not rows:
+                continue
+            if res_json is None:
+                res_json = dumps(json_format.MessageToDict(resource))
+            groups.append(
+                SpanGroup(
+                    digest(res_bytes, scope_bytes),
+                    service,
+                    res_json,
+                    dumps(json_format.MessageToDict(scope)),
+                    rows,
+                )
+            )
+    return groups
+
+
+def _b64_ids_to_hex(obj: dict[str, Any]) -> None:
+    for key in ("traceId", "spanId", "parentSpanId"):
+        value = obj.get(key)
+        if value:
+            obj[key] = base64.b64decode(value).hex()
+
+
+def build_message(span_pb: bytes, resource_json: str, scope_json: str) -> str:
+    """The ``message`` field: the span as protojson plus its ``resource`` and ``scope``."""
+    span = Span()
+    span.ParseFromString(span_pb)
+    data = json_format.MessageToDict(span)
+    _b64_ids_to_hex(data)
+    for link in data.get("links", ()):
+        _b64_ids_to_hex(link)
+    data["resource"] = json.loads(resource_json)
+    data["scope"] = json.loads(scope_json)
+    return dumps(data)
+
+
+# --- metrics and logs ----------------------------------------------------------------------
+
+
+def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
+    return {kv.key: anyvalue(kv.value) for kv in kvs}
+
+
+def _number(dp: Any) -> float | None:
+    which = dp.WhichOneof("value")
+    if which == "as_double":
+        return dp.as_double
+    if which == "as_int":
+        return float(dp.as_int)
+    return None
+
+
+def metric_rows(req: ExportMetricsServiceRequest) -> list[tuple]:
+    """Rows for ``Storage.insert_metrics``: one per data point."""
+    rows: list[tuple] = []
+    for rm in req.resource_metrics:
+        service = _service(rm.resource)
+        res_json = dumps(json_format.MessageToDict(rm.resource))
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue
+                container = getattr(metric, kind)
+                for dp in container.data_points:
+                    data: dict[str, Any]
+                    value: float | None
+                    if kind in ("gauge", "sum"):
+                        value = _number(dp)
+                        data = {"value": value}
+                        if kind == "sum":
+                            data["is_monotonic"] = container.is_monotonic
+                            data["aggregation_temporality"] = container.aggregation_temporality
+                    elif kind == "histogram":
+                        value = dp.sum if dp.HasField("sum") else None
+                        data = {
+                            "count": dp.count,
+                            "sum": value,
+                            "bucket_counts": list(dp.bucket_counts),
+                            "explicit_bounds": list(dp.explicit_bounds),
+                            "min": dp.min if dp.HasField("min") else None,
+                            "max": dp.max if dp.HasField("max") else None,
+                            "aggregation_temporality": container.aggregation_temporality,
+                        }
+                    elif kind == "exponential_histogram":
+                        value = dp.sum if dp.HasField("sum") else None
+                        data = {
+                            "count": dp.count,
+                            "sum": value,
+                            "scale": dp.scale,
+                            "zero_count": dp.zero_count,
+                            "positive": {"offset": dp.positive.offset, "bucket_counts": list(dp.positive.bucket_counts)},
+                            "negative": {"offset": dp.negative.offset, "bucket_counts": list(dp.negative.bucket_counts)},
+                            "min": dp.min if dp.HasField("min") else None,
+                            "max": dp.max if dp.HasField("max") else None,
+                            "aggregation_temporality": container.aggregation_temporality,
+                        }
+                    else:  # summary
+                        value = dp.sum
+                        data = {
+                            "count": dp.count,
+                            "sum": dp.sum,
+                            "quantiles": [{"quantile": q.quantile, "value": q.value} for q in dp.quantile_values],
+                        }
+                    rows.append(
+                        (
+                            service,
+                            metric.name,
+                            kind,
+                            metric.unit,
+                            dumps(_attrs(dp.attributes)),
+                            dp.time_unix_nano,
+                            dp.start_time_unix_nano or None,
+                            value,
+                            dumps(data),
+                            res_json,
+                        )
+                    )
+    return rows
+
+
+def log_rows(req: ExportLogsServiceRequest) -> list[tuple]:
+    """Rows for ``Storage.insert_logs``: one per log record."""
+    rows: list[tuple] = []
+    for rl in req.resource_logs:
+        service = _service(rl.resource)
+        res_json = dumps(json_format.MessageToDict(rl.resource))
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                rows.append(
+                    (
+                        service,
+                        rec.time_unix_nano,
+                        rec.observed_time_unix_nano,
+                        rec.severity_number,
+                        rec.severity_text,
+                        dumps(anyvalue(rec.body)) if rec.HasField("body") else "null",
+                        dumps(_attrs(rec.attributes)),
+                        rec.trace_id.hex(),
+                        rec.span_id.hex(),
+                        res_json,
+                    )
+                )
+    return rows

@@ -1,0 +1,245 @@
+"""The collector's HTTP surface (Starlette): OTLP/HTTP ingest, ping, DQL raw query.
+
+Bodies are read with a size cap (16 MiB) and gzip is inflated incrementally with
+``zlib.decompressobj(...).decompress(data, max_length)``, so an oversize body or a gzip bomb is
+answered with 413 after at most 16 MiB of work. Decoding and SQLite work run in the thread
+pool, so one client sending a large batch (or garbage) never blocks the event loop that serves
+the others.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import QueryError, StoreError
+from . import dql
+from .ingest import DEFAULT_CUSTOMER_TAGS, REQUEST_TYPES, DecodeFailed, decode, log_rows, metric_rows, span_groups
+from .storage import Storage
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "version"]
+
+#: Largest accepted request body, before and after gzip inflation.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as _v
+
+        return _v("llmlab")
+    except Exception:  # not installed (source checkout)
+        return "0.1.0"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error_code": code, "message": message}, status_code=status)
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > cap:
+                raise _TooLarge()
+        except ValueError:
+            raise _BadRequest("http.bad_content_length", f"invalid Content-Length {declared[:40]!r}") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def inflate(data: bytes, cap: int = MAX_BODY_BYTES) -> bytes:
+    """Gunzip ``data`` (possibly several members) without producing more than ``cap`` bytes.
+
+    Raises:
+        _TooLarge: the inflated body would exceed ``cap``.
+        _BadRequest: the data is not gzip.
+    """
+    out: list[bytes] = []
+    size = 0
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            piece = d.decompress(data, cap + 1 - size)
+        except zlib.error as exc:
+            raise _BadRequest("otel.bad_gzip", f"body is not valid gzip: {exc}") from None
+        size += len(piece)
+        if size > cap or d.unconsumed_tail:
+            raise _TooLarge()
+        out.append(piece)
+        if not d.eof:
+            raise _BadRequest("otel.bad_gzip", "gzip body is truncated")
+        data = d.unused_data
+        if not data.strip(b"\x00"):
+            break
+    return b"".join(out)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class _Collector:
+    def __init__(self, storage: Storage, customer_tags: Sequence[str], max_body: int) -> None:
+        self.storage = storage
+        self.customer_tags = tuple(customer_tags)
+        self.max_body = max_body
+        self.started = time.monotonic()
+        self.stats = {"requests": 0, "spans_received": 0, "spans_stored": 0, "rejected": 0}
+
+    # --- OTLP ------------------------------------------------------------------------------
+
+    def _ingest(self, kind: str, body: bytes, json_body: bool, gzip: bool) -> int:
+        if gzip:
+            body = inflate(body, self.max_body)
+        msg = decode(kind, body, json_body)
+        if kind == "traces":
+            groups = span_groups(msg, self.customer_tags)  # type: ignore[arg-type]
+            self.stats["spans_received"] += sum(len(g.rows) for g in groups)
+            stored = self.storage.insert_spans(groups) if groups else 0
+            self.stats["spans_stored"] += stored
+            return stored
+        if kind == "metrics":
+            rows = metric_rows(msg)  # type: ignore[arg-type]
+            return self.storage.insert_metrics(rows) if rows else 0
+        rows = log_rows(msg)  # type: ignore[arg-type]
+        return self.storage.insert_logs(rows) if rows else 0
+
+    async def otlp(self, request: Request) -> Response:
+        kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        self.stats["requests"] += 1
+        media = _media_type(request)
+        if media not in (PROTOBUF, JSON):
+            self.stats["rejected"] += 1
+            return _error(400, "otel.bad_content_type",
+                          f"Content-Type must be {PROTOBUF} or {JSON}, got {media or 'nothing'!r}")  # fmt: skip
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            self.stats["rejected"] += 1
+            return _error(400, "otel.bad_content_encoding", f"unsupported Content-Encoding {encoding!r}")
+        try:
+            body = await _read_body(request, self.max_body)
+            await run_in_threadpool(self._ingest, kind, body, media == JSON, encoding == "gzip")
+        except _TooLarge:
+            self.stats["rejected"] += 1
+            return _error(413, "otel.body_too_large", f"request body exceeds {self.max_body} bytes (after inflation)")
+        except _BadRequest as exc:
+            self.stats["rejected"] += 1
+            return _error(400, exc.code, str(exc))
+        except DecodeFailed as exc:
+            self.stats["rejected"] += 1
+            return _error(400, "otel.bad_body", str(exc))
+        except StoreError as exc:
+            return _error(503, "otel.store_unavailable", str(exc))
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if media == JSON:
+            return Response(b"{}", media_type=JSON)
+        return Response(_RESPONSES[kind]().SerializeToString(), media_type=PROTOBUF)
+
+    # --- ping and DQL ----------------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "content": {
+                    "version": f"llmlab-{version()}",
+                    "uptime": f"{time.monotonic() - self.started:.3f}s",
+                    "host": socket.gethostname(),
+                    "commit": "",
+                    "build_at": "",
+                }
+            }
+        )
+
+    async def query_raw(self, request: Request) -> Response:
+        try:
+            raw = await _read_body(request, self.max_body)
+        except _TooLarge:
+            return _error(413, "query.body_too_large", "query body too large")
+        except _BadRequest as exc:
+            return _error(400, exc.code, str(exc))
+        try:
+            payload = json.loads(raw or b"null")
+        except ValueError as exc:
+            return _error(400, "query.bad_json", f"body is not JSON: {exc}")
+        try:
+            content = await run_in_threadpool(dql.run_request, self.storage, payload)
+        except QueryError as exc:
+            return _error(400, "query.invalid_dql", str(exc))
+        except StoreError as exc:
+            return _error(503, "query.store_unavailable", str(exc))
+        return JSONResponse({"content": content})
+
+
+def _response_types() -> dict[str, type[Message]]:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    return {"traces": ExportTraceServiceResponse, "metrics": ExportMetricsServiceResponse,
+            "logs": ExportLogsServiceResponse}  # fmt: skip
+
+
+_RESPONSES = _response_types()
+
+
+def create_app(
+    db_path: str | Path,
+    customer_tags: Sequence[str] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The embedded DataKit-compatible collector as a Starlette app.
+
+    Args:
+        db_path: SQLite file of the points (created with its directory if missing).
+        customer_tags: span attributes turned into tags (dots → underscores); default: the seed's
+            DataKit ``customer_tags`` list (:data:`llmlab.collector.ingest.DEFAULT_CUSTOMER_TAGS`).
+        max_body_bytes: body size limit, before and after gzip inflation (413 beyond it).
+
+    Returns:
+        the app; ``app.state.storage`` is its :class:`~llmlab.collector.storage.Storage`,
+        ``app.state.collector.stats`` its counters.
+    """
+    storage = Storage(db_path)
+    col = _Collector(storage, DEFAULT_CUSTOMER_TAGS if customer_tags is None else customer_tags, max_body_bytes)
+    app = Starlette(
+        routes=[
+            *(Route(f"/otel/v1/{kind}", col.otlp, methods=["POST"]) for kind in REQUEST_TYPES),
+            Route("/v1/ping", col.ping, methods=["GET"]),
+            Route("/v1/query/raw", col.query_raw, methods=["POST"]),
+        ]
+    )
+    app.state.storage = storage
+    app.state.collector = col
+    return app

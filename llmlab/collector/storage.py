@@ -1,0 +1,330 @@
+"""SQLite point store of the embedded collector.
+
+One file (``home/collector.db``) may be shared by several processes (a notebook kernel and
+``llmlab collector`` on the same home): WAL journal, a busy timeout, and numbered migrations
+applied inside ``BEGIN IMMEDIATE`` so that two processes opening a fresh file do not race.
+
+Spans are stored for fast ingest, not in their final query shape: the indexed point columns
+(time, service, status, ids, name, start, duration, customer-tag blob) are computed at ingest,
+while the span itself is kept as its protobuf bytes and turned into the ``message`` JSON only
+when a query asks for that column (``MessageToDict`` per span costs more than everything else).
+Resource and scope of a batch are stored once in ``contexts`` and shared by their spans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import StoreError
+
+__all__ = ["Storage", "SpanGroup"]
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the migration transaction; run statement by statement instead
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE contexts (
+            id INTEGER PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,      -- sha1 of serialized Resource + InstrumentationScope
+            service TEXT NOT NULL,
+            resource_json TEXT NOT NULL,      -- protojson of the Resource
+            scope_json TEXT NOT NULL          -- protojson of the InstrumentationScope
+        );
+        CREATE TABLE spans (
+            id INTEGER PRIMARY KEY,
+            ctx_id INTEGER NOT NULL REFERENCES contexts(id),
+            trace_id TEXT NOT NULL,           -- 32 hex digits
+            span_id TEXT NOT NULL,            -- 16 hex digits
+            parent_id TEXT NOT NULL,          -- 16 hex digits, "0" for a root span (as DataKit)
+            service TEXT NOT NULL,
+            status TEXT NOT NULL,             -- ok | error
+            span_kind TEXT NOT NULL,          -- client | server | internal | producer | consumer | unspecified
+            resource TEXT NOT NULL,           -- span name (also the `operation` field)
+            start_us INTEGER NOT NULL,
+            duration_us INTEGER NOT NULL,
+            time_ms INTEGER NOT NULL,         -- start in ms: DataKit's `time`
+            tags TEXT,                        -- JSON {customer_tag_name: string value}, NULL if none
+            span_pb BLOB NOT NULL,            -- opentelemetry.proto.trace.v1.Span bytes
+            received_ms INTEGER NOT NULL,
+            UNIQUE (trace_id, span_id)
+        );
+        CREATE INDEX spans_time ON spans(time_ms);
+        CREATE INDEX spans_service_time ON spans(service, time_ms);
+        CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY,
+            service TEXT NOT NULL,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,               -- gauge | sum | histogram | exponential_histogram | summary
+            unit TEXT NOT NULL,
+            attributes TEXT NOT NULL,         -- JSON object of the data point attributes
+            time_ns INTEGER NOT NULL,
+            start_time_ns INTEGER,
+            value REAL,                       -- gauge/sum value, histogram/summary sum
+            data TEXT NOT NULL,               -- JSON: count, sum, min, max, bucket_counts, explicit_bounds, ...
+            resource_json TEXT NOT NULL
+        );
+        CREATE INDEX metrics_name_time ON metrics(name, time_ns);
+        CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            service TEXT NOT NULL,
+            time_ns INTEGER NOT NULL,
+            observed_time_ns INTEGER NOT NULL,
+            severity_number INTEGER NOT NULL,
+            severity_text TEXT NOT NULL,
+            body TEXT NOT NULL,               -- JSON of the AnyValue body (protojson)
+            attributes TEXT NOT NULL,         -- JSON object
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            resource_json TEXT NOT NULL
+        );
+        CREATE INDEX logs_time ON logs(time_ns);
+        """
+    )
+
+
+#: Numbered schema migrations; append, never edit.
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "initial", _m001_initial),
+]
+
+
+class SpanGroup:
+    """Spans of one (Resource, InstrumentationScope) pair, ready for insertion.
+
+    ``rows`` are tuples in the column order of :data:`Storage.SPAN_COLUMNS` without ``ctx_id``.
+    """
+
+    __slots__ = ("digest", "service", "resource_json", "scope_json", "rows")
+
+    def __init__(self, digest: str, service: str, resource_json: str, scope_json: str, rows: list[tuple]) -> None:
+        self.digest = digest
+        self.service = service
+        self.resource_json = resource_json
+        self.scope_json = scope_json
+        self.rows = rows
+
+
+def _regexp(pattern: str, value: Any) -> bool:
+    if value is None:
+        return False
+    return _compiled(pattern).search(str(value)) is not None
+
+
+_RE_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    rx = _RE_CACHE.get(pattern)
+    if rx is None:
+        rx = re.compile(pattern)
+        if len(_RE_CACHE) > 256:
+            _RE_CACHE.clear()
+        _RE_CACHE[pattern] = rx
+    return rx
+
+
+def _num(value: Any) -> float | None:
+    """SQL function dql_num(x): a number, or NULL when x is not numeric (tags are strings)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Storage:
+    """The collector's SQLite database: span points, metric data points, log records."""
+
+    SPAN_COLUMNS = (
+        "ctx_id", "trace_id", "span_id", "parent_id", "service", "status", "span_kind", "resource",
+        "start_us", "duration_us", "time_ms", "tags", "span_pb", "received_ms",
+    )  # fmt: skip
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._ctx_cache: dict[str, int] = {}
+        self._writer = self._connect()
+        self._migrate()
+        placeholders = ",".join("?" * len(self.SPAN_COLUMNS))
+        self._insert_sql = f"INSERT OR IGNORE INTO spans ({','.join(self.SPAN_COLUMNS)}) VALUES ({placeholders})"
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                                 isolation_level=None)  # fmt: skip
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            for _ in range(100):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:  # another process holds the lock while switching
+                    time.sleep(0.05)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.create_function("regexp", 2, _regexp, deterministic=True)
+            db.create_function("dql_num", 1, _num, deterministic=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open collector database {self.path}: {exc}") from exc
+        return db
+
+    def reader(self) -> sqlite3.Connection:
+        """A connection for queries, one per thread."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    def _migrate(self) -> None:
+        db = self._writer
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " applied_ms INTEGER NOT NULL)"
+                )
+                done = {row[0] for row in db.execute("SELECT version FROM migrations")}
+                for version, name, fn in MIGRATIONS:
+                    if version not in done:
+                        fn(db)
+                        db.execute(
+                            "INSERT INTO migrations (version, name, applied_ms) VALUES (?, ?, ?)",
+                            (version, name, int(time.time() * 1000)),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def migrations(self) -> list[int]:
+        return [row[0] for row in self.reader().execute("SELECT version FROM migrations ORDER BY version")]
+
+    def close(self) -> None:
+        self._writer.close()
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _ctx_id(self, group: SpanGroup) -> int:
+        cid = self._ctx_cache.get(group.digest)
+        if cid is None:
+            db = self._writer
+            db.execute(
+                "INSERT OR IGNORE INTO contexts (digest, service, resource_json, scope_json) VALUES (?, ?, ?, ?)",
+                (group.digest, group.service, group.resource_json, group.scope_json),
+            )
+            cid = db.execute("SELECT id FROM contexts WHERE digest = ?", (group.digest,)).fetchone()[0]
+        return cid
+
+    def insert_spans(self, groups: Sequence[SpanGroup]) -> int:
+        """Insert span rows; a span already stored (same trace_id, span_id) is skipped.
+
+        Returns:
+            the number of spans newly stored.
+        """
+        now_ms = int(time.time() * 1000)
+        db = self._writer
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    stored = 0
+                    new_ctx: dict[str, int] = {}
+                    for group in groups:
+                        cid = self._ctx_id(group)
+                        new_ctx[group.digest] = cid
+                        cur = db.executemany(self._insert_sql, [(cid, *row, now_ms) for row in group.rows])
+                        stored += max(cur.rowcount, 0)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write spans to {self.path}: {exc}") from exc
+            self._ctx_cache.update(new_ctx)
+            return stored
+
+    def _insert_many(self, sql: str, rows: Iterable[tuple]) -> int:
+        db = self._writer
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = db.executemany(sql, list(rows))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+            return cur.rowcount
+
+    def insert_metrics(self, rows: Iterable[tuple]) -> int:
+        """Rows: (service, name, type, unit, attributes, time_ns, start_time_ns, value, data, resource_json)."""
+        return self._insert_many(
+            "INSERT INTO metrics (service, name, type, unit, attributes, time_ns, start_time_ns, value, data,"
+            " resource_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def insert_logs(self, rows: Iterable[tuple]) -> int:
+        """Rows: (service, time_ns, observed_time_ns, severity_number, severity_text, body, attributes,
+        trace_id, span_id, resource_json)."""
+        return self._insert_many(
+            "INSERT INTO logs (service, time_ns, observed_time_ns, severity_number, severity_text, body,"
+            " attributes, trace_id, span_id, resource_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def context(self, ctx_id: int) -> tuple[str, str]:
+        """(resource_json, scope_json) of a context id."""
+        row = self.reader().execute("SELECT resource_json, scope_json FROM contexts WHERE id = ?", (ctx_id,)).fetchone()
+        return (row[0], row[1]) if row else ("{}", "{}")
+
+    def count(self, table: str = "spans") -> int:
+        if table not in ("spans", "metrics", "logs", "contexts"):
+            raise ValueError(table)
+        return self.reader().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def digest(*parts: bytes) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
