@@ -1,0 +1,394 @@
+"""Plotly figures from a call frame (``ll.charts.*``).
+
+Each function takes a frame with the canonical columns and returns a
+``plotly.graph_objects.Figure``; nothing is read, written or fetched (``fig.write_html`` is the
+caller's business). Shared rules:
+
+- groups are labelled ``column=value`` (``temperature=0.7``) and ordered by value;
+- timing charts use live successful calls (errors and llmlab cache hits left out, see
+  :mod:`llmlab.stats`), and say how many were left out;
+- an empty frame gives a figure with a "no data" annotation, not an exception;
+- traces are per group at most (never per row); above :data:`LARGE` rows, box plots are drawn
+  from precomputed quartiles and scatter plots use WebGL (``Scattergl``);
+- hover text carries the first 80 characters of prompt and completion.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .errors import ValidationError
+from .stats import (
+    _as_list,
+    _check_columns,
+    _groups,
+    group_label,
+    is_error,
+    live_mask,
+    metric_values,
+    numeric,
+    pareto_front,
+)
+
+__all__ = ["cost", "diversity", "heatmap", "latency", "pareto", "ttft", "GRID_COLUMNS", "LARGE"]
+
+#: Above this many rows, box plots are aggregated and scatters use WebGL.
+LARGE = 5000
+#: Columns that make up a sweep's "setting" when they vary.
+GRID_COLUMNS = ("model", "temperature", "top_p", "max_tokens", "params")
+SNIPPET = 80
+_FRONT = "#1f77b4"
+_GREY = "#b0b0b0"
+
+
+def _titles(metric: str) -> str:
+    units = {
+        "latency_ms": "latency (ms)", "ttft_ms": "time to first token (ms)", "itl_ms": "inter-token latency (ms)",
+        "queue_ms": "queue time (ms)", "cost_usd": "cost (USD)", "tokens_per_s": "throughput (tokens/s)",
+        "input_tokens": "input tokens", "output_tokens": "output tokens", "total_tokens": "total tokens",
+        "error": "error rate", "error_rate": "error rate",
+    }  # fmt: skip
+    return units.get(metric, metric)
+
+
+def _empty(title: str, message: str = "no data") -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 16})
+    return fig
+
+
+def _note(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, showarrow=False, x=0, y=-0.18, xref="paper", yref="paper", xanchor="left",
+                       font={"size": 11, "color": "#666"})  # fmt: skip
+
+
+def _snip(value: Any) -> str:
+    if not isinstance(value, str):
+        return ""
+    text = " ".join(value.split())
+    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+
+
+def _hover(df: pd.DataFrame) -> list[str]:
+    prompts = df["prompt"] if "prompt" in df.columns else pd.Series([None] * len(df), index=df.index)
+    comps = df["completion"] if "completion" in df.columns else pd.Series([None] * len(df), index=df.index)
+    return [f"prompt: {_snip(p)}<br>completion: {_snip(c)}" for p, c in zip(prompts.tolist(), comps.tolist())]
+
+
+def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title: str) -> go.Figure:
+    by_cols = _as_list(by)
+    if df is None or not len(df):
+        return _empty(title)
+    _check_columns(df, by_cols + [metric], "by/metric")
+    values = metric_values(df, metric)
+    keep = values.notna()
+    dropped = int((~live_mask(df) & df[metric].notna()).sum()) if metric in df.columns else 0
+    sub = df[keep]
+    if not len(sub):
+        return _empty(title, f"no {metric} values")
+    labels: list[str] = []
+    ys: list[float] = []
+    order: list[str] = []
+    hover: list[str] = []
+    stats_rows = []
+    for key, g in _groups(sub, by_cols):
+        label = group_label(by_cols, key) if by_cols else "all"
+        order.append(label)
+        v = values.loc[g.index].to_numpy(dtype=float)
+        labels.extend([label] * len(v))
+        ys.extend(v.tolist())
+        hover.extend(_hover(g))
+        stats_rows.append((label, v))
+    fig = go.Figure()
+    if len(sub) > LARGE:
+        q = [np.percentile(v, [0, 25, 50, 75, 100], method="linear") for _, v in stats_rows]
+        fig.add_trace(go.Box(
+            x=order, q1=[r[1] for r in q], median=[r[2] for r in q], q3=[r[3] for r in q],
+            lowerfence=[r[0] for r in q], upperfence=[r[4] for r in q], mean=[float(v.mean()) for _, v in stats_rows],
+            name=metric, marker_color=_FRONT,
+        ))  # fmt: skip
+    else:
+        fig.add_trace(go.Box(
+            x=labels, y=ys, text=hover, name=metric, boxpoints="all", jitter=0.4, pointpos=0, boxmean=True,
+            marker={"color": _FRONT, "size": 5, "opacity": 0.6},
+            hovertemplate="%{x}<br>" + _titles(metric) + ": %{y:.1f}<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(title=title, showlegend=False, xaxis_title=", ".join(by_cols) or "", yaxis_title=_titles(metric))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    if dropped:
+        _note(fig, f"{dropped} error or cached row(s) left out")
+    return fig
+
+
+def latency(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.Figure:
+    """Box plot with points of ``latency_ms`` per group (live successful calls)."""
+    return _distribution(df, by, "latency_ms", f"Latency by {', '.join(_as_list(by)) or 'all'}")
+
+
+def ttft(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
+    """Box plot with points of time to first token (``ttft_ms``) per group."""
+    return _distribution(df, by, "ttft_ms", f"Time to first token by {', '.join(_as_list(by)) or 'all'}")
+
+
+def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
+    """Bar chart of total ``cost_usd`` per group.
+
+    A group whose costs are all NA (no price) gets no bar (``y`` is None) and is named in a note;
+    a group with some NA costs shows the sum of the known ones, marked incomplete. Run
+    ``ll.price(df)`` first to (re)compute costs.
+    """
+    by_cols = _as_list(by)
+    title = f"Cost by {', '.join(by_cols) or 'all'}"
+    if df is None or not len(df):
+        return _empty(title)
+    _check_columns(df, by_cols + ["cost_usd"], "by/cost")
+    xs, ys, texts, unknown, partial = [], [], [], [], []
+    for key, g in _groups(df, by_cols):
+        label = group_label(by_cols, key) if by_cols else "all"
+        c = numeric(g["cost_usd"])
+        xs.append(label)
+        known = c[~np.isnan(c)]
+        if not known.size:
+            ys.append(None)
+            texts.append("unknown")
+            unknown.append(label)
+            continue
+        total = float(known.sum())
+        ys.append(total)
+        if known.size < c.size:
+            partial.append(f"{label} ({c.size - known.size} of {c.size} calls unpriced)")
+            texts.append(f"${total:.4g}*")
+        else:
+            texts.append(f"${total:.4g}")
+    fig = go.Figure(go.Bar(
+        x=xs, y=ys, text=texts, textposition="outside", marker_color=_FRONT,
+        hovertemplate="%{x}<br>cost: $%{y:.6f}<extra></extra>", name="cost_usd",
+    ))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title=", ".join(by_cols), yaxis_title="cost (USD)", showlegend=False)
+    fig.update_xaxes(type="category")
+    notes = []
+    if unknown:
+        notes.append("cost unknown (no price): " + "; ".join(unknown))
+    if partial:
+        notes.append("* incomplete: " + "; ".join(partial))
+    if notes:
+        _note(fig, "<br>".join(notes))
+    return fig
+
+
+_AGGS = {
+    "mean": np.mean, "median": np.median, "sum": np.sum, "min": np.min, "max": np.max, "count": len,
+    "p50": lambda v: np.percentile(v, 50, method="linear"), "p95": lambda v: np.percentile(v, 95, method="linear"),
+}  # fmt: skip
+
+
+def heatmap(
+    df: pd.DataFrame, x: str = "temperature", y: str = "top_p", value: str = "latency_ms", agg: str = "mean"
+) -> go.Figure:
+    """Heatmap of ``agg(value)`` over an ``x`` × ``y`` grid; empty cells are None (not 0).
+
+    ``agg`` is one of mean, median, sum, min, max, count, p50, p95; ``value="error"`` plots the
+    error rate.
+    """
+    title = f"{agg} {value} by {x} and {y}"
+    if agg not in _AGGS:
+        raise ValidationError("agg", agg, f"expected one of {sorted(_AGGS)}")
+    if df is None or not len(df):
+        return _empty(title)
+    _check_columns(df, [x, y], "x/y")
+    values = metric_values(df, value)
+    sub = df[values.notna()]
+    if not len(sub):
+        return _empty(title, f"no {value} values")
+    xkeys = sorted(sub[x].dropna().unique().tolist())
+    ykeys = sorted(sub[y].dropna().unique().tolist())
+    z = [[None for _ in xkeys] for _ in ykeys]
+    for (xv, yv), g in sub.groupby([x, y], sort=True):
+        v = values.loc[g.index].to_numpy(dtype=float)
+        z[ykeys.index(yv)][xkeys.index(xv)] = float(_AGGS[agg](v))
+    fig = go.Figure(go.Heatmap(
+        x=[group_label(x, k) for k in xkeys], y=[group_label(y, k) for k in ykeys], z=z,
+        colorscale="Viridis", texttemplate="%{z:.4g}", colorbar={"title": {"text": _titles(value)}},
+        hovertemplate="%{x}<br>%{y}<br>" + f"{agg} {_titles(value)}" + ": %{z:.4g}<extra></extra>",
+    ))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The grid columns that vary in ``df`` (model, temperature, top_p, max_tokens, params)."""
+    cols = []
+    for c in GRID_COLUMNS:
+        if c in df.columns and df[c].astype("string").nunique(dropna=False) > 1:
+            cols.append(c)
+    return cols
+
+
+def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Grid columns with unhashable values (params dicts) turned into strings for grouping."""
+    out = df.copy()
+    for c in cols:
+        if out[c].map(lambda v: isinstance(v, (dict, list))).any():
+            out[c] = out[c].map(lambda v: str(v) if isinstance(v, (dict, list)) else v)
+    return out
+
+
+def pareto(
+    df: pd.DataFrame,
+    quality: str = "score",
+    cost: str | None = "cost_usd",
+    latency: str | None = "latency_ms",
+    by: str | Sequence[str] | None = None,
+) -> go.Figure:
+    """Quality against cost (or latency) with one point per setting, the Pareto front highlighted.
+
+    A setting is ``by``, or else the grid columns that vary (:func:`setting_columns`). Per
+    setting: mean ``quality``, mean ``cost`` per call, mean ``latency`` (live calls). The front is
+    computed over quality (maximised) and every cost/latency objective that has values
+    (minimised) that every rated setting has (a partly unknown cost is left out of the front, with
+    a note), with :func:`llmlab.stats.pareto_front`. ``fig.data[0]`` holds dominated settings
+    (grey), ``fig.data[1]`` the front. The x axis is cost if known, else latency.
+    """
+    title = f"{quality} vs cost and latency"
+    if df is None or not len(df):
+        return _empty(title)
+    if quality not in df.columns:
+        raise ValidationError(
+            "quality", quality, "no such column; add a score first, e.g. df = ll.evals.exact_match(df)"
+        )
+    by_cols = _as_list(by) if by is not None else setting_columns(df)
+    _check_columns(df, by_cols, "by")
+    work = _hashable(df, by_cols)
+    q_vals = metric_values(work, quality)
+    c_vals = metric_values(work, cost) if cost and cost in work.columns else None
+    l_vals = metric_values(work, latency) if latency and latency in work.columns else None
+    rows = []
+    for key, g in _groups(work, by_cols):
+        def m(vals: pd.Series | None) -> float:
+            if vals is None:
+                return float("nan")
+            v = vals.loc[g.index].to_numpy(dtype=float)
+            v = v[~np.isnan(v)]
+            return float(v.mean()) if v.size else float("nan")
+
+        rows.append({"setting": group_label(by_cols, key) if by_cols else "all", "quality": m(q_vals),
+                     "cost": m(c_vals), "latency": m(l_vals), "n": len(g)})  # fmt: skip
+    points = pd.DataFrame(rows)
+    rated = points[points["quality"].notna()]
+    # an objective takes part only when every rated setting has it (an unknown cost is not a low one)
+    minimize = [c for c in ("cost", "latency") if len(rated) and rated[c].notna().all()]
+    left_out = [c for c in ("cost", "latency") if c not in minimize and rated[c].notna().any()]
+    front = pareto_front(points, minimize=minimize, maximize=["quality"])
+    xcol = "cost" if "cost" in minimize else ("latency" if "latency" in minimize else None)
+    if xcol is None:
+        points["x"] = np.arange(len(points), dtype=float)
+        xtitle = "setting"
+    else:
+        points["x"] = points[xcol]
+        xtitle = "cost per call (USD)" if xcol == "cost" else "latency (ms)"
+    hover = [
+        f"{r.setting}<br>{quality}: {r.quality:.3g}<br>cost/call: "
+        + ("NA" if np.isnan(r.cost) else f"${r.cost:.6g}")
+        + "<br>latency: " + ("NA" if np.isnan(r.latency) else f"{r.latency:.1f} ms") + f"<br>n={r.n}"
+        for r in points.itertuples()
+    ]  # fmt: skip
+    scatter = go.Scattergl if len(points) > 1000 else go.Scatter
+    fig = go.Figure()
+    for mask, name, color in ((~front & points["quality"].notna(), "dominated", _GREY), (front, "Pareto front", _FRONT)):
+        sel = points[mask.to_numpy()]
+        if name == "Pareto front":
+            sel = sel.sort_values("x")
+        fig.add_trace(scatter(
+            x=sel["x"].tolist(), y=sel["quality"].tolist(), mode="markers+text" if len(points) <= 30 else "markers",
+            text=sel["setting"].tolist(), textposition="top center", name=name,
+            marker={"color": color, "size": 11 if name == "Pareto front" else 8},
+            hovertext=[hover[i] for i in sel.index], hoverinfo="text",
+        ))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=f"{quality} (mean)")
+    notes = []
+    missing = int(points["quality"].isna().sum())
+    if missing:
+        notes.append(f"{missing} setting(s) without {quality} values are not shown")
+    for c in left_out:
+        notes.append(f"{c} is unknown for some settings, so the front ignores {c}")
+    if notes:
+        _note(fig, "<br>".join(notes))
+    return fig
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _token_set(text: Any) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower())) if isinstance(text, str) else frozenset()
+
+
+def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
+    union = a | b
+    return 0.0 if not union else 1.0 - len(a & b) / len(union)
+
+
+def diversity_table(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> pd.DataFrame:
+    """Per group: mean share of distinct completions and mean pairwise token-Jaccard distance.
+
+    Computed per (prompt, setting) cell over successful calls — setting being ``by`` plus the
+    other grid columns that vary — for cells with at least 2 completions (repeats), then averaged
+    per ``by`` group. Tokens are lower-cased ``\\w+`` words.
+    """
+    by_cols = _as_list(by)
+    _check_columns(df, by_cols, "by")
+    ok = df[~is_error(df) & df["completion"].notna()] if "completion" in df.columns else df.iloc[0:0]
+    prompt_key = "prompt_id" if "prompt_id" in ok.columns and ok["prompt_id"].notna().all() else "prompt"
+    if prompt_key not in ok.columns:
+        raise ValidationError("df", prompt_key, "need a prompt or prompt_id column to find repeats")
+    cell_cols = [prompt_key] + by_cols + [c for c in setting_columns(ok) if c not in by_cols]
+    work = _hashable(ok, cell_cols)
+    per_group: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+    for key, g in work.groupby(cell_cols, dropna=False, sort=True):
+        comps = [c for c in g["completion"].tolist()]
+        if len(comps) < 2:
+            continue
+        distinct = len(set(comps)) / len(comps)
+        sets = [_token_set(c) for c in comps]
+        dists = [_jaccard_distance(a, b) for a, b in itertools.combinations(sets, 2)]
+        gkey = tuple(key[1 : 1 + len(by_cols)])
+        per_group.setdefault(gkey, []).append((distinct, float(np.mean(dists))))
+    rows = []
+    for gkey in sorted(per_group, key=lambda k: tuple((pd.isna(v), v) for v in k)):
+        vals = np.array(per_group[gkey])
+        rows.append({**dict(zip(by_cols, gkey)), "group": group_label(by_cols, gkey), "cells": len(vals),
+                     "distinct_share": float(vals[:, 0].mean()), "jaccard_distance": float(vals[:, 1].mean())})  # fmt: skip
+    return pd.DataFrame(rows, columns=by_cols + ["group", "cells", "distinct_share", "jaccard_distance"])
+
+
+def diversity(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.Figure:
+    """Output diversity per group from repeats (see :func:`diversity_table`).
+
+    ``fig.data[0]``: mean share of distinct completions; ``fig.data[1]``: mean pairwise
+    token-Jaccard distance; both 0..1, x = group labels.
+    """
+    title = f"Output diversity by {', '.join(_as_list(by))}"
+    if df is None or not len(df):
+        return _empty(title)
+    table = diversity_table(df, by)
+    if not len(table):
+        return _empty(title, "no repeated calls: run the sweep with repeats > 1")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=table["group"].tolist(), y=table["distinct_share"].tolist(), name="distinct completions (share)",
+                         hovertemplate="%{x}<br>distinct share: %{y:.2f}<extra></extra>"))  # fmt: skip
+    fig.add_trace(go.Bar(x=table["group"].tolist(), y=table["jaccard_distance"].tolist(),
+                         name="mean pairwise Jaccard distance",
+                         hovertemplate="%{x}<br>Jaccard distance: %{y:.2f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=title, barmode="group", xaxis_title=", ".join(_as_list(by)),
+                      yaxis_title="diversity (0 = identical, 1 = all different)", yaxis_range=[0, 1.05])  # fmt: skip
+    fig.update_xaxes(type="category")
+    return fig
