@@ -467,7 +467,9 @@ def llm_judge(
     scores = [None if p is None else parse_judge_score(r, scale) for p, r in zip(per_row, raw)]
     bad = sum(1 for p, s in zip(per_row, scores) if p is not None and s is None)
     if bad:
-        warnings.warn(f"{bad} of {sum(p is not None for p in per_row)} judge replies had no {scale} score; "
+        lo, hi = _scale(scale)
+        warnings.warn(f"{bad} of {sum(p is not None for p in per_row)} judge replies had no score on the "
+                      f"{lo:g}-{hi:g} scale; "
                       f"those rows score NA (see the {name}_raw column)", JudgeWarning, stacklevel=2)  # fmt: skip
     out = df.copy()
     out[name] = pd.array(scores, dtype="Float64")
