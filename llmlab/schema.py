@@ -189,6 +189,10 @@ def row_from_span(
             tokens_per_s = output_tokens / (gen_ms / 1000.0)
     provider = _first(attrs, A_PROVIDER, "gen_ai.provider.name", "gen_ai.system")
     is_error = (status or "").lower() == "error"
+    model = _first(attrs, "gen_ai.request.model")
+    own_provider = _first(attrs, A_PROVIDER)
+    if model is not None and own_provider not in (None, "openai") and not str(model).startswith(f"{own_provider}/"):
+        model = f"{own_provider}/{model}"  # llmlab names models provider/model
     row: dict[str, Any] = {
         "sweep_id": _first(attrs, A_SWEEP_ID, ASSOC_PREFIX + "sweep_id"),
         "call_id": _first(attrs, A_CALL_ID, ASSOC_PREFIX + "call_id"),
@@ -201,7 +205,7 @@ def row_from_span(
         "ttft_ms": ttft,
         "tokens_per_s": tokens_per_s,
         "provider": None if provider is None else str(provider).lower(),
-        "model": _first(attrs, "gen_ai.request.model"),
+        "model": model,
         "response_model": _first(attrs, "gen_ai.response.model"),
         "temperature": _num(_first(attrs, "gen_ai.request.temperature")),
         "top_p": _num(_first(attrs, "gen_ai.request.top_p")),

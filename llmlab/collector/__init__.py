@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .ingest import DEFAULT_CUSTOMER_TAGS
 from .server import MAX_BODY_BYTES, create_app
 
-__all__ = ["DEFAULT_CUSTOMER_TAGS", "MAX_BODY_BYTES", "create_app", "embedded_url", "ensure_embedded", "serve",
+__all__ = ["DEFAULT_CUSTOMER_TAGS", "MAX_BODY_BYTES", "background", "create_app", "embedded_url", "ensure_embedded", "serve",
            "stop_embedded"]  # fmt: skip
 
 _lock = threading.Lock()
@@ -40,8 +40,6 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
     Returns:
         the base URL, e.g. ``http://127.0.0.1:41237`` (OTLP at ``<url>/otel/v1/traces``).
     """
-    from .._server import BackgroundServer
-
     if config is None:
         from ..config import get_config
 
@@ -55,9 +53,28 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
             _embedded.stop()
             _embedded = None
         app = create_app(db_path, customer_tags)
-        server = BackgroundServer(app, host="127.0.0.1", port=0, name="llmlab-collector").start()
+        server = background(app).start()
         _embedded, _embedded_db = server, db_path
         return str(server.url)
+
+
+def background(app: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
+    """A (not yet started) BackgroundServer for ``app`` with TCP_NODELAY on its connections.
+
+    The listening socket of BackgroundServer is created with proto 0, so asyncio does not set
+    TCP_NODELAY on accepted connections and every response written in two parts (headers, body)
+    waits ~40 ms for a delayed ACK; Linux copies the option from the listening socket on accept.
+    """
+    import socket
+
+    from .._server import BackgroundServer
+
+    server = BackgroundServer(app, host=host, port=port, name="llmlab-collector")
+    try:
+        server._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # pragma: no cover - other platforms / a fixed BackgroundServer
+        pass
+    return server
 
 
 def embedded_url() -> str | None:

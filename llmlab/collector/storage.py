@@ -326,5 +326,9 @@ def digest(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON (one shared encoder: json.dumps with options builds a new one per call)."""
+    return _ENCODER.encode(obj)

@@ -1,0 +1,181 @@
+"""Read spans back from DataKit (or the embedded collector) through its DQL raw-query API.
+
+DataKit keeps nothing itself: ``/v1/query/raw`` forwards DQL to the Guance workspace, which
+returns points in DataKit's tracing shape. The ``gen_ai.*``/``llmlab.*`` attributes live inside
+the ``message`` JSON (the span as protojson) unless DataKit's ``customer_tags`` promoted some
+of them to columns, with dots turned into underscores; both are read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import httpx
+import pandas as pd
+
+from . import schema
+from .config import EMBEDDED, Config
+from .errors import ConfigError, QueryError, redact
+
+PAGE = 1000
+_STANDARD = {"time", "trace_id", "span_id", "parent_id", "resource", "operation", "start", "duration", "message",
+             "service", "status", "span_kind", "source"}  # fmt: skip
+
+
+def base_url(config: Config) -> str:
+    if config.datakit is None:
+        raise ConfigError("datakit=None: there is no DataKit to query; use source='local' or configure datakit=...")
+    if config.datakit == EMBEDDED:
+        from .collector import ensure_embedded
+
+        return ensure_embedded(config)
+    return config.datakit
+
+
+def raw_query(config: Config, query: str, time_range: tuple[int, int] | None = None, limit: int | None = None,
+              offset: int | None = None, client: httpx.Client | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run one DQL query; returns ``content[0]`` (``series`` and ``total_hits``)."""
+    q: dict[str, Any] = {"query": query}
+    if time_range is not None:
+        q["time_range"] = list(time_range)
+    if limit is not None:
+        q["limit"] = limit
+    if offset is not None:
+        q["offset"] = offset
+    body: dict[str, Any] = {"queries": [q]}
+    if config.datakit_token:
+        body["token"] = config.datakit_token
+    url = base_url(config) + "/v1/query/raw"
+    own = client is None
+    client = client or httpx.Client(timeout=30.0, trust_env=False)
+    try:
+        response = client.post(url, json=body)
+    except httpx.HTTPError as exc:
+        raise QueryError(redact(f"DataKit at {config.datakit} is unreachable for DQL: {type(exc).__name__}: {exc}")) from None
+    finally:
+        if own:
+            client.close()
+    if response.status_code != 200:
+        try:
+            reason = response.json().get("message") or response.text
+        except ValueError:
+            reason = response.text
+        raise QueryError(redact(f"DQL query failed with HTTP {response.status_code}: {reason[:300]}"))
+    content = response.json().get("content") or [{}]
+    first = content[0] or {}
+    if first.get("error"):
+        raise QueryError(redact(f"DQL error: {first['error']}"))
+    return first
+
+
+def _anyvalue(v: dict[str, Any]) -> Any:
+    if not isinstance(v, dict):
+        return v
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in v:
+            return v[key]
+    if "intValue" in v:
+        return int(v["intValue"])
+    if "arrayValue" in v:
+        return tuple(_anyvalue(x) for x in v["arrayValue"].get("values", []))
+    if "kvlistValue" in v:
+        return {kv["key"]: _anyvalue(kv.get("value", {})) for kv in v["kvlistValue"].get("values", [])}
+    return None
+
+
+def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
+    """One DataKit tracing point → canonical row (None if it is not an LLM span)."""
+    message: dict[str, Any] = {}
+    raw = point.get("message")
+    if isinstance(raw, str) and raw:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = {}
+    elif isinstance(raw, dict):
+        message = raw
+    attrs: dict[str, Any] = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in message.get("attributes", [])}
+    for key, value in point.items():  # customer_tags columns (underscore form)
+        if key not in _STANDARD and value is not None and key not in attrs:
+            attrs[key] = value
+    name = message.get("name") or point.get("resource") or point.get("operation")
+    if not schema.is_llm_span(name, attrs):
+        return None
+    start_ns = int(message["startTimeUnixNano"]) if message.get("startTimeUnixNano") else (
+        int(point["start"]) * 1000 if point.get("start") is not None else None)  # fmt: skip
+    end_ns = int(message["endTimeUnixNano"]) if message.get("endTimeUnixNano") else (
+        start_ns + int(point["duration"]) * 1000 if start_ns is not None and point.get("duration") is not None else None)  # fmt: skip
+    first_chunk = next((int(e["timeUnixNano"]) for e in message.get("events", []) if e.get("name") == schema.CHUNK_EVENT
+                        and e.get("timeUnixNano")), None)  # fmt: skip
+    status_obj = message.get("status") or {}
+    is_error = point.get("status") == "error" or status_obj.get("code") == "STATUS_CODE_ERROR"
+    resource_attrs = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in (message.get("resource") or {}).get("attributes", [])}
+    parent = message.get("parentSpanId") or point.get("parent_id")
+    return schema.row_from_span(
+        attrs, trace_id=message.get("traceId") or point.get("trace_id"), span_id=message.get("spanId") or point.get("span_id"),
+        parent_id=None if parent in (None, "", "0") else parent, name=name,
+        service=point.get("service") or resource_attrs.get("service.name"), start_ns=start_ns, end_ns=end_ns,
+        status="error" if is_error else "ok", error=status_obj.get("message") or "", first_chunk_ns=first_chunk,
+    )  # fmt: skip
+
+
+def iter_points(config: Config, query: str, time_range: tuple[int, int] | None, limit: int | None) -> Iterator[dict[str, Any]]:
+    """Page through a query's points (LIMIT/OFFSET), yielding dicts of column → value."""
+    offset = 0
+    with httpx.Client(timeout=60.0, trust_env=False) as client:
+        while True:
+            page = PAGE if limit is None else min(PAGE, limit - offset)
+            if page <= 0:
+                return
+            content = raw_query(config, f"{query} LIMIT {page} OFFSET {offset}", time_range, client=client)
+            series = content.get("series") or []
+            got = 0
+            for s in series:
+                columns = s.get("columns") or []
+                for values in s.get("values") or []:
+                    got += 1
+                    yield dict(zip(columns, values))
+            offset += got
+            total = content.get("total_hits")
+            if got < page or (isinstance(total, int) and offset >= total):
+                return
+
+
+def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
+                limit: int | None = None, service: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame."""
+    from .spans import rows_to_frame
+
+    if sweep_id is not None and since_ns is None:
+        since_ns, until_ns = _sweep_window(config, sweep_id, until_ns)
+    now_ms = int(time.time() * 1000)
+    start_ms = since_ns // 1_000_000 if since_ns is not None else now_ms - 30 * 24 * 3600 * 1000
+    end_ms = until_ns // 1_000_000 + 1 if until_ns is not None else now_ms + 60_000
+    where = f" {{ `service` = {json.dumps(service)} }}" if service else ""
+    query = f"T::re(`.*`){where} ORDER BY time ASC"
+    rows = []
+    for point in iter_points(config, query, (start_ms, end_ms), None if sweep_id else limit):
+        row = point_to_row(point)
+        if row is None or (sweep_id is not None and row.get("sweep_id") != sweep_id):
+            continue
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows_to_frame(rows)
+
+
+def _sweep_window(config: Config, sweep_id: str, until_ns: int | None) -> tuple[int | None, int | None]:
+    """The sweep's time window from the local store, to narrow the DQL time range."""
+    try:
+        from .store import get_store
+
+        record = get_store(config.home).sweep_record(sweep_id)
+    except Exception:
+        record = None
+    if not record:
+        return None, until_ns
+    start = pd.Timestamp(record["created_at"]).value - 60 * 10**9
+    end = pd.Timestamp(record["finished_at"]).value + 60 * 10**9 if record.get("finished_at") else until_ns
+    return start, end

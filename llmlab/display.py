@@ -1,0 +1,38 @@
+"""Choose and attach the display for a sweep: the live widget grid in Jupyter, a progress bar
+in a terminal, nothing when ``display=False``. Both are event subscribers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (ZMQ shell)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd: float | None) -> Callable[[], None]:
+    """Subscribe the right display to ``bus``; returns a function that detaches it."""
+    if not display:
+        return lambda: None
+    if in_notebook():
+        try:
+            from .widgets import SweepGrid
+        except ImportError:
+            pass
+        else:
+            grid = SweepGrid(sweep, handle=handle, budget_usd=budget_usd)
+            grid.show()
+            unsubscribe = bus.subscribe(grid.on_event)
+            return lambda: (unsubscribe(), grid.close_feed())
+    from .progress import ProgressBar
+
+    bar = ProgressBar(total=len(sweep.calls), budget_usd=budget_usd, file=sys.stderr)
+    unsubscribe = bus.subscribe(bar.on_event)
+    return lambda: (unsubscribe(), bar.close())

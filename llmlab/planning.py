@@ -1,0 +1,62 @@
+"""The plan of a sweep: one row per call with estimated tokens, cost and time, before sending."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .sweep import Sweep
+
+#: Rough seconds per call used for the time estimate when nothing was measured yet.
+_DEFAULT_SECONDS_PER_CALL = {"local": 0.05}
+_REMOTE_SECONDS_PER_CALL = 2.0
+
+
+def estimate_plan(sweep: "Sweep", concurrency: int = 8) -> pd.DataFrame:
+    """Build the plan frame for ``sweep`` (see :meth:`Sweep.plan`)."""
+    from .pricing import cost_for, load_prices
+    from .tokens import estimate_messages_tokens
+
+    table = load_prices()
+    rows = []
+    total_cost = 0.0
+    unpriced: set[str] = set()
+    seconds = 0.0
+    for call in sweep.calls:
+        est_in = estimate_messages_tokens(list(call.messages))
+        est_out = call.max_tokens or 256
+        cost = cost_for(call.qualified_model, est_in, est_out, table)
+        if cost is None:
+            unpriced.add(call.qualified_model)
+        else:
+            total_cost += cost
+        seconds += _DEFAULT_SECONDS_PER_CALL.get(call.provider, _REMOTE_SECONDS_PER_CALL)
+        row = {
+            "call_id": call.call_id,
+            "prompt_id": call.prompt_id,
+            "prompt": call.prompt,
+            "provider": call.provider,
+            "model": call.qualified_model,
+            "temperature": call.temperature,
+            "top_p": call.top_p,
+            "max_tokens": call.max_tokens,
+            "seed": call.seed,
+            "repeat": call.repeat,
+            "params": json.dumps(call.params, sort_keys=True) if call.params else "",
+            "est_input_tokens": est_in,
+            "est_output_tokens": est_out,
+            "est_cost_usd": cost,
+        }
+        for key, value in call.params.items():
+            row[key] = value
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["est_cost_usd"] = pd.to_numeric(df["est_cost_usd"], errors="coerce").astype("Float64")
+    df.attrs["calls"] = len(df)
+    df.attrs["est_cost_usd"] = None if unpriced else round(total_cost, 6)
+    df.attrs["unpriced_models"] = sorted(unpriced)
+    df.attrs["est_seconds"] = round(seconds / max(1, concurrency), 1)
+    return df

@@ -1,0 +1,182 @@
+"""Provider registry and the one place where ``openai`` clients are built (the I/O seam).
+
+A model is named ``"provider/model"``; a bare name means provider ``openai``. Built in:
+``openai`` (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``) and ``local`` (the embedded model server,
+started on demand). Users add any OpenAI-compatible endpoint with :func:`provider`.
+
+Keys are read from the environment at call time and never stored, logged or put in spans.
+Tests and advanced users pass ``http_client=`` (an ``httpx.AsyncClient``, e.g. with a custom
+transport) to drive the real ``openai`` client through any transport.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from typing import Any
+
+import httpx
+
+from .errors import ConfigError, register_secret
+
+__all__ = ["Provider", "provider", "get_provider", "split_model", "make_client", "providers"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """An OpenAI-compatible endpoint.
+
+    Attributes:
+        name: registry name, the part before ``/`` in a model name.
+        base_url: endpoint base URL (``…/v1``); None means "resolve at call time" (openai, local).
+        api_key_env: environment variable holding the key (None: no key needed).
+        base_url_env: environment variable that may override ``base_url``.
+        rpm: requests per minute allowed (None: unlimited).
+        tpm: tokens per minute allowed (None: unlimited).
+        timeout: per-request timeout in seconds.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    base_url_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout: float = 60.0
+    default_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == "local"
+
+    def resolve_base_url(self) -> str:
+        """The endpoint URL to send to; starts the embedded model server for ``local``."""
+        if self.is_local:
+            from .localmodel import ensure_server
+
+            return ensure_server()
+        if self.base_url_env and os.environ.get(self.base_url_env):
+            return os.environ[self.base_url_env]
+        if self.base_url:
+            return self.base_url
+        return "https://api.openai.com/v1"
+
+    def api_key(self) -> str:
+        """The key from the environment; raises ConfigError naming the variable if it is missing."""
+        if self.is_local or self.api_key_env is None:
+            return "llmlab-local"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"provider {self.name!r}: API key missing: set the {self.api_key_env} environment variable"
+            )
+        register_secret(key)
+        return key
+
+
+_lock = threading.Lock()
+_registry: dict[str, Provider] = {
+    "openai": Provider("openai", None, "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    "local": Provider("local", None, None, None, timeout=30.0),
+}
+
+
+def provider(
+    name: str,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    *,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> Provider:
+    """Register (or replace) an OpenAI-compatible provider; returns it.
+
+    Example:
+        >>> import llmlab as ll
+        >>> p = ll.provider("moonshot", base_url="https://api.moonshot.cn/v1", api_key_env="MOONSHOT_API_KEY")
+        >>> p.name
+        'moonshot'
+    """
+    if not name or "/" in name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"provider name={name!r}: use letters, digits, '-' or '_'")
+    existing = _registry.get(name)
+    if base_url is None and existing is None:
+        raise ConfigError(f"provider {name!r}: base_url is required for a new provider")
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"provider {name!r}: base_url={base_url!r} must start with http:// or https://")
+    for label, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"provider {name!r}: {label}={value!r} must be positive")
+    base = existing or Provider(name)
+    new = dataclasses.replace(
+        base,
+        base_url=base_url if base_url is not None else base.base_url,
+        api_key_env=api_key_env if api_key_env is not None else base.api_key_env,
+        rpm=rpm if rpm is not None else base.rpm,
+        tpm=tpm if tpm is not None else base.tpm,
+        timeout=timeout,
+        default_headers=tuple((headers or {}).items()) or base.default_headers,
+    )
+    with _lock:
+        _registry[name] = new
+    return new
+
+
+def providers() -> dict[str, Provider]:
+    """A copy of the registry."""
+    with _lock:
+        return dict(_registry)
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """``"moonshot/kimi-k2"`` → ``("moonshot", "kimi-k2")``; a bare name means ``openai``.
+
+    Only the first ``/`` splits, and only when the prefix is a registered provider, so names
+    like ``meta-llama/Llama-3-8B`` served by vLLM under provider ``openai`` keep working.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"model={model!r}: must be a non-empty string like 'local/tiny' or 'gpt-4o-mini'")
+    if "/" in model:
+        head, tail = model.split("/", 1)
+        if head in _registry:
+            if not tail:
+                raise ConfigError(f"model={model!r}: missing the model name after '{head}/'")
+            return head, tail
+    return "openai", model
+
+
+def get_provider(name: str) -> Provider:
+    """The registered provider ``name``; ConfigError listing the known ones otherwise."""
+    with _lock:
+        found = _registry.get(name)
+        known = sorted(_registry)
+    if found is None:
+        raise ConfigError(f"provider={name!r} is unknown; known: {', '.join(known)} (register with ll.provider())")
+    return found
+
+
+def make_client(prov: Provider, http_client: httpx.AsyncClient | None = None, max_connections: int = 100) -> Any:
+    """Build an ``openai.AsyncOpenAI`` for ``prov``.
+
+    openai's own retries are off (``max_retries=0``): the runner retries with tenacity so that
+    every attempt is counted, traced and excluded from latency.
+    """
+    import openai
+
+    if http_client is None:
+        http_client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=httpx.Timeout(prov.timeout, connect=10.0),
+            trust_env=not prov.is_local,
+        )
+    return openai.AsyncOpenAI(
+        api_key=prov.api_key(),
+        base_url=prov.resolve_base_url(),
+        max_retries=0,
+        timeout=prov.timeout,
+        http_client=http_client,
+        default_headers=dict(prov.default_headers) or None,
+    )

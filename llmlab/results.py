@@ -1,0 +1,60 @@
+"""The result of a sweep: the canonical frame plus what was skipped and why."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import schema
+
+
+class SweepResult:
+    """What ``Sweep.run()`` returns (and ``ll.load()`` rebuilds from the store).
+
+    Attributes:
+        sweep_id: the experiment id.
+        df: one row per call that ran (or came from the cache), canonical columns first.
+        skipped: plan rows of calls not sent (budget reached, cancelled), with a ``reason``.
+        stopped: None when every call ran, else ``"budget"`` or ``"cancelled"``.
+    """
+
+    def __init__(self, sweep_id: str, df: pd.DataFrame, skipped: pd.DataFrame | None = None,
+                 stopped: str | None = None, spec: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.sweep_id = sweep_id
+        self.df = df
+        self.skipped = skipped if skipped is not None else pd.DataFrame(columns=["call_id", "prompt_id", "model", "reason"])
+        self.stopped = stopped
+        self.spec = spec or {}
+
+    @classmethod
+    def from_rows(cls, sweep_id: str, rows: Sequence[dict[str, Any]], sweep: Any = None,
+                  skipped: Sequence[tuple[Any, str]] = (), stopped: str | None = None) -> "SweepResult":  # fmt: skip
+        df = schema.frame(rows)
+        skipped_df = pd.DataFrame(
+            [{"call_id": c.call_id, "prompt_id": c.prompt_id, "model": c.qualified_model, "temperature": c.temperature,
+              "top_p": c.top_p, "repeat": c.repeat, "reason": reason} for c, reason in skipped],
+            columns=["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"],
+        )  # fmt: skip
+        return cls(sweep_id, df, skipped_df, stopped, sweep.spec() if sweep is not None else None)
+
+    def __repr__(self) -> str:
+        n = len(self.df)
+        errors = int((self.df["status"] == "error").sum()) if n else 0
+        cached = int(self.df["cached"].fillna(False).sum()) if n else 0
+        extra = f", stopped={self.stopped!r}, skipped={len(self.skipped)}" if self.stopped else ""
+        return f"SweepResult(sweep_id={self.sweep_id!r}, calls={n}, errors={errors}, cached={cached}{extra})"
+
+    def summary(self, by: Sequence[str] | str | None = None) -> pd.DataFrame:
+        """``ll.summary`` of this result, grouped by the swept settings by default."""
+        from .stats import summary
+
+        return summary(self.df, by=by or self.setting_columns())
+
+    def setting_columns(self) -> list[str]:
+        """The grid columns that vary in this sweep (model, temperature, top_p, params...)."""
+        cols = [c for c in ("model", "temperature", "top_p", "max_tokens", "seed") if c in self.df and self.df[c].nunique(dropna=True) > 1]
+        params = [c for c in self.df.columns if c not in schema.CANONICAL_COLUMNS and c not in schema.EXTRA_COLUMNS
+                  and not c.startswith(("data.", "assoc.")) and c in (self.spec.get("params") or {})]  # fmt: skip
+        cols += [c for c in params if self.df[c].nunique(dropna=True) > 1]
+        return cols or ["model"]

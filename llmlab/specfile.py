@@ -1,0 +1,71 @@
+"""YAML sweep specs for ``llmlab sweep SPEC.yaml``.
+
+Example spec::
+
+    name: summaries
+    prompts: prompts.csv          # or a list of strings; relative paths are relative to the spec
+    template: "Summarize: {text}"
+    models: [local/tiny, local/small]
+    temperature: [0.0, 0.7]
+    top_p: [1.0, 0.9]
+    max_tokens: 48
+    repeats: 2
+    params: {presence_penalty: [0.0, 0.5]}
+    run: {concurrency: 8, budget_usd: 0.50, cache: true}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ValidationError
+from .sweep import Sweep
+
+SWEEP_KEYS = {"name", "prompts", "template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "params"}
+RUN_KEYS = {"concurrency", "budget_usd", "cache"}
+
+
+@dataclasses.dataclass
+class LoadedSpec:
+    sweep: Sweep
+    run_kwargs: dict[str, Any]
+
+
+def load_spec(path: Path) -> LoadedSpec:
+    """Parse and validate a YAML spec; errors name the file and the bad key or value."""
+    if not path.exists():
+        raise ValidationError("spec", str(path), "file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValidationError("spec", str(path), "not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValidationError("spec", str(path), f"invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("spec", str(path), "the top level must be a mapping of keys like prompts:, models:")
+    unknown = sorted(set(data) - SWEEP_KEYS - {"run"})
+    if unknown:
+        raise ValidationError(f"{path.name}: {unknown[0]}", data[unknown[0]], f"unknown key; known keys: {', '.join(sorted(SWEEP_KEYS | {'run'}))}")
+    if "prompts" not in data:
+        raise ValidationError(f"{path.name}: prompts", None, "required key is missing")
+    run = data.pop("run", None) or {}
+    if not isinstance(run, dict):
+        raise ValidationError(f"{path.name}: run", run, "must be a mapping (concurrency, budget_usd, cache)")
+    bad = sorted(set(run) - RUN_KEYS)
+    if bad:
+        raise ValidationError(f"{path.name}: run.{bad[0]}", run[bad[0]], f"unknown key; known: {', '.join(sorted(RUN_KEYS))}")
+    prompts = data["prompts"]
+    if isinstance(prompts, str):
+        candidate = Path(prompts)
+        data["prompts"] = candidate if candidate.is_absolute() else (path.parent / candidate)
+    try:
+        sweep = Sweep(**data)
+    except ValidationError as exc:
+        raise ValidationError(f"{path.name}: {exc.field}", exc.value, exc.problem) from None
+    return LoadedSpec(sweep, run)

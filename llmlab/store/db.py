@@ -1,0 +1,269 @@
+"""The local store: one SQLite database under ``home`` (calls, cache, spans/outbox, sweeps).
+
+Why SQLite: a real, crash-safe database with no server, safe for several processes sharing one
+home (WAL mode + busy timeout). All writes of a process go through one writer thread that
+group-commits whatever is queued, so hundreds of concurrent calls cost a handful of fsyncs;
+a caller that needs durability (the runner, before it reports a call finished) waits on the
+returned future. Reads use a connection per thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as _dt
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import StoreError
+from .migrations import MIGRATIONS
+
+log = logging.getLogger("llmlab.store")
+
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+def utcnow_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` with the settings every llmlab connection uses."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store at {path}: {exc}") from None
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply pending numbered migrations; returns the names applied."""
+    applied: list[str] = []
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, fn in MIGRATIONS:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                db.execute("COMMIT")
+                continue
+            fn(db)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utcnow_iso()))
+            db.execute("COMMIT")
+            applied.append(name)
+        except Exception as exc:
+            db.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {exc}") from None
+    return applied
+
+
+class Store:
+    """Access to one home's database. Obtain it with :func:`get_store`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        migrate(self._conn())
+        self._queue: queue.SimpleQueue[tuple[WriteFn, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="llmlab-store-writer", daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    # connections --------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.path)
+        return db
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed ({self.path}): {exc}") from None
+
+    # writes -------------------------------------------------------------------------------
+    def submit(self, fn: WriteFn) -> concurrent.futures.Future[Any]:
+        """Run ``fn(conn)`` on the writer thread inside a transaction; returns a future."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._closed:
+            fut.set_exception(StoreError("store is closed"))
+            return fut
+        self._queue.put((fn, fut))
+        return fut
+
+    def write(self, fn: WriteFn, timeout: float = 60.0) -> Any:
+        """Run ``fn(conn)`` in a committed transaction and wait for it."""
+        return self.submit(fn).result(timeout)
+
+    def _write_loop(self) -> None:
+        db = connect(self.path)
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 1000:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            self._run_batch(db, batch)
+
+    def _run_batch(self, db: sqlite3.Connection, batch: list[tuple[WriteFn, concurrent.futures.Future[Any]]]) -> None:
+        results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        for attempt in range(20):
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:  # another process holds the write lock
+                if attempt == 19:
+                    for _, fut in batch:
+                        fut.set_exception(StoreError(f"store is locked: {exc}"))
+                    return
+                time.sleep(0.05 * (attempt + 1))
+        for fn, fut in batch:
+            try:
+                db.execute("SAVEPOINT item")
+                value = fn(db)
+                db.execute("RELEASE item")
+                results.append((fut, True, value))
+            except Exception as exc:
+                db.execute("ROLLBACK TO item")
+                db.execute("RELEASE item")
+                results.append((fut, False, exc))
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            for fut, _, _ in results:
+                fut.set_exception(StoreError(f"store commit failed: {exc}"))
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value if isinstance(value, Exception) else StoreError(str(value)))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every write queued so far is committed."""
+        self.write(lambda db: None, timeout)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._writer.join(10)
+
+    # sweeps -------------------------------------------------------------------------------
+    def start_sweep(self, sweep_id: str, name: str | None, spec: dict[str, Any], info: dict[str, Any]) -> None:
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO sweeps (sweep_id, name, created_at, status, spec_json, info_json) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(sweep_id) DO UPDATE SET status='running', finished_at=NULL",
+                (sweep_id, name, utcnow_iso(), "running", json.dumps(spec, default=str), json.dumps(info, default=str)),
+            )
+
+        self.write(fn)
+
+    def finish_sweep(self, sweep_id: str, status: str, info: dict[str, Any]) -> None:
+        def fn(db: sqlite3.Connection) -> None:
+            old = db.execute("SELECT info_json FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
+            merged = {**(json.loads(old[0]) if old else {}), **info}
+            db.execute(
+                "UPDATE sweeps SET finished_at=?, status=?, info_json=? WHERE sweep_id=?",
+                (utcnow_iso(), status, json.dumps(merged, default=str), sweep_id),
+            )
+
+        self.write(fn)
+
+    def sweep_record(self, sweep_id: str) -> dict[str, Any] | None:
+        rows = self.read("SELECT sweep_id, name, created_at, finished_at, status, spec_json, info_json FROM sweeps WHERE sweep_id=?", (sweep_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"sweep_id": r[0], "name": r[1], "created_at": r[2], "finished_at": r[3], "status": r[4],
+                "spec": json.loads(r[5]), "info": json.loads(r[6])}  # fmt: skip
+
+    # calls and cache ----------------------------------------------------------------------
+    def put_call(self, sweep_id: str, seq: int, row: dict[str, Any], cache_entry: dict[str, Any] | None) -> concurrent.futures.Future[Any]:
+        """Persist a finished call (and its response in the cache) in one transaction."""
+        row_json = json.dumps(row, default=str)
+        cache_json = None if cache_entry is None else json.dumps(cache_entry, default=str)
+
+        def fn(db: sqlite3.Connection) -> None:
+            now = utcnow_iso()
+            db.execute(
+                "INSERT OR REPLACE INTO calls (sweep_id, call_id, seq, status, created_at, row_json) VALUES (?,?,?,?,?,?)",
+                (sweep_id, row["call_id"], seq, row["status"], now, row_json),
+            )
+            if cache_json is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO cache (call_id, model, created_at, response_json) VALUES (?,?,?,?)",
+                    (row["call_id"], str(row.get("model")), now, cache_json),
+                )
+
+        return self.submit(fn)
+
+    def cached_responses(self, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = list(call_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for cid, js in self.read(f"SELECT call_id, response_json FROM cache WHERE call_id IN ({marks})", chunk):
+                out[cid] = json.loads(js)
+        return out
+
+    def call_rows(self, sweep_id: str) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.read("SELECT row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sweep_id,))]
+
+    # spans (also the export outbox) -------------------------------------------------------
+    def put_spans(self, records: Sequence[tuple[Any, ...]]) -> concurrent.futures.Future[Any]:
+        """Insert span records (see ``llmlab.tracing.export.span_record``)."""
+
+        def fn(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_id, name, service, sweep_id, call_id, start_ns, "
+                "end_ns, is_llm, row_json, attrs_json, otlp, export_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                records,
+            )
+
+        return self.submit(fn)
+
+    def pending_count(self) -> int:
+        """Spans waiting to be delivered to DataKit."""
+        return int(self.read("SELECT count(*) FROM spans WHERE export_state = 0")[0][0])
+
+
+_stores: dict[Path, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(home: Path | None = None) -> Store:
+    """The process-wide :class:`Store` of ``home`` (default: the configured home)."""
+    if home is None:
+        from ..config import get_config
+
+        path = get_config().db_path
+    else:
+        path = Path(home) / "llmlab.db"
+    path = path.resolve()
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is None or store._closed:
+            store = _stores[path] = Store(path)
+        return store

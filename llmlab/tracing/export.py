@@ -1,0 +1,260 @@
+"""Finished spans → local store (durable outbox) → OTLP/HTTP protobuf (gzip) → DataKit.
+
+Every finished span is written to the store by the store's writer thread, in the same queue as
+the call rows, so a call reported finished has its span on disk too: a killed process loses no
+span of a finished call. Spans to export carry ``export_state = 0`` (pending); the
+:class:`OutboxExporter` thread leases batches of up to 512, POSTs them to
+``<datakit>/otel/v1/traces`` and marks them delivered (1) on success. Connection errors,
+timeouts, 429 and 5xx leave them pending and back off; they go out automatically once DataKit
+answers again, or on ``llmlab replay``. A 4xx that will never succeed marks them rejected (2)
+with a warning. Delivery is at-least-once; the embedded collector stores each span once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gzip
+import json
+import logging
+import threading
+import time
+from typing import Any, Sequence
+
+import httpx
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+
+from .. import schema
+from ..config import EMBEDDED, Config
+from ..errors import redact
+from ..store import get_store
+
+log = logging.getLogger("llmlab.export")
+
+PENDING, DELIVERED, REJECTED = 0, 1, 2
+BATCH = 512
+LEASE_S = 60.0
+
+
+def otlp_traces_url(config: Config) -> str | None:
+    """The OTLP traces endpoint for ``config`` (starting the embedded collector if needed)."""
+    if config.datakit is None:
+        return None
+    if config.datakit == EMBEDDED:
+        from ..collector import ensure_embedded
+
+        return ensure_embedded(config) + "/otel/v1/traces"
+    return config.datakit + "/otel/v1/traces"
+
+
+def _status(span: ReadableSpan) -> tuple[str, str]:
+    code = span.status.status_code.name.lower() if span.status is not None else "unset"
+    return code, (span.status.description or "") if span.status is not None else ""
+
+
+def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
+    """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
+    from .setup import strip_content
+
+    attrs = dict(span.attributes or {})
+    if not config.trace_content:
+        attrs = strip_content(attrs)
+        span = ReadableSpan(
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
+            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+        )  # fmt: skip
+    ctx = span.context
+    trace_id = format(ctx.trace_id, "032x")
+    span_id = format(ctx.span_id, "016x")
+    parent_id = format(span.parent.span_id, "016x") if span.parent is not None else None
+    service = str(span.resource.attributes.get("service.name", "")) if span.resource is not None else ""
+    status, description = _status(span)
+    first_chunk = next((e.timestamp for e in span.events if e.name == schema.CHUNK_EVENT), None)
+    is_llm = schema.is_llm_span(span.name, attrs)
+    row = schema.row_from_span(
+        attrs, trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=span.name, service=service,
+        start_ns=span.start_time, end_ns=span.end_time, status=status, error=description, first_chunk_ns=first_chunk,
+    )  # fmt: skip
+    row["start_time"] = span.start_time
+    row["end_time"] = span.end_time
+    otlp = encode_spans([span]).SerializeToString()
+    return (
+        trace_id, span_id, parent_id, span.name, service, row.get("sweep_id"), row.get("call_id"),
+        span.start_time or 0, span.end_time or 0, int(is_llm), json.dumps(row, default=str),
+        json.dumps(attrs, default=str), otlp, PENDING if config.datakit is not None else None,
+    )  # fmt: skip
+
+
+class SpanSink:
+    """Where llmlab's processor sends finished spans for one configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = get_store(config.home)
+        self.exporter = OutboxExporter(config) if config.datakit is not None else None
+        self._last = None
+
+    def submit(self, span: ReadableSpan) -> None:
+        try:
+            record = span_record(span, self.config)
+        except Exception:  # a span we cannot encode must not break the caller
+            log.exception("could not record span %s", getattr(span, "name", "?"))
+            return
+        self._last = self.store.put_spans([record])
+        if self.exporter is not None:
+            self.exporter.wake()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self.store.flush(timeout)
+
+    def close(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+
+
+class OutboxExporter:
+    """Background thread delivering pending spans of one home to one DataKit."""
+
+    def __init__(self, config: Config, interval: float = 1.0, timeout: float = 10.0) -> None:
+        self.config = config
+        self.store = get_store(config.home)
+        self.interval = interval
+        self.timeout = timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._backoff = 0.0
+        self.last_error: str | None = None
+        self.delivered = 0
+        self._thread = threading.Thread(target=self._loop, name="llmlab-exporter", daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _at_exit(self) -> None:
+        # deliver what we can quickly; the rest stays spooled for the next run or `llmlab replay`
+        if not self._stop.is_set():
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(2.0)
+            try:
+                drain(self.config, deadline_s=2.0)
+            except Exception:
+                pass
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+            while not self._stop.is_set():
+                self._wake.wait(self.interval if self._backoff == 0 else self._backoff)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                time.sleep(0.05)  # let a burst of spans accumulate into one batch
+                try:
+                    while not self._stop.is_set():
+                        sent = send_pending_batch(self.config, client)
+                        if sent is None:
+                            break
+                        self.delivered += sent
+                        self._backoff = 0.0
+                        self.last_error = None
+                except DeliveryFailed as exc:
+                    self.last_error = str(exc)
+                    self._backoff = min(30.0, max(0.5, self._backoff * 2))
+                    log.info("DataKit export failed (%s); spans stay spooled, retry in %.1fs", exc, self._backoff)
+                except Exception:
+                    log.exception("exporter error")
+                    self._backoff = min(30.0, max(0.5, self._backoff * 2))
+
+
+class DeliveryFailed(Exception):
+    """A batch could not be delivered now (it stays pending)."""
+
+
+def _claim(store: Any, limit: int) -> list[tuple[str, str, bytes]]:
+    now = time.time()
+
+    def fn(db: Any) -> list[tuple[str, str, bytes]]:
+        return db.execute(
+            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM spans WHERE export_state = 0 "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY start_ns LIMIT ?) RETURNING trace_id, span_id, otlp",
+            (now + LEASE_S, now, limit),
+        ).fetchall()
+
+    return store.write(fn)
+
+
+def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None) -> None:
+    def fn(db: Any) -> None:
+        if state is None:  # release the lease, stay pending
+            db.executemany("UPDATE spans SET lease_until = NULL WHERE trace_id = ? AND span_id = ?", keys)
+        else:
+            db.executemany(
+                "UPDATE spans SET export_state = ?, lease_until = NULL WHERE trace_id = ? AND span_id = ?",
+                [(state, t, s) for t, s in keys],
+            )
+
+    store.write(fn)
+
+
+def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
+    """Deliver one batch of pending spans; returns how many, or None when nothing is pending.
+
+    Raises DeliveryFailed (spans stay pending) when DataKit is down, slow or answers 429/5xx.
+    """
+    store = get_store(config.home)
+    rows = _claim(store, BATCH)
+    if not rows:
+        return None
+    keys = [(r[0], r[1]) for r in rows]
+    # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
+    body = gzip.compress(b"".join(bytes(r[2]) for r in rows), compresslevel=5)
+    headers = {**config.headers, "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    try:
+        url = otlp_traces_url(config)
+        assert url is not None
+        response = client.post(url, content=body, headers=headers)
+    except Exception as exc:
+        _settle(store, keys, None)
+        raise DeliveryFailed(redact(f"{type(exc).__name__}: {exc}")) from None
+    if response.status_code < 300:
+        _settle(store, keys, DELIVERED)
+        return len(keys)
+    if response.status_code in (408, 429) or response.status_code >= 500:
+        _settle(store, keys, None)
+        raise DeliveryFailed(f"HTTP {response.status_code}")
+    _settle(store, keys, REJECTED)
+    log.warning("DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200]))
+    return 0
+
+
+def drain(config: Config, deadline_s: float | None = None) -> dict[str, Any]:
+    """Send every pending span now (``llmlab replay``); returns counts and the last error."""
+    sent, error = 0, None
+    start = time.monotonic()
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        while deadline_s is None or time.monotonic() - start < deadline_s:
+            try:
+                n = send_pending_batch(config, client)
+            except DeliveryFailed as exc:
+                error = str(exc)
+                break
+            if n is None:
+                break
+            sent += n
+    return {"sent": sent, "pending": get_store(config.home).pending_count(), "error": error}
+
+
+def pending(config: Config | None = None) -> int:
+    """How many spans wait to be delivered to DataKit (spooled)."""
+    from ..config import get_config
+
+    config = config or get_config()
+    return get_store(config.home).pending_count()

@@ -1,0 +1,194 @@
+"""OpenLLMetry set-up that llmlab owns, re-runnable inside a live kernel.
+
+``Traceloop.init`` is a process singleton that, inside Jupyter, would export synchronously on
+every span. llmlab calls it once with OpenAI instrumentation only and with ONE stable processor
+of its own (:class:`LlmlabProcessor`). That processor never does I/O on the caller's path: it
+enriches each ``openai.chat`` span with the llmlab attributes of the call being made (read from
+a context variable set by the runner task that makes the call), and hands finished spans to the
+store's writer thread, which is also the export outbox (``llmlab.tracing.export``). Re-running
+``ll.configure()`` swaps the processor's targets; the instrumentation stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import io
+import logging
+import os
+import threading
+from typing import Any, Iterator
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import Span
+
+from .. import schema
+from ..config import Config, get_config, on_configure
+
+log = logging.getLogger("llmlab.tracing")
+
+
+@dataclasses.dataclass
+class CallTrace:
+    """The llmlab attributes of the call being made in the current task, and its span."""
+
+    attributes: dict[str, Any]
+    span: Span | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        """Set an attribute on the live span (if it is still open) and remember it."""
+        self.attributes[key] = value
+        if self.span is not None and self.span.is_recording():
+            self.span.set_attribute(key, value)
+
+    def ids(self) -> tuple[str | None, str | None]:
+        if self.span is None:
+            return None, None
+        ctx = self.span.get_span_context()
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+_CURRENT_CALL: contextvars.ContextVar[CallTrace | None] = contextvars.ContextVar("llmlab_call", default=None)
+
+
+@contextlib.contextmanager
+def call_context(attributes: dict[str, Any]) -> Iterator[CallTrace]:
+    """Mark the LLM span started inside this block as the given llmlab call."""
+    trace_ = CallTrace(dict(attributes))
+    token = _CURRENT_CALL.set(trace_)
+    try:
+        yield trace_
+    finally:
+        _CURRENT_CALL.reset(token)
+
+
+_CONTENT_PREFIXES = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.prompt.", "gen_ai.completion.",
+                     "traceloop.entity.input", "traceloop.entity.output")  # fmt: skip
+
+
+def strip_content(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes without prompt/completion text (for ``trace_content=False``)."""
+    return {k: v for k, v in attrs.items() if not k.startswith(_CONTENT_PREFIXES)}
+
+
+class LlmlabProcessor(SpanProcessor):
+    """The one span processor llmlab installs; its targets change with ``configure()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.config: Config | None = None
+        self.resource: Resource | None = None
+        self.sink: Any = None  # llmlab.tracing.export.SpanSink
+
+    def retarget(self, config: Config) -> None:
+        from .export import SpanSink
+
+        with self._lock:
+            old = self.sink
+            self.config = config
+            self.resource = Resource.create({"service.name": config.app_name, "telemetry.sdk.name": "llmlab"})
+            self.sink = SpanSink(config)
+        if old is not None:
+            old.close()
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if self.resource is not None:
+            # the provider's resource is fixed at creation; keep service.name in step with configure()
+            span._resource = self.resource  # type: ignore[attr-defined]
+        call = _CURRENT_CALL.get()
+        if call is not None and call.span is None and getattr(span, "name", "").startswith("openai."):
+            call.span = span
+            span.set_attributes({k: v for k, v in call.attributes.items() if v is not None})
+
+    def on_end(self, span: ReadableSpan) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.submit(span)
+
+    def shutdown(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self.sink is not None:
+            self.sink.flush(timeout_millis / 1000)
+        return True
+
+
+_processor = LlmlabProcessor()
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _init_traceloop(config: Config) -> None:
+    """Call Traceloop.init once, OpenAI instrumentation only, with llmlab's processor."""
+    from traceloop.sdk import Traceloop
+    from traceloop.sdk.instruments import Instruments
+    from traceloop.sdk.tracing.tracing import TracerWrapper
+
+    os.environ.setdefault("TRACELOOP_TELEMETRY", "false")
+    os.environ.setdefault("TRACELOOP_METRICS_ENABLED", "false")
+    if hasattr(TracerWrapper, "instance"):
+        # the app (or a notebook cell) already called Traceloop.init: join its provider
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "add_span_processor"):
+            provider.add_span_processor(_processor)
+        return
+    with contextlib.redirect_stdout(io.StringIO()):  # Traceloop prints coloured banners
+        Traceloop.init(
+            app_name=config.app_name,
+            api_endpoint="http://127.0.0.1:9/llmlab-unused",  # our processor does all exporting
+            processor=[_processor],
+            instruments={Instruments.OPENAI},
+            telemetry_enabled=False,
+            resource_attributes={"service.name": config.app_name},
+        )
+
+
+def _apply(config: Config) -> None:
+    # the openai instrumentation reads this at call time; our processor strips content too
+    os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if config.trace_content else "false"
+    _processor.retarget(config)
+
+
+def ensure_tracing(config: Config | None = None) -> LlmlabProcessor:
+    """Set tracing up for ``config`` (the active one by default); cheap when already done."""
+    global _initialised
+    config = config or get_config()
+    with _init_lock:
+        if not _initialised:
+            _initialised = True
+            _init_traceloop(config)
+            on_configure(_on_configure)
+        if _processor.config != config:
+            _apply(config)
+    return _processor
+
+
+def _on_configure(config: Config) -> None:
+    with _init_lock:
+        if _processor.config != config:
+            _apply(config)
+
+
+def flush(timeout: float = 30.0) -> None:
+    """Wait until every finished span is in the store (export continues in the background)."""
+    if _processor.sink is not None:
+        _processor.sink.flush(timeout)
+
+
+def processor() -> LlmlabProcessor:
+    return _processor
+
+
+def schema_attrs_for_call(**values: Any) -> dict[str, Any]:
+    """Build the llmlab.* attribute dict for a call (None values dropped)."""
+    mapping = {
+        "sweep_id": schema.A_SWEEP_ID, "call_id": schema.A_CALL_ID, "prompt_id": schema.A_PROMPT_ID,
+        "repeat": schema.A_REPEAT, "seed": schema.A_SEED, "provider": schema.A_PROVIDER,
+        "attempts": schema.A_ATTEMPTS, "queue_ms": schema.A_QUEUE_MS, "params": schema.A_PARAMS,
+    }  # fmt: skip
+    return {mapping[k]: v for k, v in values.items() if v is not None and k in mapping}

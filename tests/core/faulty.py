@@ -1,0 +1,53 @@
+"""A small ASGI wrapper around the embedded model that fails the first attempts of each request."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from typing import Any
+
+
+class FlakyApp:
+    """Answers the first ``fail_first`` attempts of each distinct request with ``status``."""
+
+    def __init__(self, inner: Any, fail_first: int = 1, status: int = 429, retry_after: str | None = "0.01") -> None:
+        self.inner = inner
+        self.fail_first = fail_first
+        self.status = status
+        self.retry_after = retry_after
+        self.seen: collections.Counter[str] = collections.Counter()
+        self.requests = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.inner(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        self.requests += 1
+        key = hashlib.sha256(body).hexdigest()
+        self.seen[key] += 1
+        if self.seen[key] <= self.fail_first:
+            payload = json.dumps({"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}).encode()
+            headers = [(b"content-type", b"application/json")]
+            if self.retry_after is not None:
+                headers.append((b"retry-after", self.retry_after.encode()))
+            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.inner(scope, replay, send)

@@ -1,0 +1,140 @@
+"""Runner: streamed calls, canonical rows, spans that join, cache, retries, errors, event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import llmlab as ll
+from llmlab import schema
+from llmlab._server import BackgroundServer
+from llmlab.events import EventBus
+from llmlab.localmodel import count_tokens, create_app
+from llmlab.store import get_store
+from llmlab.tracing import flush
+
+from tests.core.faulty import FlakyApp
+
+
+@pytest.fixture
+def flaky():
+    """A provider 'flaky' whose server fails each request's first attempt with 429 + Retry-After."""
+    app = FlakyApp(create_app(delay_ms=0), fail_first=0)
+    server = BackgroundServer(app).start()
+    ll.provider("flaky", base_url=server.url + "/v1", api_key_env=None)
+    yield app
+    server.stop()
+
+
+def _span_attrs(trace_id: str, span_id: str) -> dict:
+    flush()
+    rows = get_store().read("SELECT attrs_json FROM spans WHERE trace_id=? AND span_id=?", (trace_id, span_id))
+    assert rows, "the call's span is not in the store"
+    return json.loads(rows[0][0])
+
+
+def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
+    sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis."], models=["local/tiny", "local/small"],
+                     temperature=[0.0, 0.9], max_tokens=12, seed=3)  # fmt: skip
+    res = sweep.run(display=False)
+    df = res.df
+    assert list(df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    assert df["call_id"].tolist() == [c.call_id for c in sweep.calls]
+    assert (df["ttft_ms"] > 0).all() and (df["ttft_ms"] <= df["latency_ms"]).all()
+    assert (df["tokens_per_s"] > 0).all()
+    assert str(df["start_time"].dtype).startswith("datetime64") and str(df["start_time"].dt.tz) == "UTC"
+    for row in df.itertuples():
+        assert row.output_tokens == count_tokens(row.completion)  # usage matches what was streamed
+        assert row.finish_reason in ("stop", "length")
+        assert not row.tokens_estimated
+        attrs = _span_attrs(row.trace_id, row.span_id)
+        assert attrs["llmlab.call_id"] == row.call_id and attrs["llmlab.sweep_id"] == res.sweep_id
+        assert attrs["llmlab.prompt_id"] == row.prompt_id and attrs["llmlab.repeat"] == row.repeat
+        assert attrs["gen_ai.usage.output_tokens"] == row.output_tokens  # streamed usage reached the span
+        assert attrs["gen_ai.request.temperature"] == row.temperature
+        assert abs(attrs["llmlab.ttft_ms"] - row.ttft_ms) < 1.0
+    spans = ll.spans(sweep_id=res.sweep_id, source="local")
+    merged = df.merge(spans, on=["trace_id", "span_id"], suffixes=("", "_span"))
+    assert len(merged) == 8
+    assert (merged["model"] == merged["model_span"]).all()
+    assert (merged["completion"] == merged["completion_span"]).all()
+    assert (merged["output_tokens"] == merged["output_tokens_span"]).all()
+
+
+def test_rerun_is_served_from_cache_and_sends_nothing(flaky):
+    sweep = ll.Sweep(prompts=["What is a rainbow?"], models=["flaky/tiny"], temperature=[0.0, 0.5, 1.0], max_tokens=8, seed=1)
+    first = sweep.run(display=False)
+    assert flaky.requests == 3 and not first.df["cached"].any()
+    second = sweep.run(display=False)
+    assert flaky.requests == 3  # zero new requests
+    assert second.df["cached"].all()
+    assert second.df["completion"].tolist() == first.df["completion"].tolist()
+    assert (second.df["cost_usd"] == 0).all()  # a cached response is not paid again
+    third = sweep.run(display=False, cache=False)
+    assert flaky.requests == 6 and not third.df["cached"].any()
+
+
+def test_429_with_retry_after_is_retried_and_counted(flaky):
+    flaky.fail_first = 2
+    bus = EventBus()
+    seen = []
+    bus.subscribe(seen.append)
+    res = ll.Sweep(prompts=["a rainbow", "the sun"], models=["flaky/tiny"], temperature=0.0, max_tokens=6).run(display=False, bus=bus)
+    assert (res.df["status"] == "ok").all()
+    assert res.df["attempts"].tolist() == [3, 3] and res.df["retries"].tolist() == [2, 2]
+    assert sum(e.kind == "retry" for e in seen) == 4
+    # waiting and failed attempts are kept out of latency
+    assert (res.df["queue_ms"] > 0).all()
+    kinds = [e.kind for e in seen if e.call_id == res.df["call_id"][0]]
+    assert kinds[0] == "queued" and kinds[-1] == "finished" and "token" in kinds
+
+
+def test_permanent_failure_becomes_an_error_row_and_the_sweep_goes_on(flaky):
+    flaky.fail_first = 100
+    flaky.status = 400
+    res = ll.Sweep(prompts=["x"], models=["flaky/tiny"], temperature=[0.0, 0.5], max_tokens=4).run(display=False)
+    assert (res.df["status"] == "error").all()
+    assert res.df["error"].str.contains("HTTP 400").all()
+    assert res.df["attempts"].tolist() == [1, 1]  # 400 is not retried
+    # nothing cached: a later run tries again
+    flaky.fail_first = 0
+    again = ll.Sweep(prompts=["x"], models=["flaky/tiny"], temperature=[0.0, 0.5], max_tokens=4).run(display=False)
+    assert (again.df["status"] == "ok").all() and not again.df["cached"].any()
+
+
+async def test_run_works_inside_a_running_event_loop_and_arun_awaits():
+    sweep = ll.Sweep(prompts=["What is rain?"], models=["local/tiny"], temperature=[0.0, 0.7], max_tokens=6)
+    res = sweep.run(display=False)  # blocking call from inside a running loop (a Jupyter kernel)
+    assert len(res.df) == 2 and (res.df["status"] == "ok").all()
+    res2 = await sweep.arun(display=False, cache=False)
+    assert len(res2.df) == 2 and not res2.df["cached"].any()
+    assert asyncio.get_running_loop().is_running()
+
+
+def test_reconfigure_in_the_same_process_takes_effect(tmp_path):
+    ll.configure(home=tmp_path / "a", app_name="first-app", datakit=None)
+    r1 = ll.Sweep(prompts=["hi"], temperature=0.0, max_tokens=4).run(display=False)
+    ll.configure(home=tmp_path / "b", app_name="second-app", datakit=None)
+    r2 = ll.Sweep(prompts=["hi"], temperature=0.0, max_tokens=4).run(display=False)
+    assert not r2.df["cached"].any()  # new home: new cache
+    flush()
+    ll.configure(home=tmp_path / "a", app_name="first-app", datakit=None)
+    assert ll.spans(sweep_id=r1.sweep_id, source="local")["service"].tolist() == ["first-app"]
+    ll.configure(home=tmp_path / "b", datakit=None)
+    assert ll.spans(sweep_id=r2.sweep_id, source="local")["service"].tolist() == ["second-app"]
+
+
+def test_trace_content_false_keeps_text_out_of_spans_and_store(tmp_path):
+    ll.configure(trace_content=False, datakit=None)
+    res = ll.Sweep(prompts=["What is a rainbow? zebra-marker"], temperature=0.0, max_tokens=8).run(display=False)
+    assert res.df["completion"].iloc[0]  # the user still sees it in memory
+    flush()
+    completion = res.df["completion"].iloc[0]
+    raw = (ll.configure().home / "llmlab.db").read_bytes()
+    for path in ll.configure().home.glob("llmlab.db*"):
+        raw += path.read_bytes()
+    assert b"zebra-marker" not in raw
+    assert completion.encode() not in raw
