@@ -212,7 +212,10 @@ class SweepRunner:
         self.handle._loop = asyncio.get_running_loop()
         ensure_tracing(self.config)
         info = {"calls": len(calls), "concurrency": self.options.concurrency, "budget_usd": self.options.budget_usd}
-        self.store.start_sweep(self.sweep_id, self.sweep.name, self.sweep.spec(), info)
+        spec = self.sweep.spec()
+        if not self.config.trace_content:
+            spec["prompts"] = None  # prompt text stays out of the store
+        self.store.start_sweep(self.sweep_id, self.sweep.name, spec, info)
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache else {}
         self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
                    calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls])  # fmt: skip

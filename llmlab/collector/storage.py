@@ -168,7 +168,18 @@ class Storage:
         self._local = threading.local()
         self._ctx_cache: dict[str, int] = {}
         self._writer = self._connect()
+        # Checkpoints copy the WAL into the database and fsync it; done inside COMMIT (the
+        # default) they stall ingest for tens of ms every few batches. A background thread runs
+        # PASSIVE checkpoints instead (they never block writers).
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._writer.execute("PRAGMA journal_size_limit=67108864")
         self._migrate()
+        self._dirty = 0
+        self._closed = threading.Event()
+        self._kick = threading.Event()
+        self._ckpt_thread = threading.Thread(target=self._checkpointer, name="llmlab-collector-checkpoint",
+                                             daemon=True)  # fmt: skip
+        self._ckpt_thread.start()
         placeholders = ",".join("?" * len(self.SPAN_COLUMNS))
         self._insert_sql = f"INSERT OR IGNORE INTO spans ({','.join(self.SPAN_COLUMNS)}) VALUES ({placeholders})"
 
@@ -222,11 +233,41 @@ class Storage:
                 db.execute("ROLLBACK")
                 raise
 
+    def _checkpointer(self) -> None:
+        db: sqlite3.Connection | None = None
+        while not self._closed.is_set():
+            self._kick.wait(1.0)
+            self._kick.clear()
+            if self._dirty <= 0 or self._closed.is_set():
+                continue
+            self._dirty = 0
+            try:
+                if db is None:
+                    db = self._connect()
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:  # busy or closing: try again later
+                pass
+        if db is not None:
+            db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file now (tests, backups)."""
+        with self._write_lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def migrations(self) -> list[int]:
         return [row[0] for row in self.reader().execute("SELECT version FROM migrations ORDER BY version")]
 
     def close(self) -> None:
-        self._writer.close()
+        self._closed.set()
+        self._kick.set()
+        self._ckpt_thread.join(5)
+        with self._write_lock:
+            try:
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
+            self._writer.close()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
@@ -271,7 +312,10 @@ class Storage:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write spans to {self.path}: {exc}") from exc
             self._ctx_cache.update(new_ctx)
-            return stored
+        self._dirty += stored + 1
+        if self._dirty > 2000:
+            self._kick.set()
+        return stored
 
     def _insert_many(self, sql: str, rows: Iterable[tuple]) -> int:
         db = self._writer

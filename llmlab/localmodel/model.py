@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import math
 import random
+from itertools import accumulate
 import re
 import threading
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -345,6 +347,8 @@ class NGramModel:
         self.content_ids = frozenset(
             i for i, t in enumerate(self.vocab) if t[0].isalpha() and self.norm_of[i] not in _STOPWORDS and len(t) > 2
         )
+        unigram = self.counts[0][()]
+        self._frequent = sorted(unigram, key=lambda t: (-unigram[t], t))[: spec.top_k]
         self._cache: dict[tuple[int, ...], _Dist] = {}
         self._cache_lock = threading.Lock()
 
@@ -384,9 +388,7 @@ class NGramModel:
                 if len(cands) >= self.spec.top_k:
                     break
         if len(cands) < self.spec.top_k:
-            unigram = self.counts[0][()]
-            for tok in sorted(unigram, key=lambda t: -unigram[t])[: self.spec.top_k]:
-                cands.add(tok)
+            cands.update(self._frequent)
         cands.discard(self.bos_id)
         scored = sorted(((self._prob(t, ctx), t) for t in cands), key=lambda pt: (-pt[0], pt[1]))[: self.spec.top_k]
         mass = sum(p for p, _ in scored)
@@ -546,37 +548,25 @@ class NGramModel:
         dist_of = self.distribution
         exp = math.exp
         random_ = rng.random
+        inv_t = 1.0 / temperature if temperature > 0 else 0.0
         while True:
             toks, lps = dist_of(context[-keep:] if keep else ())
             logits = self._logits(toks, lps, topic)
             if temperature <= 0:
-                best = 0
-                for i in range(1, len(logits)):
-                    if logits[i] > logits[best]:
-                        best = i
-                tok = toks[best]
+                tok = toks[max(range(len(logits)), key=logits.__getitem__)]   # first maximum: stable ties
             else:
-                pairs = sorted(zip(logits, toks), key=lambda lt: -lt[0]) if topic else list(zip(logits, toks))
-                m = pairs[0][0]
-                ws = [exp((lt - m) / temperature) for lt, _ in pairs]
-                z = sum(ws)
-                cut = len(ws)
+                m = max(logits)
+                ws = [exp((lt - m) * inv_t) for lt in logits]
                 if top_p < 1.0:
-                    acc, target = 0.0, top_p * z
-                    for i, w in enumerate(ws):
-                        acc += w
-                        if acc >= target - 1e-12:
-                            cut = i + 1
-                            break
-                    z = sum(ws[:cut])
-                r = random_() * z
-                acc = 0.0
-                tok = pairs[cut - 1][1]
-                for i in range(cut):
-                    acc += ws[i]
-                    if r < acc:
-                        tok = pairs[i][1]
-                        break
+                    # nucleus: the most likely tokens (stable order) until their mass reaches top_p
+                    order = sorted(range(len(ws)), key=ws.__getitem__, reverse=True)
+                    cum = list(accumulate(ws[i] for i in order))
+                    cut = bisect_left(cum, top_p * cum[-1] - 1e-12) + 1
+                    i = bisect_right(cum, random_() * cum[cut - 1], 0, cut - 1)
+                    tok = toks[order[i]]
+                else:
+                    cum = list(accumulate(ws))
+                    tok = toks[bisect_right(cum, random_() * cum[-1], 0, len(cum) - 1)]
             yield tok
             if tok == eos:
                 return
