@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any, Iterable, Sequence
 
 from google.protobuf import json_format
@@ -162,7 +163,9 @@ def _service(resource: Any) -> str:
 def span_groups(req: ExportTraceServiceRequest, customer_tags: Sequence[str] = DEFAULT_CUSTOMER_TAGS) -> list[SpanGroup]:
     """Turn a decoded trace request into storable span rows, one group per resource × scope."""
     wanted = {key: key.replace(".", "_") for key in customer_tags}
-    kinds = SPAN_KINDS
+    wanted_get = wanted.get
+    kinds_get = SPAN_KINDS.get
+    received_ms = int(time.time() * 1000)
     groups: list[SpanGroup] = []
     for rs in req.resource_spans:
         resource = rs.resource
@@ -173,33 +176,37 @@ def span_groups(req: ExportTraceServiceRequest, customer_tags: Sequence[str] = D
         for ss in rs.scope_spans:
             scope = ss.scope
             scope_bytes = scope.SerializeToString(deterministic=True)
-            rows = []
+            rows: list[list[Any]] = []
+            append = rows.append
             for span in ss.spans:
                 start = span.start_time_unix_nano
                 end = span.end_time_unix_nano
                 tags = dict(res_tags) if res_tags else None
                 for kv in span.attributes:
-                    tag = wanted.get(kv.key)
+                    tag = wanted_get(kv.key)
                     if tag is not None:
                         if tags is None:
                             tags = {}
-                        tags[tag] = _tag_string(kv.value)
+                        v = kv.value
+                        tags[tag] = v.string_value if v.WhichOneof("value") == "string_value" else _tag_string(v)
                 parent = span.parent_span_id
-                rows.append(
-                    (
+                append(
+                    [
+                        None,  # ctx_id, set by Storage.insert_spans
                         span.trace_id.hex(),
                         span.span_id.hex(),
                         parent.hex() if parent else "0",
                         service,
                         "error" if span.status.code == STATUS_ERROR else "ok",
-                        kinds.get(span.kind, "unspecified"),
+                        kinds_get(span.kind, "unspecified"),
                         span.name,
                         start // 1000,
-                        max(end - start, 0) // 1000,
+                        (end - start) // 1000 if end > start else 0,
                         start // 1_000_000,
                         dumps(tags) if tags else None,
                         span.SerializeToString(),
-                    )
+                        received_ms,
+                    ]
                 )
             if not rows:
                 continue

@@ -108,12 +108,13 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
 class SpanGroup:
     """Spans of one (Resource, InstrumentationScope) pair, ready for insertion.
 
-    ``rows`` are tuples in the column order of :data:`Storage.SPAN_COLUMNS` without ``ctx_id``.
+    ``rows`` are lists in the column order of :data:`Storage.SPAN_COLUMNS`; ``ctx_id`` (the first)
+    is filled in by :meth:`Storage.insert_spans`.
     """
 
     __slots__ = ("digest", "service", "resource_json", "scope_json", "rows")
 
-    def __init__(self, digest: str, service: str, resource_json: str, scope_json: str, rows: list[tuple]) -> None:
+    def __init__(self, digest: str, service: str, resource_json: str, scope_json: str, rows: list[list[Any]]) -> None:
         self.digest = digest
         self.service = service
         self.resource_json = resource_json
@@ -292,7 +293,6 @@ class Storage:
         Returns:
             the number of spans newly stored.
         """
-        now_ms = int(time.time() * 1000)
         db = self._writer
         with self._write_lock:
             try:
@@ -303,7 +303,10 @@ class Storage:
                     for group in groups:
                         cid = self._ctx_id(group)
                         new_ctx[group.digest] = cid
-                        cur = db.executemany(self._insert_sql, [(cid, *row, now_ms) for row in group.rows])
+                        rows = group.rows
+                        for row in rows:
+                            row[0] = cid
+                        cur = db.executemany(self._insert_sql, rows)
                         stored += max(cur.rowcount, 0)
                     db.execute("COMMIT")
                 except BaseException:
