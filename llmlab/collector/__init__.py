@@ -50,7 +50,7 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
         if _embedded is not None and _embedded.running and _embedded_db == db_path:
             return str(_embedded.url)
         if _embedded is not None:
-            _embedded.stop()
+            _stop(_embedded)
             _embedded = None
         app = create_app(db_path, customer_tags)
         server = background(app).start()
@@ -88,8 +88,15 @@ def stop_embedded() -> None:
     global _embedded, _embedded_db
     with _lock:
         if _embedded is not None:
-            _embedded.stop()
+            _stop(_embedded)
         _embedded, _embedded_db = None, None
+
+
+def _stop(server: Any) -> None:
+    server.stop()
+    storage = getattr(getattr(server.app, "state", None), "storage", None)
+    if storage is not None:
+        storage.close()
 
 
 def serve(host: str = "127.0.0.1", port: int = 9529, home: str | os.PathLike[str] | None = None) -> None:
