@@ -320,6 +320,11 @@ def _get_parser() -> Lark:
         return _parser
 
 
+def warm_up() -> None:
+    """Build the parser now (the first query would otherwise pay for it)."""
+    _get_parser()
+
+
 def parse(text: str, now_ms: int | None = None) -> Query:
     """Parse a DQL query of the supported subset.
 

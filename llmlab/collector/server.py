@@ -232,6 +232,10 @@ def create_app(
         ``app.state.collector.stats`` its counters.
     """
     storage = Storage(db_path)
+    # building the LALR tables takes ~0.5 s: do it now, off the request path
+    import threading
+
+    threading.Thread(target=dql.warm_up, name="llmlab-dql-warmup", daemon=True).start()
     col = _Collector(storage, DEFAULT_CUSTOMER_TAGS if customer_tags is None else customer_tags, max_body_bytes)
     app = Starlette(
         routes=[
