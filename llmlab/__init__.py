@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import charts
+from .checks import expect, report, save_baseline
 from .config import Config, configure
 from .errors import (
     BudgetError,
@@ -55,4 +56,5 @@ __all__ = sorted([
     "BudgetError", "CheckFailed", "Config", "ConfigError", "ExportError", "LlmlabError", "ProviderError",
     "QueryError", "ReplayMissError", "StoreError", "Sweep", "SweepResult", "ValidationError", "charts",
     "compare", "configure", "pending_exports", "price", "provider", "replay", "spans", "summary",
+    "expect", "report", "save_baseline",
 ])  # fmt: skip

@@ -45,6 +45,15 @@ class SweepResult:
         extra = f", stopped={self.stopped!r}, skipped={len(self.skipped)}" if self.stopped else ""
         return f"SweepResult(sweep_id={self.sweep_id!r}, calls={n}, errors={errors}, cached={cached}{extra})"
 
+    def show(self, page_size: int = 20) -> None:
+        """Display the finished sweep grid again, rebuilt from the stored rows (nothing is sent).
+
+        Each cell opens on click to the whole prompt, completion and call details.
+        """
+        from .widgets import SweepGrid
+
+        SweepGrid.from_result(self, page_size=page_size).show()
+
     def summary(self, by: Sequence[str] | str | None = None) -> pd.DataFrame:
         """``ll.summary`` of this result, grouped by the swept settings by default."""
         from .stats import summary
@@ -58,3 +67,17 @@ class SweepResult:
                   and not c.startswith(("data.", "assoc.")) and c in (self.spec.get("params") or {})]  # fmt: skip
         cols += [c for c in params if self.df[c].nunique(dropna=True) > 1]
         return cols or ["model"]
+
+    def check(self, **expectations: Any) -> Any:
+        """Regression checks on this result: ``ll.expect(res.df, **expectations)`` (see
+        :func:`llmlab.checks.expect`); raises ``CheckFailed`` listing the offending calls."""
+        from .checks import expect
+
+        return expect(self.df, **expectations)
+
+    def report(self, by: Sequence[str] | str | None = None, scores: Sequence[str] | str = (), digits: int = 3) -> Any:
+        """A stable, rounded summary for nbval-checked cells (see :func:`llmlab.checks.report`),
+        grouped by the swept settings by default."""
+        from .checks import report
+
+        return report(self.df, by=by or self.setting_columns(), scores=scores, digits=digits)

@@ -11,6 +11,7 @@ never pays for it twice. The runner renders nothing: it publishes events on an E
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -29,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from . import schema
 from .config import get_config
 from .errors import BudgetError, ReplayMissError, redact
+from .cassette import CallInfo, call_scope
 from .events import Event, EventBus
 from .providers import get_provider, make_client
 from .store import get_store
@@ -68,21 +70,36 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
     return None
 
 
+def is_rate_limited(exc: BaseException | None) -> bool:
+    """Whether a failed attempt was the provider saying "too many requests" (HTTP 429)."""
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 429
+
+
 @dataclasses.dataclass
 class RetryPolicy:
-    """How failed attempts are retried: exponential backoff with jitter, capped; Retry-After wins."""
+    """How failed attempts are retried: exponential backoff with jitter, capped; Retry-After wins.
+
+    A 429 means "not yet", not "broken": rate-limited attempts are counted apart, up to
+    ``max_rate_limited`` of them, and neither use up ``max_attempts`` (the other transient
+    failures: 5xx, timeouts, cut streams) nor lengthen the backoff of those.
+    """
 
     max_attempts: int = 6
     initial_s: float = 0.25
     max_s: float = 20.0
+    max_rate_limited: int = 20
 
-    def wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    def delay(self, exc: BaseException | None, failures: int) -> float:
+        """Seconds to wait after a failed attempt; ``failures`` counts the non-429 ones so far."""
         hinted = retry_after_seconds(exc)
         if hinted is not None:
             return min(hinted, 60.0)
-        backoff = min(self.max_s, self.initial_s * (2 ** (state.attempt_number - 1)))
+        backoff = min(self.max_s, self.initial_s * (2 ** max(0, failures - 1)))
         return backoff * (0.5 + random.random() / 2)
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self.delay(exc, state.attempt_number)
 
 
 @dataclasses.dataclass
@@ -93,6 +110,11 @@ class RunOptions:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     http_client: httpx.AsyncClient | None = None
     sweep_id: str | None = None
+    cassette: Any = None  # path of the cassette for cache="record"/"replay"
+
+    @property
+    def cassette_mode(self) -> str | None:
+        return self.cache if self.cache in ("record", "replay") else None
 
 
 class RunHandle:
@@ -114,22 +136,123 @@ class RunHandle:
             task.cancel()
 
 
-class _Limits:
-    """Per provider+model request and token rate limiters (aiolimiter leaky buckets)."""
+class _Window:
+    """AIMD concurrency window of one provider+model, and the share of its RPM/TPM in use.
 
-    def __init__(self) -> None:
+    Starts at the sweep's concurrency. A 429 halves the window and the rate share, at most once
+    per round trip (a 429 answering a request sent before the last cut does not cut again, so
+    one burst of rejections counts once); each success grows the window by 1/window and the
+    rate share by 5 %, back up to the configured limits.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = float(ceiling)
+        self.size = float(ceiling)
+        self.rate_share = 1.0
+        self.in_flight = 0
+        self.rate_limited = 0
+        self.cuts = 0
+        self._cut_at = 0.0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.size))
+
+    async def acquire(self) -> None:
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            elif fut in self._waiters:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1  # handed over: the woken task owns the slot
+                fut.set_result(None)
+
+    def on_rate_limited(self, sent_at: float) -> None:
+        self.rate_limited += 1
+        if sent_at >= self._cut_at:
+            self.size = max(1.0, self.size / 2)
+            self.rate_share = max(0.05, self.rate_share / 2)
+            self._cut_at = time.monotonic()
+            self.cuts += 1
+
+    def on_success(self) -> None:
+        self.size = min(self.ceiling, self.size + 1.0 / self.size)
+        self.rate_share = min(1.0, self.rate_share * 1.05)
+        self._wake()
+
+
+def _per_second_bucket(per_minute: float) -> AsyncLimiter:
+    # aiolimiter's bucket holds max_rate units; a whole minute's worth would allow a burst of the
+    # full RPM at once, which providers enforcing per-second windows reject: hold one second's worth
+    burst = max(1.0, per_minute / 60.0)
+    return AsyncLimiter(burst, burst * 60.0 / per_minute)
+
+
+async def _take(limiter: AsyncLimiter, amount: float) -> None:
+    """Acquire ``amount`` units, in pieces when it exceeds the bucket (a long prompt under a TPM limit)."""
+    while amount > 1e-9:
+        piece = min(amount, limiter.max_rate)
+        await limiter.acquire(piece)
+        amount -= piece
+
+
+class _Limits:
+    """Per provider+model limits: the provider's RPM and TPM (tokens estimated before the call,
+    prompt + max_tokens) on aiolimiter buckets, and an AIMD window that adapts down after 429s.
+    Time spent here is queueing, never latency: the runner starts the latency clock after it."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.windows: dict[str, _Window] = {}
         self._rpm: dict[str, AsyncLimiter] = {}
         self._tpm: dict[str, AsyncLimiter] = {}
 
-    async def acquire(self, call: Call, est_tokens: int) -> None:
+    def window(self, call: Call) -> _Window:
+        key = call.qualified_model
+        win = self.windows.get(key)
+        if win is None:
+            win = self.windows[key] = _Window(self.concurrency)
+        return win
+
+    async def acquire(self, call: Call, est_tokens: int) -> _Window:
+        """Wait for a slot and for rate capacity; the caller must ``release()`` the returned window."""
         prov = get_provider(call.provider)
         key = call.qualified_model
-        if prov.rpm:
-            limiter = self._rpm.setdefault(key, AsyncLimiter(prov.rpm, 60.0))
-            await limiter.acquire()
-        if prov.tpm:
-            limiter = self._tpm.setdefault(key, AsyncLimiter(prov.tpm, 60.0))
-            await limiter.acquire(min(est_tokens, prov.tpm))
+        win = self.window(call)
+        await win.acquire()
+        try:
+            # a lower rate share makes each request take more of the bucket: the rate adapts down
+            if prov.rpm:
+                await _take(self._rpm.setdefault(key, _per_second_bucket(prov.rpm)), 1.0 / win.rate_share)
+            if prov.tpm:
+                limiter = self._tpm.setdefault(key, _per_second_bucket(prov.tpm))
+                await _take(limiter, min(float(est_tokens), prov.tpm) / win.rate_share)
+        except BaseException:
+            win.release()
+            raise
+        return win
+
+    def summary(self) -> dict[str, Any]:
+        return {key: {"window": round(w.size, 2), "rate_share": round(w.rate_share, 3), "rate_limited": w.rate_limited,
+                      "cuts": w.cuts} for key, w in self.windows.items()}  # fmt: skip
 
 
 def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
@@ -165,11 +288,13 @@ class SweepRunner:
         self.stopped: str | None = None
         self.spent_usd = 0.0
         self._reserved_usd = 0.0
-        self._limits = _Limits()
+        self._limits = _Limits(options.concurrency)
         self._clients: dict[str, Any] = {}
         self._seq = 0
         self._prices: dict[str, Any] | None = None
         self._reservations: dict[str, float] = {}
+        self._cassette: Any = None
+        self.replay_misses: list[ReplayMissError] = []
 
     def _emit(self, kind: str, call_id: str | None = None, **data: Any) -> None:
         self.bus.publish(Event(kind, self.sweep_id, call_id, data))
@@ -178,10 +303,30 @@ class SweepRunner:
         client = self._clients.get(call.provider)
         if client is None:
             prov = get_provider(call.provider)
+            http_client = self.options.http_client
+            if self._cassette is not None:
+                prov, http_client = self._cassette_client(prov)
             client = self._clients[call.provider] = make_client(
-                prov, self.options.http_client, max_connections=max(100, self.options.concurrency * 2)
+                prov, http_client, max_connections=max(100, self.options.concurrency * 2)
             )
         return client
+
+    def _cassette_client(self, prov: Any) -> tuple[Any, httpx.AsyncClient]:
+        """An http client whose transport records to / replays from the cassette. Replay needs
+        no key and no server: the provider is swapped for a key-less one whose URL is never
+        dialled (for ``local`` this also keeps the model server from starting)."""
+        from .cassette import CassetteTransport
+
+        if self.options.cassette_mode == "replay":
+            base_url = prov.base_url if prov.base_url and not prov.is_local else "http://replay.invalid/v1"
+            name = prov.name
+            prov = dataclasses.replace(prov, name=f"{name}-replay", base_url=base_url, api_key_env=None,
+                                       base_url_env=None)  # fmt: skip
+            transport = CassetteTransport(self._cassette, provider=name, base_url=base_url)
+        else:
+            base_url = prov.resolve_base_url()
+            transport = CassetteTransport(self._cassette, provider=prov.name, base_url=base_url)
+        return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
 
     def _cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
         from .pricing import cost_for, load_prices
@@ -193,9 +338,27 @@ class SweepRunner:
         return cost_for(model, tokens_in, tokens_out, self._prices)
 
     def preflight(self) -> None:
-        """Everything that can fail before sending: keys of every provider used, the budget."""
-        for prov in sorted({c.provider for c in self.sweep.calls}):
-            get_provider(prov).api_key()  # raises ConfigError naming the env var
+        """Everything that can fail before sending: keys of every provider used, the budget,
+        the cassette (replay needs no key: it never sends)."""
+        cache, cassette = self.options.cache, self.options.cassette
+        if not isinstance(cache, bool) and cache not in ("record", "replay"):
+            from .errors import ValidationError
+
+            raise ValidationError("cache", cache, "expected True, False, 'record' or 'replay'")
+        if self.options.cassette_mode is not None:
+            from .cassette import Cassette
+            from .errors import ValidationError
+
+            if cassette is None:
+                raise ValidationError("cassette", cassette, f"cache={cache!r} needs cassette=<path of a .json file>")
+            self._cassette = Cassette(cassette, cache)  # replay: ConfigError if the file is missing
+        elif cassette is not None:
+            from .errors import ValidationError
+
+            raise ValidationError("cassette", str(cassette), "a cassette is used only with cache='record' or 'replay'")
+        if self.options.cassette_mode != "replay":
+            for prov in sorted({c.provider for c in self.sweep.calls}):
+                get_provider(prov).api_key()  # raises ConfigError naming the env var
         budget = self.options.budget_usd
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
             from .errors import ValidationError
@@ -216,7 +379,8 @@ class SweepRunner:
         if not self.config.trace_content:
             spec["prompts"] = None  # prompt text stays out of the store
         self.store.start_sweep(self.sweep_id, self.sweep.name, spec, info)
-        cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache else {}
+        # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
+        cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
         self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
                    calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls])  # fmt: skip
         sem = asyncio.Semaphore(self.options.concurrency)
@@ -236,14 +400,18 @@ class SweepRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
         for client in self._clients.values():
             await client.close()
+        if self._cassette is not None:
+            self._cassette.save()
         if self.handle.cancelled.is_set() and self.stopped is None:
             self.stopped = "cancelled"
         self.store.flush()
         ok = sum(1 for r in self.rows.values() if r["status"] == "ok")
         counts = {"ok": ok, "error": len(self.rows) - ok, "skipped": len(self.skipped),
                   "spent_usd": round(self.spent_usd, 6), "stopped": self.stopped}  # fmt: skip
-        self.store.finish_sweep(self.sweep_id, self.stopped or "finished", counts)
+        self.store.finish_sweep(self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished", counts)
         self._emit("sweep_finished", **counts)
+        if self.replay_misses:
+            raise _combined_miss(self.replay_misses, len(calls))
 
     def _finish_cached(self, call: Call, hit: dict[str, Any], index: int) -> None:
         row = _base_row(call, self.sweep_id)
@@ -284,6 +452,12 @@ class SweepRunner:
                 return
             try:
                 await self._attempts(call, row, queued_at)
+            except ReplayMissError as exc:  # not a failed call: the cassette is incomplete
+                self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
+                self.replay_misses.append(exc)
+                self.skipped.append((call, "replay-miss"))
+                self._emit("skipped", call.call_id, reason="not in the cassette")
+                return
             except asyncio.CancelledError:
                 self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
                 self.skipped.append((call, "cancelled"))
@@ -324,7 +498,7 @@ class SweepRunner:
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
                     await self._one_attempt(call, row, queued_at, attempt)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ReplayMissError):
             raise
         except Exception as exc:
             row.update({"status": "error", "error": _describe(exc), "completion": None, "finish_reason": None,
@@ -348,7 +522,7 @@ class SweepRunner:
         finish = None
         usage = None
         response_model = None
-        with call_context(attrs) as ctrace:
+        with call_context(attrs) as ctrace, call_scope(CallInfo(call.call_id, call.qualified_model, call.prompt, call.repeat)):
             stream = await client.chat.completions.create(
                 **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
             )
@@ -406,6 +580,16 @@ _CACHE_FIELDS = ("completion", "finish_reason", "input_tokens", "output_tokens",
                  "start_time", "end_time", "service", "cost_usd")  # fmt: skip
 
 
+def _combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError:
+    """One error naming every call the cassette lacked (the first few in full)."""
+    lines = [str(m) for m in misses[:5]]
+    more = f"\n  ... and {len(misses) - 5} more" if len(misses) > 5 else ""
+    err = ReplayMissError(f"{len(misses)} of {total} calls are not in the cassette:\n  " + "\n  ".join(lines) + more)
+    err.misses = misses  # type: ignore[attr-defined]
+    err.call_ids = [getattr(m, "call_id", None) for m in misses]  # type: ignore[attr-defined]
+    return err
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         message = exc.message
@@ -425,13 +609,19 @@ def _default_display() -> bool:
 async def run_async(sweep: Sweep, concurrency: int = 8, display: bool | None = None, budget_usd: float | None = None,
                     cache: bool | str = True, *, http_client: httpx.AsyncClient | None = None,
                     retry: RetryPolicy | None = None, bus: EventBus | None = None, handle: RunHandle | None = None,
-                    sweep_id: str | None = None) -> "SweepResult":
-    """Run ``sweep`` on the current event loop (``await sweep.arun()``)."""
+                    sweep_id: str | None = None, cassette: Any = None) -> "SweepResult":
+    """Run ``sweep`` on the current event loop (``await sweep.arun()``).
+
+    ``cache``: True reuses stored responses, False always sends, ``"record"`` sends and writes
+    every response to ``cassette`` (a .json path), ``"replay"`` answers every call from
+    ``cassette`` without a model, a key or any request (a call it lacks raises ReplayMissError).
+    """
     from .display import attach_display
     from .results import SweepResult
 
     options = RunOptions(concurrency=concurrency, budget_usd=budget_usd, cache=cache,
-                         retry=retry or RetryPolicy(), http_client=http_client, sweep_id=sweep_id)  # fmt: skip
+                         retry=retry or RetryPolicy(), http_client=http_client, sweep_id=sweep_id,
+                         cassette=cassette)  # fmt: skip
     bus = bus or EventBus()
     handle = handle or RunHandle()
     runner = SweepRunner(sweep, options, bus, handle)
