@@ -25,7 +25,7 @@ import httpx
 import openai
 import pandas as pd
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from . import schema
 from .config import get_config
@@ -369,6 +369,14 @@ class SweepRunner:
             from .errors import ValidationError
 
             raise ValidationError("concurrency", conc, "must be a positive integer")
+        if budget is not None:
+            # a model without a price would make the budget silently unenforceable
+            unpriced = sorted({c.qualified_model for c in self.sweep.calls if self._cost(c.qualified_model, 1, 1) is None})
+            if unpriced:
+                from .errors import ValidationError
+
+                raise ValidationError("budget_usd", budget, f"model {unpriced[0]!r} has no price, so spend cannot be "
+                                      f"estimated; add it to {self.config.home / 'prices.json'}")  # fmt: skip
 
     async def run(self) -> None:
         calls = self.sweep.calls
@@ -407,7 +415,9 @@ class SweepRunner:
         self.store.flush()
         ok = sum(1 for r in self.rows.values() if r["status"] == "ok")
         counts = {"ok": ok, "error": len(self.rows) - ok, "skipped": len(self.skipped),
-                  "spent_usd": round(self.spent_usd, 6), "stopped": self.stopped}  # fmt: skip
+                  "spent_usd": round(self.spent_usd, 6), "stopped": self.stopped,
+                  "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
+                  "limits": self._limits.summary()}  # fmt: skip
         self.store.finish_sweep(self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished", counts)
         self._emit("sweep_finished", **counts)
         if self.replay_misses:
@@ -427,6 +437,8 @@ class SweepRunner:
         budget = self.options.budget_usd
         if budget is None:
             return True
+        if self.stopped == "budget":
+            return False  # once the budget is reached, nothing more is dispatched
         from .tokens import estimate_messages_tokens
 
         est = self._cost(call.qualified_model, estimate_messages_tokens(list(call.messages)), call.max_tokens or 256)
@@ -479,9 +491,17 @@ class SweepRunner:
         est_in = estimate_messages_tokens(list(call.messages))
         policy = self.options.retry
         attempt = 0
+        failures = {"rate_limited": 0, "other": 0}
+
+        def stop(state: RetryCallState) -> bool:
+            return failures["other"] >= policy.max_attempts or failures["rate_limited"] >= policy.max_rate_limited
+
+        def wait(state: RetryCallState) -> float:
+            return policy.delay(state.outcome.exception() if state.outcome else None, failures["other"])
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=policy.wait,
+            stop=stop,
+            wait=wait,
             retry=retry_if_exception(is_transient),
             reraise=True,
             before_sleep=lambda st: self._emit(
@@ -494,10 +514,22 @@ class SweepRunner:
             async for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    await self._limits.acquire(call, est_in + (call.max_tokens or 256))
+                    window = await self._limits.acquire(call, est_in + (call.max_tokens or 256))
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
-                    await self._one_attempt(call, row, queued_at, attempt)
+                    sent_at = time.monotonic()
+                    try:
+                        await self._one_attempt(call, row, queued_at, attempt)
+                    except Exception as exc:
+                        limited = is_rate_limited(exc)
+                        failures["rate_limited" if limited else "other"] += 1
+                        if limited:
+                            window.on_rate_limited(sent_at)
+                        raise
+                    else:
+                        window.on_success()
+                    finally:
+                        window.release()
         except (asyncio.CancelledError, ReplayMissError):
             raise
         except Exception as exc:
@@ -592,8 +624,8 @@ def _combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
-        message = exc.message
-        return redact(f"HTTP {exc.status_code}: {message}")
+        body = exc.body.get("message") if isinstance(exc.body, dict) else None
+        return redact(f"HTTP {exc.status_code}: {body if isinstance(body, str) and body else exc.message}")
     return redact(f"{type(exc).__name__}: {exc}")
 
 
