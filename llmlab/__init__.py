@@ -27,9 +27,11 @@ from .errors import (
 from .pricing import price
 from .providers import provider
 from .results import SweepResult
+from .metrics import metrics
 from .spans import spans
 from .stats import compare, summary
 from .sweep import Sweep
+from .traces import traces
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,7 @@ def replay() -> dict[str, Any]:
 __all__ = sorted([
     "BudgetError", "CheckFailed", "Config", "ConfigError", "ExportError", "LlmlabError", "ProviderError",
     "QueryError", "ReplayMissError", "StoreError", "Sweep", "SweepResult", "ValidationError", "charts",
-    "compare", "configure", "pending_exports", "price", "provider", "replay", "spans", "summary",
+    "compare", "configure", "metrics", "pending_exports", "price", "provider", "replay", "spans", "summary",
+    "traces",
     "expect", "report", "save_baseline",
 ])  # fmt: skip

@@ -36,7 +36,7 @@ from .stats import (
     pareto_front,
 )
 
-__all__ = ["cost", "diversity", "heatmap", "latency", "pareto", "ttft", "GRID_COLUMNS", "LARGE"]
+__all__ = ["cost", "dashboard", "diversity", "heatmap", "latency", "pareto", "ttft", "GRID_COLUMNS", "LARGE"]
 
 #: Above this many rows, box plots are aggregated and scatters use WebGL.
 LARGE = 5000
@@ -392,3 +392,6 @@ def diversity(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.F
                       yaxis_title="diversity (0 = identical, 1 = all different)", yaxis_range=[0, 1.05])  # fmt: skip
     fig.update_xaxes(type="category")
     return fig
+
+
+from .dashboard import dashboard  # noqa: E402  (ll.charts.dashboard: the traffic overview, see dashboard.py)

@@ -6,7 +6,8 @@ never a silently different answer)::
     T::<sources>[:(<columns>)] [{<filter>}] [<time range>] [ORDER BY col [ASC|DESC], ...]
         [LIMIT n] [OFFSET n]
 
-- namespace ``T`` (tracing) only.
+- namespace ``T`` (tracing); ``M`` (metrics, measurement ``otel_service``) is evaluated by
+  :mod:`llmlab.collector.metrics_query`.
 - sources: ``re(`regex`)`` (matched against ``service``; ``.*`` = everything), ``opentelemetry``
   (the measurement: everything), or a service name; several separated by commas (OR).
 - columns: ``*`` or a list of names, backticks optional. ``time`` is always the first result column.
@@ -200,9 +201,9 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
 
     def namespace(self, tok: Token) -> str:
         ns = str(tok)
-        if ns.upper() != "T":
-            raise _Unsupported(f"namespace {ns!r} is not supported by the embedded collector; only T (tracing) is")
-        return "T"
+        if ns.upper() not in ("T", "M"):
+            raise _Unsupported(f"namespace {ns!r} is not supported by the embedded collector; only T (tracing) and M (metrics) are")
+        return ns.upper()
 
     def source_re(self, _re: Token, pattern: str) -> tuple[str, str]:
         try:
@@ -460,6 +461,10 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
     if not isinstance(spec, dict) or not isinstance(spec.get("query"), str):
         raise QueryError('each query must be an object with a "query" string')
     q = parse(spec["query"], now_ms)
+    if q.namespace == "M":
+        from .metrics_query import run_metrics_query
+
+        return run_metrics_query(storage, q, spec)
     where: list[str] = []
     params: list[Any] = []
 

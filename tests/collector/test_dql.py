@@ -196,7 +196,7 @@ def test_several_queries_one_request(url):
     "q,reason",
     [
         ("L::re(`.*`)", "namespace"),
-        ("M::cpu", "namespace"),
+        ("O::host", "namespace"),  # M:: (metrics) is supported: tests/seed/test_metrics_query.py
         ("T::re(`.*`):(count(`trace_id`))", "function"),
         ("T::re(`.*`) BY service", "BY"),
         ("T::re(`.*`) LIMIT 1 SLIMIT 1", "SLIMIT"),
