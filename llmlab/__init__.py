@@ -24,6 +24,7 @@ from .errors import (
     StoreError,
     ValidationError,
 )
+from .history import compare_sweeps, delete, diff, load, sweeps
 from .pricing import price
 from .providers import provider
 from .results import SweepResult
@@ -60,4 +61,5 @@ __all__ = sorted([
     "compare", "configure", "metrics", "pending_exports", "price", "provider", "replay", "spans", "summary",
     "traces",
     "expect", "report", "save_baseline",
+    "compare_sweeps", "delete", "diff", "load", "sweeps",
 ])  # fmt: skip

@@ -210,6 +210,11 @@ def _print_table(df: Any) -> None:
         click.echo(df.to_string(index=False) if len(df) else "(no rows)")
 
 
+from .cli_history import register as _register_history  # noqa: E402  (sweeps, show, export, import, ...)
+
+_register_history(cli)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="llmlab", standalone_mode=False)

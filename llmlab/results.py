@@ -54,6 +54,20 @@ class SweepResult:
 
         SweepGrid.from_result(self, page_size=page_size).show()
 
+    def tag(self, *tags: str) -> "SweepResult":
+        """Add tags to this experiment in the store (``ll.sweeps(tag=...)`` finds it); returns self."""
+        from .history import tag_sweep
+
+        tag_sweep(self.sweep_id, *tags)
+        return self
+
+    def note(self, text: str | None, append: bool = False) -> "SweepResult":
+        """Set (or with ``append`` extend) this experiment's free-text note in the store; returns self."""
+        from .history import note_sweep
+
+        note_sweep(self.sweep_id, text, append=append)
+        return self
+
     def summary(self, by: Sequence[str] | str | None = None) -> pd.DataFrame:
         """``ll.summary`` of this result, grouped by the swept settings by default."""
         from .stats import summary

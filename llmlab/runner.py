@@ -386,7 +386,10 @@ class SweepRunner:
         spec = self.sweep.spec()
         if not self.config.trace_content:
             spec["prompts"] = None  # prompt text stays out of the store
-        self.store.start_sweep(self.sweep_id, self.sweep.name, spec, info)
+        from .history import experiment_context, finish_experiment, start_experiment
+
+        started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
+        start_experiment(self.store, self.sweep_id, self.sweep.name, spec, {**info, **experiment_context(self.sweep)})
         # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
         self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
@@ -418,7 +421,8 @@ class SweepRunner:
                   "spent_usd": round(self.spent_usd, 6), "stopped": self.stopped,
                   "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
                   "limits": self._limits.summary()}  # fmt: skip
-        self.store.finish_sweep(self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished", counts)
+        finish_experiment(self.store, self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished",
+                          counts, list(self.rows.values()), self.skipped, time.monotonic() - started)
         self._emit("sweep_finished", **counts)
         if self.replay_misses:
             raise _combined_miss(self.replay_misses, len(calls))

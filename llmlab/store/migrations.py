@@ -77,3 +77,95 @@ def m001_initial(db: sqlite3.Connection) -> None:
         CREATE INDEX calls_sweep_seq ON calls (sweep_id, seq);
         """
     )
+
+
+@migration
+def m002_experiments(db: sqlite3.Connection) -> None:
+    """Experiment metadata: where a sweep ran from (notebook/script, git), its totals, tags and a note.
+
+    Sweeps written before this migration get their totals back-filled from their stored calls,
+    so ``ll.sweeps()`` lists them like new ones; what was never recorded (source, git) stays NULL.
+    """
+    run_script(
+        db,
+        """
+        ALTER TABLE sweeps ADD COLUMN note TEXT;
+        ALTER TABLE sweeps ADD COLUMN source TEXT;
+        ALTER TABLE sweeps ADD COLUMN git_commit TEXT;
+        ALTER TABLE sweeps ADD COLUMN git_dirty INTEGER;
+        ALTER TABLE sweeps ADD COLUMN llmlab_version TEXT;
+        ALTER TABLE sweeps ADD COLUMN wall_s REAL;
+        ALTER TABLE sweeps ADD COLUMN n_calls INTEGER;
+        ALTER TABLE sweeps ADD COLUMN n_ok INTEGER;
+        ALTER TABLE sweeps ADD COLUMN n_errors INTEGER;
+        ALTER TABLE sweeps ADD COLUMN n_cached INTEGER;
+        ALTER TABLE sweeps ADD COLUMN n_skipped INTEGER;
+        ALTER TABLE sweeps ADD COLUMN input_tokens INTEGER;
+        ALTER TABLE sweeps ADD COLUMN output_tokens INTEGER;
+        ALTER TABLE sweeps ADD COLUMN cost_usd REAL;
+        CREATE TABLE sweep_tags (
+            sweep_id TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (sweep_id, tag)
+        );
+        CREATE INDEX sweep_tags_tag ON sweep_tags (tag);
+        CREATE INDEX sweeps_created ON sweeps (created_at);
+        CREATE INDEX calls_call_id ON calls (call_id);
+        UPDATE sweeps SET
+            n_calls = coalesce(CASE WHEN json_valid(info_json) THEN json_extract(info_json, '$.calls') END,
+                               (SELECT count(*) FROM calls c WHERE c.sweep_id = sweeps.sweep_id)),
+            n_ok = (SELECT count(*) FROM calls c WHERE c.sweep_id = sweeps.sweep_id AND c.status = 'ok'),
+            n_errors = (SELECT count(*) FROM calls c WHERE c.sweep_id = sweeps.sweep_id AND c.status = 'error'),
+            n_cached = (SELECT coalesce(sum(CASE WHEN json_valid(c.row_json) THEN json_extract(c.row_json, '$.cached') END), 0) FROM calls c
+                        WHERE c.sweep_id = sweeps.sweep_id),
+            n_skipped = CASE WHEN json_valid(info_json) THEN json_extract(info_json, '$.skipped') END,
+            input_tokens = (SELECT sum(CASE WHEN json_valid(c.row_json) THEN json_extract(c.row_json, '$.input_tokens') END) FROM calls c
+                            WHERE c.sweep_id = sweeps.sweep_id),
+            output_tokens = (SELECT sum(CASE WHEN json_valid(c.row_json) THEN json_extract(c.row_json, '$.output_tokens') END) FROM calls c
+                             WHERE c.sweep_id = sweeps.sweep_id),
+            cost_usd = (SELECT sum(CASE WHEN json_valid(c.row_json) THEN json_extract(c.row_json, '$.cost_usd') END) FROM calls c
+                        WHERE c.sweep_id = sweeps.sweep_id),
+            wall_s = CASE WHEN finished_at IS NULL THEN NULL
+                          ELSE (julianday(finished_at) - julianday(created_at)) * 86400.0 END
+        """,
+    )
+
+
+#: Canonical columns materialised on ``spans`` (besides the key/envelope columns of m001), so
+#: ``ll.spans()`` reads them column-wise in C instead of parsing one JSON document per span.
+SPAN_VALUE_COLUMNS: list[tuple[str, str]] = [
+    ("latency_ms", "REAL"), ("ttft_ms", "REAL"), ("tokens_per_s", "REAL"), ("provider", "TEXT"), ("model", "TEXT"),
+    ("response_model", "TEXT"), ("temperature", "REAL"), ("top_p", "REAL"), ("max_tokens", "INTEGER"),
+    ("seed", "INTEGER"), ("repeat", "INTEGER"), ("prompt_id", "TEXT"), ("prompt", "TEXT"), ("completion", "TEXT"),
+    ("finish_reason", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"), ("total_tokens", "INTEGER"),
+    ("tokens_estimated", "INTEGER"), ("status", "TEXT"), ("error", "TEXT"), ("queue_ms", "REAL"),
+    ("attempts", "INTEGER"), ("itl_ms", "REAL"), ("workflow", "TEXT"), ("params", "TEXT"),
+]  # fmt: skip
+
+
+@migration
+def m003_span_columns(db: sqlite3.Connection) -> None:
+    """Materialise the canonical columns of each span (back-filled from ``row_json``); from now
+    on ``row_json`` only carries what has no column (association properties)."""
+    for name, kind in SPAN_VALUE_COLUMNS:
+        db.execute(f'ALTER TABLE spans ADD COLUMN "{name}" {kind}')
+    sets = ", ".join(f"\"{name}\" = json_extract(row_json, '$.{name}')" for name, _ in SPAN_VALUE_COLUMNS)
+    db.execute(f"UPDATE spans SET {sets} WHERE json_valid(row_json)")
+    db.execute("CREATE INDEX spans_llm_start ON spans (is_llm, start_ns)")
+
+
+@migration
+def m004_span_generation(db: sqlite3.Connection) -> None:
+    """A generation counter bumped by any delete of spans: it retires the columnar read cache."""
+    run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT OR IGNORE INTO _meta (key, value) VALUES ('spans_generation', 0)
+        """,
+    )
+    db.execute(  # one statement: its body holds a ';'
+        "CREATE TRIGGER spans_deleted AFTER DELETE ON spans BEGIN "
+        "UPDATE _meta SET value = value + 1 WHERE key = 'spans_generation'; END"
+    )
