@@ -217,19 +217,20 @@ def price(df: pd.DataFrame, prices: Mapping[str, Any] | str | Path | None = None
     inp_rate = np.full(n, np.nan)
     cin_rate = np.full(n, np.nan)
     out_rate = np.full(n, np.nan)
-    keys: dict[tuple[Any, Any, Any], str | None] = {}
-    for i, (m, p, r) in enumerate(zip(model_col.tolist(), prov_col.tolist(), resp_col.tolist())):
-        m = None if m is None or m is pd.NA or (isinstance(m, float) and math.isnan(m)) else m
-        p = p if isinstance(p, str) else None
-        r = r if isinstance(r, str) else None
-        k = (m, p, r)
-        if k not in keys:
-            found = lookup(m, models, p)
-            if found is None and r:
-                found = lookup(r, models, p)
-            keys[k] = found
-        if keys[k] is not None:
-            inp_rate[i], cin_rate[i], out_rate[i] = _rates(models[keys[k]])
+    # price each distinct (model, provider, response_model) once, then broadcast by code
+    key = (model_col.astype("string").fillna("") + "\x1f" + prov_col.astype("string").fillna("") + "\x1f"
+           + resp_col.astype("string").fillna(""))  # fmt: skip
+    codes, uniques = pd.factorize(key, use_na_sentinel=False)
+    rates = np.full((len(uniques), 3), np.nan)
+    for j, joined in enumerate(uniques):
+        m, p, r = (part or None for part in str(joined).split("\x1f"))
+        found = lookup(m, models, p) if m is not None else None
+        if found is None and r:
+            found = lookup(r, models, p)
+        if found is not None:
+            rates[j] = _rates(models[found])
+    if n:
+        inp_rate, cin_rate, out_rate = rates[codes, 0], rates[codes, 1], rates[codes, 2]
     tin = _num(out, "input_tokens")
     tout = _num(out, "output_tokens")
     cached_tok = np.nan_to_num(_num(out, "cached_input_tokens"), nan=0.0)

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from . import schema
@@ -40,20 +41,16 @@ def _dedupe_attempts(df: pd.DataFrame) -> pd.DataFrame:
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Canonical frame from canonical row dicts (priced, attempts deduplicated)."""
-    from .pricing import price
-
-    df = schema.frame(rows)
-    df = _dedupe_attempts(df)
-    if not df.empty:
-        df = price(df)
-    return df
+    return _finish(pd.DataFrame(list(rows)))
 
 
 def _local(config: Config, sweep_id: str | None, since: int | None, until: int | None, limit: int | None) -> pd.DataFrame:
+    """LLM spans from the store, read column-wise (Parquet segments + the SQLite tail)."""
     from .store import get_store
+    from .store.columnar import SpanColumns, arrow_filter
 
     store = get_store(config.home)
-    where, params = ["is_llm = 1"], []
+    where, params = ["1 = 1"], []
     if sweep_id is not None:
         where.append("sweep_id = ?")
         params.append(sweep_id)
@@ -63,13 +60,49 @@ def _local(config: Config, sweep_id: str | None, since: int | None, until: int |
     if until is not None:
         where.append("start_ns < ?")
         params.append(until)
-    sql = f"SELECT row_json FROM spans WHERE {' AND '.join(where)} ORDER BY start_ns"
+    table = SpanColumns(config.home).read(store.connection(), " AND ".join(where), params, arrow_filter(sweep_id, since, until))
+    if table.num_rows:
+        table = table.sort_by([("start_ns", "ascending")])
     if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    loads = json.loads
-    rows = [loads(r[0]) for r in store.read(sql, params)]
-    return rows_to_frame(rows)
+        table = table.slice(0, limit)
+    return _frame_from_arrow(table)
+
+
+def _frame_from_arrow(table: Any) -> pd.DataFrame:
+    import pyarrow as pa
+
+    n = table.num_rows
+    extras = table["extras"].to_pylist() if table["extras"].null_count < n else []
+    start = table["start_ns"].to_numpy()
+    end = table["end_ns"].to_numpy()
+    table = table.drop_columns(["rowid", "start_ns", "end_ns", "extras"])
+    df = table.to_pandas(types_mapper=lambda t: {pa.float64(): pd.Float64Dtype(), pa.int64(): pd.Int64Dtype()}.get(t))
+    df["start_time"] = pd.to_datetime(start, unit="ns", utc=True)
+    df["end_time"] = pd.to_datetime(end, unit="ns", utc=True)
+    df = df.rename(columns={"name": "span_name"})
+    df["tokens_estimated"] = df["tokens_estimated"].fillna(0).astype(bool)
+    df["cached"] = False
+    df["cost_usd"] = np.nan
+    df["retries"] = df["attempts"].sub(1).clip(lower=0)
+    for i, raw in enumerate(extras):  # association properties of other apps' spans (and m001 rows)
+        if not raw:
+            continue
+        for key, value in json.loads(raw).items():
+            if key.startswith("assoc."):
+                if key not in df:
+                    df[key] = pd.Series([None] * n, dtype=object)
+                df.at[i, key] = value
+    return _finish(df)
+
+
+def _finish(df: pd.DataFrame) -> pd.DataFrame:
+    from .pricing import price
+
+    df = schema.coerce(df)
+    df = _dedupe_attempts(df)
+    if not df.empty:
+        df = price(df)
+    return df
 
 
 def spans(sweep_id: str | None = None, since: Any = None, until: Any = None, source: str | None = None,

@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import StoreError
-from .migrations import MIGRATIONS
+from .migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
+
+#: Column order of a span record (see ``llmlab.tracing.export.span_record``).
+SPAN_RECORD_COLUMNS: list[str] = [
+    "trace_id", "span_id", "parent_id", "name", "service", "sweep_id", "call_id", "start_ns", "end_ns", "is_llm",
+    "row_json", "attrs_json", "otlp", "export_state",
+] + [name for name, _ in SPAN_VALUE_COLUMNS]  # fmt: skip
+_SPAN_INSERT = (
+    f"INSERT OR IGNORE INTO spans ({', '.join(chr(34) + c + chr(34) for c in SPAN_RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(SPAN_RECORD_COLUMNS))})"
+)
 
 log = logging.getLogger("llmlab.store")
 
@@ -84,6 +94,10 @@ class Store:
         if db is None:
             db = self._local.db = connect(self.path)
         return db
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit; use BEGIN/COMMIT for a snapshot)."""
+        return self._conn()
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -236,11 +250,7 @@ class Store:
         """Insert span records (see ``llmlab.tracing.export.span_record``)."""
 
         def fn(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_id, name, service, sweep_id, call_id, start_ns, "
-                "end_ns, is_llm, row_json, attrs_json, otlp, export_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                records,
-            )
+            db.executemany(_SPAN_INSERT, records)
 
         return self.submit(fn)
 

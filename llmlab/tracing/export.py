@@ -28,6 +28,7 @@ from .. import schema
 from ..config import EMBEDDED, Config
 from ..errors import redact
 from ..store import get_store
+from ..store.migrations import SPAN_VALUE_COLUMNS
 
 log = logging.getLogger("llmlab.export")
 
@@ -76,14 +77,22 @@ def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
         attrs, trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=span.name, service=service,
         start_ns=span.start_time, end_ns=span.end_time, status=status, error=description, first_chunk_ns=first_chunk,
     )  # fmt: skip
-    row["start_time"] = span.start_time
-    row["end_time"] = span.end_time
     otlp = encode_spans([span]).SerializeToString()
+    extras = {k: v for k, v in row.items() if k.startswith("assoc.")}
+    values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
     return (
         trace_id, span_id, parent_id, span.name, service, row.get("sweep_id"), row.get("call_id"),
-        span.start_time or 0, span.end_time or 0, int(is_llm), json.dumps(row, default=str),
+        span.start_time or 0, span.end_time or 0, int(is_llm), json.dumps(extras, default=str) if extras else "{}",
         json.dumps(attrs, default=str), otlp, PENDING if config.datakit is not None else None,
-    )  # fmt: skip
+    ) + values  # fmt: skip
+
+
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    return str(value)
 
 
 class SpanSink:
