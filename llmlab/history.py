@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import difflib
+import functools
 import gzip
 import html
 import json
@@ -122,6 +123,7 @@ def _run_source() -> dict[str, Any]:
     return {"kind": "python -c" if argv0 == "-c" else "interactive", "path": None}
 
 
+@functools.lru_cache(maxsize=1)  # package metadata lookups cost ~0.1 s; versions do not change under a process
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -163,7 +165,7 @@ def experiment_context(sweep: Any = None) -> dict[str, Any]:
         A JSON-able dict merged into the sweep's ``info_json``.
     """
     ctx: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "cwd": str(Path.cwd())}
-    for key, fn in (("source", _run_source), ("git", lambda: _git_info(Path.cwd())), ("versions", _versions),
+    for key, fn in (("source", _run_source), ("git", lambda: _git_info(Path.cwd())), ("versions", lambda: dict(_versions())),
                     ("providers", lambda: _providers(sweep))):  # fmt: skip
         try:
             ctx[key] = fn()
@@ -354,6 +356,8 @@ def sweeps(name: str | None = None, tag: str | Sequence[str] | None = None, sinc
     for col in ("wall_s", "cost_usd"):
         df[col] = pd.array(pd.to_numeric(df[col], errors="coerce"), dtype="Float64")
     df["git_dirty"] = df["git_dirty"].astype("boolean")
+    for col in ("sweep_id", "name", "status", "note", "source", "git_commit", "llmlab_version"):
+        df[col] = df[col].astype("string")  # missing is <NA>, never a float NaN
     return df
 
 
