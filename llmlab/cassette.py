@@ -192,6 +192,7 @@ class Cassette:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a committed cassette unreadable to others
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -374,7 +374,7 @@ def expect(
         if bad.any():
             off["completion"] = completions[bad].reset_index(drop=True)
             off["baseline"] = [ref.get(c) for c in off["call_id"].astype(str)] if "call_id" in off else None
-        checks.append(Check("baseline", f"completions >= {bound:g} similar to the baseline ({similarity}){tol}",
+        checks.append(Check("baseline", f"completions >= {bound:g} similar to the baseline by {similarity}{tol}",
                             not bad.any(), problem, off))  # fmt: skip
 
     result = CheckReport(checks, len(frame))
