@@ -1,0 +1,81 @@
+"""SIGKILL half-way through a sweep; the re-run sends only what had not finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import llmlab as ll
+from llmlab.localmodel import create_app
+from llmlab.testing import request_key_for_call
+
+from tests.reliability.sweeper import build
+
+SCRIPT = Path(__file__).with_name("sweeper.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sweeper(home: Path, base_url: str, **kw) -> subprocess.Popen:
+    args = [sys.executable, str(SCRIPT), "--home", str(home), "--base-url", base_url]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+
+
+def finished_calls(home: Path) -> set[str]:
+    db = home / "llmlab.db"
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return {r[0] for r in con.execute("SELECT call_id FROM calls WHERE status='ok'")}
+    except sqlite3.OperationalError:  # not migrated yet
+        return set()
+
+
+def test_sigkill_half_way_then_rerun_sends_only_the_unfinished_calls(fault, home):
+    n = 40
+    fault.app.inner = create_app(delay_ms=3.0)  # ~75 ms per call: the sweep takes a few seconds
+    proc = sweeper(home, fault.base_url, n=n, concurrency=4)
+    deadline = time.monotonic() + 60
+    done: set[str] = set()
+    while len(done) < n // 2:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the sweep did not get half-way"
+        time.sleep(0.02)
+        done = finished_calls(home)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    done = finished_calls(home)  # what the killed process had made durable
+    assert n // 2 <= len(done) < n
+    sweep = build(n, "resume", 24)
+    keys = {c.call_id: request_key_for_call(c) for c in sweep.calls}
+    before = dict(fault.stats()["by_key"])
+    assert all(before.get(keys[c]) == 1 for c in done)  # no faults: each finished call was sent once
+
+    # the same sweep again, in a new process, against the same server
+    fault.app.reset()
+    proc = sweeper(home, fault.base_url, n=n, concurrency=4)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"sweep_id": result["sweep_id"], "ok": n, "rows": n, "cached": len(done)}
+    resent = fault.stats()["by_key"]
+    # only the unfinished calls were sent, each once; nothing that had finished was paid for twice
+    assert set(resent) == {keys[c] for c in keys if c not in done}
+    assert set(resent.values()) == {1}
+    assert finished_calls(home) == set(keys)
+    # the re-run's result is complete and its rows are in the store
+    ll.configure(home=home, datakit=None)
+    from llmlab.store import get_store
+
+    rows = get_store().call_rows(result["sweep_id"])
+    assert len(rows) == n and {r["status"] for r in rows} == {"ok"}
