@@ -1,7 +1,7 @@
 """Word-level differences between two texts, as plain-text markers or highlighted HTML.
 
-Used by ``ll.diff`` to put two sweeps' outputs side by side. The texts are split into words,
-whitespace runs and single punctuation marks, so joining the tokens gives the text back exactly;
+Used by ``ll.diff`` to put two sweeps' outputs side by side. The texts are split into words
+(each CJK character on its own), whitespace runs and single punctuation marks, so joining the tokens gives the text back exactly;
 :class:`difflib.SequenceMatcher` (standard library, no junk heuristic, so repeated words in long
 outputs are still matched) finds the longest matching runs. Plain text uses git's
 ``--word-diff=plain`` markers: ``[-removed-]`` and ``{+added+}``.
@@ -16,7 +16,8 @@ from typing import Literal
 
 __all__ = ["WordOp", "html_pair", "mark_plain", "similarity", "tokenize", "word_ops"]
 
-_TOKEN = re.compile(r"\w+|\s+|[^\w\s]", re.UNICODE)
+# CJK ideographs and kana are words of their own (those scripts put no spaces between words)
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+|\s+|[^\w\s]", re.UNICODE)
 
 #: (tag, text in a, text in b); tag is "equal", "delete", "insert" or "replace".
 WordOp = tuple[Literal["equal", "delete", "insert", "replace"], str, str]

@@ -493,6 +493,11 @@ def _delete_in(db: sqlite3.Connection, sid: str, keep_cache: bool) -> dict[str, 
             "(SELECT 1 FROM calls o WHERE o.call_id = cache.call_id AND o.sweep_id != ?)", (sid, sid)).rowcount  # fmt: skip
     counts["spans"] = db.execute(
         f"DELETE FROM spans WHERE sweep_id = ? AND (call_id IS NULL OR NOT {_SPAN_USED_ELSEWHERE})", (sid, sid)).rowcount
+    # spans this sweep's cached rows kept alive after their own sweep was deleted: now orphans
+    counts["spans"] += db.execute(
+        "DELETE FROM spans WHERE span_id IN (SELECT json_extract(row_json, '$.span_id') FROM calls WHERE sweep_id = ? "
+        "AND json_valid(row_json)) AND sweep_id != ? AND sweep_id NOT IN (SELECT sweep_id FROM sweeps) "
+        f"AND NOT {_SPAN_USED_ELSEWHERE}", (sid, sid, sid)).rowcount  # fmt: skip
     counts["calls"] = db.execute("DELETE FROM calls WHERE sweep_id = ?", (sid,)).rowcount
     counts["tags"] = db.execute("DELETE FROM sweep_tags WHERE sweep_id = ?", (sid,)).rowcount
     counts["sweeps"] = db.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sid,)).rowcount

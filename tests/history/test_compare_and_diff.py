@@ -1,0 +1,199 @@
+"""compare_sweeps over common cells (partially overlapping grids, template changes), with paired
+bootstrap intervals and spec/grid diffs; diff of outputs with word-level markers, text and HTML."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import llmlab as ll
+from llmlab import schema
+from llmlab.diffing import html_pair, mark_plain, similarity, tokenize, word_ops
+
+
+def _result(sweep_id: str, rows: list[dict], **spec) -> ll.SweepResult:
+    base = {"sweep_id": sweep_id, "model": "m", "temperature": 0.0, "top_p": 1.0, "max_tokens": 16, "repeat": 0,
+            "params": "", "status": "ok", "error": "", "cached": False, "cost_usd": 0.0, "output_tokens": 5}  # fmt: skip
+    full = [{**base, "call_id": f"{sweep_id}-{i}", **r} for i, r in enumerate(rows)]
+    return ll.SweepResult(sweep_id, schema.frame(full), spec={"models": ["m"], "temperature": [0.0], **spec})
+
+
+# --- word diff on known strings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b", "marked"), [
+    ("the quick brown fox", "the slow brown dog", "the [-quick-]{+slow+} brown [-fox-]{+dog+}"),
+    ("Hello, world.", "Hello world!", "Hello[-,-] world[-.-]{+!+}"),
+    ("a b", "a b c d", "a b {+c d+}"),
+    ("one two three", "three", "[-one two-] three"),
+    ("same text", "same text", "same text"),
+    ("", "new", "{+new+}"),
+    ("Explain: {text}", "Explain briefly: {text}", "Explain {+briefly+}: {text}"),
+    ("今天天气很好", "今天天气不好", "今天天气[-很-]{+不+}好"),
+])  # fmt: skip
+def test_word_diff_markers(a, b, marked):
+    assert mark_plain(a, b) == marked
+    ops = word_ops(a, b)
+    assert "".join(x for _, x, _ in ops) == a and "".join(y for _, _, y in ops) == b
+
+
+def test_tokenize_round_trips_and_similarity():
+    for text in ["", "  spaced  out\n\nlines\t", "naïve café — ok?", "x=1; y=[2, 3]", "混合 text 和 中文。"]:
+        assert "".join(tokenize(text)) == text
+    assert similarity("a b c", "a b c") == 1.0
+    assert similarity("a b c", "x y z") < similarity("a b c", "a b z") < 1.0
+    assert similarity(None, "") == 1.0
+
+
+def test_html_pair_escapes_and_highlights():
+    left, right = html_pair("use <b>bold</b> & more", "use <i>bold</i> & more")
+    assert "<b>" not in left and "&lt;" in left and "&amp;" in left
+    assert left.count("<del") == 2 and ">b</del>" in left and "<ins" not in left
+    assert right.count("<ins") == 2 and ">i</ins>" in right and "<del" not in right
+
+
+# --- compare_sweeps -----------------------------------------------------------------------------
+
+
+def test_compare_over_partially_overlapping_grids():
+    """a: 3 prompts x temperatures {0.0, 0.7}; b: 2 of those prompts + 1 new x {0.7, 1.0}. Common
+    cells are the 2 shared prompts at 0.7; the rest is reported as only in a / only in b."""
+    a = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?", "Explain photosynthesis."], models=["local/tiny"],
+                 temperature=[0.0, 0.7], max_tokens=10, seed=5, name="grid-a").run(display=False)  # fmt: skip
+    b = ll.Sweep(prompts=["Why is the sky blue?", "Explain photosynthesis.", "What is rain?"], models=["local/tiny"],
+                 temperature=[0.7, 1.0], max_tokens=10, seed=5, name="grid-b").run(display=False, cache=False)  # fmt: skip
+    cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id)
+    assert cmp.a == a.sweep_id and cmp.b == b.sweep_id and cmp.match == "prompt_id"
+    assert len(cmp.cells) == 2 and cmp.only_a == 4 and cmp.only_b == 4
+    assert set(cmp.cells["temperature"]) == {0.7}
+    sky = a.df.loc[a.df["prompt"] == "Why is the sky blue?", "prompt_id"].iloc[0]
+    assert sky in set(cmp.cells["prompt_id"])
+    metrics = cmp.metrics.set_index("metric")
+    assert list(metrics.index) == ["latency_ms", "ttft_ms", "output_tokens", "cost_usd", "error"]
+    assert (metrics["n"] == 2).all()
+    # the same seeded request gives the same output: no token difference, interval [0, 0]
+    assert metrics.loc["output_tokens", "diff"] == 0 and metrics.loc["output_tokens", "better"] == "neither"
+    lat = metrics.loc["latency_ms"]
+    assert lat["diff_low"] <= lat["diff"] <= lat["diff_high"]
+    grid = cmp.grid_diff.set_index("parameter")
+    assert grid.loc["temperature", "removed"] == [0.0] and grid.loc["temperature", "added"] == [1.0]
+    assert grid.loc["temperature", "kept"] == [0.7] and not grid.loc["models", "changed"]
+    assert set(cmp.spec_changes["field"]) == {"name", "temperature", "prompt_fingerprint"}
+    text = cmp.to_text()
+    assert "2 common cells" in text and "4 only in a, 4 only in b" in text and "grid temperature: removed [0.0], added [1.0]" in text
+    assert "<table" in cmp._repr_html_()
+
+
+def test_compare_paired_differences_with_confidence_intervals():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(100, 400, size=20)  # prompts differ a lot in difficulty...
+    rows_a = [{"prompt_id": f"p{i}", "latency_ms": base[i], "score": 0.5} for i in range(20)]
+    rows_b = [{"prompt_id": f"p{i}", "latency_ms": base[i] + 50.0, "score": 0.9} for i in range(20)]
+    rows_b[3].update(status="error", error="HTTP 500", latency_ms=None)
+    rows_b[7].update(status="error", error="HTTP 500", latency_ms=None)
+    a, b = _result("sw-a", rows_a), _result("sw-b", rows_b)
+    cmp = ll.compare_sweeps(a, b, metric=["latency_ms", "score", "error"])
+    m = cmp.metrics.set_index("metric")
+    # ...but b is exactly 50 ms slower on every cell: the paired interval is exactly [50, 50]
+    assert m.loc["latency_ms", "n"] == 18  # timings leave out the error rows
+    assert m.loc["latency_ms", "diff"] == pytest.approx(50.0)
+    assert m.loc["latency_ms", "diff_low"] == pytest.approx(50.0) and m.loc["latency_ms", "diff_high"] == pytest.approx(50.0)
+    assert m.loc["latency_ms", "better"] == "a"  # lower latency is better
+    assert m.loc["score", "diff"] == pytest.approx(0.4) and m.loc["score", "better"] == "b"
+    assert m.loc["error", "n"] == 20 and m.loc["error", "b"] == pytest.approx(0.1)
+    assert "latency_ms: b is higher" in cmp.verdict and "worse" in cmp.verdict
+    assert "score: b is higher" in cmp.verdict and "better" in cmp.verdict
+    # same inputs and seed, same numbers
+    again = ll.compare_sweeps(a, b, metric=["latency_ms", "score", "error"])
+    pd.testing.assert_frame_equal(again.metrics, cmp.metrics)
+    noisy = _result("sw-c", [{"prompt_id": f"p{i}", "latency_ms": base[i] + rng.normal(0, 80)} for i in range(20)])
+    verdict = ll.compare_sweeps(a, noisy, metric="latency_ms").metrics.iloc[0]
+    assert verdict["diff_low"] < verdict["diff"] < verdict["diff_high"]
+
+
+def test_compare_after_a_template_change_matches_prompt_rows():
+    """A new template gives every prompt a new prompt_id; the prompt rows are the same, so cells
+    are matched by row, and the template diff shows what changed."""
+    rows = pd.DataFrame({"text": ["rain after sun", "green plants", "blue sky"]})
+    a = ll.Sweep(prompts=rows, template="Explain: {text}", models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=8,
+                 seed=1).run(display=False)  # fmt: skip
+    b = ll.Sweep(prompts=rows, template="Explain briefly: {text}", system="You are terse.", models=["local/tiny"],
+                 temperature=[0.0, 0.5], max_tokens=8, seed=1).run(display=False)  # fmt: skip
+    assert not set(a.df["prompt_id"]) & set(b.df["prompt_id"])
+    cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id, metric="output_tokens")
+    assert cmp.match == "prompt_index" and len(cmp.cells) == 6 and cmp.only_a == 0 and cmp.only_b == 0
+    cells = cmp.cells.set_index(["prompt_id", "temperature"])
+    for row in a.df.itertuples():  # each cell of a is paired with b's call on the same row and setting
+        partner = b.df[(b.df["prompt"] == row.prompt.replace("Explain:", "Explain briefly:")) & (b.df["temperature"] == row.temperature)]
+        assert cells.loc[(row.prompt_id, row.temperature), "prompt_id_b"] == partner["prompt_id"].iloc[0]
+    assert "-Explain: {text}" in cmp.template_diff and "+Explain briefly: {text}" in cmp.template_diff
+    assert cmp.template_words == "Explain {+briefly+}: {text}"
+    assert "+You are terse." in cmp.system_diff
+    assert {"template", "system"} <= set(cmp.spec_changes["field"])
+    strict = ll.compare_sweeps(a.sweep_id, b.sweep_id, match="prompt_id")
+    assert len(strict.cells) == 0 and strict.verdict.startswith("No common cells")
+    # the diff pairs the same rows, and either side's prompt_id selects a prompt
+    d = ll.diff(a.sweep_id, b.sweep_id, prompt_id=b.df["prompt_id"].iloc[0])
+    assert len(d.cells) == 2
+
+
+def test_compare_rejects_bad_input():
+    a = _result("sw-a", [{"prompt_id": "p0", "latency_ms": 1.0}])
+    with pytest.raises(ll.ValidationError, match="metric='score': no such column in sweep a"):
+        ll.compare_sweeps(a, a, metric="score")
+    with pytest.raises(ll.ValidationError, match="match='fuzzy'"):
+        ll.compare_sweeps(a, a, match="fuzzy")
+    with pytest.raises(ll.ValidationError, match="a='sw-missing': no such sweep"):
+        ll.compare_sweeps("sw-missing", a)
+
+
+# --- ll.diff ------------------------------------------------------------------------------------
+
+
+def test_diff_side_by_side_on_known_outputs():
+    a = _result("sw-a", [
+        {"prompt_id": "p1", "completion": "the quick brown fox", "temperature": 0.0},
+        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7},
+        {"prompt_id": "p2", "completion": "uses <b>tags</b>", "temperature": 0.0},
+    ])  # fmt: skip
+    b = _result("sw-b", [
+        {"prompt_id": "p1", "completion": "the slow brown dog", "temperature": 0.0},
+        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7},
+        {"prompt_id": "p2", "completion": "uses <i>tags</i>", "temperature": 0.0},
+        {"prompt_id": "p3", "completion": "only in b", "temperature": 0.0},
+    ])  # fmt: skip
+    d = ll.diff(a, b)
+    assert len(d.cells) == 3
+    cells = d.cells.set_index(["prompt_id", "temperature"])
+    assert cells.loc[("p1", 0.0), "marked"] == "the [-quick-]{+slow+} brown [-fox-]{+dog+}"
+    assert bool(cells.loc[("p1", 0.7), "same"]) and cells.loc[("p1", 0.7), "similarity"] == 1.0
+    text = str(d)
+    assert "3 cells, 2 differ" in text
+    assert "a: the quick brown fox" in text and "b: the slow brown dog" in text
+    assert "Δ: the [-quick-]{+slow+} brown [-fox-]{+dog+}" in text
+    page = d._repr_html_()
+    assert ">quick</del>" in page and ">slow</ins>" in page and "&lt;" in page and "<b>tags" not in page
+    only_p1 = ll.diff(a, b, prompt_id="p1", temperature=0.0)
+    assert only_p1.cells["completion_b"].tolist() == ["the slow brown dog"]
+    changed = ll.diff(a, b, only_changed=True, limit=1)
+    assert len(changed.cells) == 2 and "1 more cells" in str(changed)
+    with pytest.raises(ll.ValidationError, match="prompt_id='p9'"):
+        ll.diff(a, b, prompt_id="p9")
+    with pytest.raises(ll.ValidationError, match="colour='red': not a setting"):
+        ll.diff(a, b, colour="red")
+
+
+def test_diff_of_two_stored_sweeps():
+    prompts = ["What is a rainbow?", "Why is the sky blue?"]
+    a = ll.Sweep(prompts=prompts, models=["local/tiny"], temperature=1.0, max_tokens=12, seed=1).run(display=False)
+    b = ll.Sweep(prompts=prompts, models=["local/tiny"], temperature=1.0, max_tokens=12, seed=2).run(display=False)
+    # the seed is not part of a cell: the same prompt and setting with another seed is compared
+    d = ll.diff(a.sweep_id, b.sweep_id)
+    assert len(d.cells) == 2
+    for row in d.cells.itertuples():
+        assert row.completion_a == a.df.set_index("prompt_id").loc[row.prompt_id, "completion"]
+        assert row.completion_b == b.df.set_index("prompt_id").loc[row.prompt_id, "completion"]
+        assert row.same == (row.completion_a == row.completion_b)
+        if not row.same:
+            assert "[-" in row.marked or "{+" in row.marked
