@@ -11,6 +11,7 @@ reads all of them.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
@@ -48,6 +49,9 @@ A_PARAMS = "llmlab.params"
 ASSOC_PREFIX = "traceloop.association.properties."
 WORKFLOW = "traceloop.workflow.name"
 CHUNK_EVENT = "gen_ai.content.completion.chunk"
+
+
+_PROMPT_KEY = re.compile(r"gen_ai[._]prompt[._](\d+)[._](?:content|role)$")
 
 
 def _first(attrs: Mapping[str, Any], *names: str) -> Any:
@@ -110,16 +114,17 @@ def prompt_and_completion(attrs: Mapping[str, Any]) -> tuple[str | None, str | N
         users = [m for m in msgs if isinstance(m, Mapping) and m.get("role") == "user"] or msgs
         prompt = message_text(users[-1])
     else:
-        i, last_user, last_any = 0, None, None
-        while True:
+        # indices may have gaps: DataKit's customer_tags often keep only gen_ai.prompt.1.content
+        indices = sorted({int(m.group(1)) for k in attrs for m in [_PROMPT_KEY.match(k)] if m})
+        last_user, last_any = None, None
+        for i in indices:
             content = _first(attrs, f"gen_ai.prompt.{i}.content")
             role = _first(attrs, f"gen_ai.prompt.{i}.role")
-            if content is None and role is None:
-                break
+            if content is None:
+                continue
             last_any = content
             if role in (None, "user"):
                 last_user = content
-            i += 1
         prompt = last_user if last_user is not None else last_any
         if isinstance(prompt, str) and prompt.startswith("[") and prompt.endswith("]"):
             parsed = _as_messages(prompt)  # newer legacy emitters put content parts as JSON

@@ -176,7 +176,7 @@ class OutboxExporter:
                         self.last_error = None
                 except DeliveryFailed as exc:
                     self.last_error = str(exc)
-                    self._backoff = min(30.0, max(0.5, self._backoff * 2))
+                    self._backoff = min(10.0, max(0.5, self._backoff * 2))
                     log.info("DataKit export failed (%s); spans stay spooled, retry in %.1fs", exc, self._backoff)
                 except Exception:
                     log.exception("exporter error")
@@ -244,10 +244,14 @@ def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
     return 0
 
 
-def drain(config: Config, deadline_s: float | None = None) -> dict[str, Any]:
-    """Send every pending span now (``llmlab replay``); returns counts and the last error."""
+def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
+    """Send every pending span now (``llmlab replay``); returns counts and the last error.
+
+    Batches the background exporter is sending at this moment are waited for, not sent twice.
+    """
     sent, error = 0, None
     start = time.monotonic()
+    store = get_store(config.home)
     with httpx.Client(timeout=10.0, trust_env=False) as client:
         while deadline_s is None or time.monotonic() - start < deadline_s:
             try:
@@ -256,9 +260,13 @@ def drain(config: Config, deadline_s: float | None = None) -> dict[str, Any]:
                 error = str(exc)
                 break
             if n is None:
-                break
+                in_flight = store.read("SELECT count(*) FROM spans WHERE export_state = 0 AND lease_until > ?", (time.time(),))[0][0]
+                if not in_flight:
+                    break
+                time.sleep(0.05)
+                continue
             sent += n
-    return {"sent": sent, "pending": get_store(config.home).pending_count(), "error": error}
+    return {"sent": sent, "pending": store.pending_count(), "error": error}
 
 
 def pending(config: Config | None = None) -> int:

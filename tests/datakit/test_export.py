@@ -1,0 +1,175 @@
+"""DataKit export: OTLP protobuf to the collector, a durable spool when it is down, replay, no loss."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import llmlab as ll
+from llmlab._server import BackgroundServer
+from llmlab.collector import create_app as collector_app
+from llmlab.config import get_config
+from llmlab.tracing import flush
+from llmlab.tracing.export import drain
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _collector_count(url: str, sweep_id: str | None = None) -> int:
+    import httpx
+
+    body = {"queries": [{"query": "T::re(`.*`) LIMIT 5000", "time_range": [0, int(time.time() * 1000) + 60_000]}]}
+    content = httpx.post(url + "/v1/query/raw", json=body).json()["content"][0]
+    if sweep_id is None:
+        return content["total_hits"]
+    series = content.get("series") or []
+    return sum(sweep_id in str(v) for s in series for v in s["values"])
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+SWEEP = dict(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0, 0.8], max_tokens=6, seed=2)
+
+
+def test_sweep_spans_reach_the_embedded_collector_once_and_read_back_over_dql():
+    ll.configure(datakit="embedded")
+    res = ll.Sweep(**SWEEP).run(display=False)
+    flush()
+    assert drain(get_config())["pending"] == 0
+    df = ll.spans(sweep_id=res.sweep_id, source="datakit")
+    assert len(df) == 4
+    merged = res.df.merge(df, on=["trace_id", "span_id"], suffixes=("", "_dk"))
+    assert len(merged) == 4
+    for col in ("sweep_id", "call_id", "prompt_id", "repeat", "model", "temperature", "output_tokens", "completion"):
+        assert (merged[col] == merged[f"{col}_dk"]).all(), col
+    assert (abs(merged["ttft_ms"] - merged["ttft_ms_dk"]) < 1.0).all()
+    # the runner times send→last chunk, the span create→stream end: the same call within scheduling noise
+    assert (abs(merged["latency_ms"] - merged["latency_ms_dk"]) < 20.0).all()
+    # delivered once: a second drain sends nothing
+    assert drain(get_config())["sent"] == 0
+
+
+def test_datakit_down_spools_then_delivers_automatically_when_it_comes_back(tmp_path):
+    port = _free_port()
+    ll.configure(datakit=f"http://127.0.0.1:{port}")
+    t0 = time.perf_counter()
+    res = ll.Sweep(**SWEEP).run(display=False)
+    assert (res.df["status"] == "ok").all()
+    assert time.perf_counter() - t0 < 10  # the sweep never waits on the exporter
+    flush()
+    assert ll.pending_exports() == 4
+    server = BackgroundServer(collector_app(tmp_path / "dk.db"), port=port).start()
+    try:
+        assert _wait(lambda: ll.pending_exports() == 0), "spooled spans were not re-sent automatically"
+        assert _wait(lambda: _collector_count(server.url) == 4)
+        assert drain(get_config())["sent"] == 0
+    finally:
+        server.stop()
+
+
+def test_export_honours_traceloop_env_sends_gzip_protobuf_with_headers(monkeypatch):
+    received: list[tuple[dict, bytes]] = []
+
+    async def traces(request: Request) -> Response:
+        received.append((dict(request.headers), await request.body()))
+        return Response(b"", status_code=200)
+
+    server = BackgroundServer(Starlette(routes=[Route("/otel/v1/traces", traces, methods=["POST"])])).start()
+    try:
+        monkeypatch.delenv("LLMLAB_DATAKIT_URL")
+        monkeypatch.setenv("TRACELOOP_BASE_URL", server.url + "/otel")
+        monkeypatch.setenv("TRACELOOP_HEADERS", "x-datakit-token=tkn-123,x-env=ci")
+        cfg = ll.configure()
+        assert cfg.datakit == server.url
+        ll.Sweep(**SWEEP).run(display=False)
+        flush()
+        drain(cfg)
+        assert received
+        headers, body = received[0]
+        assert headers["content-type"] == "application/x-protobuf"
+        assert headers["content-encoding"] == "gzip"
+        assert headers["x-datakit-token"] == "tkn-123" and headers["x-env"] == "ci"
+        names = []
+        for _, raw in received:
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(gzip.decompress(raw))
+            names += [s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert names.count("openai.chat") == 4
+    finally:
+        server.stop()
+
+
+def test_datakit_none_disables_export():
+    cfg = ll.configure(datakit=None)
+    ll.Sweep(**SWEEP).run(display=False)
+    flush()
+    assert ll.pending_exports() == 0
+    assert len(ll.spans(source="local")) == 4
+    with pytest.raises(ll.ConfigError, match="datakit=None"):
+        ll.spans(source="datakit")
+    assert cfg.datakit is None
+
+
+def test_killed_process_loses_no_span_of_a_finished_call(tmp_path):
+    """SIGKILL right after the sweep returns: every span is on disk, and replay delivers it."""
+    home = tmp_path / "killed"
+    port = _free_port()
+    script = textwrap.dedent(f"""
+        import os, signal, llmlab as ll
+        ll.configure(home={str(home)!r}, datakit="http://127.0.0.1:{port}")
+        res = ll.Sweep(prompts=["a", "b", "c"], models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=4).run(display=False)
+        print(len(res.df), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LLMLAB_DATAKIT_URL": ""})  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout.strip() == "6"
+    cfg = ll.configure(home=home, datakit=f"http://127.0.0.1:{port}")
+    assert ll.pending_exports() == 6
+    server = BackgroundServer(collector_app(tmp_path / "dk.db"), port=port).start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "llmlab", "replay", "--home", str(home)], capture_output=True, text=True,
+                             env={**os.environ, "LLMLAB_DATAKIT_URL": server.url}, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "sent 6 spans, 0 pending" in out.stdout
+        assert _collector_count(server.url) == 6
+        assert cfg.home == home
+    finally:
+        server.stop()
+
+
+def test_replay_cli_with_datakit_still_down_says_so_and_keeps_spans(tmp_path):
+    port = _free_port()
+    ll.configure(datakit=f"http://127.0.0.1:{port}")
+    ll.Sweep(**SWEEP).run(display=False)
+    flush()
+    out = subprocess.run([sys.executable, "-m", "llmlab", "replay"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LLMLAB_DATAKIT_URL": f"http://127.0.0.1:{port}"})  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("Error: DataKit still unreachable") and "4 spans stay spooled" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert ll.pending_exports() == 4
