@@ -34,8 +34,10 @@ from .stats import is_cached, is_error
 __all__ = ["INTERVALS", "MAX_BUCKETS", "PANELS", "choose_interval", "dashboard", "dashboard_frame"]
 
 #: Candidate intervals, shortest first (pandas offset aliases).
-INTERVALS: tuple[str, ...] = ("1s", "5s", "10s", "30s", "1min", "5min", "15min", "1h", "1d")
-#: The automatic interval gives at most this many intervals (20–60 for spans of typical lengths).
+INTERVALS: tuple[str, ...] = ("1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
+                              "1h", "2h", "6h", "12h", "1D", "7D")  # fmt: skip
+#: The automatic interval gives at most this many intervals; consecutive candidates differ by at
+#: most 3x, so it gives at least 20 too (spans shorter than 20 s, or longer than 60 days, aside).
 MAX_BUCKETS = 60
 #: Refuse an interval that would give more intervals than this (per group).
 MAX_DRAWN = 20_000
@@ -51,20 +53,19 @@ def _interval(interval: Any) -> pd.Timedelta:
     try:
         td = pd.Timedelta(interval)
     except (ValueError, TypeError):
-        raise ValidationError(f"interval={interval!r}: expected a duration such as '10s', '1min', '1h'") from None
+        raise ValidationError("interval", interval, "expected a duration such as '10s', '1min', '1h'") from None
     if td <= pd.Timedelta(0):
-        raise ValidationError(f"interval={interval!r}: must be positive")
+        raise ValidationError("interval", interval, "must be positive")
     return td
 
 
 def choose_interval(start: pd.Timestamp, end: pd.Timestamp) -> str:
     """The smallest of :data:`INTERVALS` giving at most :data:`MAX_BUCKETS` intervals from start to end."""
-    span = end - start
     for alias in INTERVALS:
         td = pd.Timedelta(alias)
         if (end.floor(td) - start.floor(td)) / td + 1 <= MAX_BUCKETS:
             return alias
-    return INTERVALS[-1] if span / pd.Timedelta(INTERVALS[-1]) <= MAX_BUCKETS else "7D"
+    return INTERVALS[-1]
 
 
 def _label(value: Any) -> str:
@@ -87,11 +88,11 @@ def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "se
         is the interval used.
     """
     if not isinstance(df, pd.DataFrame):
-        raise ValidationError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
+        raise ValidationError("df", type(df).__name__, "expected a pandas DataFrame")
     if "start_time" not in df.columns:
-        raise ValidationError("df has no 'start_time' column: pass a call frame (ll.spans() or res.df)")
+        raise ValidationError("df", list(df.columns)[:8], "has no 'start_time' column: pass a call frame (ll.spans() or res.df)")
     if by is not None and by not in df.columns:
-        raise ValidationError(f"by={by!r}: no such column (try 'service' or 'model')")
+        raise ValidationError("by", by, "no such column (try 'service' or 'model')")
     times = pd.to_datetime(df["start_time"], utc=True)
     ok = times.notna()
     df, times = df[ok], times[ok]
@@ -106,7 +107,7 @@ def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "se
     bucket = times.dt.floor(td)
     n_bins = int((bucket.max() - bucket.min()) / td) + 1
     if n_bins > MAX_DRAWN:
-        raise ValidationError(f"interval={alias!r} gives {n_bins} intervals over this data; use a longer one")
+        raise ValidationError("interval", alias, f"gives {n_bins} intervals over this data; use a longer one")
     bins = pd.date_range(bucket.min(), bucket.max(), freq=td)
     groups = df[by].map(_label) if by is not None else pd.Series("all", index=df.index)
     err = is_error(df).to_numpy()

@@ -34,7 +34,7 @@ def _ids(trace_ids: str | Iterable[str]) -> list[str]:
     out = []
     for t in ids:
         if not isinstance(t, str) or not t or any(c not in "0123456789abcdefABCDEF" for c in t):
-            raise ValidationError(f"trace id {t!r}: expected a hex string")
+            raise ValidationError("trace_ids", t, "expected hex trace ids")
         out.append(t.lower())
     return list(dict.fromkeys(out))
 
@@ -201,6 +201,13 @@ def _esc(value: Any, limit: int = _MAX_TEXT) -> str:
     return html.escape(text)
 
 
+def _text(value: Any) -> str:
+    """A cell as text: "" for None/NA (``x or ""`` fails on pandas' NA)."""
+    if value is None or (not isinstance(value, (str, list, dict)) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
 def _num(value: Any, fmt: str) -> str:
     try:
         if value is None or pd.isna(value):
@@ -224,12 +231,12 @@ class TraceView:
 
     def __init__(self, df: pd.DataFrame, source: str | None = None, limit: int = 200) -> None:
         if not isinstance(df, pd.DataFrame):
-            raise ValidationError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
+            raise ValidationError("df", type(df).__name__, "expected a pandas DataFrame")
         missing = [c for c in ("trace_id", "span_id", "start_time") if c not in df.columns]
         if missing:
-            raise ValidationError(f"df lacks column(s) {', '.join(missing)}: pass ll.spans() or res.df")
+            raise ValidationError("df", missing, "lacks these columns: pass ll.spans() or res.df")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-            raise ValidationError(f"limit={limit!r}: expected a positive integer")
+            raise ValidationError("limit", limit, "expected a positive integer")
         calls = df[df["trace_id"].notna()].copy()
         calls["start_time"] = pd.to_datetime(calls["start_time"], utc=True)
         self.total = len(calls)
@@ -274,7 +281,7 @@ class TraceView:
     def _summary_cells(self, row: pd.Series) -> list[str]:
         t = row["start_time"]
         tokens = f"{_num(row.get('input_tokens'), '.0f')}→{_num(row.get('output_tokens'), '.0f')}"
-        status = str(row.get("status") or "")
+        status = _text(row.get("status"))
         color = "#c0392b" if status == "error" else "#1e8449"
         return [
             _esc(t.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(t) else ""), _esc(row.get("service")),
@@ -291,7 +298,7 @@ class TraceView:
         if not outputs and isinstance(row.get("completion"), str):
             outputs = [("assistant", row["completion"])]
         parts = ['<div style="margin:.4em 0 .8em 1.2em;font-size:12px">']
-        if row.get("status") == "error" and isinstance(row.get("error"), str) and row["error"]:
+        if _text(row.get("status")) == "error" and _text(row.get("error")):
             parts.append(f'<div style="color:#c0392b">error: {_esc(row["error"])}</div>')
         for title, msgs in (("input", inputs), ("output", outputs)):
             parts.append(f"<div><b>{title}</b></div>")
@@ -354,8 +361,8 @@ class TraceView:
         for i in range(len(self)):
             r = self.calls.loc[i]
             t = r["start_time"].strftime("%H:%M:%S") if pd.notna(r["start_time"]) else ""
-            options.append((f"{t}  {r.get('workflow') or ''}  {r.get('model') or ''}  "
-                            f"{_num(r.get('latency_ms'), '.0f')} ms  {r.get('status') or ''}", i))  # fmt: skip
+            options.append((f"{t}  {_text(r.get('workflow'))}  {_text(r.get('model'))}  "
+                            f"{_num(r.get('latency_ms'), '.0f')} ms  {_text(r.get('status'))}", i))  # fmt: skip
         select = w.Select(options=options, rows=min(12, max(len(options), 1)), layout=w.Layout(width="100%"))
         pane = w.HTML(self.detail_html(0) if len(self) else "no calls")
 
