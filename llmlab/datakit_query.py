@@ -156,7 +156,8 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
     where = f" {{ `service` = {json.dumps(service)} }}" if service else ""
     query = f"T::re(`.*`){where} ORDER BY time ASC"
     rows = []
-    for point in iter_points(config, query, (start_ms, end_ms), None if sweep_id else limit):
+    # limit counts LLM rows, not points (workflow/task spans are filtered out here)
+    for point in iter_points(config, query, (start_ms, end_ms), None):
         row = point_to_row(point)
         if row is None or (sweep_id is not None and row.get("sweep_id") != sweep_id):
             continue
