@@ -157,7 +157,7 @@ def _describe_calls(off: pd.DataFrame) -> list[str]:
                 parts.append(f"prompt={_snip(v)!r}")
             elif col == "repeat" and (v == 0 or v is None):
                 continue
-            elif col in ("completion", "error"):
+            elif col in ("completion", "error", "baseline"):
                 parts.append(f"{col}={_snip(v, 60)!r}")
             else:
                 parts.append(f"{col}={_fmt(v)}")
