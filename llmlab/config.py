@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -94,7 +95,9 @@ def _parse_headers(raw: str) -> dict[str, str]:
         if not part.strip():
             continue
         if "=" not in part:
-            raise ConfigError(f"{TRACELOOP_HEADERS}: entry {part.split('=')[0].strip()!r} has no '=value'")
+            # name the entry by its header-name-like prefix only: the rest may be a token ("k: secret")
+            name = re.match(r"[A-Za-z0-9_.-]*", part.strip()).group(0)  # type: ignore[union-attr]
+            raise ConfigError(f"{TRACELOOP_HEADERS}: entry {name or '?'!r} has no '=value' (expected k1=v1,k2=v2)")
         key, value = part.split("=", 1)
         headers[unquote(key.strip())] = unquote(value.strip())
     return headers

@@ -60,6 +60,7 @@ def load_spec(path: Path) -> LoadedSpec:
     bad = sorted(set(run) - RUN_KEYS)
     if bad:
         raise ValidationError(f"{path.name}: run.{bad[0]}", run[bad[0]], f"unknown key; known: {', '.join(sorted(RUN_KEYS))}")
+    _check_run(path, run)
     prompts = data["prompts"]
     if isinstance(prompts, str):
         candidate = Path(prompts)
@@ -69,3 +70,16 @@ def load_spec(path: Path) -> LoadedSpec:
     except ValidationError as exc:
         raise ValidationError(f"{path.name}: {exc.field}", exc.value, exc.problem) from None
     return LoadedSpec(sweep, run)
+
+
+def _check_run(path: Path, run: dict[str, Any]) -> None:
+    """The ``run:`` values, checked here so that the error names the spec file."""
+    conc = run.get("concurrency")
+    if conc is not None and (isinstance(conc, bool) or not isinstance(conc, int) or conc <= 0):
+        raise ValidationError(f"{path.name}: run.concurrency", conc, "must be a positive integer")
+    budget = run.get("budget_usd")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
+        raise ValidationError(f"{path.name}: run.budget_usd", budget, "must be a non-negative number of US dollars")
+    cache = run.get("cache")
+    if cache is not None and not isinstance(cache, bool) and cache not in ("record", "replay"):
+        raise ValidationError(f"{path.name}: run.cache", cache, "expected true, false, record or replay")

@@ -1,0 +1,231 @@
+"""The bad-input table: each malformed input gets a clear error naming the input and the problem,
+before any request is sent, and leaves the stored data (store and collector) exactly as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+import llmlab as ll
+from llmlab.collector import background, create_app
+from llmlab.config import get_config
+from llmlab.datakit_query import raw_query
+from llmlab.errors import ConfigError, LlmlabError, QueryError, ValidationError
+from llmlab.specfile import load_spec
+from llmlab.store import get_store
+
+
+@dataclasses.dataclass
+class Env:
+    tmp: Path
+    collector_url: str
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    def otlp(self, body: bytes, content_type: str = "application/x-protobuf", encoding: str | None = None) -> None:
+        headers = {"Content-Type": content_type, **({"Content-Encoding": encoding} if encoding else {})}
+        response = httpx.post(self.collector_url + "/otel/v1/traces", content=body, headers=headers)
+        if response.status_code != 200:
+            raise CollectorRejected(response.status_code, response.json())
+
+    def dql(self, query: str) -> None:
+        cfg = dataclasses.replace(get_config(), datakit=self.collector_url)
+        raw_query(cfg, query)
+
+    def query_body(self, body: bytes) -> None:
+        response = httpx.post(self.collector_url + "/v1/query/raw", content=body)
+        if response.status_code != 200:
+            raise CollectorRejected(response.status_code, response.json())
+
+
+class CollectorRejected(Exception):
+    def __init__(self, status: int, payload: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status} {payload.get('error_code')}: {payload.get('message')}")
+        self.status = status
+
+
+def sweep(**kw: Any) -> ll.Sweep:
+    args = {"prompts": ["What is rain?"], "models": ["fault/tiny"], "temperature": 0.0, "max_tokens": 4, **kw}
+    return ll.Sweep(**args)
+
+
+def spec(env: Env, text: str) -> None:
+    load_spec(env.file("spec.yaml", text)).sweep
+
+
+GOOD_PROMPTS = "prompts: ['What is rain?']\nmodels: [fault/tiny]\n"
+
+#: (id, action, expected exception, regex the message must match: the input, then the problem)
+CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
+    # --- sweep arguments -----------------------------------------------------------------------------
+    ("prompts-empty-list", lambda e: sweep(prompts=[]), ValidationError, r"prompts=\[\]: .*empty"),
+    ("prompts-bare-string", lambda e: sweep(prompts="What is rain?"), ValidationError, r"prompts=.*single string is not a prompt set"),
+    ("prompt-blank", lambda e: sweep(prompts=["ok", "  "]), ValidationError, r"prompts\[1\]=.*empty prompt"),
+    ("prompts-mixed-types", lambda e: sweep(prompts=["a", 3]), ValidationError, r"prompts=.*mix of types"),
+    ("message-bad-role", lambda e: sweep(prompts=[[{"role": "robot", "content": "hi"}]]), ValidationError, r"prompts\[0\]\[0\]\.role='robot': expected one of"),
+    ("message-no-content", lambda e: sweep(prompts=[[{"role": "user"}]]), ValidationError, r"prompts\[0\]\[0\]=.*needs 'role' and 'content'"),
+    ("model-unknown-local", lambda e: sweep(models=["local/huge"]), ValidationError, r"models='local/huge': unknown local model"),
+    ("model-empty", lambda e: sweep(models=[""]), ValidationError, r"models='': must be a non-empty string"),
+    ("temperature-out-of-range", lambda e: sweep(temperature=[0.0, 3.0]), ValidationError, r"temperature=3\.0: must be in \[0, 2\]"),
+    ("temperature-not-a-number", lambda e: sweep(temperature="hot"), ValidationError, r"temperature='hot': must be a number"),
+    ("temperature-nan", lambda e: sweep(temperature=float("nan")), ValidationError, r"temperature=nan: must be a number"),
+    ("top_p-zero", lambda e: sweep(top_p=0), ValidationError, r"top_p=0: must be in \(0, 1\]"),
+    ("max_tokens-zero", lambda e: sweep(max_tokens=0), ValidationError, r"max_tokens=0: must be a positive integer"),
+    ("max_tokens-fraction", lambda e: sweep(max_tokens=1.5), ValidationError, r"max_tokens=1\.5: must be a positive integer"),
+    ("repeats-negative", lambda e: sweep(repeats=-1), ValidationError, r"repeats=-1: must be a positive integer"),
+    ("seed-string", lambda e: sweep(seed="abc"), ValidationError, r"seed='abc': must be an integer"),
+    ("params-reserved", lambda e: sweep(params={"temperature": [0.1]}), ValidationError, r"params\['temperature'\]=.*set by the Sweep itself"),
+    ("params-empty-list", lambda e: sweep(params={"presence_penalty": []}), ValidationError, r"params\['presence_penalty'\]=\[\]: empty list"),
+    ("params-not-json", lambda e: sweep(params={"logit_bias": [object()]}), ValidationError, r"params\['logit_bias'\]=.*JSON-serialisable"),
+    ("template-missing-variable", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {question}"), ValidationError, r"template=.*\{question\} is missing from prompt row 0"),
+    ("template-malformed", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {q"), ValidationError, r"template='Answer: \{q': malformed"),
+    ("template-positional", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {0}"), ValidationError, r"template=.*placeholder \{0\} must be a plain column name"),
+    ("run-concurrency-zero", lambda e: sweep().run(display=False, concurrency=0), ValidationError, r"concurrency=0: must be a positive integer"),
+    ("run-budget-negative", lambda e: sweep().run(display=False, budget_usd=-1), ValidationError, r"budget_usd=-1: must be a non-negative number"),
+    ("run-cache-unknown", lambda e: sweep().run(display=False, cache="sometimes"), ValidationError, r"cache='sometimes': expected True, False"),
+    ("run-missing-api-key", lambda e: sweep(models=["gpt-4o-mini"]).run(display=False), ConfigError, r"provider 'openai': API key missing: set the OPENAI_API_KEY"),
+    # --- prompt files ---------------------------------------------------------------------------------
+    ("csv-missing-file", lambda e: sweep(prompts=str(e.tmp / "nope.csv")), ValidationError, r"prompts=.*nope\.csv': file not found"),
+    ("csv-row-too-long", lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\nsun,extra\n"), template=None), ValidationError, r"p\.csv:3': row has more fields than the 1 header"),
+    ("csv-row-too-short", lambda e: sweep(prompts=e.file("p.csv", "q,topic\nrain,weather\nsun\n"), template="{q}"), ValidationError, r"p\.csv:3': row has fewer fields than the 2 header"),
+    ("csv-latin1", lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\ncaf\u00e9 cr\u00e8me\n".encode("latin-1"))), ValidationError, r"p\.csv': not UTF-8 text \(bad byte at line 3\)"),
+    ("csv-header-only", lambda e: sweep(prompts=e.file("p.csv", "prompt\n")), ValidationError, r"p\.csv': the prompt set is empty"),
+    ("csv-no-prompt-column", lambda e: sweep(prompts=e.file("p.csv", "question\nrain\n")), ValidationError, r"prompts\[0\]=.*no 'prompt' column"),
+    ("jsonl-bad-json", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n{"prompt": "sun"\n')), ValidationError, r"p\.jsonl:2': invalid JSON"),
+    ("jsonl-number-line", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n42\n')), ValidationError, r"p\.jsonl:2': each line must be a JSON object"),
+    ("jsonl-utf16", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n'.encode("utf-16"))), ValidationError, r"p\.jsonl': not UTF-8 text"),
+    # --- YAML specs -----------------------------------------------------------------------------------
+    ("yaml-syntax", lambda e: spec(e, "prompts: [a, b\nmodels: x\n"), ValidationError, r"spec=.*spec\.yaml': invalid YAML at line"),
+    ("yaml-unknown-key", lambda e: spec(e, GOOD_PROMPTS + "modles: [x]\n"), ValidationError, r"spec\.yaml: modles=.*unknown key"),
+    ("yaml-missing-prompts", lambda e: spec(e, "models: [fault/tiny]\n"), ValidationError, r"spec\.yaml: prompts=None: required key is missing"),
+    ("yaml-top-level-list", lambda e: spec(e, "- a\n- b\n"), ValidationError, r"spec\.yaml': the top level must be a mapping"),
+    ("yaml-bad-value", lambda e: spec(e, GOOD_PROMPTS + "temperature: hot\n"), ValidationError, r"spec\.yaml: temperature='hot': must be a number"),
+    ("yaml-run-unknown-key", lambda e: spec(e, GOOD_PROMPTS + "run: {concurency: 4}\n"), ValidationError, r"spec\.yaml: run\.concurency=4: unknown key"),
+    ("yaml-run-bad-budget", lambda e: spec(e, GOOD_PROMPTS + "run: {budget_usd: ten}\n"), ValidationError, r"spec\.yaml: run\.budget_usd='ten': must be a non-negative number"),
+    ("yaml-prompt-file-missing", lambda e: spec(e, "prompts: missing.csv\n"), ValidationError, r"spec\.yaml: prompts=.*missing\.csv': file not found"),
+    # --- configuration --------------------------------------------------------------------------------
+    ("config-datakit-scheme", lambda e: ll.configure(datakit="ftp://example.com"), ConfigError, r"datakit='ftp://example\.com': expected 'embedded', None, or an http"),
+    ("config-env-datakit", lambda e: _env_configure(LLMLAB_DATAKIT_URL="localhost:9529"), ConfigError, r"LLMLAB_DATAKIT_URL='localhost:9529': expected"),
+    ("config-env-trace-content", lambda e: _env_configure(TRACELOOP_TRACE_CONTENT="maybe"), ConfigError, r"TRACELOOP_TRACE_CONTENT='maybe': expected true or false"),
+    ("config-env-headers", lambda e: _env_configure(TRACELOOP_HEADERS="x-token"), ConfigError, r"TRACELOOP_HEADERS: entry 'x-token' has no '=value'"),
+    ("config-env-headers-colon", lambda e: _env_configure(TRACELOOP_HEADERS="x-api-key: tok-9f8e7d6c5b4a"), ConfigError, r"TRACELOOP_HEADERS: entry 'x-api-key' has no '=value'(?!.*tok-9f8e)"),
+    ("config-home-is-a-file", lambda e: ll.configure(home=e.file("afile", "x")), ConfigError, r"home=.*afile': exists and is not a directory"),
+    ("config-trace-content-type", lambda e: ll.configure(trace_content="yes"), ConfigError, r"trace_content='yes': must be True or False"),
+    ("provider-bad-name", lambda e: ll.provider("my provider", base_url="http://x/v1"), ConfigError, r"provider name='my provider': use letters"),
+    ("provider-url-no-scheme", lambda e: ll.provider("p2", base_url="localhost:8000/v1"), ConfigError, r"provider 'p2': base_url='localhost:8000/v1' must start with http"),
+    ("provider-rpm-zero", lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0), ConfigError, r"provider 'p3': rpm=0 must be positive"),
+    # --- OTLP bodies sent to the collector ------------------------------------------------------------
+    ("otlp-content-type", lambda e: e.otlp(b"{}", "text/plain"), CollectorRejected, r"HTTP 400 otel\.bad_content_type: Content-Type must be application/x-protobuf"),
+    ("otlp-garbage-protobuf", lambda e: e.otlp(b"\xff\x00garbage"), CollectorRejected, r"HTTP 400 otel\.bad_body"),
+    ("otlp-bad-json", lambda e: e.otlp(b'{"resourceSpans": [', "application/json"), CollectorRejected, r"HTTP 400 otel\.bad_body"),
+    ("otlp-not-gzip", lambda e: e.otlp(b"plain bytes", encoding="gzip"), CollectorRejected, r"HTTP 400 otel\.bad_gzip: body is not valid gzip"),
+    ("otlp-encoding", lambda e: e.otlp(b"x", encoding="br"), CollectorRejected, r"HTTP 400 otel\.bad_content_encoding: unsupported Content-Encoding 'br'"),
+    ("otlp-gzip-bomb", lambda e: e.otlp(gzip.compress(b"\0" * (17 * 1024 * 1024)), encoding="gzip"), CollectorRejected, r"HTTP 413 otel\.body_too_large"),
+    # --- DQL queries ----------------------------------------------------------------------------------
+    ("dql-syntax", lambda e: e.dql("T::re(`.*`) {service = }"), QueryError, r"HTTP 400: .*"),
+    ("dql-namespace", lambda e: e.dql("X::opentelemetry"), QueryError, r"HTTP 400: .*namespace"),
+    ("dql-message-filter", lambda e: e.dql("T::re(`.*`) {message = 'x'}"), QueryError, r"HTTP 400: .*message"),
+    ("dql-body-not-json", lambda e: e.query_body(b"queries please"), CollectorRejected, r"HTTP 400 query\.bad_json: body is not JSON"),
+    ("dql-body-no-queries", lambda e: e.query_body(b'{"q": 1}'), CollectorRejected, r'HTTP 400 query\.invalid_dql: body must be \{"queries"'),
+]
+
+
+def _env_configure(**env: str) -> None:
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ll.configure()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _fingerprint(path: Path) -> str:
+    import sqlite3
+
+    digest = hashlib.sha256()
+    with sqlite3.connect(path) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            for row in con.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+                digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    db = tmp_path_factory.mktemp("collector") / "collector.db"
+    app = create_app(db)
+    server = background(app).start()
+    # one good span, so "nothing harmed" compares real content
+    good = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
+             "scopeSpans": [{"spans": [{"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "x", "kind": 3,
+                                         "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"}]}]}]}  # fmt: skip
+    assert httpx.post(server.url + "/otel/v1/traces", json=good).status_code == 200
+    yield server.url, db
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fault():
+    """One fault server (no faults: it only counts requests) for the whole table."""
+    from llmlab import providers
+    from llmlab.testing import FaultServer
+
+    server = FaultServer().start()
+    ll.provider("fault", base_url=server.base_url, api_key_env=None)
+    yield server
+    server.stop()
+    providers._registry.pop("fault", None)
+
+
+@pytest.fixture(scope="module")
+def seeded_home(tmp_path_factory):
+    """A home whose store holds a finished sweep, shared by the cases (each checks it is unchanged)."""
+    home = tmp_path_factory.mktemp("seeded") / "home"
+    ll.configure(home=home, datakit=None)
+    good = ll.Sweep(prompts=["What is rain?"], models=["local/tiny"], temperature=0.0, max_tokens=4).run(display=False)
+    assert (good.df["status"] == "ok").all()
+    return home
+
+
+def test_the_table_has_at_least_30_cases():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_error_sends_nothing_and_harms_nothing(case, fault, collector, seeded_home, tmp_path):
+    name, action, expected, pattern = case
+    collector_url, collector_db = collector
+    ll.configure(home=seeded_home, datakit=None)
+    ll.provider("fault", base_url=fault.base_url, api_key_env=None)
+    fault.app.reset()
+    store_before = _fingerprint(get_store().path)
+    collector_before = _fingerprint(collector_db)
+
+    with pytest.raises(expected) as info:
+        action(Env(tmp_path, collector_url))
+
+    message = str(info.value)
+    assert re.search(pattern, message), f"{name}: unclear error {message!r}"
+    assert "Traceback" not in message and len(message) < 600
+    assert isinstance(info.value, (LlmlabError, CollectorRejected))  # one catchable tree, or the HTTP answer
+    assert fault.stats()["requests"] == 0, f"{name}: a request was sent"
+    assert _fingerprint(get_store().path) == store_before, f"{name}: the store changed"
+    assert _fingerprint(collector_db) == collector_before, f"{name}: the collector's data changed"
