@@ -492,6 +492,64 @@ def render_html(state: GridState, page: int = 0, page_size: int = 20) -> str:
     return view.render()
 
 
+# --- clicks while run() blocks the kernel -------------------------------------------------------
+
+_subshell: dict[str, Any] = {}
+_subshell_lock = threading.Lock()
+
+
+def _widget_subshell() -> str | None:
+    """The id of a kernel subshell (a second shell thread, ipykernel ≥ 7) for grid buttons, or None.
+
+    ``sweep.run()`` keeps the kernel's main thread waiting until the sweep ends, and the main
+    shell handles comm messages (button clicks) only between cells. ipykernel 7 routes a comm's
+    messages to the subshell its ``_reply_subshell_for`` names, and a subshell has its own thread,
+    so clicks routed there are handled at once. One subshell serves every grid of the kernel.
+    Anything unexpected (another kernel, an older ipykernel) returns None: clicks then wait
+    for the cell as usual.
+    """
+    with _subshell_lock:
+        if "id" in _subshell:
+            return _subshell["id"]
+        _subshell["id"] = None
+        try:
+            from concurrent.futures import Future
+
+            from IPython import get_ipython
+
+            kernel = getattr(get_ipython(), "kernel", None)
+            channel = getattr(kernel, "shell_channel_thread", None)
+            manager = getattr(channel, "_manager", None)
+            create = getattr(manager, "_create_subshell", None)
+            if channel is None or create is None or not channel.is_alive():
+                return None
+            made: Future[str] = Future()
+
+            def make() -> None:  # must run on the shell channel thread
+                try:
+                    made.set_result(create())
+                except BaseException as exc:  # noqa: BLE001 - reported through the future
+                    made.set_exception(exc)
+
+            channel.io_loop.add_callback(make)
+            _subshell["id"] = made.result(timeout=5)
+        except Exception:  # a private ipykernel API: fall back to the main shell
+            _subshell["id"] = None
+        return _subshell["id"]
+
+
+def route_clicks_to_subshell(buttons: Sequence[Any]) -> bool:
+    """Have the kernel handle these widgets' front-end messages on a subshell; see above."""
+    subshell_id = _widget_subshell()
+    if subshell_id is None:
+        return False
+    for button in buttons:
+        comm = getattr(button, "comm", None)
+        if comm is not None and hasattr(comm, "_reply_subshell_for"):
+            comm._reply_subshell_for = lambda data, default, _sid=subshell_id: _sid
+    return True
+
+
 # --- the widget -------------------------------------------------------------------------------
 
 
@@ -641,6 +699,8 @@ class SweepGrid:
         from IPython.display import display
 
         display(self.widget)
+        if self.handle is not None or self.state.pages(self.view.page_size) > 1:
+            route_clicks_to_subshell([self._cancel, self._prev, self._next])
 
     def _ipython_display_(self) -> None:
         self.show()
@@ -649,5 +709,6 @@ class SweepGrid:
         return f"SweepGrid({self.state.header_text()})"
 
 
-__all__ = ["Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell", "render_html", "specs_from_calls",
+__all__ = ["Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell", "render_html", "route_clicks_to_subshell",
+           "specs_from_calls",
            "specs_from_rows", "MAX_UPDATES_PER_S", "STATES"]

@@ -48,6 +48,13 @@ task = asyncio.ensure_future(long.arun(concurrency=2))""",
     "print('RESPONSIVE', task.done())",
     "res2 = await task\nprint('ARUN-RESULT', res2.stopped, len(res2.df), len(res2.skipped))",
     "res.show()",
+    # 7: Cancel while the blocking run() holds the cell: clicks go through a kernel subshell
+    """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "40"
+slow = ll.Sweep(prompts=[f"Describe river number {i}." for i in range(6)], models=["local/tiny"],
+                temperature=[0.0, 1.0], max_tokens=64, seed=3)
+import time; t0 = time.monotonic()
+res3 = slow.run(concurrency=2)
+print("RUN-CANCEL", res3.stopped, len(res3.df), round(time.monotonic() - t0, 1))""",
 ]
 
 
@@ -131,6 +138,18 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             text = details.inner_text()
             assert "What is a rainbow?" in text and "call_id" in text and "finish_reason" in text
             assert "trace_id" in text or "latency_ms" in text
+
+            # 4. Cancel during the blocking run(): it stops the sweep while the cell still runs
+            grid4 = out(7)
+            _wait(lambda: grid4.locator(".llg-cell.st-done").count() >= 2, 40, "two finished calls in the run() grid")
+            grid4.locator("button.llmlab-cancel").click()
+            _wait(lambda: "RUN-CANCEL" in out(7).inner_text(), 30, "the cancelled run() to return")
+            line = [ln for ln in out(7).inner_text().splitlines() if ln.startswith("RUN-CANCEL")][0].split()
+            assert line[1] == "cancelled", line
+            assert 2 <= int(line[2]) < 12  # finished calls kept, the rest never sent
+            assert float(line[3]) < 10.0  # uncancelled it takes ~15 s
+            assert grid4.locator(".llg-cell.st-cancelled").count() == 12 - int(line[2])
+
             first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "grid-final.png"), full_page=True)
         finally:

@@ -16,7 +16,8 @@ from llmlab._server import BackgroundServer
 from llmlab.events import Event, EventBus
 from llmlab.localmodel import create_app
 from llmlab.runner import RunHandle, run_async, run_sync
-from llmlab.widgets import MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html, specs_from_calls
+from llmlab.widgets import (MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html, route_clicks_to_subshell,
+                            specs_from_calls)
 
 from tests.core.faulty import FlakyApp
 
@@ -211,6 +212,7 @@ def test_thousands_of_calls_render_one_page_and_page_on(monkeypatch):
     assert "question number 25" in grid.html and "prompts 26–50 of 600" in grid.html
     grid.set_page(99)
     assert grid._page_label.value == "page 24/24" and grid._next.disabled
+    assert route_clicks_to_subshell([grid._cancel]) is False  # no kernel here: clicks stay on the main shell
 
 
 @pytest.fixture
