@@ -374,7 +374,8 @@ _CSS = """
 .llg .st-done{border-color:#43a047}.llg .st-done .llg-badge{background:#43a047}
 .llg .st-error{border-color:#e53935;background:#fdecea}.llg .st-error .llg-badge{background:#e53935}
 .llg .st-cached{border-color:#8e24aa}.llg .st-cached .llg-badge{background:#8e24aa}
-.llg .st-cancelled{border-color:#555;background:repeating-linear-gradient(45deg,#f3f3f3,#f3f3f3 6px,#e6e6e6 6px,#e6e6e6 12px)}
+.llg .st-cancelled{border-color:#555;
+ background:repeating-linear-gradient(45deg,#f3f3f3,#f3f3f3 6px,#e6e6e6 6px,#e6e6e6 12px)}
 .llg .st-cancelled .llg-badge{background:#555}
 .llg .st-skipped{border-color:#bbb;border-style:dashed}.llg .st-skipped .llg-badge{background:#bbb}
 </style>
@@ -709,6 +710,5 @@ class SweepGrid:
         return f"SweepGrid({self.state.header_text()})"
 
 
-__all__ = ["Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell", "render_html", "route_clicks_to_subshell",
-           "specs_from_calls",
-           "specs_from_rows", "MAX_UPDATES_PER_S", "STATES"]
+__all__ = ["MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
+           "render_html", "route_clicks_to_subshell", "specs_from_calls", "specs_from_rows"]

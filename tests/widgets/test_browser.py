@@ -88,6 +88,9 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             def out(i: int):
                 return cells.nth(i).locator(".jp-OutputArea")
 
+            news = page.locator(".jp-toast-container button", has_text="No")
+            if news.count():
+                news.first.click()  # the "official Jupyter news?" toast would cover the grid
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
@@ -150,7 +153,8 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             assert float(line[3]) < 10.0  # uncancelled it takes ~15 s
             assert grid4.locator(".llg-cell.st-cancelled").count() == 12 - int(line[2])
 
-            first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "grid-final.png"), full_page=True)
+            cells.nth(6).screenshot(path=str(ARTIFACTS / "grid-details.png"))  # scrolls the cell into view
+            cells.nth(7).screenshot(path=str(ARTIFACTS / "grid-run-cancelled.png"))
         finally:
             browser.close()
