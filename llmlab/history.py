@@ -329,7 +329,12 @@ def sweeps(name: str | None = None, tag: str | Sequence[str] | None = None, sinc
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValidationError("limit", limit, "expected a positive integer")
     sql = ("SELECT s.sweep_id, s.name, s.status, s.created_at, s.finished_at, s.wall_s, s.n_calls, s.n_ok, s.n_errors, "
-           "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, s.spec_json, s.info_json, "
+           "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, "
+           # only the few fields listed are pulled out (in C): spec_json may carry a whole prompt set
+           "CASE WHEN json_valid(s.spec_json) THEN json_object('models', json_extract(s.spec_json, '$.models'), "
+           "'prompt_count', json_extract(s.spec_json, '$.prompt_count')) END, "
+           "CASE WHEN json_valid(s.info_json) THEN json_object('host', json_extract(s.info_json, '$.host'), "
+           "'pid', json_extract(s.info_json, '$.pid')) END, "
            "(SELECT group_concat(t.tag, char(31)) FROM sweep_tags t WHERE t.sweep_id = s.sweep_id), s.note, s.source, "
            "s.git_commit, s.git_dirty, s.llmlab_version FROM sweeps s")  # fmt: skip
     if where:

@@ -277,3 +277,18 @@ def test_interrupted_sweep_is_reported(home):
     store.start_sweep("sw-dead", "crashed", {"models": ["local/tiny"]}, {"calls": 3, "pid": dead_pid, "host": __import__("socket").gethostname()})
     row = ll.sweeps().set_index("sweep_id").loc["sw-dead"]
     assert row["status"] == "interrupted"
+
+
+def test_load_without_stored_content():
+    """trace_content=False keeps prompt and completion text out of the store: a loaded result has
+    NA there and everything else equal; the spec keeps no prompt copy."""
+    ll.configure(trace_content=False, datakit=None)
+    res = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0],
+                   max_tokens=8).run(display=False)  # fmt: skip
+    loaded = ll.load(res.sweep_id)
+    assert loaded.df["prompt"].isna().all() and loaded.df["completion"].isna().all()
+    assert res.df["completion"].notna().all()
+    rest = [c for c in res.df.columns if c not in ("prompt", "completion")]
+    pd.testing.assert_frame_equal(loaded.df[rest], res.df[rest])
+    assert loaded.spec["prompts"] is None and loaded.spec["prompt_fingerprint"] == res.spec["prompt_fingerprint"]
+    assert "(not stored)" in str(ll.diff(res.sweep_id, res.sweep_id))
