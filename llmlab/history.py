@@ -23,6 +23,7 @@ Copies of spans already exported to DataKit (or the embedded collector) are not 
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as _dt
 import difflib
 import functools
@@ -208,6 +209,10 @@ def finish_experiment(store: Store, sweep_id: str, status: str, counts: dict[str
         "output_tokens": _sum(r.get("output_tokens") for r in rows),
         "cost_usd": _sum(r.get("cost_usd") for r in rows),
         "skipped_calls": [_skipped_record(c, reason) for c, reason in skipped],
+        # what the providers answered as (dated model versions), and the commonest failures
+        "response_models": sorted({str(r["response_model"]) for r in rows if r.get("response_model")}),
+        "error_kinds": collections.Counter(str(r.get("error") or "")[:200] for r in rows
+                                           if r.get("status") == "error").most_common(5),
     }
     store.finish_sweep(sweep_id, status, {**counts, **totals})
     n_err = sum(1 for r in rows if r.get("status") == "error")

@@ -220,3 +220,20 @@ def test_cli_mirror(tmp_path, capsys):
     assert "no such sweep" in capsys.readouterr().err
     assert main(["delete", res.sweep_id, "--yes", "--home", str(other_home)]) == 0
     assert "1 sweeps" in capsys.readouterr().out
+
+
+def test_two_processes_upgrading_one_old_home_at_once(home):
+    """Two kernels opening an old home together: each migration is applied exactly once."""
+    import subprocess
+    import sys
+
+    _old_home(home)
+    code = "import llmlab as ll; print(len(ll.sweeps()))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]  # fmt: skip
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.strip() == "3"
+    rows = get_store().read("SELECT name, count(*) FROM _migrations GROUP BY name")
+    assert sorted(rows) == sorted((name, 1) for name, _ in MIGRATIONS)
