@@ -1,0 +1,105 @@
+"""The command line: demo, sweep SPEC.yaml, serve-model, collector; errors are one clear line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+
+def _run(*args: str, cwd=None, timeout: float = 120, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "llmlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_runs_offline_end_to_end(tmp_path):
+    proc = _run("demo", "--home", str(tmp_path / "h"), "--out", str(tmp_path / "charts"), "--delay-ms", "1",
+                env_extra={"LLMLAB_DATAKIT_URL": "embedded"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "plan: 48 calls" in out
+    assert "calls=48, errors=0" in out
+    assert "read back 48 spans from the collector over DQL" in out
+    for model in ("local/tiny", "local/small"):
+        assert model in out  # the summary table
+    assert "latency_p50" in out and "ttft_p50" in out
+    html = (tmp_path / "charts" / "latency_by_setting.html").read_text()
+    assert "plotly" in html.lower() and "latency (ms)" in html
+
+
+def test_sweep_spec_yaml_with_progress_and_output(tmp_path):
+    (tmp_path / "prompts.csv").write_text("question,reference\nWhat is a rainbow?,light\nWhy do cats purr?,cats\n", encoding="utf-8")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: yaml-sweep\nprompts: prompts.csv\ntemplate: 'Answer briefly: {question}'\nmodels: [local/tiny, local/small]\n"
+        "temperature: [0.0, 0.7]\nmax_tokens: 8\nseed: 3\nrun: {concurrency: 4}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "res.csv"
+    proc = _run("sweep", str(spec), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8/8" in proc.stderr  # the progress bar
+    df = pd.read_csv(out)
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    assert set(df["reference"]) == {"light", "cats"}  # prompt-row columns come along for evaluators
+    assert df["prompt"].str.startswith("Answer briefly: ").all()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("prompts: [a]\nmodels: [local/tiny]\ntemprature: 0.5\n", "Error: spec.yaml: temprature="),
+        ("prompts: [a]\ntemperature: 5\n", "Error: spec.yaml: temperature=5: must be in [0, 2]"),
+        ("prompts: [a\n", "invalid YAML at line"),
+        ("models: [local/tiny]\n", "Error: spec.yaml: prompts=None: required key is missing"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_spec_is_one_clear_line(tmp_path, content, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(content, encoding="utf-8")
+    proc = _run("sweep", str(spec))
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _wait_http(url: str, timeout: float = 20.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=1.0)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_serve_model_and_collector_commands(tmp_path):
+    mport, cport = _free_port(), _free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "llmlab", "serve-model", "--port", str(mport)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+        subprocess.Popen([sys.executable, "-m", "llmlab", "collector", "--port", str(cport), "--home", str(tmp_path / "c")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+    ]  # fmt: skip
+    try:
+        models = _wait_http(f"http://127.0.0.1:{mport}/v1/models").json()
+        assert {m["id"] for m in models["data"]} >= {"tiny", "small"}
+        ping = _wait_http(f"http://127.0.0.1:{cport}/v1/ping").json()
+        assert "version" in ping["content"]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
