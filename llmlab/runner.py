@@ -385,7 +385,7 @@ class SweepRunner:
         info = {"calls": len(calls), "concurrency": self.options.concurrency, "budget_usd": self.options.budget_usd}
         spec = self.sweep.spec()
         if not self.config.trace_content:
-            spec["prompts"] = None  # prompt text stays out of the store
+            spec["prompts"] = spec["template"] = spec["system"] = None  # prompt text stays out of the store
         from .history import experiment_context, finish_experiment, start_experiment
 
         started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
@@ -433,7 +433,7 @@ class SweepRunner:
         row.update({"sweep_id": self.sweep_id, "cached": True, "status": "ok", "error": "", "cost_usd": 0.0,
                     "queue_ms": 0.0, "attempts": 0, "retries": 0})  # fmt: skip
         self.rows[call.call_id] = row
-        stored = row if self.config.trace_content else {**row, "prompt": None, "completion": None}
+        stored = _for_store(row, call, self.config.trace_content)
         self.store.put_call(self.sweep_id, index, stored, None)
         self._emit("cached", call.call_id, row=row)
 
@@ -483,7 +483,7 @@ class SweepRunner:
             if row["cost_usd"] is not None:
                 self.spent_usd += row["cost_usd"]
             self.rows[call.call_id] = row
-            stored = row if self.config.trace_content else {**row, "prompt": None, "completion": None}
+            stored = _for_store(row, call, self.config.trace_content)
             entry = None if row["status"] != "ok" else {k: stored[k] for k in _CACHE_FIELDS}
             # durable before reported: a crash after this point never re-sends the call
             await asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry))
@@ -609,6 +609,15 @@ class SweepRunner:
             "status": "ok", "error": "", "queue_ms": queue_ms,
             "itl_ms": (gen_ms / (tokens_out - 1)) if tokens_out and tokens_out > 1 else None,
         })  # fmt: skip
+
+
+def _for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[str, Any]:
+    """The row as stored: without trace_content, no prompt, completion or prompt-row values
+    (template variables are prompt text too)."""
+    if trace_content:
+        return row
+    data_keys = {k if k not in schema.CANONICAL_COLUMNS else f"data.{k}" for k in call.data}
+    return {**row, "prompt": None, "completion": None, **{k: None for k in data_keys if k in row}}
 
 
 _CACHE_FIELDS = ("completion", "finish_reason", "input_tokens", "output_tokens", "total_tokens", "tokens_estimated",

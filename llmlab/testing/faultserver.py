@@ -231,7 +231,8 @@ class FaultApp:
     async def _error(self, send: Any, status: int, message: str, err_type: str, auth: str,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
         if self.faults.echo_auth and auth:
-            message = f"{message} (request authorized with {auth!r})"
+            key = auth.split(" ", 1)[-1]  # like providers that quote the key back ("Incorrect API key: …")
+            message = f"{message} (your API key {key} was used)"
         payload = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": None}}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import httpx
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Status
 
 from .. import schema
 from ..config import EMBEDDED, Config
@@ -53,16 +54,38 @@ def _status(span: ReadableSpan) -> tuple[str, str]:
     return code, (span.status.description or "") if span.status is not None else ""
 
 
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_scrub(v) for v in value)
+    return value
+
+
+def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _scrub(v) if isinstance(v, (str, list, tuple)) else v for k, v in attrs.items()}
+
+
 def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
     from .setup import strip_content
 
     attrs = dict(span.attributes or {})
+    events, status_ = list(span.events), span.status
     if not config.trace_content:
         attrs = strip_content(attrs)
+        events = [Event(e.name, strip_content(dict(e.attributes or {})), e.timestamp) for e in events]
+    # the instrumentation records exceptions (event attributes, status text) with the provider's error
+    # body, which may quote the API key back: scrub every string before it is stored or exported
+    clean = _scrub_attrs(attrs)
+    clean_events = [Event(e.name, _scrub_attrs(dict(e.attributes or {})), e.timestamp) for e in events]
+    clean_status = Status(status_.status_code, redact(status_.description)) if status_ is not None and status_.description else status_
+    if (not config.trace_content or clean != attrs or clean_status is not status_
+            or any(c.attributes != e.attributes for c, e in zip(clean_events, events))):  # fmt: skip
+        attrs = clean
         span = ReadableSpan(
             name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
+            attributes=attrs, events=clean_events, links=span.links, kind=span.kind, status=clean_status,
             start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
         )  # fmt: skip
     ctx = span.context
