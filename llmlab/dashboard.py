@@ -44,8 +44,9 @@ MAX_DRAWN = 20_000
 #: Panel keys, in drawing order (also the ``meta["panel"]`` of each trace).
 PANELS: tuple[str, ...] = ("requests", "latency", "ttft", "tokens", "cost", "error_rate")
 _TITLES = {
-    "requests": "requests per interval", "latency": "latency p50 / p95 (ms)", "ttft": "time to first token p50 / p95 (ms)",
-    "tokens": "tokens per interval (in / out)", "cost": "cumulative cost (USD)", "error_rate": "error rate",
+    "requests": "requests per interval", "latency": "latency ms (p50 solid, p95 dotted)",
+    "ttft": "time to first token ms (p50 solid, p95 dotted)", "tokens": "tokens per interval (in light, out dark)",
+    "cost": "cumulative cost (USD)", "error_rate": "error rate",
 }  # fmt: skip
 
 
