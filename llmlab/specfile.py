@@ -11,7 +11,7 @@ Example spec::
     max_tokens: 48
     repeats: 2
     params: {presence_penalty: [0.0, 0.5]}
-    run: {concurrency: 8, budget_usd: 0.50, cache: true}
+    run: {concurrency: 8, budget_usd: 0.50, cache: true}   # or cache: replay, cassette: run.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .errors import ValidationError
 from .sweep import Sweep
 
 SWEEP_KEYS = {"name", "prompts", "template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "params"}
-RUN_KEYS = {"concurrency", "budget_usd", "cache"}
+RUN_KEYS = {"concurrency", "budget_usd", "cache", "cassette"}
 
 
 @dataclasses.dataclass
@@ -61,6 +61,8 @@ def load_spec(path: Path) -> LoadedSpec:
     if bad:
         raise ValidationError(f"{path.name}: run.{bad[0]}", run[bad[0]], f"unknown key; known: {', '.join(sorted(RUN_KEYS))}")
     _check_run(path, run)
+    if isinstance(run.get("cassette"), str) and not Path(run["cassette"]).is_absolute():
+        run["cassette"] = str(path.parent / run["cassette"])  # relative to the spec, like prompts
     prompts = data["prompts"]
     if isinstance(prompts, str):
         candidate = Path(prompts)

@@ -420,7 +420,9 @@ class Sweep:
             concurrency: calls in flight at once.
             display: live grid (Jupyter) / progress bar (terminal); default: on in Jupyter and TTYs.
             budget_usd: stop dispatching before the estimated spend would pass this.
-            cache: True reuses stored responses (a re-run sends nothing); False always sends.
+            cache: True reuses stored responses (a re-run sends nothing); False always sends;
+                ``"record"`` / ``"replay"`` with ``cassette=path`` records responses to a cassette
+                file, or answers every call from it with no model, key or network.
         """
         from .runner import run_sync
 
