@@ -184,7 +184,12 @@ class OutboxExporter:
     def _loop(self) -> None:
         with httpx.Client(timeout=self.timeout, trust_env=False) as client:
             while not self._stop.is_set():
-                self._wake.wait(self.interval if self._backoff == 0 else self._backoff)
+                if self._backoff:
+                    # a failing DataKit is retried on the backoff clock, not at every new span: each
+                    # try leases and settles a batch on the store's writer, which the sweep also uses
+                    self._stop.wait(self._backoff)
+                else:
+                    self._wake.wait(self.interval)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
@@ -275,7 +280,9 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
     sent, error = 0, None
     start = time.monotonic()
     store = get_store(config.home)
-    with httpx.Client(timeout=10.0, trust_env=False) as client:
+    # with a short deadline (at exit), a hanging DataKit must not hold the process much beyond it
+    timeout = 10.0 if deadline_s is None else max(0.5, min(10.0, deadline_s))
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
         while deadline_s is None or time.monotonic() - start < deadline_s:
             try:
                 n = send_pending_batch(config, client)

@@ -1,0 +1,87 @@
+"""Does a misbehaving DataKit slow a sweep down? `python bench/bench_export_faults.py [--calls 200] [--rounds 3]`
+
+One process runs the same sweep (``local/tiny`` through a FaultServer without faults, cache off,
+concurrency 16) against DataKit in five states, interleaved round by round, shuffled, so that machine noise
+hits every state alike: healthy (the embedded collector, the baseline), down (nothing listens),
+flapping (every other export request 503), slow (every export request hangs until the round
+ends), and answer-losing (stored, then 502, so batches are re-sent). Also with export off.
+Prints the median wall time per state and its ratio to healthy; the promise is ≤ 1.10×. After
+each round every span is replayed and checked to be stored at the collector exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import llmlab as ll
+    from llmlab.testing import FaultServer
+    from llmlab.tracing import flush
+    from llmlab.tracing.export import drain
+    from tests.reliability.collector_faults import GatedCollector, free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="llmlab-bench-export-"))
+    fault = FaultServer().start()
+    ll.provider("fault", base_url=fault.base_url, api_key_env=None)
+    prompts = [f"Tell me about the weather, question {i}" for i in range(args.calls // 4)]
+    sweep = ll.Sweep(prompts=prompts, models=["fault/tiny"], temperature=[0.0, 0.7], top_p=[1.0, 0.9], max_tokens=24)
+    states = ["healthy", "off", "down", "flapping", "slow", "losing"]
+    times: dict[str, list[float]] = {s: [] for s in states}
+    ll.configure(home=tmp / "warm", datakit=None)
+    sweep.run(display=False, cache=False, concurrency=16)  # warm-up: imports, tracing set-up, model load
+    order = random.Random(7)
+    for rnd in range(args.rounds):
+        for state in order.sample(states, len(states)):  # no state always runs first or last
+            collector = None
+            if state == "off":
+                datakit = None
+            elif state == "down":
+                datakit = f"http://127.0.0.1:{free_port()}"
+            else:
+                collector = GatedCollector(tmp / f"{state}-{rnd}" / "collector.db")
+                collector.mode = {"flapping": "flap", "losing": "lose"}.get(state, "ok")
+                if state == "slow":
+                    collector.open.clear()
+                datakit = collector.url
+            config = ll.configure(home=tmp / f"{state}-{rnd}", datakit=datakit)
+            start = time.perf_counter()
+            res = sweep.run(display=False, cache=False, concurrency=16)
+            times[state].append(time.perf_counter() - start)
+            assert (res.df["status"] == "ok").all()
+            flush()
+            if collector is not None:
+                collector.open.set()
+                for _ in range(50):
+                    if drain(config)["pending"] == 0:
+                        break
+                keys = {tuple(r) for r in ll.store.get_store(config.home).read("SELECT trace_id, span_id FROM spans")}
+                stored = collector.stored_keys()
+                assert len(stored) == len(set(stored)) == len(keys), (state, len(stored), len(keys))
+                ll.configure(home=tmp / "idle", datakit=None)  # stop this round's exporter before its collector
+                collector.stop()
+    fault.stop()
+    base = statistics.median(times["healthy"])
+    print(f"{args.calls} calls per sweep, {args.rounds} rounds, medians (every span delivered exactly once after replay)")
+    print(f"{'DataKit':<10} {'wall s':>8} {'vs healthy':>11}")
+    for state in states:
+        med = statistics.median(times[state])
+        print(f"{state:<10} {med:8.2f} {med / base:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
