@@ -31,6 +31,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+import time
 from typing import Any, Iterator
 
 from ..errors import QueryError
@@ -248,6 +250,34 @@ def _iter_points(storage: Storage, where_sql: list[str], params: list[Any], desc
             yield from points_of_row(row)
 
 
+# A reader pages through a result with LIMIT/OFFSET, one request per page; building the points
+# again for every page would make reading N points cost O(N^2). The matching points of the last
+# few queries are kept while no data point was added (max id unchanged) and for at most 60 s.
+_CACHE: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_TTL_S = 60.0
+_CACHE_SIZE = 4
+
+
+def _matching_points(storage: Storage, where_sql: list[str], params: list[Any], desc: bool,
+                     where: Any) -> list[dict[str, Any]]:  # fmt: skip
+    max_id = storage.reader().execute("SELECT MAX(id) FROM metrics").fetchone()[0]
+    key = (id(storage), str(storage.path), max_id, tuple(where_sql), tuple(params), desc, repr(where))
+    now = time.monotonic()
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and now - hit[0] < _CACHE_TTL_S:
+            return hit[1]
+    matched = [p for p in _iter_points(storage, where_sql, params, desc) if where is None or _matches(p, where)]
+    with _CACHE_LOCK:
+        for k in [k for k, (t, _) in _CACHE.items() if now - t >= _CACHE_TTL_S]:
+            del _CACHE[k]
+        while len(_CACHE) >= _CACHE_SIZE:
+            del _CACHE[next(iter(_CACHE))]
+        _CACHE[key] = (now, matched)
+    return matched
+
+
 def run_metrics_query(storage: Storage, q: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """Evaluate a parsed ``M::`` query → ``{"series": [...], "total_hits": n}``.
 
@@ -276,14 +306,9 @@ def run_metrics_query(storage: Storage, q: Any, spec: dict[str, Any]) -> dict[st
         if time_range[1] is not None:
             where_sql.append("time_ns < ?")
             params.append((int(time_range[1]) + 1) * 1_000_000)
-    total = 0
-    page: list[dict[str, Any]] = []
-    for point in _iter_points(storage, where_sql, params, desc):
-        if q.where is not None and not _matches(point, q.where):
-            continue
-        if offset <= total < offset + limit:
-            page.append(point)
-        total += 1
+    matched = _matching_points(storage, where_sql, params, desc, q.where)
+    total = len(matched)
+    page = matched[offset : offset + limit]
     if not page:
         return {"series": [], "total_hits": total}
     if q.columns is None:
