@@ -158,3 +158,19 @@ def test_ll_metrics_bad_input_names_it(kwargs, needle):
     ll.configure(datakit="http://127.0.0.1:9")  # nothing is sent before the arguments are checked
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         ll.metrics(**kwargs)
+
+
+def test_paging_is_consistent_and_sees_new_data(exported, tmp_path):
+    q = "M::otel_service {service_name = 'svc'} ORDER BY time ASC"
+    everything, total = _query(exported, q + " LIMIT 1000")
+    pages = []
+    for offset in range(0, total, 7):
+        page, t = _query(exported, f"{q} LIMIT 7 OFFSET {offset}")
+        assert t == total
+        pages += page
+    assert pages == everything
+    provider = _provider(exported, "svc")
+    provider.get_meter("tests").create_counter("test.late").add(1)
+    provider.shutdown()
+    after, total_after = _query(exported, q + " LIMIT 1000")
+    assert total_after == total + 1 and after[-1]["test.late"] == 1
