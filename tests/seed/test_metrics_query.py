@@ -168,7 +168,8 @@ def test_paging_is_consistent_and_sees_new_data(exported, tmp_path):
         page, t = _query(exported, f"{q} LIMIT 7 OFFSET {offset}")
         assert t == total
         pages += page
-    assert pages == everything
+    present = lambda ps: [{k: v for k, v in p.items() if v is not None} for p in ps]  # noqa: E731 (columns are per page)
+    assert present(pages) == present(everything)
     provider = _provider(exported, "svc")
     provider.get_meter("tests").create_counter("test.late").add(1)
     provider.shutdown()
