@@ -11,6 +11,7 @@ from llmlab.errors import ValidationError
 from llmlab.events import EventBus
 from llmlab.progress import ProgressBar
 from llmlab.store import get_store
+from llmlab.widgets import GridState, specs_from_calls
 
 from tests.reliability.conftest import price_fault_models
 
@@ -30,6 +31,8 @@ def test_budget_stops_dispatch_keeps_finished_and_says_so(fault, home):
     out = io.StringIO()
     bar = ProgressBar(total=len(sweep.calls), budget_usd=budget, file=out)
     bus.subscribe(bar.on_event)
+    grid = GridState(specs_from_calls(sweep.calls), budget_usd=budget)  # the notebook grid, without a front end
+    bus.subscribe(grid.apply)
     res = sweep.run(display=False, budget_usd=budget, concurrency=4, bus=bus)
     bar.close()
 
@@ -41,7 +44,9 @@ def test_budget_stops_dispatch_keeps_finished_and_says_so(fault, home):
     spent = res.df["cost_usd"].sum()
     assert spent <= budget  # the actual spend stays under it
     assert est is None or est != est or est > budget  # the whole sweep would have cost more
-    assert "stopped: budget" in out.getvalue()  # the display says so
+    assert "stopped: budget" in out.getvalue()  # the displays say so: progress bar and notebook grid
+    assert "stopped: budget" in grid.header_text()
+    assert sum(c.state == "skipped" for c in grid.cells.values()) == len(res.skipped)
     # what finished is kept: stored, and served from the cache by a re-run with a larger budget
     stored = get_store().call_rows(res.sweep_id)
     assert {r["call_id"] for r in stored} == set(res.df["call_id"])
