@@ -5,6 +5,7 @@ embedded collector, read back with DQL ``M::otel_service`` (DataKit's point shap
 from __future__ import annotations
 
 import httpx
+import pandas as pd
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import Observation
@@ -175,3 +176,34 @@ def test_paging_is_consistent_and_sees_new_data(exported, tmp_path):
     provider.shutdown()
     after, total_after = _query(exported, q + " LIMIT 1000")
     assert total_after == total + 1 and after[-1]["test.late"] == 1
+
+
+def test_otlp_json_gzip_metrics_are_read_back(collector):
+    import gzip
+    import json
+
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="json-svc")))
+    m = rm.scope_metrics.add().metrics.add(name="gen_ai.client.token.usage", unit="token")
+    m.histogram.aggregation_temporality = 2
+    dp = m.histogram.data_points.add(time_unix_nano=1_700_000_000_000_000_000, count=3, sum=40.0, min=4.0, max=20.0)
+    dp.explicit_bounds.extend([16.0])
+    dp.bucket_counts.extend([2, 1])
+    dp.attributes.append(KeyValue(key="gen_ai.token.type", value=AnyValue(string_value="output")))
+    body = gzip.compress(json.dumps(json_format.MessageToDict(req)).encode())
+    r = httpx.post(collector + "/otel/v1/metrics", content=body,
+                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    assert r.status_code == 200 and r.json() == {}
+    bad = httpx.post(collector + "/otel/v1/metrics", content=body, headers={"Content-Type": "text/plain"})
+    assert bad.status_code == 400
+    ll.configure(datakit=collector)
+    row = ll.metrics(service="json-svc", since=1_699_999_999).iloc[0]
+    assert (row["name"], row["kind"], row["count"], row["sum"], row["min"], row["max"]) == (
+        "gen_ai.client.token.usage", "histogram", 3, 40.0, 4.0, 20.0)
+    assert row["bucket_bounds"] == [16.0, float("inf")] and row["bucket_counts"] == [2, 1]
+    assert row["gen_ai_token_type"] == "output" and row["time"] == pd.Timestamp(1_700_000_000_000, unit="ms", tz="UTC")
