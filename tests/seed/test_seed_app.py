@@ -244,14 +244,16 @@ def test_trace_view_shows_workflow_task_chat_tree_and_messages(datakit):
     assert len(view) == len(df)
     first_ok = next(i for i in range(len(view)) if view.calls.loc[i, "status"] == "ok")
     tree = [(depth, span["name"]) for depth, span in span_tree(view.trace(first_ok))]
-    assert tree == [(0, "ask_workflow.workflow"), (1, "select_model.task"), (1, "call_model.task"), (2, "openai.chat")]
-    assert view.tree(first_ok).splitlines()[3].startswith("    openai.chat  ")
+    # with opentelemetry-instrumentation-flask installed (as in the seed) a server span is the root
+    root = 1 if tree and tree[0][1] == "POST /ask" else 0
+    assert tree[root:] == [(root, "ask_workflow.workflow"), (root + 1, "select_model.task"), (root + 1, "call_model.task"), (root + 2, "openai.chat")]
+    assert view.tree(first_ok).splitlines()[3 + root].startswith("  " * (root + 2) + "openai.chat  ")
     html = view._repr_html_()
     row = view.calls.loc[first_ok]
     assert row["prompt"] in html and row["completion"].split()[0] in html
     assert "ask_workflow.workflow" in html and "openai.chat" in html
     spans = view.trace(first_ok)
-    assert set(spans["name"]) == {"ask_workflow.workflow", "select_model.task", "call_model.task", "openai.chat"}
+    assert set(spans["name"]) - {"POST /ask"} == {"ask_workflow.workflow", "select_model.task", "call_model.task", "openai.chat"}
     assert spans["trace_id"].nunique() == 1
 
 
