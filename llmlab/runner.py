@@ -456,38 +456,49 @@ class SweepRunner:
     async def _run_call(self, call: Call, index: int, sem: asyncio.Semaphore) -> None:
         queued_at = time.perf_counter()
         row = _base_row(call, self.sweep_id)
-        async with sem:
-            if self.handle.cancelled.is_set():
-                self.skipped.append((call, "cancelled"))
-                self._emit("skipped", call.call_id, reason="cancelled")
-                return
-            if not self._budget_allows(call):
-                self.stopped = "budget"
-                self.skipped.append((call, "budget"))
-                self._emit("skipped", call.call_id, reason=f"budget_usd={self.options.budget_usd} would be exceeded")
-                return
-            try:
-                await self._attempts(call, row, queued_at)
-            except ReplayMissError as exc:  # not a failed call: the cassette is incomplete
-                self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
-                self.replay_misses.append(exc)
-                self.skipped.append((call, "replay-miss"))
-                self._emit("skipped", call.call_id, reason="not in the cassette")
-                return
-            except asyncio.CancelledError:
-                self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
-                self.skipped.append((call, "cancelled"))
-                self._emit("cancelled", call.call_id)
-                return
+        try:
+            await sem.acquire()
+        except asyncio.CancelledError:  # cancelled while still waiting for a slot: never sent
+            self.skipped.append((call, "cancelled"))
+            self._emit("skipped", call.call_id, reason="cancelled")
+            return
+        try:
+            await self._run_call_in_slot(call, index, row, queued_at)
+        finally:
+            sem.release()
+
+    async def _run_call_in_slot(self, call: Call, index: int, row: dict[str, Any], queued_at: float) -> None:
+        if self.handle.cancelled.is_set():
+            self.skipped.append((call, "cancelled"))
+            self._emit("skipped", call.call_id, reason="cancelled")
+            return
+        if not self._budget_allows(call):
+            self.stopped = "budget"
+            self.skipped.append((call, "budget"))
+            self._emit("skipped", call.call_id, reason=f"budget_usd={self.options.budget_usd} would be exceeded")
+            return
+        try:
+            await self._attempts(call, row, queued_at)
+        except ReplayMissError as exc:  # not a failed call: the cassette is incomplete
             self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
-            if row["cost_usd"] is not None:
-                self.spent_usd += row["cost_usd"]
-            self.rows[call.call_id] = row
-            stored = _for_store(row, call, self.config.trace_content)
-            entry = None if row["status"] != "ok" else {k: stored[k] for k in _CACHE_FIELDS}
-            # durable before reported: a crash after this point never re-sends the call
-            await asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry))
-            self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
+            self.replay_misses.append(exc)
+            self.skipped.append((call, "replay-miss"))
+            self._emit("skipped", call.call_id, reason="not in the cassette")
+            return
+        except asyncio.CancelledError:
+            self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
+            self.skipped.append((call, "cancelled"))
+            self._emit("cancelled", call.call_id)
+            return
+        self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
+        if row["cost_usd"] is not None:
+            self.spent_usd += row["cost_usd"]
+        self.rows[call.call_id] = row
+        stored = _for_store(row, call, self.config.trace_content)
+        entry = None if row["status"] != "ok" else {k: stored[k] for k in _CACHE_FIELDS}
+        # durable before reported: a crash after this point never re-sends the call
+        await asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry))
+        self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
         from .tokens import estimate_messages_tokens
@@ -689,6 +700,8 @@ def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
     except RuntimeError:
         return asyncio.run(run_async(sweep, **kwargs))
     result: dict[str, Any] = {}
+    handle = kwargs.setdefault("handle", None) or RunHandle()
+    kwargs["handle"] = handle
 
     def target() -> None:
         try:
@@ -698,7 +711,11 @@ def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
 
     thread = threading.Thread(target=target, name="llmlab-sweep", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except KeyboardInterrupt:  # the kernel's interrupt button: stop the sweep, keep what finished
+        handle.cancel()
+        thread.join()
     if "error" in result:
         raise result["error"]
     return result["value"]

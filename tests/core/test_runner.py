@@ -138,3 +138,21 @@ def test_trace_content_false_keeps_text_out_of_spans_and_store(tmp_path):
         raw += path.read_bytes()
     assert b"zebra-marker" not in raw
     assert completion.encode() not in raw
+
+
+def test_cancel_accounts_for_every_call(monkeypatch):
+    """Cancelled mid-way: every planned call is either a row or in res.skipped, none lost."""
+    from llmlab.runner import RunHandle
+
+    monkeypatch.setenv("LLMLAB_LOCAL_DELAY_MS", "5")
+    handle = RunHandle()
+    bus = EventBus()
+    bus.subscribe(lambda e: handle.cancel() if e.kind == "finished" else None)
+    sweep = ll.Sweep(prompts=[f"question {i}" for i in range(10)], temperature=[0.0, 0.5], max_tokens=8)
+    res = sweep.run(display=False, concurrency=2, bus=bus, handle=handle)
+    assert res.stopped == "cancelled"
+    assert 1 <= len(res.df) < len(sweep.calls)
+    assert len(res.df) + len(res.skipped) == len(sweep.calls)
+    assert set(res.df["call_id"]).isdisjoint(res.skipped["call_id"])
+    again = sweep.run(display=False, concurrency=4)  # resumes: finished calls come from the cache
+    assert again.df["cached"].sum() == (res.df["status"] == "ok").sum()
