@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import charts
+from . import charts, evals
 from .checks import expect, report, save_baseline
 from .config import Config, configure
 from .errors import (
@@ -57,9 +57,8 @@ def replay() -> dict[str, Any]:
 
 __all__ = sorted([
     "BudgetError", "CheckFailed", "Config", "ConfigError", "ExportError", "LlmlabError", "ProviderError",
-    "QueryError", "ReplayMissError", "StoreError", "Sweep", "SweepResult", "ValidationError", "charts",
-    "compare", "configure", "metrics", "pending_exports", "price", "provider", "replay", "spans", "summary",
+    "QueryError", "ReplayMissError", "StoreError", "Sweep", "SweepResult", "ValidationError",
+    "charts", "compare", "compare_sweeps", "configure", "delete", "diff", "evals", "expect", "load", "metrics",
+    "pending_exports", "price", "provider", "replay", "report", "save_baseline", "spans", "summary", "sweeps",
     "traces",
-    "expect", "report", "save_baseline",
-    "compare_sweeps", "delete", "diff", "load", "sweeps",
 ])  # fmt: skip
