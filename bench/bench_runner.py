@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     import llmlab as ll
@@ -80,6 +80,11 @@ def main() -> None:
     proc, url = start_model_server()
     try:
         ll.provider("bench", base_url=url, api_key_env=None)
+        # warm both paths first (imports, OpenLLMetry instrumentation, connection pools, model caches)
+        ll.configure(home=tempfile.mkdtemp(prefix="llmlab-bench-"), datakit=None)
+        warm = make_sweep(256, ll)
+        asyncio.run(raw_loop(warm, url, args.concurrency))
+        warm.run(concurrency=args.concurrency, display=False, cache=False)
         rows = []
         for r in range(args.rounds):
             ll.configure(home=tempfile.mkdtemp(prefix="llmlab-bench-"), datakit=None)
@@ -92,11 +97,13 @@ def main() -> None:
             rows.append((raw_s, ll_s))
             print(f"round {r + 1}: raw {len(sweep.calls) / raw_s:7.1f} calls/s   llmlab {len(sweep.calls) / ll_s:7.1f} calls/s"
                   f"   ratio {raw_s / ll_s:.2f}")  # fmt: skip
+        ratios = sorted(raw / lab for raw, lab in rows)
         raw_best = min(r[0] for r in rows)
         ll_best = min(r[1] for r in rows)
         print(f"\n{args.calls} calls, concurrency {args.concurrency}: raw AsyncOpenAI {args.calls / raw_best:.1f} calls/s, "
-              f"llmlab sweep (tracing + store) {args.calls / ll_best:.1f} calls/s")  # fmt: skip
-        print(f"throughput ratio llmlab/raw = {raw_best / ll_best:.2f} (target >= 0.80)")
+              f"llmlab sweep (tracing + store) {args.calls / ll_best:.1f} calls/s (best rounds)")  # fmt: skip
+        print(f"throughput ratio llmlab/raw: median {ratios[len(ratios) // 2]:.2f} over {len(rows)} paired rounds, "
+              f"best/best {raw_best / ll_best:.2f} (target >= 0.80)")
     finally:
         proc.terminate()
         proc.wait(10)
