@@ -8,6 +8,7 @@ of them to columns, with dots turned into underscores; both are read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any, Iterator
@@ -85,8 +86,27 @@ def _anyvalue(v: dict[str, Any]) -> Any:
     return None
 
 
-def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
-    """One DataKit tracing point → canonical row (None if it is not an LLM span)."""
+@dataclasses.dataclass
+class DecodedPoint:
+    """One DataKit tracing point with its ``message`` JSON unpacked."""
+
+    trace_id: str | None
+    span_id: str | None
+    parent_id: str | None
+    name: str | None
+    service: str | None
+    kind: str | None
+    start_ns: int | None
+    end_ns: int | None
+    is_error: bool
+    error: str
+    attrs: dict[str, Any]
+    first_chunk_ns: int | None
+
+
+def decode_point(point: dict[str, Any]) -> DecodedPoint:
+    """Unpack a point: attributes from ``message`` (protojson) plus DataKit's underscore tag columns;
+    times from the message in ns, else from ``start``/``duration`` in µs."""
     message: dict[str, Any] = {}
     raw = point.get("message")
     if isinstance(raw, str) and raw:
@@ -100,9 +120,6 @@ def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in point.items():  # customer_tags columns (underscore form)
         if key not in _STANDARD and value is not None and key not in attrs:
             attrs[key] = value
-    name = message.get("name") or point.get("resource") or point.get("operation")
-    if not schema.is_llm_span(name, attrs):
-        return None
     start_ns = int(message["startTimeUnixNano"]) if message.get("startTimeUnixNano") else (
         int(point["start"]) * 1000 if point.get("start") is not None else None)  # fmt: skip
     end_ns = int(message["endTimeUnixNano"]) if message.get("endTimeUnixNano") else (
@@ -110,14 +127,28 @@ def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
     first_chunk = next((int(e["timeUnixNano"]) for e in message.get("events", []) if e.get("name") == schema.CHUNK_EVENT
                         and e.get("timeUnixNano")), None)  # fmt: skip
     status_obj = message.get("status") or {}
-    is_error = point.get("status") == "error" or status_obj.get("code") == "STATUS_CODE_ERROR"
     resource_attrs = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in (message.get("resource") or {}).get("attributes", [])}
     parent = message.get("parentSpanId") or point.get("parent_id")
+    return DecodedPoint(
+        trace_id=message.get("traceId") or point.get("trace_id"), span_id=message.get("spanId") or point.get("span_id"),
+        parent_id=None if parent in (None, "", "0") else parent,
+        name=message.get("name") or point.get("resource") or point.get("operation"),
+        service=point.get("service") or resource_attrs.get("service.name"), kind=point.get("span_kind"),
+        start_ns=start_ns, end_ns=end_ns,
+        is_error=point.get("status") == "error" or status_obj.get("code") == "STATUS_CODE_ERROR",
+        error=status_obj.get("message") or "", attrs=attrs, first_chunk_ns=first_chunk,
+    )  # fmt: skip
+
+
+def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
+    """One DataKit tracing point → canonical row (None if it is not an LLM span)."""
+    p = decode_point(point)
+    if not schema.is_llm_span(p.name, p.attrs):
+        return None
     return schema.row_from_span(
-        attrs, trace_id=message.get("traceId") or point.get("trace_id"), span_id=message.get("spanId") or point.get("span_id"),
-        parent_id=None if parent in (None, "", "0") else parent, name=name,
-        service=point.get("service") or resource_attrs.get("service.name"), start_ns=start_ns, end_ns=end_ns,
-        status="error" if is_error else "ok", error=status_obj.get("message") or "", first_chunk_ns=first_chunk,
+        p.attrs, trace_id=p.trace_id, span_id=p.span_id, parent_id=p.parent_id, name=p.name, service=p.service,
+        start_ns=p.start_ns, end_ns=p.end_ns, status="error" if p.is_error else "ok", error=p.error,
+        first_chunk_ns=p.first_chunk_ns,
     )  # fmt: skip
 
 

@@ -71,7 +71,7 @@ def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
 def _datakit_spans(ids: list[str], since_ns: int | None, until_ns: int | None) -> list[dict[str, Any]]:
     import time
 
-    from .datakit_query import _anyvalue, iter_points
+    from .datakit_query import decode_point, iter_points
 
     config = get_config()
     now_ms = int(time.time() * 1000)
@@ -83,26 +83,15 @@ def _datakit_spans(ids: list[str], since_ns: int | None, until_ns: int | None) -
         cond = ", ".join(json.dumps(t) for t in chunk)
         query = (f"T::re(`.*`):(`trace_id`, `span_id`, `parent_id`, `resource`, `service`, `status`, `span_kind`,"
                  f" `start`, `duration`, `message`) {{ `trace_id` IN [{cond}] }} ORDER BY time ASC")  # fmt: skip
-        for p in iter_points(config, query, (start_ms, end_ms), None):
-            message: dict[str, Any] = {}
-            raw = p.get("message")
-            if isinstance(raw, str) and raw:
-                try:
-                    message = json.loads(raw)
-                except ValueError:
-                    message = {}
-            attrs = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in message.get("attributes", [])}
-            start_ns = int(message["startTimeUnixNano"]) if message.get("startTimeUnixNano") else int(p.get("start") or 0) * 1000
-            end_ns = int(message["endTimeUnixNano"]) if message.get("endTimeUnixNano") else start_ns + int(p.get("duration") or 0) * 1000
-            status = (message.get("status") or {})
-            parent = p.get("parent_id") or message.get("parentSpanId")
+        for point in iter_points(config, query, (start_ms, end_ms), None):
+            p = decode_point(point)
             rows.append({
-                "trace_id": p.get("trace_id") or message.get("traceId"), "span_id": p.get("span_id") or message.get("spanId"),
-                "parent_id": None if parent in (None, "", "0") else parent, "name": p.get("resource") or message.get("name"),
-                "service": p.get("service"), "kind": p.get("span_kind"),
-                "start_time": pd.Timestamp(start_ns, unit="ns", tz="UTC"), "end_time": pd.Timestamp(end_ns, unit="ns", tz="UTC"),
-                "duration_ms": (end_ns - start_ns) / 1e6, "status": "error" if p.get("status") == "error" else "ok",
-                "error": status.get("message") or "", "attributes": attrs,
+                "trace_id": p.trace_id, "span_id": p.span_id, "parent_id": p.parent_id, "name": p.name,
+                "service": p.service, "kind": p.kind,
+                "start_time": pd.Timestamp(p.start_ns or 0, unit="ns", tz="UTC"),
+                "end_time": pd.Timestamp(p.end_ns or p.start_ns or 0, unit="ns", tz="UTC"),
+                "duration_ms": ((p.end_ns or 0) - (p.start_ns or 0)) / 1e6 if p.end_ns else 0.0,
+                "status": "error" if p.is_error else "ok", "error": p.error, "attributes": p.attrs,
             })  # fmt: skip
     return rows
 
