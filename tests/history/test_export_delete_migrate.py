@@ -133,8 +133,11 @@ def test_delete_keeps_cache_entries_other_sweeps_share():
 
 
 def _old_home(home: Path) -> None:
+    """Restore the old home's database from its SQL dump (a text fixture, byte-for-byte the old schema and rows)."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(FIXTURES / "home-m001.sqlite3-fixture", home / "llmlab.db")
+    db = sqlite3.connect(home / "llmlab.db")
+    db.executescript((FIXTURES / "home-m001.sql").read_text(encoding="utf-8"))
+    db.close()
 
 
 def test_upgrade_of_a_home_written_by_an_older_version(home):
