@@ -19,7 +19,7 @@ import time
 
 
 def fill(store, n: int) -> None:
-    from llmlab.store.db import SPAN_RECORD_COLUMNS
+    from llmlab.store.database import SPAN_RECORD_COLUMNS
 
     rng = random.Random(1)
     models = [f"local/m{i}" for i in range(16)]

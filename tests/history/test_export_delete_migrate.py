@@ -180,7 +180,7 @@ def test_upgrade_of_a_home_written_by_an_older_version(home):
 def test_migrations_are_idempotent_and_numbered(home):
     _old_home(home)
     from llmlab.store import migrate
-    from llmlab.store.db import connect
+    from llmlab.store.database import connect
 
     db = connect(home / "llmlab.db")
     first = migrate(db)
