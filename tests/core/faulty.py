@@ -51,3 +51,35 @@ class FlakyApp:
             return await receive()
 
         await self.inner(scope, replay, send)
+
+
+class NoUsageApp:
+    """Forwards to the embedded model but drops ``stream_options``: like a provider that never sends usage."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.inner(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        payload = json.loads(b"".join(chunks))
+        payload.pop("stream_options", None)
+        body = json.dumps(payload).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.inner({**scope, "headers": headers}, replay, send)

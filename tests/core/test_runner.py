@@ -156,3 +156,20 @@ def test_cancel_accounts_for_every_call(monkeypatch):
     assert set(res.df["call_id"]).isdisjoint(res.skipped["call_id"])
     again = sweep.run(display=False, concurrency=4)  # resumes: finished calls come from the cache
     assert again.df["cached"].sum() == (res.df["status"] == "ok").sum()
+
+
+def test_tokens_are_estimated_offline_when_the_provider_sends_no_usage():
+    from llmlab.tokens import estimate_messages_tokens, estimate_tokens
+    from tests.core.faulty import NoUsageApp
+
+    server = BackgroundServer(NoUsageApp(create_app(delay_ms=0))).start()
+    try:
+        ll.provider("nousage", base_url=server.url + "/v1", api_key_env=None)
+        sweep = ll.Sweep(prompts=["What is a rainbow?"], models=["nousage/small"], temperature=0.0, max_tokens=12)
+        row = sweep.run(display=False).df.iloc[0]
+    finally:
+        server.stop()
+    assert row["status"] == "ok" and bool(row["tokens_estimated"]) is True
+    assert row["output_tokens"] == estimate_tokens(row["completion"])
+    assert row["input_tokens"] == estimate_messages_tokens(list(sweep.calls[0].messages))
+    assert row["total_tokens"] == row["input_tokens"] + row["output_tokens"]
