@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -29,7 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from . import schema
 from .config import get_config
-from .errors import BudgetError, ReplayMissError, redact
+from .errors import ReplayMissError, redact
 from .cassette import CallInfo, call_scope
 from .events import Event, EventBus
 from .providers import get_provider, make_client
@@ -37,6 +37,9 @@ from .store import get_store
 from .sweep import Call, Sweep
 from .tracing import call_context, ensure_tracing
 from .tracing.setup import schema_attrs_for_call
+
+if TYPE_CHECKING:
+    from .results import SweepResult
 
 log = logging.getLogger("llmlab.runner")
 
@@ -721,5 +724,4 @@ def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
     return result["value"]
 
 
-__all__ = ["RetryPolicy", "RunHandle", "SweepRunner", "run_async", "run_sync", "is_transient", "BudgetError",
-           "ReplayMissError", "Callable"]
+__all__ = ["RetryPolicy", "RunHandle", "SweepRunner", "is_transient", "run_async", "run_sync"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from typing import Any, Iterable
 
@@ -139,4 +138,4 @@ def spans(sweep_id: str | None = None, since: Any = None, until: Any = None, sou
     return df
 
 
-__all__ = ["spans", "rows_to_frame", "_dt"]
+__all__ = ["rows_to_frame", "spans"]

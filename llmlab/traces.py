@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import pandas as pd
 

@@ -14,7 +14,7 @@ import socket
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from google.protobuf.message import Message
 from starlette.applications import Starlette

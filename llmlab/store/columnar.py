@@ -19,7 +19,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,7 +30,6 @@ SEGMENT_MIN_ROWS = 50_000
 ENVELOPE = ["sweep_id", "call_id", "trace_id", "span_id", "service", "start_ns", "end_ns", "parent_id", "name"]
 _SEG = re.compile(r"seg-(\d+)-(\d+)\.parquet$")
 
-_INT = "INTEGER"
 _TYPES = {"REAL": pa.float64(), "INTEGER": pa.int64(), "TEXT": pa.string()}
 SCHEMA = pa.schema(
     [("rowid", pa.int64())]
@@ -44,11 +42,6 @@ SCHEMA = pa.schema(
 def generation(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT value FROM _meta WHERE key = 'spans_generation'").fetchone()
     return int(row[0]) if row else 0
-
-
-def _select_columns() -> str:
-    cols = ["rowid"] + [f'"{c}"' for c in ENVELOPE] + [f'"{n}"' for n, _ in SPAN_VALUE_COLUMNS]
-    return ", ".join(cols) + ", CASE WHEN row_json != '{}' THEN row_json END"
 
 
 def _table_from_sql(db: sqlite3.Connection, where: str, params: list[Any]) -> pa.Table:
@@ -148,4 +141,4 @@ def arrow_filter(sweep_id: str | None, since: int | None, until: int | None) -> 
     return expr
 
 
-__all__ = ["SpanColumns", "arrow_filter", "SCHEMA", "ENVELOPE", "np"]
+__all__ = ["ENVELOPE", "SCHEMA", "SpanColumns", "arrow_filter"]
