@@ -52,8 +52,10 @@ def run_demo(home: str | None, out: Path, delay_ms: float = 4.0) -> None:
         df = res.df
     table = ll.summary(df, by=["model", "temperature", "top_p"])
     cols = [c for c in ("model", "temperature", "top_p", "calls", "latency_mean", "latency_p50", "ttft_p50", "output_tokens", "cost_usd") if c in table]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.1f}".format):
-        click.echo(table[cols].to_string(index=False))
+    fmt = {c: "{:.1f}".format for c in ("latency_mean", "latency_p50", "ttft_p50")}
+    fmt["cost_usd"] = "{:.6f}".format  # demo prices are tiny: show them, not 0.0
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        click.echo(table[cols].to_string(index=False, formatters=fmt))
     out.mkdir(parents=True, exist_ok=True)
     df = df.assign(setting=df["model"].astype(str) + " T=" + df["temperature"].astype(str) + " p=" + df["top_p"].astype(str))
     charts = {
