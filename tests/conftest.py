@@ -27,3 +27,28 @@ def clean_environ(tmp_path, monkeypatch):
 @pytest.fixture
 def home(tmp_path):
     return tmp_path / "home"
+
+
+@pytest.fixture
+def counting_provider():
+    """Register a provider on the embedded model behind a server that counts chat requests.
+
+    Call it with the provider name; returns the counting app (``.requests``; ``.fail_first``/``.status``
+    make each request's first attempts fail). Servers stop at the end of the test.
+    """
+    from llmlab import provider
+    from llmlab._server import BackgroundServer
+    from llmlab.localmodel import create_app
+    from tests.core.faulty import FlakyApp
+
+    servers = []
+
+    def make(name: str):
+        app = FlakyApp(create_app(delay_ms=0), fail_first=0)
+        servers.append(BackgroundServer(app).start())
+        provider(name, base_url=servers[-1].url + "/v1", api_key_env=None)
+        return app
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Any, Mapping
 
+from .asgi import read_body, replaying
+
 __all__ = ["FaultApp", "FaultServer", "Faults", "request_key", "request_key_for_call"]
 
 _VOLATILE = ("stream", "stream_options")
@@ -153,13 +155,7 @@ class FaultApp:
         if not path.endswith("/chat/completions"):
             await self.inner(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
+        raw = await read_body(receive)
         try:
             body = json.loads(raw)
             key = request_key(body) if isinstance(body, dict) else hashlib.sha256(raw).hexdigest()[:20]
@@ -203,15 +199,7 @@ class FaultApp:
             return
         if kind == "slow" and await self._client_left(receive, f.slow_s):
             return  # the client timed out and went away during the slow first byte
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
-
+        replay = replaying(raw, receive)
         if kind != "cut":
             tracker = _Tracker(send)
             await self.inner(scope, replay, tracker.send)

@@ -1,4 +1,4 @@
-"""A small ASGI wrapper around the embedded model that fails the first attempts of each request."""
+"""Small ASGI wrappers around the embedded model: fail the first attempts of each request, or drop usage."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import hashlib
 import json
 from typing import Any
 
+from llmlab.testing.asgi import read_body, replaying
+
 
 class FlakyApp:
-    """Answers the first ``fail_first`` attempts of each distinct request with ``status``."""
+    """Answers the first ``fail_first`` attempts of each distinct request with ``status``; counts requests."""
 
     def __init__(self, inner: Any, fail_first: int = 1, status: int = 429, retry_after: str | None = "0.01") -> None:
         self.inner = inner
@@ -23,13 +25,7 @@ class FlakyApp:
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             await self.inner(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
         self.requests += 1
         key = hashlib.sha256(body).hexdigest()
         self.seen[key] += 1
@@ -41,16 +37,7 @@ class FlakyApp:
             await send({"type": "http.response.start", "status": self.status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
             return
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.inner(scope, replay, send)
+        await self.inner(scope, replaying(body, receive), send)
 
 
 class NoUsageApp:
@@ -63,23 +50,8 @@ class NoUsageApp:
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             await self.inner(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        payload = json.loads(b"".join(chunks))
+        payload = json.loads(await read_body(receive))
         payload.pop("stream_options", None)
         body = json.dumps(payload).encode()
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.inner({**scope, "headers": headers}, replay, send)
+        await self.inner({**scope, "headers": headers}, replaying(body, receive), send)

@@ -15,17 +15,12 @@ from llmlab.localmodel import count_tokens, create_app
 from llmlab.store import get_store
 from llmlab.tracing import flush
 
-from tests.core.faulty import FlakyApp
 
 
 @pytest.fixture
-def flaky():
-    """A provider 'flaky' whose server fails each request's first attempt with 429 + Retry-After."""
-    app = FlakyApp(create_app(delay_ms=0), fail_first=0)
-    server = BackgroundServer(app).start()
-    ll.provider("flaky", base_url=server.url + "/v1", api_key_env=None)
-    yield app
-    server.stop()
+def flaky(counting_provider):
+    """Provider 'flaky': the embedded model behind a server that counts (and can fail) chat requests."""
+    return counting_provider("flaky")
 
 
 def _span_attrs(trace_id: str, span_id: str) -> dict:

@@ -13,22 +13,15 @@ import pytest
 
 import llmlab as ll
 from llmlab import history
-from llmlab._server import BackgroundServer
-from llmlab.localmodel import create_app
 from llmlab.runner import RetryPolicy
 from llmlab.store import get_store
 
-from tests.core.faulty import FlakyApp
 
 
 @pytest.fixture
-def counted():
-    """Provider 'counted': the embedded model behind a server that counts chat requests."""
-    app = FlakyApp(create_app(delay_ms=0), fail_first=0)
-    server = BackgroundServer(app).start()
-    ll.provider("counted", base_url=server.url + "/v1", api_key_env=None)
-    yield app
-    server.stop()
+def counted(counting_provider):
+    """Provider 'counted': the embedded model behind a server that counts (and can fail) chat requests."""
+    return counting_provider("counted")
 
 
 def _prompts():

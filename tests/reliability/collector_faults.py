@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from llmlab.collector import background, create_app
+from llmlab.testing.asgi import read_body, replaying
 
 
 class GatedCollector:
@@ -40,13 +41,7 @@ class GatedCollector:
         if scope["type"] != "http" or not scope["path"].startswith("/otel/"):
             await self.inner(scope, receive, send)
             return
-        chunks = []
-        while True:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.requests += 1
         n = self.requests
@@ -61,15 +56,7 @@ class GatedCollector:
         if self.mode == "flap" and n % 2 == 1:
             await _answer(send, 503, b'{"message":"flapping"}')
             return
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         if self.mode == "lose" and n % 2 == 1:  # stored, but the answer is lost: a re-send follows
             await self.inner(scope, replay, _discard)
             await _answer(send, 502, b'{"message":"bad gateway"}')

@@ -12,14 +12,11 @@ import time
 import pytest
 
 import llmlab as ll
-from llmlab._server import BackgroundServer
 from llmlab.events import Event, EventBus
-from llmlab.localmodel import create_app
 from llmlab.runner import RunHandle, run_async, run_sync
 from llmlab.widgets import (MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html, route_clicks_to_subshell,
                             specs_from_calls)
 
-from tests.core.faulty import FlakyApp
 
 
 def _specs() -> list[CellSpec]:
@@ -215,24 +212,17 @@ def test_thousands_of_calls_render_one_page_and_page_on(monkeypatch):
     assert route_clicks_to_subshell([grid._cancel]) is False  # no kernel here: clicks stay on the main shell
 
 
-@pytest.fixture
-def counting_provider():
-    """A provider 'counted' on the embedded model that counts every HTTP request it gets."""
-    app = FlakyApp(create_app(delay_ms=0), fail_first=0)
-    server = BackgroundServer(app).start()
-    ll.provider("counted", base_url=server.url + "/v1", api_key_env=None)
-    yield app
-    server.stop()
 
 
 def test_result_show_rerenders_from_stored_rows_without_requests(counting_provider, capsys):
+    counted = counting_provider("counted")
     sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis."], models=["counted/tiny"],
                      temperature=[0.0, 0.8], max_tokens=10, seed=2)  # fmt: skip
     res = sweep.run(display=False)
-    assert counting_provider.requests == 4
+    assert counted.requests == 4
     grid = SweepGrid.from_result(res)
     res.show()  # outside a notebook IPython prints the widget's text form
-    assert counting_provider.requests == 4  # nothing was sent
+    assert counted.requests == 4  # nothing was sent
     html = grid.html
     assert html.count("llg-cell st-done") == 4 and "4/4 calls" in html and "finished" in html
     for row in res.df.itertuples():
