@@ -305,13 +305,20 @@ def pareto(
     fig = go.Figure()
     for mask, name, color in ((~front & points["quality"].notna(), "dominated", _GREY), (front, "Pareto front", _FRONT)):
         sel = points[mask.to_numpy()]
-        if name == "Pareto front":
+        on_front = name == "Pareto front"
+        if on_front:
             sel = sel.sort_values("x")
+        # only the front is labelled on the chart (alternating above/below so neighbours don't collide);
+        # dominated settings keep their label for hover. No line: the front is over cost, latency and
+        # quality, so joining its points in this 2-D view would draw a frontier that isn't there.
+        labelled = on_front and len(points) <= 30
         fig.add_trace(scatter(
-            x=sel["x"].tolist(), y=sel["quality"].tolist(), mode="markers+text" if len(points) <= 30 else "markers",
-            text=sel["setting"].tolist(), textposition="top center", name=name,
-            marker={"color": color, "size": 11 if name == "Pareto front" else 8},
+            x=sel["x"].tolist(), y=sel["quality"].tolist(), mode="markers+text" if labelled else "markers",
+            text=sel["setting"].tolist(), name=name,
+            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(sel))],
+            marker={"color": color, "size": 11 if on_front else 8},
             hovertext=[hover[i] for i in sel.index], hoverinfo="text",
+            **({} if scatter is go.Scattergl else {"cliponaxis": False}),
         ))  # fmt: skip
     fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=f"{quality} (mean)")
     notes = []
