@@ -42,7 +42,7 @@ def finished_calls(home: Path) -> set[str]:
 
 def test_sigkill_half_way_then_rerun_sends_only_the_unfinished_calls(fault, home):
     n = 40
-    fault.app.inner = create_app(delay_ms=3.0)  # ~75 ms per call: the sweep takes a few seconds
+    fault.app.inner = create_app(delay_ms=8.0)  # ~200 ms per call: the sweep takes ~2 s, so the kill lands well before the end
     proc = sweeper(home, fault.base_url, n=n, concurrency=4)
     deadline = time.monotonic() + 60
     done: set[str] = set()
