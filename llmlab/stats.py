@@ -23,9 +23,14 @@ import pandas as pd
 
 from .errors import ValidationError
 
-__all__ = ["compare", "group_label", "higher_is_better", "pareto_front", "summary", "TIMING_METRICS"]
+__all__ = ["compare", "group_label", "higher_is_better", "holm", "pareto_front", "summary", "MIN_N", "TIMING_METRICS"]
 
 TIMING_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms")
+
+#: Fewest values a group needs before ``compare`` will call it better or worse than another: a
+#: percentile bootstrap of 2-4 values has only a handful of distinct resamples and its interval is
+#: far too narrow (a 95% interval of 3 normal values covers the truth only ~70% of the time).
+MIN_N = 5
 
 SUMMARY_COLUMNS = [
     "calls", "errors", "error_rate", "latency_mean", "latency_p50", "latency_p95", "ttft_p50", "ttft_p95",
@@ -246,6 +251,7 @@ def compare(
     seed: int | None = 0,
     stat: str | Callable[..., Any] = "mean",
     higher_is_better: bool | None = None,
+    min_n: int = MIN_N,
 ) -> pd.DataFrame:
     """Compare a metric across groups with bootstrap confidence intervals (``ll.compare``).
 
@@ -254,7 +260,16 @@ def compare(
     with numpy, from one generator seeded by ``seed`` (same inputs and seed → same numbers).
     ``ci_low``/``ci_high`` are the percentile interval of the resampled statistic. For every group
     but the baseline, ``diff = estimate - baseline estimate`` with the percentile interval of the
-    differences of independent resamples.
+    differences of independent resamples, its two-sided bootstrap ``p_value`` (how often the
+    resampled difference falls on the other side of 0, doubled), ``p_adj`` (Holm-adjusted over all
+    the comparisons against the baseline, so a table of many settings does not show a "significant"
+    row by chance) and an effect size: Hedges' g (difference of means over the pooled standard
+    deviation, small-sample corrected) or, for ``metric="error"``, Cohen's h between the two rates.
+
+    Small samples are reported, not trusted: a group with fewer than 2 values has no interval, and
+    the verdict names no winner while a group it would rely on has fewer than ``min_n`` values.
+    The verdict's "beats all other groups" needs the interval of the difference to exclude 0 for
+    *every* other group (an intersection-union test, so it needs no further correction).
 
     Args:
         df: a call frame.
@@ -268,12 +283,15 @@ def compare(
         stat: ``"mean"``, ``"median"``, ``"p95"``-style percentile, or a callable on a 1-D array.
         higher_is_better: direction; ``None`` infers it from the metric name (lower is better for
             latency, cost, errors; higher for scores).
+        min_n: fewest values per group for the verdict to name a winner (default :data:`MIN_N`).
 
     Returns:
         One row per group: the ``by`` columns, ``group`` (label), ``n``, ``estimate``, ``ci_low``,
-        ``ci_high``, ``diff``, ``diff_low``, ``diff_high``, ``baseline`` (bool). ``.attrs`` holds
-        ``verdict`` (a plain-language sentence), ``best``, ``metric``, ``stat``, ``ci``,
-        ``higher_is_better``.
+        ``ci_high``, ``diff``, ``diff_low``, ``diff_high`` (per-comparison interval), ``p_value``,
+        ``p_adj`` (Holm), ``effect_size``, ``baseline`` (bool), ``small_sample`` (n < min_n).
+        ``.attrs`` holds ``verdict`` (a plain-language sentence), ``best``, ``metric``, ``stat``,
+        ``ci``, ``higher_is_better``, ``baseline``, ``effect_size`` (``"hedges_g"`` or
+        ``"cohens_h"``), ``min_n``.
     """
     by_cols = _as_list(by)
     if not by_cols:
@@ -295,44 +313,112 @@ def compare(
         if v.size:
             est = float(fn(v[None, :])[0])
             boots = fn(v[rng.integers(0, v.size, size=(int(n_boot), v.size))])
+            if v.size < 2:  # one value resamples to itself: a zero-width "interval" would be a lie
+                boots = np.full(int(n_boot), np.nan)
         else:
             est, boots = float("nan"), np.full(int(n_boot), np.nan)
-        groups.append((key, v.size, est, boots))
+        groups.append((key, v.size, est, boots, v))
 
     keys = [k for k, *_ in groups]
     if baseline is None:
-        base_idx = next((i for i, (_, n, _, _) in enumerate(groups) if n), 0 if groups else None)
+        base_idx = next((i for i, g in enumerate(groups) if g[1]), 0 if groups else None)
     else:
         want = baseline if isinstance(baseline, tuple) else (baseline,)
         base_idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
         if base_idx is None:
             raise ValidationError("baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}")
 
+    binary = metric in ("error", "error_rate", "errors")
     rows = []
-    for i, (key, n, est, boots) in enumerate(groups):
+    for i, (key, n, est, boots, v) in enumerate(groups):
         lo, hi = _interval(boots, alpha)
         row = dict(zip(by_cols, key))
         row.update(group=group_label(by_cols, key), n=n, estimate=est, ci_low=lo, ci_high=hi)
         if base_idx is not None and i != base_idx:
             d = boots - groups[base_idx][3]
             dlo, dhi = _interval(d, alpha)
-            row.update(diff=est - groups[base_idx][2], diff_low=dlo, diff_high=dhi)
+            row.update(diff=est - groups[base_idx][2], diff_low=dlo, diff_high=dhi, p_value=boot_p_value(d),
+                       effect_size=effect_size(groups[base_idx][4], v, binary))  # fmt: skip
         else:
-            row.update(diff=float("nan"), diff_low=float("nan"), diff_high=float("nan"))
+            row.update(diff=float("nan"), diff_low=float("nan"), diff_high=float("nan"), p_value=float("nan"),
+                       effect_size=float("nan"))  # fmt: skip
         row["baseline"] = i == base_idx
+        row["small_sample"] = n < int(min_n)
         rows.append(row)
-    cols = by_cols + ["group", "n", "estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "baseline"]
+    cols = by_cols + ["group", "n", "estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value",
+                      "p_adj", "effect_size", "baseline", "small_sample"]  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
+    out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
     out["n"] = out["n"].astype("int64")
-    for c in ("estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high"):
+    for c in ("estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value", "p_adj", "effect_size"):
         out[c] = pd.array(out[c].astype(float), dtype="Float64")
     out["baseline"] = out["baseline"].astype(bool)
-    best_label, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha)
+    out["small_sample"] = out["small_sample"].astype(bool)
+    best_label, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
     out.attrs.update(
         verdict=verdict, best=best_label, metric=metric, stat=stat_name, ci=ci, higher_is_better=hib,
         baseline=None if base_idx is None else group_label(by_cols, keys[base_idx]),
+        effect_size="cohens_h" if binary else "hedges_g", min_n=int(min_n),
     )  # fmt: skip
     return out
+
+
+def boot_p_value(diffs: np.ndarray) -> float:
+    """Two-sided bootstrap p-value that a difference is 0, from resampled differences.
+
+    Twice the share of resamples on the far side of 0 (ties count half), with the usual +1
+    correction so a p-value is never exactly 0 from a finite number of resamples. It agrees with
+    the percentile interval: the ``1 - a`` interval excludes 0 about when ``p < a``.
+    """
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    if not d.size:
+        return float("nan")
+    below = float((d < 0).sum() + 0.5 * (d == 0).sum())
+    above = float((d > 0).sum() + 0.5 * (d == 0).sum())
+    return float(min(1.0, 2 * (min(below, above) + 1) / (d.size + 1)))
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaN entries are left out and stay NaN).
+
+    Controls the chance of any false "significant" among the comparisons at the nominal level,
+    without assuming they are independent; uniformly more powerful than plain Bonferroni.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if not m:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+def effect_size(base: np.ndarray, other: np.ndarray, binary: bool = False) -> float:
+    """Standardised difference ``other - base``: Hedges' g, or Cohen's h for 0/1 values.
+
+    Hedges' g is Cohen's d (difference of means over the pooled standard deviation) times the
+    small-sample correction ``1 - 3 / (4 (n1 + n2) - 9)``; NaN when either side has fewer than 2
+    values or both have no spread. Cohen's h compares two rates: ``2 asin(sqrt(p2)) - 2 asin(sqrt(p1))``.
+    Rough reading for both: 0.2 small, 0.5 medium, 0.8 large.
+    """
+    x = np.asarray(base, dtype=float)
+    y = np.asarray(other, dtype=float)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if binary:
+        if not x.size or not y.size:
+            return float("nan")
+        return float(2 * np.arcsin(np.sqrt(y.mean())) - 2 * np.arcsin(np.sqrt(x.mean())))
+    n1, n2 = x.size, y.size
+    if n1 < 2 or n2 < 2:
+        return float("nan")
+    pooled = math.sqrt(((n1 - 1) * x.var(ddof=1) + (n2 - 1) * y.var(ddof=1)) / (n1 + n2 - 2))
+    if pooled == 0:
+        return float("nan")
+    return float((y.mean() - x.mean()) / pooled * (1 - 3 / (4 * (n1 + n2) - 9)))
 
 
 _higher = higher_is_better
@@ -360,8 +446,9 @@ def _interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float) -> tuple[str | None, str]:
-    with_data = [(k, n, e, b) for k, n, e, b in groups if n]
+def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float,
+             min_n: int = MIN_N) -> tuple[str | None, str]:  # fmt: skip
+    with_data = [(k, n, e, b) for k, n, e, b, _ in groups if n]
     what = f"{stat} {metric}"
     level = f"{ci:.0%}"
     if not with_data:
@@ -370,12 +457,18 @@ def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float
         k, n, e, b = with_data[0]
         lo, hi = _interval(b, alpha)
         label = group_label(by, k)
-        return label, (f"Only one group ({label}): {what} {_unit(metric, e)} "
-                       f"({level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, n={n}); nothing to compare.")
+        interval = f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, " if n > 1 else "no interval from one value, "
+        return label, f"Only one group ({label}): {what} {_unit(metric, e)} ({interval}n={n}); nothing to compare."
     pick = max if hib else min
     best = pick(with_data, key=lambda g: g[2])
     best_label = group_label(by, best[0])
     word = "highest" if hib else "lowest"
+    small = [(group_label(by, k), n) for k, n, *_ in with_data if n < min_n]
+    if small:
+        names = ", ".join(f"{label} (n={n})" for label, n in small)
+        return None, (f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
+                      f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
+                      f"{what} ({_unit(metric, best[2])}) in this sample. Add repeats to tell.")  # fmt: skip
     overlaps = []
     for k, n, e, b in with_data:
         if k is best[0]:

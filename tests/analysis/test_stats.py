@@ -101,7 +101,7 @@ def test_compare_bootstrap_matches_numpy_by_hand():
 
 
 def test_compare_no_clear_winner_and_higher_is_better():
-    df = _two_groups([0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 1.0], col="score")
+    df = _two_groups([0.0, 1.0, 0.0, 1.0] * 2, [1.0, 0.0, 1.0, 1.0] * 2, col="score")
     out = compare(df, metric="score")
     assert out.attrs["higher_is_better"] is True
     assert out.attrs["verdict"].startswith("No clear winner: the 95% intervals of temperature=0.7 and temperature=0.0 overlap")
@@ -155,3 +155,82 @@ def test_pareto_front_known_frame():
     assert pareto_front(pts.iloc[0:0], ["cost"], ["quality"]).tolist() == []
     with pytest.raises(ValidationError):
         pareto_front(pts)
+
+
+# --- checked against scipy, multiple comparisons, effect sizes, small samples ---------------------
+
+
+def test_compare_interval_and_p_value_agree_with_scipy():
+    st = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(100, 10, 40), rng.normal(104, 12, 40)
+    out = compare(_two_groups(list(a), list(b)), metric="latency_ms", n_boot=20000)
+    ref = st.bootstrap((a,), np.mean, n_resamples=20000, method="percentile", random_state=0).confidence_interval
+    # two independent Monte Carlo runs of the same percentile bootstrap: equal up to resampling noise
+    assert out["ci_low"][0] == pytest.approx(ref.low, abs=0.15)
+    assert out["ci_high"][0] == pytest.approx(ref.high, abs=0.15)
+    # for a mean difference at n=40 the bootstrap p-value is close to Welch's t-test
+    assert out["p_value"][1] == pytest.approx(st.ttest_ind(b, a, equal_var=False).pvalue, abs=0.01)
+
+
+def test_holm_adjustment_hand_computed():
+    from llmlab.stats import holm
+
+    got = holm([0.01, 0.04, 0.03, 0.005, float("nan")])
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
+    assert got[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(got[4])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_compare_corrects_for_many_comparisons_against_the_baseline():
+    rng = np.random.default_rng(3)
+    df = frame(temperature=np.repeat(np.arange(10) / 10, 20), latency_ms=rng.normal(100, 10, 200), status=["ok"] * 200)
+    out = compare(df, metric="latency_ms", n_boot=1000)
+    rows = out[~out["baseline"]]
+    assert rows["p_adj"].tolist() == pytest.approx(list(__import__("llmlab.stats").stats.holm(rows["p_value"])))
+    assert (rows["p_adj"] >= rows["p_value"]).all()
+    # all ten groups come from one distribution: nothing survives the correction, and no winner is named
+    assert (rows["p_adj"] >= 0.05).all()
+    assert out.attrs["verdict"].startswith("No clear winner")
+
+
+def test_effect_sizes_hand_computed():
+    out = compare(_two_groups([1.0, 2, 3, 1, 2, 3], [4.0, 5, 6, 4, 5, 6]), metric="latency_ms")
+    # means 2 and 5, both sd sqrt(0.8); d = 3/sqrt(0.8); Hedges' J = 1 - 3/(4*12-9)
+    assert out["effect_size"][1] == pytest.approx(3 / np.sqrt(0.8) * (1 - 3 / 39))
+    assert out.attrs["effect_size"] == "hedges_g" and pd.isna(out["effect_size"][0])
+    df = _two_groups([1.0] * 6, [1.0] * 6)
+    df["status"] = ["ok"] * 3 + ["error"] * 3 + ["ok"] * 6
+    err = compare(df, metric="error")
+    assert err.attrs["effect_size"] == "cohens_h"
+    assert err["effect_size"][1] == pytest.approx(-2 * np.arcsin(np.sqrt(0.5)))
+
+
+def test_small_samples_get_no_false_confidence():
+    one = compare(_two_groups([100.0], [200.0]), metric="latency_ms")
+    assert one["ci_low"].isna().all() and one["diff_low"].isna().all() and one["p_value"].isna().all()
+    assert one["small_sample"].all() and one.attrs["best"] is None
+    assert one.attrs["verdict"].startswith("Too few values to call a winner: temperature=0.0 (n=1), temperature=0.7 (n=1)")
+    two = compare(_two_groups([100.0, 101.0], [200.0, 202.0] * 5), metric="latency_ms")
+    assert two["small_sample"].tolist() == [True, False]
+    assert "95% confidence" not in two.attrs["verdict"] and "temperature=0.0 (n=2)" in two.attrs["verdict"]
+    # the same data with enough values per group do give a winner
+    enough = compare(_two_groups([100.0, 101.0] * 3, [200.0, 202.0] * 3), metric="latency_ms")
+    assert "95% confidence" in enough.attrs["verdict"] and enough.attrs["best"] == "temperature=0.0"
+    single = compare(_two_groups([7.0], []), metric="latency_ms")
+    assert "no interval from one value" in single.attrs["verdict"]
+
+
+def test_interval_coverage_on_synthetic_data_with_a_known_difference():
+    # true means 100 and 105: the 95% intervals should cover them about 95% of the time
+    # (the percentile bootstrap runs a little narrow at n=30, so accept 88-99%)
+    hits_diff = hits_mean = 0
+    runs = 200
+    for s in range(runs):
+        rng = np.random.default_rng(1000 + s)
+        df = _two_groups(list(rng.normal(100, 10, 30)), list(rng.normal(105, 10, 30)))
+        out = compare(df, metric="latency_ms", n_boot=1000, seed=s)
+        hits_diff += out["diff_low"][1] <= 5 <= out["diff_high"][1]
+        hits_mean += out["ci_low"][0] <= 100 <= out["ci_high"][0]
+    assert 0.88 <= hits_diff / runs <= 0.99
+    assert 0.88 <= hits_mean / runs <= 0.99
