@@ -706,8 +706,9 @@ class SweepComparison:
             are the same but a template/system change gave every prompt a new id.
         cells: one row per common cell: prompt_id, the settings, and ``<metric>_a``/``<metric>_b``.
         metrics: one row per metric: ``metric, n, a, b, diff`` (b − a), ``diff_low, diff_high``
-            (paired bootstrap interval), ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``),
-            ``verdict``.
+            (paired bootstrap interval; none from a single cell), ``p_value`` (two-sided bootstrap),
+            ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``; always ``"neither"`` with
+            fewer than ``llmlab.stats.MIN_N`` common cells), ``verdict``.
         spec_changes: spec fields that differ (``field, a, b``).
         template_diff, system_diff: unified diffs (empty when unchanged).
         grid_diff: per grid parameter, values ``removed``/``added``/``kept``.
@@ -774,7 +775,7 @@ def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boo
                    rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
     """Estimate of ``metric`` on both sides over the cells where both have a value, and the paired
     bootstrap interval of the difference (cells resampled together, so prompt difficulty cancels)."""
-    from .stats import _interval, _stat_fn, _unit, higher_is_better
+    from .stats import MIN_N, _interval, _stat_fn, _unit, boot_p_value, higher_is_better
 
     _, fn = _stat_fn(stat)
     both = ~np.isnan(va) & ~np.isnan(vb)
@@ -782,7 +783,7 @@ def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boo
     n = int(x.size)
     hib = higher_is_better(metric)
     row: dict[str, Any] = {"metric": metric, "n": n, "a": np.nan, "b": np.nan, "diff": np.nan, "diff_low": np.nan,
-                           "diff_high": np.nan, "rel_diff": np.nan, "better": "neither"}  # fmt: skip
+                           "diff_high": np.nan, "p_value": np.nan, "rel_diff": np.nan, "better": "neither"}  # fmt: skip
     if not n:
         row["verdict"] = f"{metric}: no cell has a value in both sweeps" + (
             " (timings leave out errors and cache hits)" if metric.endswith("_ms") else "")
@@ -790,10 +791,16 @@ def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boo
     ea, eb = float(fn(x[None, :])[0]), float(fn(y[None, :])[0])
     idx = rng.integers(0, n, size=(int(n_boot), n))
     boots = fn(y[idx]) - fn(x[idx])
+    if n < 2:  # one cell resamples to itself: no interval rather than a zero-width one
+        boots = np.full(int(n_boot), np.nan)
     lo, hi = _interval(np.asarray(boots, dtype=float), (1 - ci) / 2)
-    row.update(a=ea, b=eb, diff=eb - ea, diff_low=lo, diff_high=hi, rel_diff=(eb - ea) / abs(ea) if ea else np.nan)
+    row.update(a=ea, b=eb, diff=eb - ea, diff_low=lo, diff_high=hi, p_value=boot_p_value(np.asarray(boots, dtype=float)),
+               rel_diff=(eb - ea) / abs(ea) if ea else np.nan)  # fmt: skip
     level = f"{ci:.0%}"
-    if lo > 0 or hi < 0:
+    if n < MIN_N:
+        row["verdict"] = (f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
+                          f"{_unit(metric, eb)} vs {_unit(metric, ea)}).")  # fmt: skip
+    elif lo > 0 or hi < 0:
         b_better = (lo > 0) == hib
         row["better"] = "b" if b_better else "a"
         word = "higher" if lo > 0 else "lower"
@@ -855,8 +862,9 @@ def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *,
         vb = metric_values(sb.df, m).to_numpy(dtype=float)[ib] if len(sb.df) else np.array([])
         cells[f"{m}_a"], cells[f"{m}_b"] = va, vb
         rows.append(_paired_metric(va, vb, m, stat, n_boot, ci, rng))
-    metrics_df = pd.DataFrame(rows, columns=["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "rel_diff", "better", "verdict"])
-    for col in ("a", "b", "diff", "diff_low", "diff_high", "rel_diff"):
+    metrics_df = pd.DataFrame(rows, columns=["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff",
+                                             "better", "verdict"])  # fmt: skip
+    for col in ("a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff"):
         metrics_df[col] = pd.array(metrics_df[col].astype(float), dtype="Float64")
     spec_a, spec_b = sa.spec, sb.spec
     from .diffing import mark_plain

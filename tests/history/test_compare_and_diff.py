@@ -112,6 +112,19 @@ def test_compare_paired_differences_with_confidence_intervals():
     assert verdict["diff_low"] < verdict["diff"] < verdict["diff_high"]
 
 
+def test_compare_with_too_few_common_cells_names_no_winner():
+    a = _result("sw-a", [{"prompt_id": f"p{i}", "latency_ms": 100.0 + i} for i in range(3)])
+    b = _result("sw-b", [{"prompt_id": f"p{i}", "latency_ms": 900.0 + i} for i in range(3)])
+    m = ll.compare_sweeps(a, b, metric="latency_ms").metrics.iloc[0]
+    # 800 ms slower on all 3 cells, but three cells cannot carry a 95% claim
+    assert m["n"] == 3 and m["diff"] == pytest.approx(800.0) and m["better"] == "neither"
+    assert m["verdict"].startswith("latency_ms: too few common cells to tell (n=3")
+    one = ll.compare_sweeps(_result("sw-c", [{"prompt_id": "p0", "latency_ms": 1.0}]),
+                            _result("sw-d", [{"prompt_id": "p0", "latency_ms": 2.0}]), metric="latency_ms")  # fmt: skip
+    row = one.metrics.iloc[0]
+    assert pd.isna(row["diff_low"]) and pd.isna(row["diff_high"]) and pd.isna(row["p_value"])
+
+
 def test_compare_after_a_template_change_matches_prompt_rows():
     """A new template gives every prompt a new prompt_id; the prompt rows are the same, so cells
     are matched by row, and the template diff shows what changed."""
