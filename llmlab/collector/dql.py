@@ -12,8 +12,9 @@ never a silently different answer)::
   (the measurement: everything), or a service name; several separated by commas (OR).
 - columns: ``*`` or a list of names, backticks optional. ``time`` is always the first result column.
 - filter: ``=`` (``==``), ``!=`` (``<>``), ``<``, ``>``, ``<=``, ``>=``, ``IN [..]``, ``NOT IN [..]``,
-  ``AND`` (``&&``), ``OR`` (``||``), parentheses; a top-level ``,`` means AND with the lowest
-  precedence (``{a=1 OR b=2, c=3}`` = ``(a=1 OR b=2) AND c=3``). Literals: '…' or "…" strings,
+  ``= re('regex')`` / ``!= re(..)`` (regex search) and ``= wildcard('a*b?')`` / ``!= wildcard(..)``
+  (whole value, ``*`` any run, ``?`` one character), ``AND`` (``&&``), ``OR`` (``||``),
+  parentheses; a top-level ``,`` means AND with the lowest precedence (``{a=1 OR b=2, c=3}`` = ``(a=1 OR b=2) AND c=3``). Literals: '…' or "…" strings,
   numbers, ``true``/``false``. Columns: point tags and fields, customer-tag columns (any other
   name is looked up among the customer tags; a missing one is NULL and matches neither ``=`` nor
   ``!=``). Tags are strings; compared with a number they are read as numbers (non-numeric → no
@@ -71,6 +72,7 @@ where: "{" [cond] "}"
 ?atom: cmp
      | "(" cond ")"
 cmp: name OP value            -> compare
+   | name OP PATTERN_FN "(" STRING ")"  -> compare_pattern
    | name IN vlist            -> in_
    | name NOT IN vlist        -> not_in
 vlist: "[" [value ("," value)*] "]"
@@ -97,6 +99,7 @@ name: NAME | BACKTICK
 text: BACKTICK | STRING
 
 RE: "re"
+PATTERN_FN.2: /(re|wildcard)(?=\s*\()/i
 AND: "AND"i | "&&"
 OR: "OR"i | "||"
 NOT: "NOT"i
@@ -245,6 +248,19 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
 
     def compare(self, col: str, op: Token, value: Any) -> Any:
         return ("cmp", col, _SQL_OPS[str(op)], value)
+
+    def compare_pattern(self, col: str, op: Token, fn: Token, text: Token) -> Any:
+        if str(op) not in ("=", "==", "!=", "<>"):
+            raise _Unsupported(f"{fn}() can only be used with = or != (`{col}` {op} {fn}(...))")
+        pattern = _unquote(text)
+        if str(fn).lower() == "wildcard":
+            # DQL wildcard: * any run of characters, ? one character, matched against the whole value
+            pattern = "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _Unsupported(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return ("match", col, pattern, _SQL_OPS[str(op)] == "!=")
 
     def vlist(self, *values: Any) -> list[Any]:
         return [v for v in values if v is not None]
@@ -409,6 +425,14 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
         return f"({a} {kind.upper()} {b})", pa + pb
     if kind == "cmp":
         return _cmp_sql(node[1], node[2], node[3])
+    if kind == "match":
+        _, col, pattern, negated = node
+        expr, ckind, params = _column(col)
+        if ckind == "const":
+            expr = "?"
+        # != re(...) keeps points that have the column and do not match, as != does for values
+        return (f"({expr} IS NOT NULL AND NOT {expr} REGEXP ?)" if negated else f"{expr} REGEXP ?"), (
+            [*params, *params, pattern] if negated else [*params, pattern])
     _, col, values, negated = node
     if not values:
         _column(col)

@@ -36,7 +36,7 @@ import time
 from typing import Any, Iterator
 
 from ..errors import QueryError
-from .storage import Storage
+from .storage import Storage, _compiled
 
 __all__ = ["MEASUREMENT", "SUFFIXES", "points_of_row", "run_metrics_query"]
 
@@ -174,6 +174,10 @@ def _matches(point: dict[str, Any], node: Any) -> bool:
         return _matches(point, node[1]) or _matches(point, node[2])
     if kind == "cmp":
         return _compare(point, node[1], node[2], node[3])
+    if kind == "match":  # = re(...) / = wildcard(...); a point without the column matches neither
+        _, col, pattern, negated = node
+        value = point.get(col)
+        return value is not None and (_compiled(pattern).search(str(value)) is None) == negated
     _, col, values, negated = node
     if point.get(col) is None:
         return False

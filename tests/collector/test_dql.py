@@ -152,6 +152,16 @@ def test_column_list(url):
         ("parent_id = '0'", [0, 1, 2, 3, 4, 5]),
         ("llm_is_streaming = true", []),
         ("no_such_tag = 'x'", []),
+        ("resource = re('^openai\\.')", [0, 1, 4, 5]),  # the regex and wildcard forms users write in Guance
+        ("service = re('svc')", [4]),
+        ("resource != re('openai')", [2, 3]),
+        ("gen_ai_request_model != re('m[12]')", [4]),  # a missing tag matches neither = nor != re()
+        ("service = wildcard('c-*')", [4]),
+        ("resource = wildcard('openai.cha?')", [0, 1, 4, 5]),
+        ("resource = wildcard('openai')", []),  # wildcard matches the whole value
+        ("service != wildcard('?')", [4]),
+        ("source = re('^open')", [0, 1, 2, 3, 4, 5]),
+        ("status = 'ok' AND resource = re('chat$')", [0, 5]),
     ],
 )
 def test_filters(url, flt, expected):
@@ -213,6 +223,9 @@ def test_several_queries_one_request(url):
         ("", "empty"),
         ("T::re(`.*`) LIMIT -1", "unexpected"),
         ("T::re(`.*`) ORDER BY message", "message"),
+        ("T::re(`.*`) {resource > re('a')}", "= or !="),
+        ("T::re(`.*`) {resource = re('(')}", "regular expression"),
+        ("T::re(`.*`) {resource = match('a')}", "unexpected"),
     ],
 )
 def test_malformed_or_unsupported_is_400(url, q, reason):
