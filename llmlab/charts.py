@@ -64,6 +64,19 @@ def _empty(title: str, message: str = "no data") -> go.Figure:
     return fig
 
 
+def _no_values(df: pd.DataFrame, metric: str) -> str:
+    """Why a frame has nothing to plot for ``metric``: say what was left out, and the first error."""
+    errors = is_error(df)
+    cached = ~errors & ~live_mask(df)
+    parts = []
+    if errors.any():
+        first = next((e for e in df.loc[errors, "error"].tolist() if isinstance(e, str) and e), "") if "error" in df else ""
+        parts.append(f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {_snip(first)})" if first else ""))
+    if cached.any() and metric in ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms"):
+        parts.append(f"{int(cached.sum())} cache hit(s) have no timing")
+    return f"no {metric} values" + (": " + "; ".join(parts) if parts else "")
+
+
 def _note(fig: go.Figure, text: str) -> None:
     fig.add_annotation(text=text, showarrow=False, x=0, y=-0.18, xref="paper", yref="paper", xanchor="left",
                        font={"size": 11, "color": "#666"})  # fmt: skip
@@ -92,7 +105,7 @@ def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title:
     dropped = int((~live_mask(df) & df[metric].notna()).sum()) if metric in df.columns else 0
     sub = df[keep]
     if not len(sub):
-        return _empty(title, f"no {metric} values")
+        return _empty(title, _no_values(df, metric))
     labels: list[str] = []
     ys: list[float] = []
     order: list[str] = []
@@ -175,7 +188,7 @@ def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
     fig.update_xaxes(type="category")
     notes = []
     if unknown:
-        notes.append("cost unknown (no price): " + "; ".join(unknown))
+        notes.append("cost unknown (no price, or no token counts): " + "; ".join(unknown))
     if partial:
         notes.append("* incomplete: " + "; ".join(partial))
     if notes:
@@ -206,7 +219,7 @@ def heatmap(
     values = metric_values(df, value)
     sub = df[values.notna()]
     if not len(sub):
-        return _empty(title, f"no {value} values")
+        return _empty(title, _no_values(df, value))
     xkeys = sorted(sub[x].dropna().unique().tolist())
     ykeys = sorted(sub[y].dropna().unique().tolist())
     z = [[None for _ in xkeys] for _ in ykeys]

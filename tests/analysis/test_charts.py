@@ -68,6 +68,16 @@ def test_empty_frames_say_no_data():
         assert isinstance(fig, go.Figure) and len(fig.data) == 0 and "no data" in _notes(fig)
 
 
+def test_error_only_frames_say_why_there_is_nothing_to_plot():
+    df = frame(model=["m"] * 3, temperature=[0.0, 0.7, 0.7], top_p=[1.0] * 3, latency_ms=[None, None, 5.0],
+               status=["error", "error", "ok"], error=["HTTP 500: upstream down", "HTTP 500", ""],
+               cached=[False, False, True])  # fmt: skip
+    for fig in (charts.latency(df), charts.ttft(df), charts.heatmap(df)):
+        assert len(fig.data) == 0
+        assert "2 of 3 calls failed (e.g. HTTP 500: upstream down); 1 cache hit(s) have no timing" in _notes(fig)
+    assert _notes(charts.latency(df.iloc[:2])).endswith("2 of 2 calls failed (e.g. HTTP 500: upstream down)")
+
+
 def test_cost_bars_and_na_note():
     df = frame(model=["a", "a", "b", "c", "c"], cost_usd=[0.1, 0.2, None, 0.5, None], status=["ok"] * 5)
     fig = charts.cost(df, by="model")
@@ -76,7 +86,7 @@ def test_cost_bars_and_na_note():
     assert bar.y[0] == pytest.approx(0.3) and bar.y[1] is None and bar.y[2] == pytest.approx(0.5)
     assert fig.layout.yaxis.title.text == "cost (USD)"
     notes = _notes(fig)
-    assert "cost unknown (no price): model=b" in notes and "model=c (1 of 2 calls unpriced)" in notes
+    assert "cost unknown (no price, or no token counts): model=b" in notes and "model=c (1 of 2 calls unpriced)" in notes
 
 
 def test_heatmap_mean_grid(grid):
