@@ -799,7 +799,7 @@ def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boo
     level = f"{ci:.0%}"
     if n < MIN_N:
         row["verdict"] = (f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
-                          f"{_unit(metric, eb)} vs {_unit(metric, ea)}).")  # fmt: skip
+                          f"b {_unit(metric, eb)} vs a {_unit(metric, ea)}).")  # fmt: skip
     elif lo > 0 or hi < 0:
         b_better = (lo > 0) == hib
         row["better"] = "b" if b_better else "a"

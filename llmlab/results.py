@@ -76,11 +76,21 @@ class SweepResult:
 
     def setting_columns(self) -> list[str]:
         """The grid columns that vary in this sweep (model, temperature, top_p, params...)."""
-        cols = [c for c in ("model", "temperature", "top_p", "max_tokens", "seed") if c in self.df and self.df[c].nunique(dropna=True) > 1]
+        cols = [c for c in ("model", "temperature", "top_p", "max_tokens") if c in self.df and self.df[c].nunique(dropna=True) > 1]
+        if "seed" in self.df and self._seed_swept():
+            cols.append("seed")
         params = [c for c in self.df.columns if c not in schema.CANONICAL_COLUMNS and c not in schema.EXTRA_COLUMNS
                   and not c.startswith(("data.", "assoc.")) and c in (self.spec.get("params") or {})]  # fmt: skip
         cols += [c for c in params if self.df[c].nunique(dropna=True) > 1]
         return cols or ["model"]
+
+    def _seed_swept(self) -> bool:
+        """Whether the seed was a grid parameter, not just ``seed + repeat`` of repeats (which must
+        pool into one setting, or every summary row would hold a single repeat)."""
+        seed = pd.to_numeric(self.df["seed"], errors="coerce")
+        if "repeat" in self.df:
+            seed = seed - pd.to_numeric(self.df["repeat"], errors="coerce").fillna(0)
+        return bool(seed.nunique(dropna=True) > 1)
 
     def check(self, **expectations: Any) -> Any:
         """Regression checks on this result: ``ll.expect(res.df, **expectations)`` (see

@@ -234,3 +234,19 @@ def test_interval_coverage_on_synthetic_data_with_a_known_difference():
         hits_mean += out["ci_low"][0] <= 100 <= out["ci_high"][0]
     assert 0.88 <= hits_diff / runs <= 0.99
     assert 0.88 <= hits_mean / runs <= 0.99
+
+
+def test_result_summary_pools_seeded_repeats_and_splits_a_swept_seed():
+    import llmlab as ll
+
+    def result(seeds, repeats):
+        rows = [{"call_id": f"c{s}-{r}", "model": "m", "temperature": 0.0, "seed": s + r, "repeat": r,
+                 "latency_ms": 10.0, "status": "ok"} for s in seeds for r in range(repeats)]  # fmt: skip
+        return ll.SweepResult("sw", frame(**{k: [row[k] for row in rows] for k in rows[0]}))
+
+    # seed=7, repeats=3 runs seeds 7, 8, 9: one setting, three repeats
+    pooled = result([7], 3)
+    assert pooled.setting_columns() == ["model"] and pooled.summary()["calls"].tolist() == [3]
+    # seed=[1, 100] is a swept parameter: two settings
+    swept = result([1, 100], 1)
+    assert swept.setting_columns() == ["seed"] and swept.summary()["calls"].tolist() == [1, 1]
