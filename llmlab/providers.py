@@ -35,6 +35,7 @@ class Provider:
         rpm: requests per minute allowed (None: unlimited).
         tpm: tokens per minute allowed (None: unlimited).
         timeout: per-request timeout in seconds.
+        default_headers: extra HTTP headers sent with every request (not shown in the repr).
     """
 
     name: str
@@ -44,7 +45,8 @@ class Provider:
     rpm: float | None = None
     tpm: float | None = None
     timeout: float = 60.0
-    default_headers: tuple[tuple[str, str], ...] = ()
+    # header values may be credentials: kept out of the repr a notebook would display
+    default_headers: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -94,6 +96,14 @@ def provider(
 ) -> Provider:
     """Register (or replace) an OpenAI-compatible provider; returns it.
 
+    Registering a name again replaces that provider: ``rpm``, ``tpm``, ``timeout`` and
+    ``headers`` are exactly what this call passes (omitted means no limit, the default timeout,
+    no extra headers), so dropping ``rpm=`` from a re-run notebook cell really removes the
+    limit. Only the endpoint's identity, ``base_url`` and ``api_key_env``, is kept when omitted
+    (``ll.provider("openai", rpm=500)`` limits the built-in provider without restating it).
+    A sweep already running picks up the new limits at its next request. Header values are
+    treated as secrets: masked in the provider's repr and in every error message.
+
     Example:
         >>> import llmlab as ll
         >>> p = ll.provider("moonshot", base_url="https://api.moonshot.cn/v1", api_key_env="MOONSHOT_API_KEY")
@@ -107,18 +117,20 @@ def provider(
         raise ConfigError(f"provider {name!r}: base_url is required for a new provider")
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"provider {name!r}: base_url={base_url!r} must start with http:// or https://")
-    for label, value in (("rpm", rpm), ("tpm", tpm)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"provider {name!r}: {label}={value!r} must be positive")
+    for label, value in (("rpm", rpm), ("tpm", tpm), ("timeout", timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ConfigError(f"provider {name!r}: {label}={value!r} must be a positive number")
+    for value in (headers or {}).values():
+        register_secret(str(value))  # e.g. an Azure "api-key" header: never echoed in an error
     base = existing or Provider(name)
     new = dataclasses.replace(
         base,
         base_url=base_url if base_url is not None else base.base_url,
         api_key_env=api_key_env if api_key_env is not None else base.api_key_env,
-        rpm=rpm if rpm is not None else base.rpm,
-        tpm=tpm if tpm is not None else base.tpm,
+        rpm=rpm,
+        tpm=tpm,
         timeout=timeout,
-        default_headers=tuple((headers or {}).items()) or base.default_headers,
+        default_headers=tuple((headers or {}).items()),
     )
     with _lock:
         _registry[name] = new

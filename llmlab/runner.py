@@ -225,8 +225,8 @@ class _Limits:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self.windows: dict[str, _Window] = {}
-        self._rpm: dict[str, AsyncLimiter] = {}
-        self._tpm: dict[str, AsyncLimiter] = {}
+        # key -> (the per-minute rate it was built for, its bucket)
+        self._buckets: dict[tuple[str, str], tuple[float, AsyncLimiter]] = {}
 
     def window(self, call: Call) -> _Window:
         key = call.qualified_model
@@ -235,19 +235,25 @@ class _Limits:
             win = self.windows[key] = _Window(self.concurrency)
         return win
 
+    def _bucket(self, kind: str, key: str, per_minute: float) -> AsyncLimiter:
+        """The bucket for ``per_minute``, rebuilt when the provider was re-registered with another rate."""
+        found = self._buckets.get((kind, key))
+        if found is None or found[0] != per_minute:
+            found = self._buckets[(kind, key)] = (per_minute, _per_second_bucket(per_minute))
+        return found[1]
+
     async def acquire(self, call: Call, est_tokens: int) -> _Window:
         """Wait for a slot and for rate capacity; the caller must ``release()`` the returned window."""
-        prov = get_provider(call.provider)
+        prov = get_provider(call.provider)  # looked up per request: a re-registered provider's limits apply at once
         key = call.qualified_model
         win = self.window(call)
         await win.acquire()
         try:
             # a lower rate share makes each request take more of the bucket: the rate adapts down
             if prov.rpm:
-                await _take(self._rpm.setdefault(key, _per_second_bucket(prov.rpm)), 1.0 / win.rate_share)
+                await _take(self._bucket("rpm", key, prov.rpm), 1.0 / win.rate_share)
             if prov.tpm:
-                limiter = self._tpm.setdefault(key, _per_second_bucket(prov.tpm))
-                await _take(limiter, min(float(est_tokens), prov.tpm) / win.rate_share)
+                await _take(self._bucket("tpm", key, prov.tpm), min(float(est_tokens), prov.tpm) / win.rate_share)
         except BaseException:
             win.release()
             raise

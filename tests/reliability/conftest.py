@@ -18,7 +18,7 @@ def fault():
     """A started FaultServer (no faults until the test sets them) behind provider ``fault``."""
     from llmlab import providers
 
-    providers._registry.pop("fault", None)  # re-registering keeps old rpm/tpm: start from scratch
+    providers._registry.pop("fault", None)  # a clean registry: no provider left over from another test
     server = FaultServer().start()
     ll.provider("fault", base_url=server.base_url, api_key_env=None, timeout=10.0)
     yield server

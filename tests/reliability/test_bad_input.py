@@ -124,7 +124,7 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
     ("config-trace-content-type", lambda e: ll.configure(trace_content="yes"), ConfigError, r"trace_content='yes': must be True or False"),
     ("provider-bad-name", lambda e: ll.provider("my provider", base_url="http://x/v1"), ConfigError, r"provider name='my provider': use letters"),
     ("provider-url-no-scheme", lambda e: ll.provider("p2", base_url="localhost:8000/v1"), ConfigError, r"provider 'p2': base_url='localhost:8000/v1' must start with http"),
-    ("provider-rpm-zero", lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0), ConfigError, r"provider 'p3': rpm=0 must be positive"),
+    ("provider-rpm-zero", lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0), ConfigError, r"provider 'p3': rpm=0 must be a positive number"),
     # --- OTLP bodies sent to the collector ------------------------------------------------------------
     ("otlp-content-type", lambda e: e.otlp(b"{}", "text/plain"), CollectorRejected, r"HTTP 400 otel\.bad_content_type: Content-Type must be application/x-protobuf"),
     ("otlp-garbage-protobuf", lambda e: e.otlp(b"\xff\x00garbage"), CollectorRejected, r"HTTP 400 otel\.bad_body"),

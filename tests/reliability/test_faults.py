@@ -122,3 +122,43 @@ def test_concurrency_adapts_down_after_429s(fault):
     assert limits["window"] < 6 and limits["cuts"] >= 2  # 16 → a few
     # without adapting, every round of 16 would get 14 rejections (hundreds in all); adapting keeps it low
     assert done[0]["rate_limited"] == fault.stats()["outcomes"]["429"] < 60
+
+
+def _span_s(times: list[float]) -> float:
+    return max(times) - min(times) if times else 0.0
+
+
+def test_re_registering_a_provider_replaces_its_limits_between_runs(fault):
+    from llmlab.providers import get_provider
+
+    sweep = lambda tag: ll.Sweep(prompts=[f"{tag} rain {i}" for i in range(6)], models=["fault/tiny"],  # noqa: E731
+                                 temperature=0.0, max_tokens=4)  # fmt: skip
+    ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=120, tpm=50_000)  # 2 requests/s, burst 1
+    assert sweep("a").run(display=False, concurrency=1).df["status"].eq("ok").all()
+    limited = _span_s(fault.stats()["times"])
+    assert limited >= 1.8  # 6 requests at 2/s after a burst of 2
+    # the same cell re-run without the limits: they are gone, not silently kept
+    ll.provider("fault", base_url=fault.base_url, api_key_env=None)
+    assert get_provider("fault").rpm is None and get_provider("fault").tpm is None
+    fault.app.reset()
+    assert sweep("b").run(display=False, concurrency=1).df["status"].eq("ok").all()
+    assert _span_s(fault.stats()["times"]) < limited
+
+
+def test_a_running_sweep_picks_up_a_re_registered_rate_limit(fault):
+    ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=60_000)
+    bus = EventBus()
+    finished: list[str] = []
+
+    def on_event(e) -> None:
+        if e.kind == "finished":
+            finished.append(e.call_id)
+            if len(finished) == 2:  # mid-run, as from another notebook cell while arun() goes on
+                ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=120)
+
+    bus.subscribe(on_event)
+    sweep = ll.Sweep(prompts=[f"sun {i}" for i in range(8)], models=["fault/tiny"], temperature=0.0, max_tokens=4)
+    res = sweep.run(display=False, concurrency=1, bus=bus)
+    assert (res.df["status"] == "ok").all()
+    after = sorted(fault.stats()["times"])[2:]  # the 6 requests sent after the change
+    assert len(after) == 6 and _span_s(after) >= 1.8  # 2/s after a burst of 2, not the old 1000/s

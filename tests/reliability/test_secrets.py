@@ -143,3 +143,14 @@ def test_trace_content_false_keeps_text_out_of_spans_exports_and_store(fault, ho
                 assert text not in data, f"completion text in {where}"
     finally:
         collector.stop()
+
+
+def test_a_provider_header_token_stays_out_of_its_repr_and_errors(fault):
+    from llmlab.errors import ProviderError
+    from llmlab.providers import providers
+
+    token = f"canaryazure{uuid.uuid4().hex}"
+    prov = ll.provider("fault", base_url=fault.base_url, api_key_env=None, headers={"api-key": token})
+    assert dict(prov.default_headers) == {"api-key": token}  # sent with each request
+    assert token not in repr(prov) and token not in repr(providers())  # what a notebook cell would display
+    assert token not in str(ProviderError(f"HTTP 401: bad api-key {token}"))
