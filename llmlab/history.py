@@ -275,6 +275,12 @@ def _effective_status(status: str, info: Mapping[str, Any]) -> str:
     return status
 
 
+_AGE_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60, "minute": 60,
+              "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600, "d": 86400,
+              "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}  # fmt: skip
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(_AGE_UNITS, key=len, reverse=True)) + ")")
+
+
 def _parse_since(since: Any) -> str | None:
     """``since`` as an ISO UTC string: a datetime, ISO text, epoch seconds, a timedelta or "7d"/"12h"."""
     if since is None:
@@ -285,8 +291,9 @@ def _parse_since(since: Any) -> str | None:
             ts = now - pd.Timedelta(since)
         elif isinstance(since, (int, float)) and not isinstance(since, bool):
             ts = pd.Timestamp(float(since), unit="s", tz="UTC")
-        elif isinstance(since, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*[a-zA-Z]+\s*", since):
-            ts = now - pd.Timedelta(since.strip())
+        elif isinstance(since, str) and (age := _AGE.fullmatch(since.strip().lower())):
+            # our own unit table: pandas deprecates lower-case "d" (and "7d" is what people type)
+            ts = now - pd.Timedelta(float(age.group(1)) * _AGE_UNITS[age.group(2)], unit="s")
         else:
             ts = pd.Timestamp(since)
             ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

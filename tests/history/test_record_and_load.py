@@ -113,6 +113,9 @@ def test_tags_notes_and_filters():
     assert set(ll.sweeps(name="summarize-*")["sweep_id"]) == {a.sweep_id, b.sweep_id}
     assert ll.sweeps(name="other")["sweep_id"].tolist() == [c.sweep_id]
     assert len(ll.sweeps(since="1h")) == 3 and len(ll.sweeps(since=pd.Timestamp.now(tz="UTC") + pd.Timedelta("1h"))) == 0
+    # ages in days and weeks, as people type them (no pandas deprecation warning: warnings are errors here)
+    for age in ("7d", "2 days", "1w", "90m", "0.5h"):
+        assert len(ll.sweeps(since=age)) == 3, age
     assert len(ll.sweeps(limit=2)) == 2
     history.untag_sweep(a.sweep_id, "v1")
     assert ll.sweeps(tag="v1")["sweep_id"].tolist() == [b.sweep_id]
