@@ -309,7 +309,7 @@ class GridState:
         elapsed = self.elapsed_s()
         if elapsed is not None:
             parts.append(f"{elapsed:.1f} s")
-        spend = f"${self.spent_usd:.4f}"
+        spend = _usd(self.spent_usd)
         if self.budget_usd is not None:
             spend += f" of ${self.budget_usd:g} budget"
         parts.append(spend)
@@ -384,6 +384,15 @@ _CSS = """
 _CELL_PREVIEW = 600  # characters of a completion shown in the cell face before opening it
 
 
+def _usd(value: float) -> str:
+    """Dollars with at least 4 decimals and 3 significant digits: small-model and per-call costs
+    (often under $0.0001) stay visible instead of reading ``$0.0000``."""
+    if not 0 < value < math.inf:
+        return "$0.0000"
+    decimals = max(4, 2 - math.floor(math.log10(value)))
+    return f"${value:.{decimals}f}"
+
+
 def _num(value: Any, fmt: str) -> str | None:
     if value is None or _isna(value) or not isinstance(value, (int, float)):
         return None
@@ -405,10 +414,12 @@ def render_cell(cell: Cell) -> str:
         face = cell.note
     meta = []
     row = cell.row or {}
-    for key, fmt, unit in (("latency_ms", ".0f", " ms"), ("output_tokens", "d", " tok"), ("cost_usd", ".5f", "")):
+    for key, fmt, unit in (("latency_ms", ".0f", " ms"), ("output_tokens", "d", " tok")):
         shown = _num(row.get(key), fmt)
         if shown is not None:
-            meta.append(("$" + shown) if key == "cost_usd" else shown + unit)
+            meta.append(shown + unit)
+    if _num(row.get("cost_usd"), "f") is not None:
+        meta.append(_usd(float(row["cost_usd"])))
     repeat = f"r{cell.spec.repeat} " if cell.spec.repeat else ""
     parts = [
         f'<details class="llg-cell st-{state}" data-call="{esc(cell.spec.call_id)}"><summary>',

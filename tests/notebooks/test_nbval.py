@@ -87,6 +87,36 @@ def test_changed_model_output_makes_nbval_fail(tmp_path):
     assert counts.get("failed") == len(failed) == 2, out
 
 
+def test_drifted_answer_fails_the_regression_check_naming_the_call(tmp_path):
+    work = _copy(tmp_path)
+    cassette = work / "cassettes" / "regression.json"
+    data = json.loads(cassette.read_text())
+    # the model now gives an unrelated answer to one question: far below the baseline similarity bound
+    target = next(e for e in data["interactions"].values()
+                  if e["request"]["body"]["model"] == "tiny" and e["request"]["body"]["temperature"] == 0.0
+                  and e["request"]["body"]["messages"][0]["content"] == "What causes a rainbow?")  # fmt: skip
+    replaced = False
+    for i, event in enumerate(target["response"]["events"]):
+        chunk = json.loads(event.removeprefix("data: ")) if event != "data: [DONE]" else {}
+        delta = (chunk.get("choices") or [{}])[0].get("delta", {})
+        if delta.get("content"):
+            delta["content"] = "" if replaced else "Stock prices fell sharply on Tuesday."
+            replaced = True
+            target["response"]["events"][i] = "data: " + json.dumps(chunk)
+    cassette.write_text(json.dumps(data))
+
+    code, out, counts = _nbval(work)
+    assert code != 0, out
+    nb = work / REGRESSION
+    assert _code_index(nb, "ll.expect(\n    df,") in _failed_cells(out), out
+    # the failure reads as a sentence naming the call, its answer and the baseline's
+    assert "CheckFailed" in out
+    assert "FAIL  completions >= 0.9 similar to the baseline by difflib (tolerance rel 0.05): 1 calls below" in out
+    failing = re.search(r"call_id=(\w+) model=local/tiny temperature=0 .*prompt='What causes a rainbow\?'", out)
+    assert failing is not None and failing.group(1) == target["request"]["call_id"], out
+    assert "completion='Stock prices fell sharply on Tuesday.'" in out
+
+
 def test_edited_expected_output_makes_nbval_fail(tmp_path):
     work = _copy(tmp_path)
     nb_path = work / REGRESSION

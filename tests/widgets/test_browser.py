@@ -1,18 +1,27 @@
 """The live grid in a real JupyterLab, in headless Chromium (Debian's package, driven by Playwright).
 
-One notebook, run top to bottom by the Run menu:
-  1. ``sweep.run()`` on the embedded model: the grid streams (a running cell with partial text is
-     seen), then every cell reads "done" with latency and tokens;
+One notebook, run top to bottom by the Run menu, while a ``MutationObserver`` in the page records
+every grid update the browser receives (per notebook cell: how many times the grid was redrawn,
+and for each call the sequence of states and text lengths it showed):
+  1. ``sweep.run()`` on the embedded model: a call's text is seen growing token by token in the
+     DOM; the browser received at most 30 grid updates per second of the sweep (coalescing, end to
+     end); every cell ends "done" with latency and tokens;
   2. a longer sweep started with ``asyncio.ensure_future(sweep.arun())``: the next cell executes
      while it streams (the kernel stays responsive), the test clicks **Cancel** in the grid, and
      the awaited result says ``stopped='cancelled'`` with finished cells kept and the rest marked;
   3. ``res.show()`` re-renders the first grid from stored rows; clicking a cell opens its prompt,
-     completion and call details.
-A screenshot goes to ``test-artifacts/``.
+     completion and call details;
+  4. Cancel during the *blocking* ``run()`` (clicks go through a kernel subshell); then the same
+     sweep run again resumes: what finished shows "cached", only the rest is sent;
+  5. a sweep against a fault-injecting server: every call is rate-limited once (the grid shows
+     "retrying"), the calls to an unknown model end "error" with the server's message, and the
+     header counts errors and retries.
+Screenshots go to ``test-artifacts/``. Every wait is for a condition, with a generous deadline.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -31,7 +40,7 @@ if not have_browser():
 
 CELLS = [
     # 0: setup: temp home, no export, a small per-token delay so streaming is visible
-    """import os, tempfile, asyncio
+    """import os, tempfile, asyncio, time
 os.environ["LLMLAB_LOCAL_DELAY_MS"] = "25"
 import llmlab as ll
 ll.configure(home=tempfile.mkdtemp(prefix="llmlab-nb-"), datakit=None)
@@ -39,8 +48,9 @@ sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis.", "Why 
                  models=["local/tiny"], temperature=[0.0, 1.0], max_tokens=48, seed=1)
 print("SETUP-OK")""",
     # 1: the blocking form, display defaults to the grid inside Jupyter
-    "res = sweep.run(concurrency=3)",
-    "print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped)",
+    "t1 = time.monotonic()\nres = sweep.run(concurrency=3)\nt1 = time.monotonic() - t1",
+    "print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped, round(t1, 3), "
+    "int(res.df.output_tokens.sum()))",
     # 3: the awaitable form as a background task: the kernel is free while it streams
     """long = ll.Sweep(prompts=[f"Tell me a story about planet {i}." for i in range(8)], models=["local/tiny"],
                 temperature=[0.0, 1.0], max_tokens=64, seed=2)
@@ -52,10 +62,53 @@ task = asyncio.ensure_future(long.arun(concurrency=2))""",
     """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "40"
 slow = ll.Sweep(prompts=[f"Describe river number {i}." for i in range(6)], models=["local/tiny"],
                 temperature=[0.0, 1.0], max_tokens=64, seed=3)
-import time; t0 = time.monotonic()
 res3 = slow.run(concurrency=2)
-print("RUN-CANCEL", res3.stopped, len(res3.df), round(time.monotonic() - t0, 1))""",
+print("RUN-CANCEL", res3.stopped, len(res3.df))""",
+    # 8: run it again: the finished calls come from the cache, the rest are sent
+    """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "5"
+res4 = slow.run(concurrency=2)
+print("RESUME", res4.stopped, len(res4.df), int(res4.df.cached.sum()), int((res4.df.status == 'ok').sum()))""",
+    # 9: faults: every request is rate-limited once (Retry-After 1.5 s), one model does not exist
+    """from llmlab.testing import FaultServer
+fs = FaultServer(rate_429=1.0, retry_after_s=1.5, max_faults_per_request=1, delay_ms=20).start()
+ll.provider("fault", base_url=fs.base_url, api_key_env=None)
+faulty = ll.Sweep(prompts=["What is a rainbow?", "Why do cats purr?"], models=["fault/tiny", "fault/no-such-model"],
+                  temperature=0.0, max_tokens=32, seed=4)
+res5 = faulty.run(concurrency=4)
+print("FAULTS", len(res5.df), int((res5.df.status == 'error').sum()), int(res5.df.retries.sum()))""",
 ]
+
+# Records, per notebook cell index, every grid redraw the browser gets and each call's history of
+# (state, text length) as shown. A redraw replaces the grid's HTML, so a new ``.llg`` element is
+# one update from the kernel; a WeakSet keeps a re-attached element from counting twice.
+OBSERVER = """() => {
+  const log = window.__llg = {updates: {}, seen: {}};
+  const counted = new WeakSet();
+  const record = (root) => {
+    if (counted.has(root)) return;
+    counted.add(root);
+    const cells = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell'));
+    const idx = cells.indexOf(root.closest('.jp-CodeCell'));
+    if (idx < 0) return;
+    log.updates[idx] = (log.updates[idx] || 0) + 1;
+    const seen = log.seen[idx] = log.seen[idx] || {};
+    for (const el of root.querySelectorAll('.llg-cell')) {
+      const state = Array.from(el.classList).find(c => c.startsWith('st-')).slice(3);
+      const txt = el.querySelector('.llg-txt');
+      const n = txt ? txt.textContent.length : 0;
+      const list = seen[el.dataset.call] = seen[el.dataset.call] || [];
+      const last = list[list.length - 1];
+      if (!last || last[0] !== state || last[1] !== n) list.push([state, n]);
+    }
+  };
+  new MutationObserver(muts => {
+    for (const m of muts) for (const node of m.addedNodes) {
+      if (node.nodeType !== 1) continue;
+      if (node.classList.contains('llg')) record(node);
+      else node.querySelectorAll('.llg').forEach(record);
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -66,6 +119,10 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _line(text: str, marker: str) -> list[str]:
+    return next(ln for ln in text.splitlines() if ln.startswith(marker)).split()
 
 
 def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
@@ -80,13 +137,17 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(lab.url("grid.ipynb"))
-            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=45_000)
-            page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=45_000)
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+            page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
             cells = page.locator(".jp-Notebook .jp-CodeCell")
             assert cells.count() == len(CELLS)
+            page.evaluate(OBSERVER)
 
             def out(i: int):
                 return cells.nth(i).locator(".jp-OutputArea")
+
+            def history(i: int) -> dict[str, list[list]]:
+                return page.evaluate(f"window.__llg.seen[{i}] || {{}}")
 
             news = page.locator(".jp-toast-container button", has_text="No")
             if news.count():
@@ -94,36 +155,45 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-            # 1. the run() grid streams: a cell is seen running with partial text before the end
+            # 1. the run() grid streams token by token, coalesced, and ends exact
             grid1 = out(1)
-            seen_running = _wait(
-                lambda: grid1.locator(".llg-cell.st-running .llg-txt").evaluate_all(
-                    "els => els.map(e => e.textContent).filter(t => t.length > 0)"), 60, "a running cell with text")  # fmt: skip
-            _wait(lambda: "RUN-RESULT" in out(2).inner_text(), 60, "the run() cell to finish")
-            assert "RUN-RESULT 6 6 None" in out(2).inner_text()
-            _wait(lambda: grid1.locator(".llg-cell.st-done").count() == 6, 10, "six done cells")
+            _wait(lambda: "RUN-RESULT" in out(2).inner_text(), 120, "the run() cell to finish")
+            words = _line(out(2).inner_text(), "RUN-RESULT")
+            assert words[1:4] == ["6", "6", "None"], words
+            run_s, tokens = float(words[4]), int(words[5])
+            _wait(lambda: grid1.locator(".llg-cell.st-done").count() == 6, 60, "six done cells")
             head = grid1.locator(".llg-head").inner_text()
             assert head.startswith("6/6 calls") and "finished" in head and "0 errors" in head
             done_texts = grid1.locator(".st-done .llg-txt").all_inner_texts()
             assert all(len(t.strip()) > 0 for t in done_texts)  # the streamed completions
             meta = grid1.locator(".st-done .llg-meta").first.inner_text()
-            assert re.fullmatch(r"\d+ ms · 48 tok · \$0\.00000", meta), meta  # latency, tokens, cost
-            assert any(seen.strip() and len(seen) < 400 for seen in seen_running)
+            assert re.fullmatch(r"\d+ ms · 48 tok · \$0\.0+[1-9]\d\d", meta), meta  # latency, tokens, cost (3 digits)
+            seen1 = history(1)
+            assert len(seen1) == 6, seen1
+            # token by token: some call was shown running with at least three growing partial texts
+            growth = [[n for state, n in steps if state == "running" and n > 0] for steps in seen1.values()]
+            assert any(len(g) >= 3 and g == sorted(set(g)) for g in growth), seen1
+            assert all(steps[-1][0] == "done" for steps in seen1.values()), seen1
+            # the bound, end to end: the browser got at most 30 redraws per second of the sweep
+            # (plus the first and the last), although tokens arrived far faster than that
+            updates1 = page.evaluate("window.__llg.updates[1]")
+            assert 3 <= updates1 <= 30 * run_s + 2, (updates1, run_s, tokens)
+            assert updates1 < tokens, (updates1, tokens)
 
             # 2. arun() in the background: the next cell ran while it streams; Cancel stops it
             grid2 = out(3)
-            _wait(lambda: "RESPONSIVE" in out(4).inner_text(), 30, "a cell to execute during the sweep")
+            _wait(lambda: "RESPONSIVE" in out(4).inner_text(), 60, "a cell to execute during the sweep")
             assert "RESPONSIVE False" in out(4).inner_text()
-            _wait(lambda: grid2.locator(".llg-cell.st-done").count() >= 2, 40, "two finished calls in the arun grid")
+            _wait(lambda: grid2.locator(".llg-cell.st-done").count() >= 2, 120, "two finished calls in the arun grid")
             running_before = grid2.locator(".llg-cell.st-running").count()
             page.screenshot(path=str(ARTIFACTS / "grid-streaming.png"), full_page=True)
             grid2.locator("button.llmlab-cancel").click()
-            _wait(lambda: "ARUN-RESULT" in out(5).inner_text(), 30, "the cancelled sweep to return")
-            words = out(5).inner_text().split()
+            _wait(lambda: "ARUN-RESULT" in out(5).inner_text(), 120, "the cancelled sweep to return")
+            words = _line(out(5).inner_text(), "ARUN-RESULT")
             assert words[1] == "cancelled", words
             kept, skipped = int(words[2]), int(words[3])
             assert 2 <= kept < 16 and kept + skipped <= 16
-            _wait(lambda: "stopped: cancelled" in grid2.locator(".llg-head").inner_text(), 10, "the grid header")
+            _wait(lambda: "stopped: cancelled" in grid2.locator(".llg-head").inner_text(), 60, "the grid header")
             assert grid2.locator(".llg-cell.st-done").count() == kept
             assert grid2.locator(".llg-cell.st-cancelled").count() == 16 - kept
             assert running_before >= 1
@@ -131,7 +201,7 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
 
             # 3. res.show(): the first grid again from stored rows; a click opens the details
             grid3 = out(6)
-            _wait(lambda: grid3.locator(".llg-cell.st-done").count() == 6, 30, "the re-shown grid")
+            _wait(lambda: grid3.locator(".llg-cell.st-done").count() == 6, 60, "the re-shown grid")
             assert grid3.locator(".llg-txt").all_inner_texts() == done_texts
             first = grid3.locator("details.llg-cell").first
             assert not first.locator(".llg-more").is_visible()
@@ -144,17 +214,55 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
 
             # 4. Cancel during the blocking run(): it stops the sweep while the cell still runs
             grid4 = out(7)
-            _wait(lambda: grid4.locator(".llg-cell.st-done").count() >= 2, 40, "two finished calls in the run() grid")
+            _wait(lambda: grid4.locator(".llg-cell.st-done").count() >= 2, 120, "two finished calls in the run() grid")
             grid4.locator("button.llmlab-cancel").click()
-            _wait(lambda: "RUN-CANCEL" in out(7).inner_text(), 30, "the cancelled run() to return")
-            line = [ln for ln in out(7).inner_text().splitlines() if ln.startswith("RUN-CANCEL")][0].split()
+            _wait(lambda: "RUN-CANCEL" in out(7).inner_text(), 120, "the cancelled run() to return")
+            line = _line(out(7).inner_text(), "RUN-CANCEL")
             assert line[1] == "cancelled", line
-            assert 2 <= int(line[2]) < 12  # finished calls kept, the rest never sent
-            assert float(line[3]) < 10.0  # uncancelled it takes ~15 s
-            assert grid4.locator(".llg-cell.st-cancelled").count() == 12 - int(line[2])
+            kept4 = int(line[2])
+            assert 2 <= kept4 < 12  # finished calls kept, the rest never sent or cancelled in flight
+            _wait(lambda: "stopped: cancelled" in grid4.locator(".llg-head").inner_text(), 60, "the run() grid header")
+            assert grid4.locator(".llg-cell.st-cancelled").count() == 12 - kept4
+            # ... and the same sweep run again resumes from the cache
+            grid5 = out(8)
+            _wait(lambda: "RESUME" in out(8).inner_text(), 120, "the resumed run() to return")
+            assert _line(out(8).inner_text(), "RESUME")[1:] == ["None", "12", str(kept4), "12"]
+            _wait(lambda: "finished" in grid5.locator(".llg-head").inner_text(), 60, "the resumed grid header")
+            assert grid5.locator(".llg-cell.st-cached").count() == kept4
+            assert grid5.locator(".llg-cell.st-done").count() == 12 - kept4
+            assert f"{kept4} cached" in grid5.locator(".llg-head").inner_text()
+            assert grid5.locator(".st-cached .llg-badge").first.inner_text().lower() == "cached"
 
+            # 5. faults: retrying shown while the Retry-After runs, errors with their message
+            grid6 = out(9)
+            _wait(lambda: "FAULTS" in out(9).inner_text(), 120, "the faulty sweep to return")
+            assert _line(out(9).inner_text(), "FAULTS")[1:] == ["4", "2", "4"]
+            _wait(lambda: "finished" in grid6.locator(".llg-head").inner_text(), 60, "the faulty grid header")
+            head6 = grid6.locator(".llg-head").inner_text()
+            assert head6.startswith("4/4 calls") and "2 errors" in head6 and "4 retries" in head6, head6
+            assert grid6.locator(".llg-cell.st-done").count() == 2
+            assert grid6.locator(".llg-cell.st-error").count() == 2
+            for face in grid6.locator(".st-error .llg-txt").all_inner_texts():
+                assert "404" in face and "no-such-model" in face, face
+            seen6 = history(9)
+            assert len(seen6) == 4 and all("retrying" in [s for s, _ in steps] for steps in seen6.values()), seen6
+            assert sorted(steps[-1][0] for steps in seen6.values()) == ["done", "done", "error", "error"], seen6
+            # the states look different: each has its own badge colour
+            colours = {state: grid6.locator(f".st-{state} .llg-badge").first.evaluate(
+                "e => getComputedStyle(e).backgroundColor") for state in ("done", "error")}  # fmt: skip
+            colours["cached"] = grid5.locator(".st-cached .llg-badge").first.evaluate(
+                "e => getComputedStyle(e).backgroundColor")
+            colours["cancelled"] = grid4.locator(".st-cancelled .llg-badge").first.evaluate(
+                "e => getComputedStyle(e).backgroundColor")
+            assert len(set(colours.values())) == 4, colours
+
+            # what the browser saw, for a human reading the artifacts
+            (ARTIFACTS / "grid-updates.json").write_text(json.dumps(
+                {"run_s": run_s, "tokens": tokens, **page.evaluate("window.__llg")}, indent=1), encoding="utf-8")
             page.screenshot(path=str(ARTIFACTS / "grid-final.png"), full_page=True)
             cells.nth(6).screenshot(path=str(ARTIFACTS / "grid-details.png"))  # scrolls the cell into view
             cells.nth(7).screenshot(path=str(ARTIFACTS / "grid-run-cancelled.png"))
+            cells.nth(8).screenshot(path=str(ARTIFACTS / "grid-resumed-cached.png"))
+            cells.nth(9).screenshot(path=str(ARTIFACTS / "grid-errors-retries.png"))
         finally:
             browser.close()

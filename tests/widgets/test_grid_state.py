@@ -82,7 +82,7 @@ def test_state_machine_follows_runner_events():
     assert st.cells[a].text == "A rainbow is light."
     clock[0] = 103.5
     header = st.header_text()
-    assert header.startswith("6/8 calls · 3.5 s · $0.0015 of $0.01 budget")
+    assert header.startswith("6/8 calls · 3.5 s · $0.00150 of $0.01 budget")
     assert "1 errors" in header and "1 cached" in header and "2 cancelled" in header and "1 retries" in header
     html = render_html(st)
     for state in ("done", "cancelled", "error", "cached", "skipped", "queued"):
@@ -95,6 +95,19 @@ def test_state_machine_follows_runner_events():
     assert st.header_text().endswith("stopped: cancelled")
     # calls cancelled while waiting for a slot get no event: the end of the sweep marks them
     assert st.cells[g].state == st.cells[h].state == "cancelled" and st.done == 8
+
+
+def test_small_costs_stay_visible_in_cells_and_header():
+    specs = _specs()
+    a, b = specs[0].call_id, specs[1].call_id
+    st = GridState(specs, budget_usd=0.5)
+    st.apply(_ev("finished", a, row=_row(a, cost_usd=1.834e-06)))
+    st.apply(_ev("finished", b, row=_row(b, cost_usd=2.2e-07)))
+    assert "$0.00000205 of $0.5 budget" in st.header_text()  # not "$0.0000"
+    html = render_html(st)
+    assert "3 tok · $0.00000183<" in html and "3 tok · $0.000000220<" in html
+    st.apply(_ev("finished", specs[2].call_id, row=_row(specs[2].call_id, cost_usd=12.5)))
+    assert "$12.5000" in st.header_text()
 
 
 def test_unknown_call_ids_are_ignored():
