@@ -8,6 +8,8 @@ of them to columns, with dots turned into underscores; both are read.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import time
@@ -22,7 +24,7 @@ from .errors import ConfigError, QueryError, redact
 
 PAGE = 1000
 _STANDARD = {"time", "trace_id", "span_id", "parent_id", "resource", "operation", "start", "duration", "message",
-             "service", "status", "span_kind", "source"}  # fmt: skip
+             "service", "status", "span_kind", "source", "error_message", "error_type", "error_stack"}  # fmt: skip
 
 
 def base_url(config: Config) -> str:
@@ -86,6 +88,18 @@ def _anyvalue(v: dict[str, Any]) -> Any:
     return None
 
 
+def _hex_id(value: Any) -> str | None:
+    """A span/trace id from a ``message``: OTLP/JSON writes hex, Go's protojson base64."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) in (16, 32) and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value.lower()
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (ValueError, binascii.Error):
+        return value
+
+
 @dataclasses.dataclass
 class DecodedPoint:
     """One DataKit tracing point with its ``message`` JSON unpacked."""
@@ -128,15 +142,19 @@ def decode_point(point: dict[str, Any]) -> DecodedPoint:
                         and e.get("timeUnixNano")), None)  # fmt: skip
     status_obj = message.get("status") or {}
     resource_attrs = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in (message.get("resource") or {}).get("attributes", [])}
-    parent = message.get("parentSpanId") or point.get("parent_id")
+    # DataKit's hex id columns first: its message writes ids in base64 (Go protojson), or not at
+    # all (clean_message, the default)
+    parent = point.get("parent_id") or _hex_id(message.get("parentSpanId"))
     return DecodedPoint(
-        trace_id=message.get("traceId") or point.get("trace_id"), span_id=message.get("spanId") or point.get("span_id"),
+        trace_id=point.get("trace_id") or _hex_id(message.get("traceId")),
+        span_id=point.get("span_id") or _hex_id(message.get("spanId")),
         parent_id=None if parent in (None, "", "0") else parent,
         name=message.get("name") or point.get("resource") or point.get("operation"),
         service=point.get("service") or resource_attrs.get("service.name"), kind=point.get("span_kind"),
         start_ns=start_ns, end_ns=end_ns,
-        is_error=point.get("status") == "error" or status_obj.get("code") == "STATUS_CODE_ERROR",
-        error=status_obj.get("message") or "", attrs=attrs, first_chunk_ns=first_chunk,
+        is_error=point.get("status") == "error" or status_obj.get("code") in ("STATUS_CODE_ERROR", 2),
+        # with clean_message DataKit drops the status and keeps the exception's text as error_message
+        error=status_obj.get("message") or point.get("error_message") or "", attrs=attrs, first_chunk_ns=first_chunk,
     )  # fmt: skip
 
 

@@ -158,6 +158,17 @@ def is_llm_span(name: str | None, attrs: Mapping[str, Any]) -> bool:
     return kind in ("chat", "completion")
 
 
+def datakit_times(start_ns: int | None, end_ns: int | None) -> tuple[int | None, int | None]:
+    """A span's start and end at DataKit's precision: it stores ``start`` and ``duration`` in
+    whole microseconds (truncated), so every source rounds the same way and agrees exactly."""
+    if start_ns is None:
+        return None, end_ns
+    start_us = int(start_ns) // 1000
+    if end_ns is None:
+        return start_us * 1000, None
+    return start_us * 1000, (start_us + (int(end_ns) - int(start_ns)) // 1000) * 1000
+
+
 def row_from_span(
     attrs: Mapping[str, Any],
     *,
@@ -178,10 +189,11 @@ def row_from_span(
     first ``gen_ai.content.completion.chunk`` event, used for TTFT when llmlab did not record it.
     """
     prompt, completion, finish = prompt_and_completion(attrs)
+    start_ns, end_ns = datakit_times(start_ns, end_ns)
     latency = (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None
     ttft = _num(_first(attrs, A_TTFT_MS))
     if ttft is None and first_chunk_ns is not None and start_ns is not None:
-        ttft = (first_chunk_ns - start_ns) / 1e6
+        ttft = (int(first_chunk_ns) // 1000 * 1000 - start_ns) / 1e6  # µs, like the start
     input_tokens = _num(_first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"), int)
     output_tokens = _num(_first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"), int)
     total_tokens = _num(_first(attrs, "gen_ai.usage.total_tokens", "llm.usage.total_tokens"), int)

@@ -72,8 +72,10 @@ def _frame_from_arrow(table: Any) -> pd.DataFrame:
 
     n = table.num_rows
     extras = table["extras"].to_pylist() if table["extras"].null_count < n else []
-    start = table["start_ns"].to_numpy()
-    end = table["end_ns"].to_numpy()
+    # DataKit's microsecond precision, as schema.datakit_times does for the other sources
+    start_ns = table["start_ns"].to_numpy()
+    start = start_ns // 1000 * 1000
+    end = start + (table["end_ns"].to_numpy() - start_ns) // 1000 * 1000
     table = table.drop_columns(["rowid", "start_ns", "end_ns", "extras"])
     df = table.to_pandas(types_mapper=lambda t: {pa.float64(): pd.Float64Dtype(), pa.int64(): pd.Int64Dtype()}.get(t))
     df["start_time"] = pd.to_datetime(start, unit="ns", utc=True)
@@ -94,10 +96,36 @@ def _frame_from_arrow(table: Any) -> pd.DataFrame:
     return _finish(df)
 
 
+_PANDAS3 = int(pd.__version__.split(".", 1)[0]) >= 3
+_TEXT_COLUMNS = [c for c in schema.CANONICAL_COLUMNS + schema.EXTRA_COLUMNS
+                 if c not in schema.FLOAT_COLUMNS | schema.INT_COLUMNS | schema.BOOL_COLUMNS | schema.TIME_COLUMNS]  # fmt: skip
+
+
+def _text_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """One dtype for the text columns whatever the source (an all-NA column would otherwise be
+    ``object`` from one source and ``str`` from another), so frames from the local store and
+    from DataKit compare equal."""
+    for col in _TEXT_COLUMNS:
+        s = df[col]
+        df[col] = s.astype("str") if _PANDAS3 else s.astype(object).where(s.notna(), None)
+    return df
+
+
+def _dedupe_points(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per span: a span DataKit stored twice (an export whose answer was lost and was
+    re-sent; DataKit does not de-duplicate) is one call."""
+    if df.empty:
+        return df
+    keyed = df["span_id"].notna() & df["trace_id"].notna()
+    dup = keyed & df.duplicated(["trace_id", "span_id"], keep="first")
+    return df[~dup].reset_index(drop=True) if dup.any() else df
+
+
 def _finish(df: pd.DataFrame) -> pd.DataFrame:
     from .pricing import price
 
     df = schema.coerce(df)
+    df = _text_dtypes(_dedupe_points(df))
     df = _dedupe_attempts(df)
     if not df.empty:
         df = price(df)

@@ -47,13 +47,26 @@ def generation(db: sqlite3.Connection) -> int:
 def _table_from_sql(db: sqlite3.Connection, where: str, params: list[Any]) -> pa.Table:
     """LLM spans matching ``where`` as an Arrow table (SQLite builds one JSON array per column)."""
     names = SCHEMA.names
-    exprs = ["rowid"] + [f'"{c}"' for c in ENVELOPE] + [f'"{n}"' for n, _ in SPAN_VALUE_COLUMNS] + [
+    exprs = ["rowid"] + [f'"{c}"' for c in ENVELOPE] + [_exact(n, k) for n, k in SPAN_VALUE_COLUMNS] + [
         "CASE WHEN row_json != '{}' THEN row_json END"
     ]
     select = ", ".join(f"json_group_array({e})" for e in exprs)
     row = db.execute(f"SELECT {select} FROM (SELECT * FROM spans WHERE {where} ORDER BY rowid)", params).fetchone()
-    arrays = [pa.array(json.loads(v), type=SCHEMA.field(i).type) for i, v in enumerate(row)]
+    arrays = []
+    for i, v in enumerate(row):
+        kind = SCHEMA.field(i).type
+        # REAL columns arrive as round-trip text (see _exact); Arrow parses them in C
+        arrays.append(pa.array(json.loads(v), type=pa.string()).cast(kind) if kind == pa.float64() else
+                      pa.array(json.loads(v), type=kind))  # fmt: skip
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _exact(name: str, kind: str) -> str:
+    """The SQL expression of one value column. SQLite's JSON writes a REAL with 15 significant
+    digits, which changes the value; 17 (``%!.17g``) round-trip exactly."""
+    if kind == "REAL":
+        return f"""CASE WHEN "{name}" IS NOT NULL THEN printf('%!.17g', "{name}") END"""
+    return f'"{name}"'
 
 
 class SpanColumns:

@@ -50,7 +50,8 @@ def _emit(url: str, service: str, attrs: dict, *, error: bool = False, chunks: i
         span = tracer.start_span("openai.chat", kind=SpanKind.CLIENT, attributes=attrs, start_time=start)
         for i in range(chunks):
             span.add_event("gen_ai.content.completion.chunk", timestamp=start + (i + 1) * 50_000_000)
-        if error:
+        if error:  # as the OpenAI instrumentation does: an exception event and the status
+            span.record_exception(RuntimeError("boom: upstream 500"))
             span.set_status(Status(StatusCode.ERROR, "boom: upstream 500"))
         span.end(end_time=start + 400_000_000)
     provider.shutdown()

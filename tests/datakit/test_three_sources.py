@@ -1,0 +1,76 @@
+"""ll.spans() gives the same frame for the same calls from the local store, the embedded collector
+and a real DataKit's DQL answer shape (clean_message on and off): same columns, dtypes, values."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import llmlab as ll
+from llmlab.collector import ensure_embedded
+from llmlab.tracing import flush
+from llmlab.tracing.export import drain
+from tests.datakit.datakit_shape import DataKitShape
+from tests.datakit.test_read_back import LEGACY, NEW_GEN, _emit
+
+
+def _by_span(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("span_id").reset_index(drop=True)
+
+
+@pytest.fixture
+def shapes():
+    made: list[DataKitShape] = []
+
+    def make(upstream: str, clean_message: bool) -> DataKitShape:
+        made.append(DataKitShape(upstream, clean_message))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def test_local_embedded_and_real_datakit_agree_on_every_column(counting_provider, shapes, home):
+    home.mkdir(parents=True, exist_ok=True)
+    prices = {"okp/tiny": {"input": 1.5, "output": 6.0}, "badp/tiny": {"input": 1.5, "output": 6.0}}
+    (home / "prices.json").write_text(json.dumps(prices))
+    counting_provider("okp")
+    bad = counting_provider("badp")
+    bad.fail_first, bad.status = 10**6, 400  # every call fails, and 400 is not retried: error spans
+    config = ll.configure(datakit="embedded")
+    res = ll.Sweep(prompts=["What is rain?", "Name a cloud", "你好"], models=["okp/tiny", "badp/tiny"],
+                   temperature=[0.0, 0.7], max_tokens=6, repeats=2).run(display=False, concurrency=4)  # fmt: skip
+    assert (res.df["status"] == "error").sum() == 12 and (res.df["status"] == "ok").sum() == 12
+    flush()
+    assert drain(config)["pending"] == 0
+
+    local = _by_span(ll.spans(sweep_id=res.sweep_id, source="local"))
+    embedded = _by_span(ll.spans(sweep_id=res.sweep_id, source="datakit"))
+    assert len(local) == 24 and (local["cost_usd"] > 0).sum() == 12 and local["sweep_id"].notna().all() and local["call_id"].notna().all()
+    assert local["repeat"].notna().all() and local["prompt_id"].notna().all()
+    assert (local.loc[local["status"] == "error", "error"].str.len() > 0).all()
+    pd.testing.assert_frame_equal(local, embedded)
+
+    upstream = ensure_embedded(config)
+    for clean in (True, False):
+        ll.configure(datakit=shapes(upstream, clean).url)
+        real = _by_span(ll.spans(sweep_id=res.sweep_id, source="datakit"))
+        pd.testing.assert_frame_equal(local, real, obj=f"clean_message={clean}")
+
+
+def test_other_apps_read_the_same_from_the_embedded_collector_and_a_real_datakit(shapes):
+    config = ll.configure(datakit="embedded")
+    url = ensure_embedded(config)
+    _emit(url, "new-app", NEW_GEN)
+    _emit(url, "legacy-app", LEGACY, error=True)
+    embedded = _by_span(ll.spans(source="datakit"))
+    assert len(embedded) == 2
+    for clean in (True, False):
+        ll.configure(datakit=shapes(url, clean).url)
+        real = _by_span(ll.spans(source="datakit"))
+        pd.testing.assert_frame_equal(embedded, real, obj=f"clean_message={clean}")
+    legacy = real.set_index("service").loc["legacy-app"]
+    assert legacy["status"] == "error" and "boom" in legacy["error"] and legacy["workflow"] == "ask_workflow"
