@@ -40,13 +40,22 @@ def word_ops(a: str | None, b: str | None) -> list[WordOp]:
 
     Returns:
         A list of ``(tag, a_text, b_text)`` covering both texts in order; adjacent equal runs are
-        merged, so ``"".join(a_text)`` is ``a`` and ``"".join(b_text)`` is ``b``.
+        merged, so ``"".join(a_text)`` is ``a`` and ``"".join(b_text)`` is ``b``. Changes kept
+        apart only by whitespace become one replacement (``[-a computer-]{+their DNA+}``, not
+        ``[-a-]{+their+} [-computer-]{+DNA+}``), as git's word diff reads.
     """
     ta, tb = tokenize(a or ""), tokenize(b or "")
     matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
     ops: list[WordOp] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        ops.append((tag, "".join(ta[i1:i2]), "".join(tb[j1:j2])))  # type: ignore[arg-type]
+        op: WordOp = (tag, "".join(ta[i1:i2]), "".join(tb[j1:j2]))  # type: ignore[assignment]
+        if tag != "equal" and len(ops) >= 2 and ops[-1][0] == "equal" and ops[-1][1].isspace() and ops[-2][0] != "equal":
+            gap, prev = ops[-1], ops[-2]
+            left, right = prev[1] + gap[1] + op[1], prev[2] + gap[2] + op[2]
+            if left.strip() and right.strip():  # both sides keep real words: one readable replacement
+                del ops[-2:]
+                op = ("replace", left, right)
+        ops.append(op)
     return ops
 
 

@@ -903,7 +903,7 @@ def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *,
 class SweepDiff:
     """Outputs of two sweeps side by side with word-level differences (from :func:`diff`).
 
-    ``cells`` holds one row per common cell: prompt_id, settings, ``completion_a``,
+    ``cells`` holds one row per common cell: prompt_id, settings, ``prompt`` (a's), ``completion_a``,
     ``completion_b``, ``same``, ``similarity`` (0..1, word level) and ``marked`` (plain text with
     ``[-removed-]{+added+}`` markers). Printing gives plain text; a notebook renders a table with
     removed words struck through in red (left) and added words in green (right).
@@ -919,6 +919,14 @@ class SweepDiff:
         parts = [f"{c}={_norm(row[c])}" for c in CELL_SETTINGS if c in row.index and _norm(row[c]) not in ("",)]
         return ", ".join(parts)
 
+    @staticmethod
+    def _prompt(row: Any, quote: bool = False) -> str:
+        """The start of the cell's prompt (a's text), so a reader knows what was asked."""
+        from .charts import _snip
+
+        text = _snip(row.get("prompt"))
+        return (f' "{text}"' if quote else text) if text else ""
+
     def to_text(self) -> str:
         """Plain text: per cell, both outputs and the marked word diff."""
         shown = self._shown()
@@ -926,7 +934,7 @@ class SweepDiff:
         lines = [head]
         for _, row in shown.iterrows():
             lines.append("")
-            lines.append(f"── {row['prompt_id']}  {self._setting(row)}  (similarity {row['similarity']:.2f})")
+            lines.append(f"── {row['prompt_id']}{self._prompt(row, quote=True)}  {self._setting(row)}  (similarity {row['similarity']:.2f})")
             lines.append(f"a: {_shown_text(row['completion_a'])}")
             lines.append(f"b: {_shown_text(row['completion_b'])}")
             if not row["same"]:
@@ -952,6 +960,7 @@ class SweepDiff:
             ha, hb = html_pair(row["completion_a"], row["completion_b"])
             out.append(
                 f"<tr><td style='text-align:left;vertical-align:top'><code>{html.escape(str(row['prompt_id']))}</code><br>"
+                f"{html.escape(self._prompt(row))}<br>"
                 f"<small>{html.escape(self._setting(row))}</small></td>"
                 f"<td style='text-align:left;vertical-align:top;white-space:pre-wrap'>{ha}</td>"
                 f"<td style='text-align:left;vertical-align:top;white-space:pre-wrap'>{hb}</td>"
@@ -997,6 +1006,8 @@ def diff(a: Any, b: Any, prompt_id: str | Sequence[str] | None = None, *, match:
     sa, sb = _Side(a, "a"), _Side(b, "b")
     cells, how, _, _ = _pair(sa, sb, match)
     ia, ib = cells["ia"].to_numpy(), cells["ib"].to_numpy()
+    prompts = sa.df["prompt"] if "prompt" in sa.df else pd.Series([None] * len(sa.df), index=sa.df.index)
+    cells["prompt"] = prompts.iloc[ia].to_numpy(dtype=object) if len(cells) else []
     cells["completion_a"] = sa.df["completion"].iloc[ia].to_numpy(dtype=object) if len(cells) else []
     cells["completion_b"] = sb.df["completion"].iloc[ib].to_numpy(dtype=object) if len(cells) else []
     mask = pd.Series(True, index=cells.index)

@@ -31,6 +31,9 @@ def _result(sweep_id: str, rows: list[dict], **spec) -> ll.SweepResult:
     ("", "new", "{+new+}"),
     ("Explain: {text}", "Explain briefly: {text}", "Explain {+briefly+}: {text}"),
     ("今天天气很好", "今天天气不好", "今天天气[-很-]{+不+}好"),
+    # changes separated only by spaces read as one replacement, not word-by-word confetti
+    ("Sometimes a computer is the model", "You see their DNA is the model", "[-Sometimes a computer-]{+You see their DNA+} is the model"),
+    ("x a b y", "x c y", "x [-a b-]{+c+} y"),
 ])  # fmt: skip
 def test_word_diff_markers(a, b, marked):
     assert mark_plain(a, b) == marked
@@ -166,8 +169,8 @@ def test_compare_rejects_bad_input():
 
 def test_diff_side_by_side_on_known_outputs():
     a = _result("sw-a", [
-        {"prompt_id": "p1", "completion": "the quick brown fox", "temperature": 0.0},
-        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7},
+        {"prompt_id": "p1", "completion": "the quick brown fox", "temperature": 0.0, "prompt": "Name an animal."},
+        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7, "prompt": "Name an animal."},
         {"prompt_id": "p2", "completion": "uses <b>tags</b>", "temperature": 0.0},
     ])  # fmt: skip
     b = _result("sw-b", [
@@ -185,6 +188,7 @@ def test_diff_side_by_side_on_known_outputs():
     assert "3 cells, 2 differ" in text
     assert "a: the quick brown fox" in text and "b: the slow brown dog" in text
     assert "Δ: the [-quick-]{+slow+} brown [-fox-]{+dog+}" in text
+    assert '── p1 "Name an animal."  model=m, temperature=0.0' in text  # what was asked, not just its id
     page = d._repr_html_()
     assert ">quick</del>" in page and ">slow</ins>" in page and "&lt;" in page and "<b>tags" not in page
     only_p1 = ll.diff(a, b, prompt_id="p1", temperature=0.0)
