@@ -39,6 +39,10 @@ from .events import Event
 STATES = ("queued", "running", "retrying", "done", "error", "cached", "cancelled", "skipped")
 FINAL_STATES = frozenset({"done", "error", "cached", "cancelled", "skipped"})
 MAX_UPDATES_PER_S = 30.0  # the bound on front-end updates for the whole grid (issue 5)
+# one page of the grid holds about this many calls and at most this many settings (columns): the
+# browser and each update stay small however large the sweep
+MAX_CELLS_PER_PAGE = 200
+MAX_COLUMNS_PER_PAGE = 16
 
 _SETTING_NAMES = ("model", "temperature", "top_p", "max_tokens", "seed")
 _SHORT = {"temperature": "T", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed"}
@@ -331,8 +335,28 @@ class GridState:
             self.header_dirty = False
             return dirty
 
-    def pages(self, page_size: int) -> int:
-        return max(1, math.ceil(len(self.prompt_order) / max(1, page_size)))
+    def page_shape(self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE,
+                   max_columns: int = MAX_COLUMNS_PER_PAGE) -> tuple[int, int]:  # fmt: skip
+        """(prompts, columns) on one page: at most ``page_size`` prompts, ``max_columns`` settings
+        and about ``max_cells`` calls, so a wide sweep (many settings × repeats) pages too."""
+        reps = max((len(ids) for ids in self.layout.values()), default=1)
+        cols = max(1, min(len(self.columns) or 1, max_columns, max_cells // reps))
+        rows = max(1, min(page_size, max_cells // (cols * reps)))
+        return rows, cols
+
+    def page_window(self, page: int, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE,
+                    max_columns: int = MAX_COLUMNS_PER_PAGE) -> tuple[list[int], range]:  # fmt: skip
+        """The prompt indices and column indices of page ``page`` (prompts page first, then settings)."""
+        rows, cols = self.page_shape(page_size, max_cells, max_columns)
+        row_blocks = max(1, math.ceil(len(self.prompt_order) / rows))
+        col_block, row_block = divmod(page, row_blocks)
+        first = col_block * cols
+        return (self.prompt_order[row_block * rows : (row_block + 1) * rows],
+                range(first, min(first + cols, len(self.columns))))  # fmt: skip
+
+    def pages(self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE) -> int:
+        rows, cols = self.page_shape(page_size, max_cells, max_columns)
+        return max(1, math.ceil(len(self.prompt_order) / rows)) * max(1, math.ceil(len(self.columns) / cols))
 
 
 def _key(value: Any) -> Any:
@@ -457,26 +481,32 @@ def _details(cell: Cell) -> str:
 class HtmlView:
     """Renders a :class:`GridState` page to HTML, re-rendering only the cells that changed."""
 
-    def __init__(self, state: GridState, page_size: int = 20) -> None:
+    def __init__(self, state: GridState, page_size: int = 20, max_cells: int = MAX_CELLS_PER_PAGE) -> None:
         self.state = state
         self.page_size = max(1, int(page_size))
+        self.max_cells = max(1, int(max_cells))
         self.page = 0
         self._cache: dict[str, str] = {}
+
+    def pages(self) -> int:
+        return self.state.pages(self.page_size, self.max_cells)
 
     def render(self, dirty: Iterable[str] = ()) -> str:
         st = self.state
         with st.lock:
             for call_id in dirty:
                 self._cache.pop(call_id, None)
-            pages = st.pages(self.page_size)
+            pages = self.pages()
             self.page = min(max(0, self.page), pages - 1)
-            shown = st.prompt_order[self.page * self.page_size : (self.page + 1) * self.page_size]
+            shown, columns = st.page_window(self.page, self.page_size, self.max_cells)
             esc = html.escape
             out = [_CSS, '<div class="llg"><div class="llg-head">', esc(st.header_text())]
-            if pages > 1:
+            if len(shown) < len(st.prompt_order):
                 out.append(esc(f" · prompts {shown[0] + 1}–{shown[-1] + 1} of {len(st.prompt_order)}"))
+            if len(columns) < len(st.columns):
+                out.append(esc(f" · settings {columns[0] + 1}–{columns[-1] + 1} of {len(st.columns)}"))
             out.append('</div><div class="llg-wrap"><table><thead><tr><th>prompt</th>')
-            for col in range(len(st.columns)):
+            for col in columns:
                 label = st.column_label(col)
                 out.append(f'<th title="{esc(label)}">{esc(label)}</th>')
             out.append("</tr></thead><tbody>")
@@ -484,7 +514,7 @@ class HtmlView:
                 prompt_id, prompt = st.prompts[p_index]
                 short = prompt if len(prompt) <= 120 else prompt[:120] + "…"
                 out.append(f'<tr><th class="llg-prompt" title="{esc(prompt_id)}">{esc(short)}</th>')
-                for col in range(len(st.columns)):
+                for col in columns:
                     out.append("<td>")
                     for call_id in st.layout.get((p_index, col), ()):
                         frag = self._cache.get(call_id)
@@ -497,9 +527,9 @@ class HtmlView:
             return "".join(out)
 
 
-def render_html(state: GridState, page: int = 0, page_size: int = 20) -> str:
+def render_html(state: GridState, page: int = 0, page_size: int = 20, max_cells: int = MAX_CELLS_PER_PAGE) -> str:
     """The HTML of one page of ``state`` (a pure function of the state)."""
-    view = HtmlView(state, page_size)
+    view = HtmlView(state, page_size, max_cells)
     view.page = page
     return view.render()
 
@@ -573,16 +603,18 @@ class SweepGrid:
         handle: the run's ``RunHandle``; without one there is no Cancel button.
         budget_usd: shown in the header as the spend limit.
         page_size: prompts (rows) per page.
+        max_cells: calls per page at most (about); a wide sweep pages over settings too.
         max_rate: front-end updates per second at most (capped at 30).
     """
 
     def __init__(self, sweep: Any, handle: Any = None, budget_usd: float | None = None, *, page_size: int = 20,
-                 max_rate: float = 15.0, specs: Sequence[CellSpec] | None = None) -> None:  # fmt: skip
+                 max_rate: float = 15.0, specs: Sequence[CellSpec] | None = None,
+                 max_cells: int = MAX_CELLS_PER_PAGE) -> None:  # fmt: skip
         import ipywidgets as w
 
         self.state = GridState(specs if specs is not None else specs_from_calls(sweep.calls), budget_usd)
         self.handle = handle
-        self.view = HtmlView(self.state, page_size)
+        self.view = HtmlView(self.state, page_size, max_cells)
         self.min_interval = 1.0 / min(float(max_rate), MAX_UPDATES_PER_S)
         self.updates = 0  # HTML pushes to the front end
         self._html = w.HTML(layout=w.Layout(width="100%"))
@@ -597,7 +629,7 @@ class SweepGrid:
         self._page_label = w.Label()
         self._prev.on_click(lambda _b: self.set_page(self.view.page - 1))
         self._next.on_click(lambda _b: self.set_page(self.view.page + 1))
-        paged = self.state.pages(self.view.page_size) > 1
+        paged = self.view.pages() > 1
         pager = [self._prev, self._page_label, self._next] if paged else []
         self._bar = w.HBox([self._cancel, *pager])
         self.widget = w.VBox([self._bar, self._html])
@@ -690,13 +722,13 @@ class SweepGrid:
 
     def set_page(self, page: int) -> None:
         """Show page ``page`` (0-based) of the prompts."""
-        self.view.page = min(max(0, page), self.state.pages(self.view.page_size) - 1)
+        self.view.page = min(max(0, page), self.view.pages() - 1)
         self._update_pager()
         self.view._cache.clear()
         self._push(force=True)
 
     def _update_pager(self) -> None:
-        pages = self.state.pages(self.view.page_size)
+        pages = self.view.pages()
         self._page_label.value = f"page {self.view.page + 1}/{pages}"
         self._prev.disabled = self.view.page <= 0
         self._next.disabled = self.view.page >= pages - 1
@@ -711,7 +743,7 @@ class SweepGrid:
         from IPython.display import display
 
         display(self.widget)
-        if self.handle is not None or self.state.pages(self.view.page_size) > 1:
+        if self.handle is not None or self.view.pages() > 1:
             route_clicks_to_subshell([self._cancel, self._prev, self._next])
 
     def _ipython_display_(self) -> None:
@@ -721,5 +753,5 @@ class SweepGrid:
         return f"SweepGrid({self.state.header_text()})"
 
 
-__all__ = ["MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
+__all__ = ["MAX_CELLS_PER_PAGE", "MAX_COLUMNS_PER_PAGE", "MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
            "render_html", "route_clicks_to_subshell", "specs_from_calls", "specs_from_rows"]

@@ -14,8 +14,8 @@ import pytest
 import llmlab as ll
 from llmlab.events import Event, EventBus
 from llmlab.runner import RunHandle, run_async, run_sync
-from llmlab.widgets import (MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html, route_clicks_to_subshell,
-                            specs_from_calls)
+from llmlab.widgets import (MAX_CELLS_PER_PAGE, MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html,
+                            route_clicks_to_subshell, specs_from_calls)
 
 
 
@@ -225,6 +225,35 @@ def test_thousands_of_calls_render_one_page_and_page_on(monkeypatch):
     assert route_clicks_to_subshell([grid._cancel]) is False  # no kernel here: clicks stay on the main shell
 
 
+
+
+def test_a_wide_sweep_pages_over_settings_too():
+    # 2 prompts x 2000 settings x 2 repeats: without column paging one page would hold 8000 calls
+    sweep = ll.Sweep(prompts=["a question", "another question"], models=["local/tiny"],
+                     temperature=[i / 100 for i in range(100)], top_p=[0.5 + i / 40 for i in range(20)],
+                     max_tokens=8, repeats=2, seed=1)  # fmt: skip
+    assert len(sweep.calls) == 8000
+    grid = SweepGrid(sweep, handle=RunHandle())
+    html = grid.html
+    on_page = html.count('class="llg-cell ')
+    assert 0 < on_page <= MAX_CELLS_PER_PAGE and len(html) < 300_000
+    assert html.count("<th title=") == 16  # settings columns on this page
+    assert "settings 1–16 of 2000" in html and "prompts" not in grid.state.header_text()
+    assert grid._page_label.value == "page 1/125"
+    grid._next.click()
+    assert "settings 17–32 of 2000" in grid.html
+    # every call is on exactly one page
+    seen: list[str] = []
+    for page in range(grid.view.pages()):
+        grid.set_page(page)
+        seen += re.findall(r'data-call="(\w+)"', grid.html)
+    assert sorted(seen) == sorted(c.call_id for c in sweep.calls)
+    # many repeats of few settings: fewer prompts per page, the whole cell's repeats together
+    tall = ll.Sweep(prompts=[f"q{i}" for i in range(40)], models=["local/tiny"], temperature=[0.0, 1.0],
+                    max_tokens=8, repeats=10, seed=1)  # fmt: skip
+    st = GridState(specs_from_calls(tall.calls))
+    assert st.page_shape(20) == (10, 2) and st.pages(20) == 4
+    assert render_html(st).count('class="llg-cell ') == 200
 
 
 def test_result_show_rerenders_from_stored_rows_without_requests(counting_provider, capsys):
