@@ -74,3 +74,18 @@ def test_other_apps_read_the_same_from_the_embedded_collector_and_a_real_datakit
         pd.testing.assert_frame_equal(embedded, real, obj=f"clean_message={clean}")
     legacy = real.set_index("service").loc["legacy-app"]
     assert legacy["status"] == "error" and "boom" in legacy["error"] and legacy["workflow"] == "ask_workflow"
+
+
+def test_a_span_datakit_stored_twice_is_one_row():
+    """DataKit does not de-duplicate: a batch whose answer was lost and was re-sent is stored twice."""
+    from llmlab.datakit_query import point_to_row
+    from llmlab.spans import rows_to_frame
+
+    point = {
+        "time": 1, "trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_id": "0", "service": "kimi_app", "status": "ok",
+        "resource": "openai.chat", "start": 1_700_000_000_000_000, "duration": 250_000, "message": "",
+        "gen_ai_request_model": "moonshot-v1-8k", "gen_ai_system": "OpenAI", "llm_request_type": "chat",
+    }  # fmt: skip
+    other = {**point, "span_id": "ef" * 8}
+    df = rows_to_frame([point_to_row(p) for p in (point, other, point)])
+    assert sorted(df["span_id"]) == ["cd" * 8, "ef" * 8]
