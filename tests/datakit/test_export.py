@@ -42,7 +42,7 @@ def _collector_count(url: str, sweep_id: str | None = None) -> int:
     return sum(sweep_id in str(v) for s in series for v in s["values"])
 
 
-def _wait(predicate, timeout: float = 20.0) -> bool:
+def _wait(predicate, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
