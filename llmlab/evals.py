@@ -457,15 +457,22 @@ def llm_judge(
         per_row.append(None if err or _is_na(text) else judge_prompt(prompt, str(text), rubric, scale, ref))
     unique = list(dict.fromkeys(p for p in per_row if p is not None))
     replies: dict[str, Any] = {}
+    failures: dict[str, Any] = {}
     if unique:
         from .sweep import Sweep
 
         sweep = Sweep(prompts=unique, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
         res = sweep.run(concurrency=concurrency, display=False, **run_kwargs)
         replies = _replies_by_prompt(res.df, sweep, unique)
+        failures = {p: e for p, e in _replies_by_prompt(res.df, sweep, unique, failed=True).items() if p not in replies}
     raw = [None if p is None else replies.get(p) for p in per_row]
     scores = [None if p is None else parse_judge_score(r, scale) for p, r in zip(per_row, raw)]
-    bad = sum(1 for p, s in zip(per_row, scores) if p is not None and s is None)
+    failed = sum(1 for p in per_row if p is not None and p in failures)
+    bad = sum(1 for p, s in zip(per_row, scores) if p is not None and s is None and p not in failures)
+    if failed:
+        first = next(iter(failures.values()))
+        warnings.warn(f"{failed} of {sum(p is not None for p in per_row)} judge calls to {model} failed "
+                      f"(e.g. {first}); those rows score NA", JudgeWarning, stacklevel=2)  # fmt: skip
     if bad:
         lo, hi = _scale(scale)
         warnings.warn(f"{bad} of {sum(p is not None for p in per_row)} judge replies had no score on the "
@@ -477,18 +484,22 @@ def llm_judge(
     return out
 
 
-def _replies_by_prompt(res_df: pd.DataFrame, sweep: Any, prompts: list[str]) -> dict[str, Any]:
-    """Judge replies keyed by judge prompt (by the prompt text, else via the sweep's prompt ids)."""
-    ok = res_df[~is_error(res_df)] if len(res_df) else res_df
+def _replies_by_prompt(res_df: pd.DataFrame, sweep: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
+    """Judge replies keyed by judge prompt (by the prompt text, else via the sweep's prompt ids);
+    with ``failed``, the error messages of the judge calls that failed instead."""
+    ok = res_df[is_error(res_df) == failed] if len(res_df) else res_df
+    column = "error" if failed else "completion"
     out: dict[str, Any] = {}
+    if column not in ok.columns:
+        return out
     if "prompt" in ok.columns:
-        for p, c in zip(ok["prompt"].tolist(), ok["completion"].tolist()):
+        for p, c in zip(ok["prompt"].tolist(), ok[column].tolist()):
             if isinstance(p, str) and p in prompts:
                 out.setdefault(p, c)
     if len(out) < len(prompts) and "prompt_id" in ok.columns and hasattr(sweep, "calls"):
         by_id = {getattr(c, "prompt_id", None): prompts[c.prompt_index] for c in sweep.calls
                  if getattr(c, "prompt_index", None) is not None and c.prompt_index < len(prompts)}  # fmt: skip
-        for pid, c in zip(ok["prompt_id"].tolist(), ok["completion"].tolist()):
+        for pid, c in zip(ok["prompt_id"].tolist(), ok[column].tolist()):
             if pid in by_id:
                 out.setdefault(by_id[pid], c)
     return out

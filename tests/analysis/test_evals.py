@@ -172,3 +172,17 @@ def test_llm_judge_skips_error_and_na_rows(df, monkeypatch):
     monkeypatch.setattr(sweep_mod, "Sweep", FakeSweep)
     out = evals.llm_judge(df)
     assert scores(out, "judge") == [0.9, 0.9, 0.9, 0.9, None, None, 0.9]
+
+
+def test_llm_judge_says_when_the_judge_calls_fail():
+    """A judge that cannot be reached (a real closed port) is reported as failed calls with the
+    error, not as replies "with no score"."""
+    import llmlab as ll
+    from llmlab.runner import RetryPolicy
+
+    ll.provider("deadjudge", base_url="http://127.0.0.1:9/v1", api_key_env=None)
+    frame = coerce(pd.DataFrame({"prompt": ["2+2?", "3+3?"], "completion": ["4", "6"], "status": ["ok", "ok"]}))
+    with pytest.warns(evals.JudgeWarning, match=r"2 of 2 judge calls to deadjudge/x failed \(e\.g\. .*Connection error") as record:
+        out = evals.llm_judge(frame, model="deadjudge/x", retry=RetryPolicy(max_attempts=1))
+    assert not any("no score" in str(w.message) for w in record)
+    assert scores(out, "judge") == [None, None] and out["judge_raw"].isna().all()
