@@ -8,7 +8,7 @@ import pytest
 
 from llmlab.errors import ValidationError
 from llmlab.schema import coerce
-from llmlab.stats import compare, group_label, higher_is_better, pareto_front, summary
+from llmlab.stats import compare, group_label, higher_is_better, holm, pareto_front, summary
 
 
 def frame(**cols):
@@ -174,8 +174,6 @@ def test_compare_interval_and_p_value_agree_with_scipy():
 
 
 def test_holm_adjustment_hand_computed():
-    from llmlab.stats import holm
-
     got = holm([0.01, 0.04, 0.03, 0.005, float("nan")])
     # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
     assert got[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(got[4])
@@ -187,7 +185,7 @@ def test_compare_corrects_for_many_comparisons_against_the_baseline():
     df = frame(temperature=np.repeat(np.arange(10) / 10, 20), latency_ms=rng.normal(100, 10, 200), status=["ok"] * 200)
     out = compare(df, metric="latency_ms", n_boot=1000)
     rows = out[~out["baseline"]]
-    assert rows["p_adj"].tolist() == pytest.approx(list(__import__("llmlab.stats").stats.holm(rows["p_value"])))
+    assert rows["p_adj"].tolist() == pytest.approx(list(holm(rows["p_value"])))
     assert (rows["p_adj"] >= rows["p_value"]).all()
     # all ten groups come from one distribution: nothing survives the correction, and no winner is named
     assert (rows["p_adj"] >= 0.05).all()
