@@ -21,6 +21,11 @@ events. Request headers are never stored (no ``Authorization``, no key, no cooki
 response header other than the content type. Transient failures (408/409/425/429/5xx) are not
 recorded: the retried attempt that succeeds is.
 
+Re-recording. The first recording to a path in a process starts the file afresh, so a re-recorded
+notebook's cassette holds exactly the requests it sends now (a removed prompt does not linger, and
+the diff shows it); later recordings to the same path in that process add to it, so several sweeps
+of one notebook can share a cassette.
+
 A request missing from a cassette in replay mode raises :class:`~llmlab.errors.ReplayMissError`
 naming the call (model, prompt snippet, call_id) — it never falls through to the network.
 """
@@ -59,6 +64,8 @@ MODES = ("record", "replay")
 #: Body fields that do not change the answer and may differ between runs (end-user ids, tags).
 VOLATILE_FIELDS = frozenset({"user", "metadata", "request_id"})
 _TRANSIENT = frozenset({408, 409, 425, 429})
+_recorded_paths: set[Path] = set()  # cassettes this process has recorded to (see "Re-recording")
+_recorded_lock = threading.Lock()
 _KEPT_RESPONSE_HEADERS = ("content-type", "content-encoding")
 
 
@@ -148,7 +155,13 @@ class Cassette:
         self.misses: list[ReplayMissError] = []
         self.recorded = 0
         self._lock = threading.Lock()
-        if self.path.exists():
+        fresh = False
+        if mode == "record":
+            with _recorded_lock:
+                resolved = self.path.resolve()
+                fresh = resolved not in _recorded_paths
+                _recorded_paths.add(resolved)
+        if self.path.exists() and not fresh:
             self._load()
         elif mode == "replay":
             raise ConfigError(

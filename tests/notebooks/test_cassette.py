@@ -4,6 +4,8 @@ a request missing from the cassette fails naming the call; secrets never reach t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -94,6 +96,29 @@ def test_replay_of_local_model_does_not_start_the_model_server(tmp_path):
     replayed = sweep.run(display=False, cache="replay", cassette=cassette)
     assert localmodel._server is None
     assert replayed.df[STABLE].equals(recorded.df[STABLE])
+
+
+def test_re_recording_starts_afresh_and_later_recordings_add(tmp_path):
+    cassette = tmp_path / "c.json"
+    # an earlier session recorded two questions (another process, as when a notebook is re-executed)
+    script = (f"import llmlab as ll; ll.configure(home={str(tmp_path / 'home')!r}, datakit=None); "
+              f"ll.Sweep(prompts=['What is a rainbow?', 'Why do we need sleep?'], models=['local/tiny'], "
+              f"temperature=0.0, max_tokens=6).run(display=False, cache='record', cassette={str(cassette)!r})")  # fmt: skip
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert len(json.loads(cassette.read_text())["interactions"]) == 2
+
+    def prompts() -> list[str]:
+        entries = json.loads(cassette.read_text())["interactions"].values()
+        return sorted(e["request"]["body"]["messages"][0]["content"] for e in entries)
+
+    # the question set changed: re-recording keeps exactly what this run sends
+    _sweep(prompts=("What is a rainbow?",), model="local/tiny", repeats=1, temperature=0.0).run(
+        display=False, cache="record", cassette=cassette)
+    assert prompts() == ["What is a rainbow?"]
+    # a second sweep of the same session adds to the cassette
+    _sweep(prompts=("How do plants make food?",), model="local/tiny", repeats=1, temperature=0.0).run(
+        display=False, cache="record", cassette=cassette)
+    assert prompts() == ["How do plants make food?", "What is a rainbow?"]
 
 
 def test_transient_failures_are_not_recorded(tmp_path):
