@@ -23,7 +23,10 @@ import pandas as pd
 
 from .errors import ValidationError
 
-__all__ = ["compare", "group_label", "higher_is_better", "holm", "pareto_front", "summary", "MIN_N", "TIMING_METRICS"]
+__all__ = [
+    "boot_p_value", "compare", "effect_size", "group_label", "higher_is_better", "holm", "pareto_front", "summary", "MIN_N",
+    "TIMING_METRICS",
+]
 
 TIMING_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms")
 
