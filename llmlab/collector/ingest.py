@@ -375,6 +375,8 @@ def metric_rows(req: ExportMetricsServiceRequest) -> list[tuple]:
         service = _service(rm.resource)
         res_json = dumps(json_format.MessageToDict(rm.resource))
         for sm in rm.scope_metrics:
+            # DataKit tags every point with the scope's name and attributes too
+            scope = {"name": sm.scope.name, "attributes": _attrs(sm.scope.attributes)} if sm.HasField("scope") else None
             for metric in sm.metrics:
                 kind = metric.WhichOneof("data")
                 if kind is None:
@@ -420,6 +422,8 @@ def metric_rows(req: ExportMetricsServiceRequest) -> list[tuple]:
                             "sum": dp.sum,
                             "quantiles": [{"quantile": q.quantile, "value": q.value} for q in dp.quantile_values],
                         }
+                    if scope is not None:
+                        data["scope"] = scope
                     rows.append(
                         (
                             service,

@@ -4,7 +4,8 @@ DataKit's OpenTelemetry input turns every OTLP metric data point into a point of
 ``otel_service`` (GuanceCloud cliutils ``otlp.ParseResourceMetricsV2``):
 
 - tags: the resource, scope and data-point attributes with dots turned into underscores
-  (``service.name`` → ``service_name``, ``gen_ai.token.type`` → ``gen_ai_token_type``), ``unit``,
+  (``service.name`` → ``service_name``, ``gen_ai.token.type`` → ``gen_ai_token_type``) less
+  :data:`DROPPED_KEYS` (``telemetry.sdk.*``, ``process.runtime.*``…), ``scope_name``, ``unit``,
   and ``__temporality`` (``cumulative``/``delta``) on sums;
 - a gauge or sum is one field named after the metric (``gen_ai.client.generation.choices``);
 - a histogram is one point with ``<name>_count``, ``<name>_sum``, ``<name>_min``, ``<name>_max``
@@ -67,6 +68,13 @@ def _anyvalue(v: dict[str, Any]) -> Any:
     return None
 
 
+#: Attributes DataKit drops from metric tags (cliutils ``droppedMetricAttributeKeys``).
+DROPPED_KEYS = frozenset({
+    "process.command_line", "process.executable.path", "process.runtime.description", "process.runtime.name",
+    "process.runtime.version", "telemetry.distro.name", "telemetry.distro.version", "telemetry.sdk.language",
+    "telemetry.sdk.name", "telemetry.sdk.version",
+})  # fmt: skip
+
 _RES_CACHE: dict[str, dict[str, str]] = {}
 
 
@@ -77,7 +85,8 @@ def _resource_tags(resource_json: str) -> dict[str, str]:
             res = json.loads(resource_json or "{}")
         except ValueError:
             res = {}
-        tags = {kv["key"].replace(".", "_"): _tag(_anyvalue(kv.get("value") or {})) for kv in res.get("attributes", [])}
+        tags = {kv["key"].replace(".", "_"): _tag(_anyvalue(kv.get("value") or {})) for kv in res.get("attributes", [])
+                if kv["key"] not in DROPPED_KEYS}  # fmt: skip
         if len(_RES_CACHE) > 256:
             _RES_CACHE.clear()
         _RES_CACHE[resource_json] = tags
@@ -93,8 +102,16 @@ def points_of_row(row: tuple[Any, ...]) -> list[dict[str, Any]]:
     data = json.loads(data_json)
     tags: dict[str, Any] = dict(_resource_tags(resource_json))
     tags.setdefault("service_name", service)
+    scope = data.get("scope")
+    if scope:  # resource, then scope, then data-point attributes, as DataKit merges them
+        for key, value in (scope.get("attributes") or {}).items():
+            if key not in DROPPED_KEYS:
+                tags[key.replace(".", "_")] = _tag(value)
+        if scope.get("name"):
+            tags["scope_name"] = scope["name"]
     for key, value in json.loads(attributes or "{}").items():
-        tags[key.replace(".", "_")] = _tag(value)
+        if key not in DROPPED_KEYS:
+            tags[key.replace(".", "_")] = _tag(value)
     tags["unit"] = unit
     temporality = _TEMPORALITY.get(data.get("aggregation_temporality"))
     if temporality is not None:

@@ -87,6 +87,9 @@ def test_histogram_points_have_datakit_shape(exported):
     assert first["test.latency_count"] == 4 and first["test.latency_sum"] == pytest.approx(2.65)
     assert first["test.latency_min"] == 0.05 and first["test.latency_max"] == 2.0
     assert first["unit"] == "s" and first["model"] == "tiny" and first["service_name"] == "svc"
+    # as DataKit: the scope's name is a tag, the SDK's telemetry.sdk.* resource attributes are dropped
+    assert first["scope_name"] == "tests" and not any(k.startswith("telemetry_sdk") for k in first)
+    assert _query(exported, "M::otel_service {scope_name = re('^tes'), `test.latency_count` >= 0}")[1] == 2
     buckets, _ = _query(exported, "M::otel_service {service_name = 'svc', `test.latency_bucket` >= 0} ORDER BY time ASC")
     # Prometheus-style cumulative bucket counts with an `le` tag, as DataKit writes them
     assert [(b["le"], b["test.latency_bucket"]) for b in buckets[:4]] == [("0.1", 1), ("0.5", 3), ("1", 3), ("+Inf", 4)]
