@@ -40,7 +40,7 @@ import pandas as pd
 from ._paths import DATA_DIR
 from .errors import ConfigError
 
-__all__ = ["PriceWarning", "cost_for", "load_prices", "lookup", "price", "SHIPPED_PRICES"]
+__all__ = ["PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table", "SHIPPED_PRICES"]
 
 #: The shipped price table.
 SHIPPED_PRICES = DATA_DIR / "prices.json"
@@ -96,18 +96,50 @@ def load_prices(extra: Mapping[str, Any] | str | Path | None = None) -> dict[str
         ConfigError: a price file or entry is malformed (names the file and the field).
     """
     shipped = json.loads(SHIPPED_PRICES.read_text(encoding="utf-8"))
-    models = _models_of(shipped, str(SHIPPED_PRICES))
+    models: dict[str, Any] = {}
+    for _, _, layer in _layers(extra):
+        models.update(layer)
+    return {"version": shipped.get("version"), "currency": shipped.get("currency", "USD"), "models": models}
+
+
+def _layers(extra: Mapping[str, Any] | str | Path | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(layer, where, {model: entry})`` in precedence order: shipped, home file, ``extra``."""
     from .config import get_config
 
+    out = [("shipped", str(SHIPPED_PRICES), _read_table(SHIPPED_PRICES))]
     user_file = get_config().home / "prices.json"
     if user_file.is_file():
-        models.update(_read_table(user_file))
-    if extra is not None:
-        if isinstance(extra, (str, Path)):
-            models.update(_read_table(Path(extra)))
-        else:
-            models.update(_models_of(extra, "prices"))
-    return {"version": shipped.get("version"), "currency": shipped.get("currency", "USD"), "models": models}
+        out.append(("home", str(user_file), _read_table(user_file)))
+    if isinstance(extra, (str, Path)):
+        out.append(("code", str(extra), _read_table(Path(extra))))
+    elif extra is not None:
+        out.append(("code", "prices= argument", _models_of(extra, "prices")))
+    return out
+
+
+def price_table(prices: Mapping[str, Any] | str | Path | None = None) -> pd.DataFrame:
+    """The merged price table as a DataFrame, one row per model, saying where each price comes from.
+
+    Args:
+        prices: extra prices, as for :func:`price` (shown as the ``code`` layer).
+
+    Returns:
+        Columns ``model, input, cached_input, output`` (USD per 1M tokens; ``cached_input`` NA
+        means billed like input), ``effective`` (the date the price applies from), ``source``,
+        ``layer`` (``shipped``, ``home`` for ``<LLMLAB_HOME>/prices.json`` or ``code`` for
+        ``prices=``; the later layer won). Sorted by model.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for layer, where, models in _layers(prices):
+        for name, entry in models.items():
+            rows[name] = {"model": name, "input": float(entry["input"]),
+                          "cached_input": None if entry.get("cached_input") is None else float(entry["cached_input"]),
+                          "output": float(entry["output"]), "effective": entry.get("effective"),
+                          "source": entry.get("source") or where, "layer": layer}  # fmt: skip
+    out = pd.DataFrame(sorted(rows.values(), key=lambda r: r["model"]),
+                       columns=["model", "input", "cached_input", "output", "effective", "source", "layer"])  # fmt: skip
+    out["cached_input"] = pd.array(out["cached_input"].astype(float), dtype="Float64")
+    return out
 
 
 _SUFFIX = re.compile(r"^(-(\d{4}-\d{2}-\d{2}|\d{8}|\d{6}|\d{4}|latest|preview|v\d+(\.\d+)*))+$")

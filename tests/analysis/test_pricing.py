@@ -11,7 +11,7 @@ import pytest
 
 from llmlab import config
 from llmlab.errors import ConfigError
-from llmlab.pricing import PriceWarning, cost_for, load_prices, lookup, price
+from llmlab.pricing import PriceWarning, cost_for, load_prices, lookup, price, price_table
 from llmlab.schema import coerce
 
 
@@ -113,6 +113,19 @@ def test_extra_prices_and_user_file_layering(_home):
     # no cached_input price → cached input billed like input
     df["cached_input_tokens"] = [0, 500_000]
     assert price(df)["cost_usd"][1] == pytest.approx(3.0)
+
+
+def test_price_table_shows_source_date_and_which_layer_won(_home):
+    (_home / "prices.json").write_text(json.dumps({"gpt-4o": {"input": 1.0, "output": 2.0}}))
+    table = price_table(prices={"my-model": {"input": 5.0, "output": 6.0, "source": "our contract"}}).set_index("model")
+    shipped = table.loc["gpt-4o-mini"]
+    assert (shipped["input"], shipped["cached_input"], shipped["output"]) == (0.15, 0.075, 0.6)
+    assert shipped["layer"] == "shipped" and shipped["effective"] == "2024-07-18" and "openai.com" in shipped["source"]
+    assert table.loc["gpt-4o", "layer"] == "home" and table.loc["gpt-4o", "source"] == str(_home / "prices.json")
+    assert pd.isna(table.loc["gpt-4o", "cached_input"]) and table.loc["gpt-4o", "input"] == 1.0
+    assert table.loc["my-model", "layer"] == "code" and table.loc["my-model", "source"] == "our contract"
+    assert table.loc["local/tiny", "source"] == "llmlab demo price, not a real cost"
+    assert list(table.index) == sorted(table.index)
 
 
 def test_bad_price_entries_are_config_errors(_home):
