@@ -297,6 +297,8 @@ def pareto(
                      "cost": m(c_vals), "latency": m(l_vals), "n": len(g)})  # fmt: skip
     points = pd.DataFrame(rows)
     rated = points[points["quality"].notna()]
+    if not len(rated):
+        return _empty(title, _no_values(df, quality))
     # an objective takes part only when every rated setting has it (an unknown cost is not a low one)
     minimize = [c for c in ("cost", "latency") if len(rated) and rated[c].notna().all()]
     left_out = [c for c in ("cost", "latency") if c not in minimize and rated[c].notna().any()]

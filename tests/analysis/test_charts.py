@@ -76,6 +76,9 @@ def test_error_only_frames_say_why_there_is_nothing_to_plot():
         assert len(fig.data) == 0
         assert "2 of 3 calls failed (e.g. HTTP 500: upstream down); 1 cache hit(s) have no timing" in _notes(fig)
     assert _notes(charts.latency(df.iloc[:2])).endswith("2 of 2 calls failed (e.g. HTTP 500: upstream down)")
+    scored = df.iloc[:2].assign(score=pd.array([None, None], dtype="Float64"))
+    pareto = charts.pareto(scored, quality="score")
+    assert len(pareto.data) == 0 and _notes(pareto) == "no score values: 2 of 2 calls failed (e.g. HTTP 500: upstream down)"
 
 
 def test_cost_bars_and_na_note():
