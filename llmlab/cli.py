@@ -101,12 +101,16 @@ def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: boo
     kwargs = dict(loaded.run_kwargs)
     if concurrency is not None:
         kwargs["concurrency"] = concurrency
-    res = loaded.sweep.run(display=not no_progress, **kwargs)
+    res = loaded.sweep.run(display=not no_progress, **kwargs)  # Ctrl-C: stops, keeps what finished
     click.echo(repr(res))
     _print_table(res.summary())
     if out:
         _write_frame(res.df, Path(out))
         click.echo(f"wrote {len(res.df)} rows to {out}")
+    if res.stopped == "cancelled":
+        click.echo(f"Cancelled: {len(res.df)} of {len(loaded.sweep.calls)} calls finished and are stored; "
+                   "run the same command again to send only the rest.", err=True)  # fmt: skip
+        raise click.exceptions.Exit(130)  # the shell's code for "stopped by Ctrl-C"
 
 
 @cli.command("spans")
@@ -217,16 +221,17 @@ _register_history(cli)
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="llmlab", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="llmlab", standalone_mode=False)
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         return 1
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # Ctrl-C outside a sweep
         click.echo("Aborted.", err=True)
-        return 1
+        return 130
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
-    return 0
+    # without standalone mode click returns a command's Exit code instead of raising it
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 if __name__ == "__main__":

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import random
+import signal
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import httpx
 import openai
@@ -416,7 +418,17 @@ class SweepRunner:
             self.handle._tasks.add(task)
             task.add_done_callback(self.handle._tasks.discard)
             tasks.append(task)
-        if tasks:
+        interrupted = False
+        try:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # the sweep itself was cancelled (a cancelled arun() task, Ctrl-C under asyncio.run):
+            # stop as cancel() does and record what finished, then let the cancellation go on
+            interrupted = True
+            self.handle.cancelled.set()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for client in self._clients.values():
             await client.close()
@@ -433,6 +445,8 @@ class SweepRunner:
         finish_experiment(self.store, self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished",
                           counts, list(self.rows.values()), self.skipped, time.monotonic() - started)
         self._emit("sweep_finished", **counts)
+        if interrupted:
+            raise asyncio.CancelledError
         if self.replay_misses:
             raise _combined_miss(self.replay_misses, len(calls))
 
@@ -506,7 +520,10 @@ class SweepRunner:
         stored = _for_store(row, call, self.config.trace_content)
         entry = None if row["status"] != "ok" else {k: stored[k] for k in _CACHE_FIELDS}
         # durable before reported: a crash after this point never re-sends the call
-        await asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry))
+        try:  # shielded: a cancel here must not cancel the write of a call already paid for
+            await asyncio.shield(asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry)))
+        except asyncio.CancelledError:
+            pass  # the write still lands (run() flushes the store before it returns)
         self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
@@ -703,14 +720,21 @@ async def run_async(sweep: Sweep, concurrency: int = 8, display: bool | None = N
 def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
     """Run ``sweep`` to completion from synchronous code, also when a loop already runs here
     (a Jupyter kernel): then the sweep runs on a fresh loop in a worker thread while this
-    thread waits."""
+    thread waits.
+
+    An interrupt (Ctrl-C, the kernel's stop button) stops the sweep the way ``cancel()`` does:
+    nothing more is sent, calls in flight are cancelled, finished calls are kept, and the
+    partial result is returned with ``stopped == "cancelled"`` (a second Ctrl-C in a script
+    raises KeyboardInterrupt at once).
+    """
+    handle = kwargs.get("handle") or RunHandle()
+    kwargs["handle"] = handle
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_async(sweep, **kwargs))
+        with _cancel_on_first_sigint(handle):
+            return asyncio.run(run_async(sweep, **kwargs))
     result: dict[str, Any] = {}
-    handle = kwargs.setdefault("handle", None) or RunHandle()
-    kwargs["handle"] = handle
 
     def target() -> None:
         try:
@@ -728,6 +752,26 @@ def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+@contextlib.contextmanager
+def _cancel_on_first_sigint(handle: RunHandle) -> Iterator[None]:
+    """In a script's main thread, make the first SIGINT cancel the sweep (keeping what finished)
+    instead of unwinding it; the next one raises KeyboardInterrupt as usual. Elsewhere (another
+    thread, a handler the user installed) signals are left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        handle.cancel()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 __all__ = ["RetryPolicy", "RunHandle", "SweepRunner", "is_transient", "run_async", "run_sync"]

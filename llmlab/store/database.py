@@ -76,6 +76,18 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     return applied
 
 
+def _settle(fut: concurrent.futures.Future[Any], value: Any, error: BaseException | None) -> None:
+    """Resolve a write's future. A waiter that gave up (a cancelled sweep task cancels the future it
+    awaited) does not undo the write, and must not kill the writer thread either."""
+    try:
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
 class Store:
     """Access to one home's database. Obtain it with :func:`get_store`."""
 
@@ -146,7 +158,7 @@ class Store:
             except sqlite3.OperationalError as exc:  # another process holds the write lock
                 if attempt == 19:
                     for _, fut in batch:
-                        fut.set_exception(StoreError(f"store is locked: {exc}"))
+                        _settle(fut, None, StoreError(f"store is locked: {exc}"))
                     return
                 time.sleep(0.05 * (attempt + 1))
         for fn, fut in batch:
@@ -164,13 +176,13 @@ class Store:
         except sqlite3.Error as exc:
             db.execute("ROLLBACK")
             for fut, _, _ in results:
-                fut.set_exception(StoreError(f"store commit failed: {exc}"))
+                _settle(fut, None, StoreError(f"store commit failed: {exc}"))
             return
         for fut, ok, value in results:
             if ok:
-                fut.set_result(value)
+                _settle(fut, value, None)
             else:
-                fut.set_exception(value if isinstance(value, Exception) else StoreError(str(value)))
+                _settle(fut, None, value if isinstance(value, Exception) else StoreError(str(value)))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every write queued so far is committed."""

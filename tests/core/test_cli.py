@@ -103,3 +103,51 @@ def test_serve_model_and_collector_commands(tmp_path):
         for p in procs:
             p.terminate()
             p.wait(10)
+
+
+def _stored(home) -> tuple[int, list]:
+    import sqlite3
+
+    db = home / "llmlab.db"
+    if not db.exists():
+        return 0, []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            done = con.execute("SELECT count(*) FROM calls WHERE status='ok'").fetchone()[0]
+            sweeps = con.execute("SELECT status, n_ok, n_errors, n_skipped FROM sweeps ORDER BY created_at").fetchall()
+            return done, sweeps
+    except sqlite3.OperationalError:  # not migrated yet
+        return 0, []
+
+
+def test_ctrl_c_stops_a_cli_sweep_keeps_what_finished_and_a_rerun_sends_the_rest(tmp_path):
+    import signal
+
+    home = tmp_path / "h"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("prompts: [" + ", ".join(f"'rain and sun {i}'" for i in range(8)) + "]\nmodels: [local/small]\n"
+                    "temperature: [0.0, 0.9]\nmax_tokens: 40\nseed: 1\nrun: {concurrency: 2}\n")  # fmt: skip
+    # SIGINT as a terminal sends it; set to Python's default in the child whatever the test runner inherited
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from llmlab.cli import main; "
+            f"sys.exit(main(['sweep', {str(spec)!r}, '--home', {str(home)!r}, '--no-progress']))")  # fmt: skip
+    env = {**os.environ, "LLMLAB_LOCAL_DELAY_MS": "25"}  # ~1 s per call: 16 calls take ~8 s
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while _stored(home)[0] < 2:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no call finished"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Cancelled:" in err and "run the same command again" in err
+    assert "stopped='cancelled'" in out
+    done, sweeps = _stored(home)
+    assert len(sweeps) == 1
+    status, n_ok, n_errors, n_skipped = sweeps[0]
+    # the sweep is on record as cancelled, every call accounted for, every finished one kept
+    assert status == "cancelled" and 2 <= n_ok == done < 16 and n_ok + n_errors + n_skipped == 16
+
+    again = _run("sweep", str(spec), "--home", str(home), "--no-progress")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"calls=16, errors=0, cached={done})" in again.stdout  # only the rest was sent

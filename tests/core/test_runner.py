@@ -168,3 +168,50 @@ def test_tokens_are_estimated_offline_when_the_provider_sends_no_usage():
     assert row["output_tokens"] == estimate_tokens(row["completion"])
     assert row["input_tokens"] == estimate_messages_tokens(list(sweep.calls[0].messages))
     assert row["total_tokens"] == row["input_tokens"] + row["output_tokens"]
+
+
+async def test_cancelling_the_arun_task_records_the_sweep_as_cancelled_and_keeps_what_finished(monkeypatch):
+    monkeypatch.setenv("LLMLAB_LOCAL_DELAY_MS", "5")
+    bus = EventBus()
+    seen: dict = {"finished": 0}
+    two_done = asyncio.Event()
+
+    def on_event(e) -> None:
+        if e.kind == "sweep_started":
+            seen["sweep_id"] = e.sweep_id
+        elif e.kind == "finished":
+            seen["finished"] += 1
+            if seen["finished"] == 2:
+                two_done.set()
+        elif e.kind == "sweep_finished":
+            seen["stopped"] = e.data["stopped"]
+
+    bus.subscribe(on_event)
+    sweep = ll.Sweep(prompts=[f"question {i}" for i in range(10)], temperature=[0.0, 0.5], max_tokens=8)
+    task = asyncio.ensure_future(sweep.arun(display=False, concurrency=2, bus=bus))
+    await two_done.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen["stopped"] == "cancelled"  # the displays were told
+    status, n_ok, n_skipped = get_store().read("SELECT status, n_ok, n_skipped FROM sweeps WHERE sweep_id=?",
+                                               (seen["sweep_id"],))[0]  # fmt: skip
+    assert status == "cancelled" and n_ok == seen["finished"] >= 2 and n_ok + n_skipped == 20
+    again = await sweep.arun(display=False, concurrency=4)  # finished calls were kept: served from the cache
+    assert int(again.df["cached"].sum()) == n_ok
+
+
+def test_a_write_whose_waiter_gave_up_still_lands_and_the_store_writer_lives_on():
+    """A cancelled sweep task cancels the store future it awaited; that must neither drop the write
+    (the call was paid for) nor kill the writer thread (every later write would hang)."""
+    import threading
+
+    store = get_store()
+    gate = threading.Event()
+    store.submit(lambda db: gate.wait(30))  # holds the writer, so the next write is still queued
+    fut = store.submit(lambda db: db.execute("CREATE TABLE gave_up (x)"))
+    assert fut.cancel()
+    gate.set()
+    store.flush()  # would time out if the writer thread had died on the cancelled future
+    assert store.read("SELECT count(*) FROM sqlite_master WHERE name='gave_up'") == [(1,)]
+    assert store.write(lambda db: 42) == 42
