@@ -9,7 +9,8 @@ Two layers, so the logic is testable without a browser:
   each cell is a ``<details>`` element, so clicking it opens the whole prompt, completion and call
   details in the browser without a round trip to the kernel).
 * :class:`SweepGrid` is the ipywidgets front: a Cancel button, paging buttons and **one** HTML
-  widget. The runner calls :meth:`SweepGrid.on_event` from its own thread at token rate; that only
+  widget (an anywidget that redraws like ipywidgets' HTML but keeps the cells a reader opened open
+  while the sweep streams). The runner calls :meth:`SweepGrid.on_event` from its own thread at token rate; that only
   updates the state. A flush thread pushes the page at most ``max_rate`` times a second (default
   15, well under the 30 updates/s bound) and only when something changed, and
   :meth:`SweepGrid.close_feed` pushes the exact final state. Re-rendering only the cells that
@@ -594,6 +595,44 @@ def route_clicks_to_subshell(buttons: Sequence[Any]) -> bool:
 
 # --- the widget -------------------------------------------------------------------------------
 
+# The page is drawn from the kernel's HTML as an ipywidgets HTML widget would, except that cells a
+# reader opened stay open: a plain HTML widget replaces its content at every redraw, closing an
+# opened cell within a fraction of a second while the rest of the sweep streams.
+_GRID_ESM = """
+function render({ model, el }) {
+  const draw = () => {
+    const open = new Set(Array.from(el.querySelectorAll("details.llg-cell[open]"), (d) => d.dataset.call));
+    el.innerHTML = model.get("value");
+    for (const d of el.querySelectorAll("details.llg-cell")) {
+      if (open.has(d.dataset.call)) d.open = true;
+    }
+  };
+  draw();
+  model.on("change:value", draw);
+  return () => model.off("change:value", draw);
+}
+export default { render };
+"""
+
+_grid_widget_class: list[type] = []
+
+
+def _grid_html_widget() -> type:
+    """The widget class that shows the grid's HTML (built once: anywidget compiles it on first use)."""
+    if not _grid_widget_class:
+        import anywidget
+        import traitlets
+
+        class GridHTML(anywidget.AnyWidget):  # type: ignore[misc]
+            """One page of the sweep grid as HTML; opened cells survive redraws."""
+
+            _esm = _GRID_ESM
+            value = traitlets.Unicode("").tag(sync=True)
+
+        _grid_widget_class.append(GridHTML)
+    return _grid_widget_class[0]
+
+
 
 class SweepGrid:
     """The live grid shown by ``sweep.run(display=True)`` in Jupyter (see the module docstring).
@@ -617,7 +656,7 @@ class SweepGrid:
         self.view = HtmlView(self.state, page_size, max_cells)
         self.min_interval = 1.0 / min(float(max_rate), MAX_UPDATES_PER_S)
         self.updates = 0  # HTML pushes to the front end
-        self._html = w.HTML(layout=w.Layout(width="100%"))
+        self._html = _grid_html_widget()(layout=w.Layout(width="100%"))
         self._html.add_class("llmlab-grid")
         self._cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
                                 tooltip="stop dispatching and cancel calls in flight", disabled=handle is None,

@@ -7,7 +7,8 @@ and for each call the sequence of states and text lengths it showed):
      DOM; the browser received at most 30 grid updates per second of the sweep (coalescing, end to
      end); every cell ends "done" with latency and tokens;
   2. a longer sweep started with ``asyncio.ensure_future(sweep.arun())``: the next cell executes
-     while it streams (the kernel stays responsive), the test clicks **Cancel** in the grid, and
+     while it streams (the kernel stays responsive); a finished cell clicked open stays open while
+     the grid keeps redrawing; the test clicks **Cancel** in the grid, and
      the awaited result says ``stopped='cancelled'`` with finished cells kept and the rest marked;
   3. ``res.show()`` re-renders the first grid from stored rows; clicking a cell opens its prompt,
      completion and call details;
@@ -186,6 +187,15 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             assert "RESPONSIVE False" in out(4).inner_text()
             _wait(lambda: grid2.locator(".llg-cell.st-done").count() >= 2, 120, "two finished calls in the arun grid")
             running_before = grid2.locator(".llg-cell.st-running").count()
+            # a finished cell opened while the rest streams stays open through the next redraws
+            opened = grid2.locator("details.llg-cell.st-done").first
+            call = opened.get_attribute("data-call")
+            opened.locator("summary").click()
+            drawn = page.evaluate("window.__llg.updates[3]")
+            _wait(lambda: page.evaluate("window.__llg.updates[3]") >= drawn + 3, 60, "three more redraws")
+            reopened = grid2.locator(f'details.llg-cell[data-call="{call}"]')
+            assert reopened.get_attribute("open") is not None
+            assert reopened.locator(".llg-more").is_visible() and "call_id" in reopened.locator(".llg-more").inner_text()
             page.screenshot(path=str(ARTIFACTS / "grid-streaming.png"), full_page=True)
             grid2.locator("button.llmlab-cancel").click()
             _wait(lambda: "ARUN-RESULT" in out(5).inner_text(), 120, "the cancelled sweep to return")
