@@ -14,6 +14,8 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
+import email.utils
 import json
 import logging
 import random
@@ -60,19 +62,32 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_seconds(exc: BaseException | None) -> float | None:
-    """The server's Retry-After (seconds or ms header), if any."""
+    """The server's Retry-After hint in seconds, if any: ``retry-after-ms``, or ``Retry-After``
+    as seconds or as an HTTP-date (RFC 9110; some gateways send that form)."""
     response = getattr(exc, "response", None)
     if response is None:
         return None
     headers = response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw:
-            try:
-                return max(0.0, float(raw) * scale)
-            except ValueError:
-                return None
-    return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def is_rate_limited(exc: BaseException | None) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import email.utils
 import hashlib
 import json
 import logging
@@ -60,6 +61,8 @@ class Faults:
         rate_slow: share whose first byte comes after ``slow_s`` (past the client's timeout).
         rate_cut: share whose stream is cut after a few events.
         retry_after_s: the Retry-After hint of a 429 (None: no header).
+        retry_after_date: send the hint only as an HTTP-date ``Retry-After`` (as some gateways do)
+            instead of ``retry-after-ms`` plus seconds.
         slow_s: delay of a slow first byte.
         seed: decisions are a function of (seed, request key, attempt number).
         max_faults_per_request: after this many faults a request key is always answered (None: no cap).
@@ -73,6 +76,7 @@ class Faults:
     rate_slow: float = 0.0
     rate_cut: float = 0.0
     retry_after_s: float | None = 0.02
+    retry_after_date: bool = False
     slow_s: float = 2.0
     seed: int = 0
     max_faults_per_request: int | None = None
@@ -188,7 +192,10 @@ class FaultApp:
         rng = random.Random(f"{f.seed}:{key}:{attempt}:how")
         if kind == "429":
             headers = []
-            if f.retry_after_s is not None:
+            if f.retry_after_s is not None and f.retry_after_date:
+                when = email.utils.formatdate(time.time() + f.retry_after_s, usegmt=True)
+                headers = [(b"retry-after", when.encode())]
+            elif f.retry_after_s is not None:
                 headers = [(b"retry-after-ms", str(int(f.retry_after_s * 1000)).encode()),
                            (b"retry-after", str(max(1, round(f.retry_after_s))).encode())]  # fmt: skip
             await self._error(send, 429, "Rate limit reached, please slow down", "rate_limit_error", auth, headers)

@@ -162,3 +162,17 @@ def test_a_running_sweep_picks_up_a_re_registered_rate_limit(fault):
     assert (res.df["status"] == "ok").all()
     after = sorted(fault.stats()["times"])[2:]  # the 6 requests sent after the change
     assert len(after) == 6 and _span_s(after) >= 1.8  # 2/s after a burst of 2, not the old 1000/s
+
+
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
+def test_retry_after_is_waited_for_whatever_its_form(fault, as_date):
+    # every request is rate-limited once, with a 2 s hint; the policy's own backoff is ~10 ms, so
+    # the gap between the two attempts shows whether the hint was honoured
+    fault.faults.rate_429, fault.faults.max_faults_per_request = 1.0, 1
+    fault.faults.retry_after_s, fault.faults.retry_after_date = 2.0, as_date
+    res = ll.Sweep(prompts=["rain"], models=["fault/tiny"], temperature=0.0, max_tokens=4).run(
+        display=False, retry=RetryPolicy(**FAST))
+    assert res.df["status"].tolist() == ["ok"] and res.df["retries"].tolist() == [1]
+    first, second = sorted(fault.stats()["times"])
+    assert second - first >= 1.0  # an HTTP-date has whole seconds: at least 1 s of the 2 s remain
+    assert res.df["latency_ms"].iloc[0] < res.df["queue_ms"].iloc[0]  # the wait is not latency
