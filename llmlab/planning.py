@@ -8,17 +8,27 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .sweep import Sweep
+    from .sweep import Call, Sweep
+
+#: Reply length assumed for a call that sets no max_tokens (used in the plan and for TPM limits).
+DEFAULT_OUTPUT_TOKENS = 256
 
 #: Rough seconds per call used for the time estimate when nothing was measured yet.
 _DEFAULT_SECONDS_PER_CALL = {"local": 0.05}
 _REMOTE_SECONDS_PER_CALL = 2.0
 
 
+def estimate_call_tokens(call: "Call") -> tuple[int, int]:
+    """(input, output) tokens of ``call`` estimated before sending: the prompt by the offline
+    estimator, the reply at its bound (``max_tokens``), else :data:`DEFAULT_OUTPUT_TOKENS`."""
+    from .tokens import estimate_messages_tokens
+
+    return estimate_messages_tokens(list(call.messages)), call.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+
+
 def estimate_plan(sweep: "Sweep", concurrency: int = 8) -> pd.DataFrame:
     """Build the plan frame for ``sweep`` (see :meth:`Sweep.plan`)."""
     from .pricing import cost_for, load_prices
-    from .tokens import estimate_messages_tokens
 
     table = load_prices()
     rows = []
@@ -26,8 +36,7 @@ def estimate_plan(sweep: "Sweep", concurrency: int = 8) -> pd.DataFrame:
     unpriced: set[str] = set()
     seconds = 0.0
     for call in sweep.calls:
-        est_in = estimate_messages_tokens(list(call.messages))
-        est_out = call.max_tokens or 256
+        est_in, est_out = estimate_call_tokens(call)
         cost = cost_for(call.qualified_model, est_in, est_out, table)
         if cost is None:
             unpriced.add(call.qualified_model)

@@ -396,6 +396,13 @@ class SweepRunner:
 
             raise ValidationError("concurrency", conc, "must be a positive integer")
         if budget is not None:
+            # a reply without a length bound has no worst-case cost: the budget could be passed
+            unbounded = next((c for c in self.sweep.calls if c.max_output_tokens is None), None)
+            if unbounded is not None:
+                from .errors import ValidationError
+
+                raise ValidationError("budget_usd", budget, "max_tokens=None leaves the length, and so the cost, of a "
+                                      "reply unbounded; set max_tokens to use a budget")  # fmt: skip
             # a model without a price would make the budget silently unenforceable
             unpriced = sorted({c.qualified_model for c in self.sweep.calls if self._cost(c.qualified_model, 1, 1) is None})
             if unpriced:
@@ -481,10 +488,9 @@ class SweepRunner:
             return True
         if self.stopped == "budget":
             return False  # once the budget is reached, nothing more is dispatched
-        from .tokens import estimate_messages_tokens
+        from .planning import estimate_call_tokens
 
-        est = self._cost(call.qualified_model, estimate_messages_tokens(list(call.messages)), call.max_tokens or 256)
-        est = est or 0.0
+        est = self._cost(call.qualified_model, *estimate_call_tokens(call)) or 0.0  # replies bounded: see preflight
         if self.spent_usd + self._reserved_usd + est > budget + 1e-12:
             return False
         self._reserved_usd += est
@@ -542,9 +548,9 @@ class SweepRunner:
         self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
-        from .tokens import estimate_messages_tokens
+        from .planning import estimate_call_tokens
 
-        est_in = estimate_messages_tokens(list(call.messages))
+        est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
         attempt = 0
         failures = {"rate_limited": 0, "other": 0}
@@ -570,7 +576,7 @@ class SweepRunner:
             async for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    window = await self._limits.acquire(call, est_in + (call.max_tokens or 256))
+                    window = await self._limits.acquire(call, est_tokens)
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
                     sent_at = time.monotonic()

@@ -74,6 +74,15 @@ class Call:
         content = users[-1].get("content", "") if users else ""
         return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
 
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The most tokens the reply may have: ``max_tokens``, else a swept ``max_completion_tokens``;
+        None when nothing bounds it (then its cost has no upper bound either)."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        bound = self.params.get("max_completion_tokens")
+        return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0 else None
+
     def request_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``client.chat.completions.create`` (without stream options)."""
         kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}

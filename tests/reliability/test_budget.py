@@ -67,3 +67,17 @@ def test_a_budget_on_a_model_without_a_price_is_refused_before_sending(fault):
     with pytest.raises(ValidationError, match=r"budget_usd=0\.5: model 'fault/tiny' has no price.*prices\.json"):
         _sweep(3).run(display=False, budget_usd=0.5)
     assert fault.stats()["requests"] == 0
+
+
+def test_a_budget_with_unbounded_replies_is_refused_before_sending(fault, home):
+    # without max_tokens a reply's length, and so its cost, has no upper bound: the cap could be passed
+    price_fault_models(home, tiny=(1.0, 1000.0))
+    sweep = ll.Sweep(prompts=["What is rain?", "What is snow?"], models=["fault/tiny"], temperature=0.0, max_tokens=None)
+    with pytest.raises(ValidationError, match=r"budget_usd=0\.5: max_tokens=None leaves .* unbounded; set max_tokens"):
+        sweep.run(display=False, budget_usd=0.5)
+    assert fault.stats()["requests"] == 0
+    # a swept max_completion_tokens bounds it too
+    bounded = ll.Sweep(prompts=["What is rain?"], models=["fault/tiny"], temperature=0.0, max_tokens=None,
+                       params={"max_completion_tokens": [8]})  # fmt: skip
+    res = bounded.run(display=False, budget_usd=0.5)
+    assert res.stopped is None and res.df["status"].tolist() == ["ok"] and res.df["output_tokens"].iloc[0] <= 8
