@@ -52,6 +52,28 @@ def _code_index(nb_path: Path, marker: str) -> int:
     return next(i for i, c in enumerate(code) if marker in _source(c))
 
 
+def _edit_answer(work: Path, model: str, question: str, first: str, keep_rest: bool) -> dict:
+    """Change the recorded greedy answer of ``model`` to ``question`` in the copied cassette: its
+    first streamed piece becomes ``first``, the later pieces stay (``keep_rest``) or are emptied."""
+    cassette = work / "cassettes" / "regression.json"
+    data = json.loads(cassette.read_text())
+    target = next(e for e in data["interactions"].values()
+                  if e["request"]["body"]["model"] == model and e["request"]["body"]["temperature"] == 0.0
+                  and e["request"]["body"]["messages"][0]["content"] == question)  # fmt: skip
+    replaced = False
+    for i, event in enumerate(target["response"]["events"]):
+        chunk = json.loads(event.removeprefix("data: ")) if event != "data: [DONE]" else {}
+        delta = (chunk.get("choices") or [{}])[0].get("delta", {})
+        if delta.get("content"):
+            if replaced and keep_rest:
+                break
+            delta["content"] = "" if replaced else first
+            replaced = True
+            target["response"]["events"][i] = "data: " + json.dumps(chunk)
+    cassette.write_text(json.dumps(data))
+    return target
+
+
 def test_committed_regression_notebook_passes(tmp_path):
     code, out, counts = _nbval(_copy(tmp_path))
     assert code == 0, out
@@ -61,20 +83,8 @@ def test_committed_regression_notebook_passes(tmp_path):
 
 def test_changed_model_output_makes_nbval_fail(tmp_path):
     work = _copy(tmp_path)
-    cassette = work / "cassettes" / "regression.json"
-    data = json.loads(cassette.read_text())
     # the model now answers one question with a different first word (a small, plausible drift)
-    target = next(e for e in data["interactions"].values()
-                  if e["request"]["body"]["model"] == "small" and e["request"]["body"]["temperature"] == 0.0
-                  and e["request"]["body"]["messages"][0]["content"] == "Why do we need sleep?")  # fmt: skip
-    for i, event in enumerate(target["response"]["events"]):
-        chunk = json.loads(event.removeprefix("data: ")) if event != "data: [DONE]" else {}
-        delta = (chunk.get("choices") or [{}])[0].get("delta", {})
-        if delta.get("content"):
-            delta["content"] = "Slumber"
-            target["response"]["events"][i] = "data: " + json.dumps(chunk)
-            break
-    cassette.write_text(json.dumps(data))
+    _edit_answer(work, "small", "Why do we need sleep?", "Slumber", keep_rest=True)
 
     code, out, counts = _nbval(work)
     assert code != 0, out
@@ -89,21 +99,8 @@ def test_changed_model_output_makes_nbval_fail(tmp_path):
 
 def test_drifted_answer_fails_the_regression_check_naming_the_call(tmp_path):
     work = _copy(tmp_path)
-    cassette = work / "cassettes" / "regression.json"
-    data = json.loads(cassette.read_text())
     # the model now gives an unrelated answer to one question: far below the baseline similarity bound
-    target = next(e for e in data["interactions"].values()
-                  if e["request"]["body"]["model"] == "tiny" and e["request"]["body"]["temperature"] == 0.0
-                  and e["request"]["body"]["messages"][0]["content"] == "What causes a rainbow?")  # fmt: skip
-    replaced = False
-    for i, event in enumerate(target["response"]["events"]):
-        chunk = json.loads(event.removeprefix("data: ")) if event != "data: [DONE]" else {}
-        delta = (chunk.get("choices") or [{}])[0].get("delta", {})
-        if delta.get("content"):
-            delta["content"] = "" if replaced else "Stock prices fell sharply on Tuesday."
-            replaced = True
-            target["response"]["events"][i] = "data: " + json.dumps(chunk)
-    cassette.write_text(json.dumps(data))
+    target = _edit_answer(work, "tiny", "What causes a rainbow?", "Stock prices fell sharply on Tuesday.", keep_rest=False)
 
     code, out, counts = _nbval(work)
     assert code != 0, out
