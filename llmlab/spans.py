@@ -39,8 +39,9 @@ def _dedupe_attempts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Canonical frame from canonical row dicts (priced, attempts deduplicated)."""
-    return _finish(pd.DataFrame(list(rows)))
+    """Canonical frame from canonical row dicts read from DataKit (priced, one row per span,
+    attempts deduplicated)."""
+    return _finish(pd.DataFrame(list(rows)), points=True)
 
 
 def _local(config: Config, sweep_id: str | None, since: int | None, until: int | None, limit: int | None) -> pd.DataFrame:
@@ -121,11 +122,13 @@ def _dedupe_points(df: pd.DataFrame) -> pd.DataFrame:
     return df[~dup].reset_index(drop=True) if dup.any() else df
 
 
-def _finish(df: pd.DataFrame) -> pd.DataFrame:
+def _finish(df: pd.DataFrame, points: bool = False) -> pd.DataFrame:
     from .pricing import price
 
     df = schema.coerce(df)
-    df = _text_dtypes(_dedupe_points(df))
+    if points:  # the local store keys spans by (trace_id, span_id): only DataKit can repeat one
+        df = _dedupe_points(df)
+    df = _text_dtypes(df)
     df = _dedupe_attempts(df)
     if not df.empty:
         df = price(df)
