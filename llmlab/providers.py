@@ -146,18 +146,25 @@ def providers() -> dict[str, Provider]:
 def split_model(model: str) -> tuple[str, str]:
     """``"moonshot/kimi-k2"`` → ``("moonshot", "kimi-k2")``; a bare name means ``openai``.
 
-    Only the first ``/`` splits, and only when the prefix is a registered provider, so names
-    like ``meta-llama/Llama-3-8B`` served by vLLM under provider ``openai`` keep working.
+    Only the first ``/`` splits. A prefix that is not a registered provider is an error (a typo
+    like ``moonshoot/kimi-k2`` must not be sent to OpenAI as a model name); a model whose own
+    name has a ``/``, like vLLM's ``meta-llama/Llama-3-8B``, is named with its provider:
+    ``openai/meta-llama/Llama-3-8B``, or ``vllm/meta-llama/Llama-3-8B`` after ``ll.provider("vllm", ...)``.
     """
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model={model!r}: must be a non-empty string like 'local/tiny' or 'gpt-4o-mini'")
-    if "/" in model:
-        head, tail = model.split("/", 1)
-        if head in _registry:
-            if not tail:
-                raise ConfigError(f"model={model!r}: missing the model name after '{head}/'")
-            return head, tail
-    return "openai", model
+    if "/" not in model:
+        return "openai", model
+    head, tail = model.split("/", 1)
+    with _lock:
+        known = sorted(_registry)
+    if head not in known:
+        raise ConfigError(f"model={model!r}: provider {head!r} is unknown; known: {', '.join(known)} (register it with "
+                          f"ll.provider({head!r}, base_url=...), or write 'openai/{model}' for a model of that name "
+                          "on the openai provider)")  # fmt: skip
+    if not tail:
+        raise ConfigError(f"model={model!r}: missing the model name after '{head}/'")
+    return head, tail
 
 
 def get_provider(name: str) -> Provider:

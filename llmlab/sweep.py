@@ -153,6 +153,12 @@ def _check_messages(msgs: list[Any], where: str) -> list[dict[str, Any]]:
             raise ValidationError(f"{where}[{j}]", m, "each message needs 'role' and 'content'")
         if m["role"] not in _MESSAGE_ROLES:
             raise ValidationError(f"{where}[{j}].role", m["role"], f"expected one of {sorted(_MESSAGE_ROLES)}")
+        content = m["content"]
+        # an assistant turn may carry only tool calls; any other message needs text (or content parts)
+        if not (m["role"] == "assistant" and content is None) and not (
+            (isinstance(content, str) and content.strip()) or (isinstance(content, list) and content)
+        ):
+            raise ValidationError(f"{where}[{j}].content", content, "empty message; give text or a list of content parts")
     return [dict(m) for m in msgs]
 
 
@@ -272,6 +278,8 @@ class Sweep:
         self.max_tokens = _as_list("max_tokens", max_tokens)
         self.seed = _as_list("seed", seed)
         self.repeats = repeats
+        if params is not None and not isinstance(params, Mapping):
+            raise ValidationError("params", params, "must be a dict of parameter name to a value or a list of values")
         self.params = dict(params or {})
         self._validate_scalars()
         self.rows = load_prompts(prompts)
@@ -282,8 +290,8 @@ class Sweep:
     def _validate_scalars(self) -> None:
         if self.name is not None and not isinstance(self.name, str):
             raise ValidationError("name", self.name, "must be a string")
-        if self.system is not None and not isinstance(self.system, str):
-            raise ValidationError("system", self.system, "must be a string")
+        if self.system is not None and (not isinstance(self.system, str) or not self.system.strip()):
+            raise ValidationError("system", self.system, "must be a non-empty string, or None for no system message")
         if self.template is not None and (not isinstance(self.template, str) or not self.template.strip()):
             raise ValidationError("template", self.template, "must be a non-empty string like 'Summarize: {text}'")
         for i, model in enumerate(self.models):
@@ -305,11 +313,19 @@ class Sweep:
             if v is not None:
                 _check_number("top_p", v, 0.0, 1.0, lo_open=True)
         self.max_tokens = [None if v is None else _check_positive_int("max_tokens", v) for v in self.max_tokens]
+        if any(split_model(m)[0] == "local" for m in self.models):
+            from .localmodel.server import MAX_TOKENS_LIMIT
+
+            too_big = next((v for v in self.max_tokens if v is not None and v > MAX_TOKENS_LIMIT), None)
+            if too_big is not None:  # the local server would refuse every call
+                raise ValidationError("max_tokens", too_big, f"the local models accept at most {MAX_TOKENS_LIMIT}")
         self.repeats = _check_positive_int("repeats", self.repeats)
         for v in self.seed:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise ValidationError("seed", v, "must be an integer or None")
         for key, values in self.params.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValidationError("params", key, "parameter names must be strings like 'presence_penalty'")
             if key in _RESERVED_PARAMS:
                 raise ValidationError(f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument")
             _as_list(f"params[{key!r}]", values)
@@ -324,10 +340,13 @@ class Sweep:
         fields: list[str] = []
         if self.template is not None:
             try:
-                fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
+                fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
             except ValueError as exc:
                 raise ValidationError("template", self.template, f"malformed: {exc}") from None
             for f in fields:
+                if not f:
+                    raise ValidationError("template", self.template, "placeholder {} must name a column, like {text}; "
+                                          "write {{ and }} for literal braces")  # fmt: skip
                 if not f.isidentifier():
                     raise ValidationError("template", self.template, f"placeholder {{{f}}} must be a plain column name")
         for i, row in enumerate(self.rows):
