@@ -470,6 +470,8 @@ def _details(cell: Cell) -> str:
                 "error"):  # fmt: skip
         value = row.get(key)
         if value is not None and not _isna(value) and value != "":
+            if key == "cost_usd" and isinstance(value, (int, float)):
+                value = _usd(float(value))  # rounding to 3 decimals would show a small cost as 0
             items.append((key, round(value, 3) if isinstance(value, float) else value))
     if cell.note and not row.get("error"):
         items.append(("note", cell.note))

@@ -106,6 +106,7 @@ def test_small_costs_stay_visible_in_cells_and_header():
     assert "$0.00000205 of $0.5 budget" in st.header_text()  # not "$0.0000"
     html = render_html(st)
     assert "3 tok · $0.00000183<" in html and "3 tok · $0.000000220<" in html
+    assert "<td>cost_usd</td><td>$0.00000183</td>" in html  # the details too
     st.apply(_ev("finished", specs[2].call_id, row=_row(specs[2].call_id, cost_usd=12.5)))
     assert "$12.5000" in st.header_text()
 
