@@ -57,6 +57,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx.TransportError)):
         return True
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota":
+            return False  # out of credit, not "too many requests": waiting will not help
         return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
     return False
 

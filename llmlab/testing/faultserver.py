@@ -68,6 +68,8 @@ class Faults:
         max_faults_per_request: after this many faults a request key is always answered (None: no cap).
         max_concurrent: answer 429 when more chat requests than this are in flight (a real limit).
         echo_auth: put the caller's ``Authorization`` header in error bodies (a careless provider).
+        quota_exhausted: answer every chat request 429 ``insufficient_quota``, as OpenAI does when
+            the account is out of credit (waiting does not help).
         delay_ms: per-token delay of the wrapped model server.
     """
 
@@ -82,6 +84,7 @@ class Faults:
     max_faults_per_request: int | None = None
     max_concurrent: int | None = None
     echo_auth: bool = False
+    quota_exhausted: bool = False
     delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
@@ -139,6 +142,8 @@ class FaultApp:
 
     def _decide(self, key: str, attempt: int) -> str:
         f = self.faults
+        if f.quota_exhausted:
+            return "quota"
         if f.max_faults_per_request is not None and self.faults_by_key[key] >= f.max_faults_per_request:
             return "ok"
         u = random.Random(f"{f.seed}:{key}:{attempt}").random()
@@ -190,6 +195,10 @@ class FaultApp:
                       receive: Any, send: Any) -> None:  # fmt: skip
         f = self.faults
         rng = random.Random(f"{f.seed}:{key}:{attempt}:how")
+        if kind == "quota":
+            await self._error(send, 429, "You exceeded your current quota, please check your plan and billing details.",
+                              "insufficient_quota", auth, code="insufficient_quota")  # fmt: skip
+            return
         if kind == "429":
             headers = []
             if f.retry_after_s is not None and f.retry_after_date:
@@ -224,11 +233,11 @@ class FaultApp:
         return message.get("type") == "http.disconnect"
 
     async def _error(self, send: Any, status: int, message: str, err_type: str, auth: str,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
+                     headers: list[tuple[bytes, bytes]] | None = None, code: str | None = None) -> None:  # fmt: skip
         if self.faults.echo_auth and auth:
             key = auth.split(" ", 1)[-1]  # like providers that quote the key back ("Incorrect API key: …")
             message = f"{message} (your API key {key} was used)"
-        payload = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": None}}).encode()
+        payload = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
         await send({"type": "http.response.body", "body": payload})

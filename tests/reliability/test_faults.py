@@ -176,3 +176,13 @@ def test_retry_after_is_waited_for_whatever_its_form(fault, as_date):
     first, second = sorted(fault.stats()["times"])
     assert second - first >= 1.0  # an HTTP-date has whole seconds: at least 1 s of the 2 s remain
     assert res.df["latency_ms"].iloc[0] < res.df["queue_ms"].iloc[0]  # the wait is not latency
+
+
+def test_an_exhausted_quota_is_an_error_at_once_not_twenty_retries(fault):
+    # OpenAI answers 429 "insufficient_quota" when the account is out of credit: retrying cannot help
+    fault.faults.quota_exhausted = True
+    res = ll.Sweep(prompts=["rain", "sun"], models=["fault/tiny"], temperature=0.0, max_tokens=4).run(
+        display=False, retry=RetryPolicy(**FAST))
+    assert res.df["status"].tolist() == ["error", "error"] and res.df["attempts"].tolist() == [1, 1]
+    assert res.df["error"].str.contains("HTTP 429: You exceeded your current quota").all()
+    assert fault.stats()["requests"] == 2
