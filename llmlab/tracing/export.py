@@ -3,11 +3,11 @@
 Every finished span is written to the store by the store's writer thread, in the same queue as
 the call rows, so a call reported finished has its span on disk too: a killed process loses no
 span of a finished call. Spans to export carry ``export_state = 0`` (pending); the
-:class:`OutboxExporter` thread leases batches of up to 512, POSTs them to
+:class:`OutboxExporter` thread leases batches of up to 512 spans and 4 MiB, POSTs them to
 ``<datakit>/otel/v1/traces`` and marks them delivered (1) on success. Connection errors,
 timeouts, 429 and 5xx leave them pending and back off; they go out automatically once DataKit
-answers again, or on ``llmlab replay``. A 4xx that will never succeed marks them rejected (2)
-with a warning. Delivery is at-least-once; the embedded collector stores each span once.
+answers again, or on ``llmlab replay``. A 413 splits the batch; a 4xx that will never succeed
+marks the spans rejected (2) with a warning. Delivery is at-least-once; the embedded collector stores each span once.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ log = logging.getLogger("llmlab.export")
 
 PENDING, DELIVERED, REJECTED = 0, 1, 2
 BATCH = 512
+#: Spans of one request add up to at most this many protobuf bytes (a single larger span goes
+#: alone): DataKit refuses bodies over 16 MiB, and spans carrying long prompts get there.
+BATCH_BYTES = 4 * 1024 * 1024
 LEASE_S = 60.0
 
 
@@ -215,14 +218,17 @@ class DeliveryFailed(Exception):
     """A batch could not be delivered now (it stays pending)."""
 
 
-def _claim(store: Any, limit: int) -> list[tuple[str, str, bytes]]:
+def _claim(store: Any, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[str, str, bytes]]:
     now = time.time()
 
     def fn(db: Any) -> list[tuple[str, str, bytes]]:
+        # the oldest pending spans, up to `limit` of them and `max_bytes` in all (at least one)
         return db.execute(
-            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM spans WHERE export_state = 0 "
-            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY start_ns LIMIT ?) RETURNING trace_id, span_id, otlp",
-            (now + LEASE_S, now, limit),
+            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, length(otlp) AS size, "
+            "sum(length(otlp)) OVER (ORDER BY start_ns, rowid ROWS UNBOUNDED PRECEDING) AS total FROM spans "
+            "WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY start_ns, rowid LIMIT ?) "
+            "WHERE total <= ? OR total = size) RETURNING trace_id, span_id, otlp",
+            (now + LEASE_S, now, limit, max_bytes),
         ).fetchall()
 
     return store.write(fn)
@@ -247,9 +253,30 @@ def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
     Raises DeliveryFailed (spans stay pending) when DataKit is down, slow or answers 429/5xx.
     """
     store = get_store(config.home)
-    rows = _claim(store, BATCH)
+    rows = _claim(store, BATCH, BATCH_BYTES)
     if not rows:
         return None
+    outcome: dict[int, list[tuple[str, str]]] = {DELIVERED: [], REJECTED: []}
+    try:
+        _post(config, client, rows, outcome)
+    finally:
+        # what was answered is settled; the rest (a failure stopped us) stays pending
+        done = set(outcome[DELIVERED]) | set(outcome[REJECTED])
+        for state in (DELIVERED, REJECTED):
+            if outcome[state]:
+                _settle(store, outcome[state], state)
+        rest = [(r[0], r[1]) for r in rows if (r[0], r[1]) not in done]
+        if rest:
+            _settle(store, rest, None)
+    return len(outcome[DELIVERED])
+
+
+def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes]],
+          outcome: dict[int, list[tuple[str, str]]]) -> None:  # fmt: skip
+    """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
+
+    Raises DeliveryFailed when DataKit is down, slow or answers 408/429/5xx.
+    """
     keys = [(r[0], r[1]) for r in rows]
     # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
     body = gzip.compress(b"".join(bytes(r[2]) for r in rows), compresslevel=5)
@@ -259,17 +286,19 @@ def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
         assert url is not None
         response = client.post(url, content=body, headers=headers)
     except Exception as exc:
-        _settle(store, keys, None)
         raise DeliveryFailed(redact(f"{type(exc).__name__}: {exc}")) from None
     if response.status_code < 300:
-        _settle(store, keys, DELIVERED)
-        return len(keys)
+        outcome[DELIVERED] += keys
+        return
     if response.status_code in (408, 429) or response.status_code >= 500:
-        _settle(store, keys, None)
         raise DeliveryFailed(f"HTTP {response.status_code}")
-    _settle(store, keys, REJECTED)
+    if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
+        half = len(rows) // 2
+        _post(config, client, rows[:half], outcome)
+        _post(config, client, rows[half:], outcome)
+        return
+    outcome[REJECTED] += keys
     log.warning("DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200]))
-    return 0
 
 
 def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:

@@ -230,3 +230,55 @@ def test_datakit_killed_and_restarted_mid_sweep_ends_with_every_span_once(tmp_pa
         dk.kill()
         dk.wait(30)
         model.stop()
+
+
+def test_spans_too_big_for_one_request_are_split_not_lost(tmp_path):
+    """Long prompts make big spans: a DataKit that answers 413 to a large body gets the batch in
+    smaller requests, and every span is delivered (none rejected, none twice)."""
+    from llmlab.store import get_store
+
+    limit = 256 * 1024  # a DataKit with a small payload limit (real DataKit: 16 MiB)
+    app = collector_app(tmp_path / "dk.db", max_body_bytes=limit)
+    server = BackgroundServer(app).start()
+    try:
+        port = _free_port()
+        cfg = ll.configure(datakit=f"http://127.0.0.1:{port}")  # down during the sweep: one big backlog
+        long_text = " ".join(f"word{i}" for i in range(9000))  # ~80 KB of prompt in every span
+        res = ll.Sweep(prompts=[f"{i} {long_text}" for i in range(12)], temperature=0.0, max_tokens=4).run(display=False)
+        flush()
+        assert len(res.df) == 12 and ll.pending_exports() == 12
+        cfg = ll.configure(datakit=server.url)
+        assert drain(cfg)["pending"] == 0
+        states = get_store(cfg.home).read("SELECT export_state, count(*) FROM spans GROUP BY export_state")
+        assert [tuple(r) for r in states] == [(1, 12)]  # all delivered, none rejected
+        assert _collector_count(server.url) == 12
+        assert app.state.collector.stats["rejected"] >= 1  # the first, whole batch was too big
+        assert app.state.collector.stats["spans_received"] == 12  # and no span was sent twice
+    finally:
+        server.stop()
+
+
+def test_a_batch_holds_at_most_batch_bytes_of_spans(tmp_path, monkeypatch):
+    from llmlab.tracing import export
+
+    sizes: list[int] = []
+
+    async def traces(request: Request) -> Response:
+        req = ExportTraceServiceRequest()
+        raw = gzip.decompress(await request.body())
+        req.ParseFromString(raw)
+        sizes.append(sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans))
+        return Response(b"", status_code=200)
+
+    server = BackgroundServer(Starlette(routes=[Route("/otel/v1/traces", traces, methods=["POST"])])).start()
+    try:
+        port = _free_port()
+        ll.configure(datakit=f"http://127.0.0.1:{port}")
+        long_text = " ".join(f"word{i}" for i in range(9000))  # ~80 KB per span
+        ll.Sweep(prompts=[f"{i} {long_text}" for i in range(10)], temperature=0.0, max_tokens=4).run(display=False)
+        flush()
+        monkeypatch.setattr(export, "BATCH_BYTES", 200 * 1024)
+        assert drain(ll.configure(datakit=server.url))["pending"] == 0
+        assert sum(sizes) == 10 and max(sizes) <= 3 and len(sizes) >= 4  # ~2 spans of 80 KB per 200 KB
+    finally:
+        server.stop()
