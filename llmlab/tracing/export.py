@@ -6,8 +6,9 @@ span of a finished call. Spans to export carry ``export_state = 0`` (pending); t
 :class:`OutboxExporter` thread leases batches of up to 512 spans and 4 MiB, POSTs them to
 ``<datakit>/otel/v1/traces`` and marks them delivered (1) on success. Connection errors,
 timeouts, 429 and 5xx leave them pending and back off; they go out automatically once DataKit
-answers again, or on ``llmlab replay``. A 413 splits the batch; a 4xx that will never succeed
-marks the spans rejected (2) with a warning. Delivery is at-least-once; the embedded collector stores each span once.
+answers again, or on ``llmlab replay``; so do 401/403/404 (DataKit's set-up, not the spans). A
+413 splits the batch; another 4xx (the body itself refused) marks the spans rejected (2) with a
+warning. Delivery is at-least-once; the embedded collector stores each span once.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None) -> N
 def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
     """Deliver one batch of pending spans; returns how many, or None when nothing is pending.
 
-    Raises DeliveryFailed (spans stay pending) when DataKit is down, slow or answers 429/5xx.
+    Raises DeliveryFailed (spans stay pending) when DataKit is down, slow or answers 401/403/404/408/429/5xx.
     """
     store = get_store(config.home)
     rows = _claim(store, BATCH, BATCH_BYTES)
@@ -275,7 +276,7 @@ def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes
           outcome: dict[int, list[tuple[str, str]]]) -> None:  # fmt: skip
     """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
 
-    Raises DeliveryFailed when DataKit is down, slow or answers 408/429/5xx.
+    Raises DeliveryFailed when DataKit is down, slow or answers 401/403/404/408/429/5xx.
     """
     keys = [(r[0], r[1]) for r in rows]
     # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
@@ -292,6 +293,11 @@ def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes
         return
     if response.status_code in (408, 429) or response.status_code >= 500:
         raise DeliveryFailed(f"HTTP {response.status_code}")
+    if response.status_code in (401, 403, 404):
+        # DataKit's set-up, not the spans: no OpenTelemetry input (404) or a token/header it wants
+        # (401/403); they go out once it is fixed
+        raise DeliveryFailed(f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
+                             f"TRACELOOP_HEADERS ({redact(response.text[:120])})")  # fmt: skip
     if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
         half = len(rows) // 2
         _post(config, client, rows[:half], outcome)

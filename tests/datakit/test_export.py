@@ -282,3 +282,34 @@ def test_a_batch_holds_at_most_batch_bytes_of_spans(tmp_path, monkeypatch):
         assert sum(sizes) == 10 and max(sizes) <= 3 and len(sizes) >= 4  # ~2 spans of 80 KB per 200 KB
     finally:
         server.stop()
+
+
+def test_a_datakit_without_its_opentelemetry_input_keeps_spans_spooled(tmp_path):
+    """404 (input not enabled) or 401/403 (a header it expects) is DataKit's set-up: the spans wait
+    for it to be fixed instead of being dropped."""
+    answers = [404, 403]
+    received: list[int] = []
+
+    async def traces(request: Request) -> Response:
+        await request.body()
+        status = answers.pop(0) if answers else 200
+        received.append(status)
+        return Response(b'{"message":"not here"}', status_code=status)
+
+    server = BackgroundServer(Starlette(routes=[Route("/otel/v1/traces", traces, methods=["POST"])])).start()
+    try:
+        port = _free_port()
+        ll.configure(datakit=f"http://127.0.0.1:{port}")
+        ll.Sweep(**SWEEP).run(display=False)
+        flush()
+        import dataclasses
+
+        # drained by hand only: no background exporter of an active configuration takes answers
+        cfg = dataclasses.replace(ll.configure(datakit=None), datakit=server.url)
+        first = drain(cfg)
+        assert first["sent"] == 0 and first["pending"] == 4 and "404" in first["error"]
+        assert drain(cfg)["pending"] == 4  # 403: still waiting
+        assert drain(cfg) == {"sent": 4, "pending": 0, "error": None}  # fixed: delivered
+        assert received == [404, 403, 200]
+    finally:
+        server.stop()
