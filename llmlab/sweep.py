@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
+import inspect
 import io
 import itertools
 import json
@@ -26,6 +28,17 @@ from .providers import get_provider, split_model
 __all__ = ["Call", "Sweep", "call_id_for", "load_prompts"]
 
 _RESERVED_PARAMS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "seed", "n"}
+#: options of the openai client, not of the request: headers may hold credentials, and a spec is stored
+_CLIENT_OPTIONS = {"extra_headers", "extra_query", "extra_body", "timeout"}
+
+
+@functools.lru_cache(maxsize=1)
+def _openai_chat_params() -> frozenset[str]:
+    """The request parameters the installed ``openai`` client takes as keywords; others (vLLM's
+    ``top_k``, ``repetition_penalty``, …) travel in ``extra_body``, as OpenAI-compatible servers expect."""
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"} - _CLIENT_OPTIONS
 _MESSAGE_ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
@@ -94,7 +107,11 @@ class Call:
             kwargs["max_tokens"] = self.max_tokens
         if self.seed is not None:
             kwargs["seed"] = self.seed
-        kwargs.update(self.params)
+        known = _openai_chat_params()
+        kwargs.update({k: v for k, v in self.params.items() if k in known})
+        extra = {k: v for k, v in self.params.items() if k not in known}
+        if extra:
+            kwargs["extra_body"] = extra
         return kwargs
 
 
@@ -328,6 +345,9 @@ class Sweep:
                 raise ValidationError("params", key, "parameter names must be strings like 'presence_penalty'")
             if key in _RESERVED_PARAMS:
                 raise ValidationError(f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument")
+            if key in _CLIENT_OPTIONS:
+                raise ValidationError(f"params[{key!r}]", "...", f"'{key}' is an option of the openai client, not a request "
+                                      "parameter; pass other parameters by name (unknown ones are sent in the body)")  # fmt: skip
             _as_list(f"params[{key!r}]", values)
             try:
                 json.dumps(values)

@@ -215,3 +215,4 @@ def test_a_write_whose_waiter_gave_up_still_lands_and_the_store_writer_lives_on(
     store.flush()  # would time out if the writer thread had died on the cancelled future
     assert store.read("SELECT count(*) FROM sqlite_master WHERE name='gave_up'") == [(1,)]
     assert store.write(lambda db: 42) == 42
+

@@ -100,6 +100,7 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
     ("params-key-not-a-name", lambda e: sweep(params={1: [0.5]}), ValidationError, r"params=1: parameter names must be strings"),
     ("max_tokens-past-local-limit", lambda e: sweep(models=["local/tiny"], max_tokens=10**9), ValidationError, r"max_tokens=1000000000: the local models accept at most"),
     ("run-budget-unbounded-replies", lambda e: sweep(max_tokens=None).run(display=False, budget_usd=1.0), ValidationError, r"budget_usd=1\.0: max_tokens=None leaves"),
+    ("params-client-option", lambda e: sweep(params={"extra_headers": [{"api-key": "k-123"}]}), ValidationError, r"params\['extra_headers'\]='\.\.\.': 'extra_headers' is an option of the openai client(?!.*k-123)"),
     ("run-concurrency-zero", lambda e: sweep().run(display=False, concurrency=0), ValidationError, r"concurrency=0: must be a positive integer"),
     ("run-budget-negative", lambda e: sweep().run(display=False, budget_usd=-1), ValidationError, r"budget_usd=-1: must be a non-negative number"),
     ("run-cache-unknown", lambda e: sweep().run(display=False, cache="sometimes"), ValidationError, r"cache='sometimes': expected True, False"),

@@ -186,3 +186,14 @@ def test_an_exhausted_quota_is_an_error_at_once_not_twenty_retries(fault):
     assert res.df["status"].tolist() == ["error", "error"] and res.df["attempts"].tolist() == [1, 1]
     assert res.df["error"].str.contains("HTTP 429: You exceeded your current quota").all()
     assert fault.stats()["requests"] == 2
+
+
+def test_parameters_the_openai_client_does_not_know_are_sent_in_the_body(fault):
+    # vLLM, Ollama, Qwen take top_k and the like; the openai client only passes them as extra_body
+    sweep = ll.Sweep(prompts=["What is rain?"], models=["fault/tiny"], temperature=0.0, max_tokens=4,
+                     params={"top_k": [5, 20], "presence_penalty": [0.5]})  # fmt: skip
+    res = sweep.run(display=False)
+    assert (res.df["status"] == "ok").all() and res.df["top_k"].tolist() == [5, 20]
+    sent = fault.stats()["by_key"]  # the server saw top_k at the top level of each body
+    assert sorted(sent) == sorted(request_key_for_call(c) for c in sweep.calls)
+    assert all(c.request_kwargs()["extra_body"] == {"top_k": c.params["top_k"]} for c in sweep.calls)
