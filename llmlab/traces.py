@@ -58,6 +58,7 @@ def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
                f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns")  # fmt: skip
         for trace_id, span_id, parent_id, name, service, start, end, row_json, attrs_json in store.read(sql, chunk):
             row = json.loads(row_json) if row_json else {}
+            start, end = schema.datakit_times(start, end)
             rows.append({
                 "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id or None, "name": name,
                 "service": service, "kind": None, "start_time": pd.Timestamp(start, unit="ns", tz="UTC"),
@@ -81,16 +82,18 @@ def _datakit_spans(ids: list[str], since_ns: int | None, until_ns: int | None) -
     for i in range(0, len(ids), _ID_CHUNK):
         chunk = ids[i : i + _ID_CHUNK]
         cond = ", ".join(json.dumps(t) for t in chunk)
-        query = (f"T::re(`.*`):(`trace_id`, `span_id`, `parent_id`, `resource`, `service`, `status`, `span_kind`,"
-                 f" `start`, `duration`, `message`) {{ `trace_id` IN [{cond}] }} ORDER BY time ASC")  # fmt: skip
+        # every column: a real DataKit keeps customer_tags attributes and the error text
+        # (error_message) outside the message
+        query = f"T::re(`.*`) {{ `trace_id` IN [{cond}] }} ORDER BY time ASC"
         for point in iter_points(config, query, (start_ms, end_ms), None):
             p = decode_point(point)
+            start, end = schema.datakit_times(p.start_ns, p.end_ns)  # as ll.spans(): whole µs in every source
             rows.append({
                 "trace_id": p.trace_id, "span_id": p.span_id, "parent_id": p.parent_id, "name": p.name,
                 "service": p.service, "kind": p.kind,
-                "start_time": pd.Timestamp(p.start_ns or 0, unit="ns", tz="UTC"),
-                "end_time": pd.Timestamp(p.end_ns or p.start_ns or 0, unit="ns", tz="UTC"),
-                "duration_ms": ((p.end_ns or 0) - (p.start_ns or 0)) / 1e6 if p.end_ns else 0.0,
+                "start_time": pd.Timestamp(start or 0, unit="ns", tz="UTC"),
+                "end_time": pd.Timestamp(end or start or 0, unit="ns", tz="UTC"),
+                "duration_ms": ((end or 0) - (start or 0)) / 1e6 if end else 0.0,
                 "status": "error" if p.is_error else "ok", "error": p.error, "attributes": p.attrs,
             })  # fmt: skip
     return rows

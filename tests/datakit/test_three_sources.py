@@ -89,3 +89,21 @@ def test_a_span_datakit_stored_twice_is_one_row():
     other = {**point, "span_id": "ef" * 8}
     df = rows_to_frame([point_to_row(p) for p in (point, other, point)])
     assert sorted(df["span_id"]) == ["cd" * 8, "ef" * 8]
+
+
+def test_trace_tree_reads_the_same_from_a_real_datakit(shapes):
+    from llmlab.traces import span_tree, trace_spans
+
+    config = ll.configure(datakit="embedded")
+    url = ensure_embedded(config)
+    _emit(url, "legacy-app", LEGACY, error=True)
+    trace_id = ll.spans(source="datakit")["trace_id"].iloc[0]
+    embedded = trace_spans(trace_id)
+    ll.configure(datakit=shapes(url, True).url)
+    real = trace_spans(trace_id)
+    cols = ["trace_id", "span_id", "parent_id", "name", "service", "start_time", "end_time", "duration_ms", "status", "error"]
+    pd.testing.assert_frame_equal(embedded[cols], real[cols], check_dtype=False)
+    tree = [(depth, row["name"]) for depth, row in span_tree(real)]
+    assert tree == [(0, "ask_workflow.workflow"), (1, "openai.chat")]
+    chat = real.set_index("name").loc["openai.chat"]
+    assert chat["error"] == "boom: upstream 500" and chat["attributes"]["gen_ai_request_model"] == "moonshot-v1-8k"
