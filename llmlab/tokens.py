@@ -28,7 +28,7 @@ import re
 import unicodedata
 from typing import Any, Iterable, Mapping
 
-__all__ = ["estimate_messages_tokens", "estimate_tokens", "TOKENS_PER_MESSAGE", "REPLY_PRIMING_TOKENS"]
+__all__ = ["estimate_messages_tokens", "estimate_tokens", "message_text", "TOKENS_PER_MESSAGE", "REPLY_PRIMING_TOKENS"]
 
 #: OpenAI chat format overhead per message (``<|start|>{role}\n{content}<|end|>``).
 TOKENS_PER_MESSAGE = 3
@@ -115,19 +115,20 @@ def estimate_tokens(text: str | None, model: str | None = None) -> int:
     return max(1, int(round(total)))
 
 
-def _content_text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """Text of a chat message ``content``: a string, or a list of parts (``{"type": "text", "text": …}``)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
+        texts = []
         for part in content:
-            if isinstance(part, Mapping):
-                parts.append(str(part.get("text") or part.get("content") or ""))
-            else:
-                parts.append(str(part))
-        return "".join(parts)
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+        return "\n".join(texts)
     return str(content)
 
 
@@ -149,7 +150,7 @@ def estimate_messages_tokens(messages: Iterable[Mapping[str, Any]] | str, model:
     for msg in messages:
         total += TOKENS_PER_MESSAGE
         total += estimate_tokens(str(msg.get("role") or "user"), model)
-        total += estimate_tokens(_content_text(msg.get("content")), model)
+        total += estimate_tokens(message_text(msg.get("content")), model)
         if msg.get("name"):
             total += TOKENS_PER_NAME + estimate_tokens(str(msg["name"]), model)
     return total

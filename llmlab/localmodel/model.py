@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .._paths import DATA_DIR
+from ..tokens import message_text  # one reading of message content, shared with the estimates
 
 __all__ = [
     "MODELS",
@@ -122,23 +123,6 @@ def detokenize(tokens: Iterable[str]) -> str:
         out.append(_piece(tok, prev))
         prev = tok
     return "".join(out)
-
-
-def message_text(content: Any) -> str:
-    """Text of a chat message ``content``: a string, or a list of parts (``{"type": "text", "text": …}``)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part, str):
-                texts.append(part)
-        return "\n".join(texts)
-    return str(content)
 
 
 def count_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
