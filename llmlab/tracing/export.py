@@ -223,11 +223,12 @@ def _claim(store: Any, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[s
     now = time.time()
 
     def fn(db: Any) -> list[tuple[str, str, bytes]]:
-        # the oldest pending spans, up to `limit` of them and `max_bytes` in all (at least one)
+        # the first-written pending spans, up to `limit` of them and `max_bytes` in all (at least
+        # one); rowid order walks the partial index of pending spans without sorting a backlog
         return db.execute(
-            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, length(otlp) AS size, "
-            "sum(length(otlp)) OVER (ORDER BY start_ns, rowid ROWS UNBOUNDED PRECEDING) AS total FROM spans "
-            "WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY start_ns, rowid LIMIT ?) "
+            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, sum(size) OVER "
+            "(ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size FROM spans "
+            "WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT ?)) "
             "WHERE total <= ? OR total = size) RETURNING trace_id, span_id, otlp",
             (now + LEASE_S, now, limit, max_bytes),
         ).fetchall()
