@@ -5,6 +5,7 @@ trace_content=False no prompt or completion text reaches spans, exports or the s
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -154,3 +155,36 @@ def test_a_provider_header_token_stays_out_of_its_repr_and_errors(fault):
     assert dict(prov.default_headers) == {"api-key": token}  # sent with each request
     assert token not in repr(prov) and token not in repr(providers())  # what a notebook cell would display
     assert token not in str(ProviderError(f"HTTP 401: bad api-key {token}"))
+
+
+def test_planted_key_and_header_token_stay_out_of_notebook_outputs(fault, tmp_path, monkeypatch):
+    """A real kernel runs a notebook that displays a provider, a live grid, failing sweeps, frames,
+    the config and an exception; the saved notebook (every output) holds neither secret."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    key, token = f"canarykey{uuid.uuid4().hex}", f"canaryhdr{uuid.uuid4().hex}"
+    monkeypatch.setenv("CANARY_API_KEY", key)
+    monkeypatch.setenv("CANARY_HEADER", token)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    fault.faults.rate_429, fault.faults.rate_5xx, fault.faults.seed, fault.faults.echo_auth = 0.5, 0.3, 7, True
+    cells = [
+        f"import llmlab as ll\nfrom llmlab.runner import RetryPolicy\nll.configure(home={str(tmp_path / 'home')!r}, datakit=None)",
+        f"import os\np = ll.provider('fault', base_url={fault.base_url!r}, api_key_env='CANARY_API_KEY',\n"
+        "                headers={'x-extra': os.environ['CANARY_HEADER']})\np",
+        "sweep = ll.Sweep(prompts=[f'rain {i}' for i in range(6)], models=['fault/tiny'], temperature=0.0, max_tokens=4)\n"
+        "res = sweep.run(display=True, retry=RetryPolicy(max_attempts=1, max_rate_limited=1, initial_s=0.01))\nres",
+        "res.df[['status', 'error', 'attempts']]",
+        "print(res.df['error'].tolist()); ll.configure()",
+        "raise RuntimeError(res.df.loc[res.df['status'] == 'error', 'error'].iloc[0])",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True, store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    saved = json.dumps([c.get("outputs", []) for c in nb.cells]) + json.dumps(nb.metadata)  # outputs, widget state
+    assert "your API key ***" in saved  # the careless provider did quote the key, and it was masked
+    assert "RuntimeError" in saved and "Provider(name='fault'" in saved
+    for secret in (key, token):
+        at = saved.find(secret)
+        assert at < 0, f"a planted secret is in the notebook's outputs: ...{saved[max(0, at - 300):at + 60]!r}"
