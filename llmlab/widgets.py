@@ -9,13 +9,14 @@ Two layers, so the logic is testable without a browser:
   each cell is a ``<details>`` element, so clicking it opens the whole prompt, completion and call
   details in the browser without a round trip to the kernel).
 * :class:`SweepGrid` is the ipywidgets front: a Cancel button, paging buttons and **one** HTML
-  widget (an anywidget that redraws like ipywidgets' HTML but keeps the cells a reader opened open
-  while the sweep streams). The runner calls :meth:`SweepGrid.on_event` from its own thread at token rate; that only
-  updates the state. A flush thread pushes the page at most ``max_rate`` times a second (default
-  15, well under the 30 updates/s bound) and only when something changed, and
-  :meth:`SweepGrid.close_feed` pushes the exact final state. Re-rendering only the cells that
-  changed keeps the kernel's CPU cost low; paging keeps a sweep of thousands of calls to one page
-  of cells in the browser.
+  widget (an anywidget that redraws like ipywidgets' HTML but keeps the cells a reader opened
+  open while the sweep streams). The runner calls :meth:`SweepGrid.on_event` from its own thread
+  at token rate; that only updates the state. A flush thread pushes the page at most
+  ``max_rate`` times a second (default 15, well under the 30 updates/s bound), no faster than
+  :data:`MAX_BYTES_PER_S`, and only when something changed; :meth:`SweepGrid.close_feed` pushes
+  the exact final state. Re-rendering only the cells that changed keeps the kernel's CPU cost
+  low; paging (about :data:`MAX_CELLS_PER_PAGE` calls a page) keeps a sweep of thousands of
+  calls to one page of cells in the browser.
 
 Cancel: the button calls ``RunHandle.cancel()``. The click reaches the kernel as a comm message,
 which the kernel only handles while it is free: with ``await sweep.arun()`` (the kernel runs
@@ -43,6 +44,8 @@ MAX_UPDATES_PER_S = 30.0  # the bound on front-end updates for the whole grid (i
 # one page of the grid holds about this many calls and at most this many settings (columns): the
 # browser and each update stay small however large the sweep
 MAX_CELLS_PER_PAGE = 200
+# and the updates of a heavy page (long prompts, long answers) are spaced to send at most this much
+MAX_BYTES_PER_S = 2_000_000
 MAX_COLUMNS_PER_PAGE = 16
 
 _SETTING_NAMES = ("model", "temperature", "top_p", "max_tokens", "seed")
@@ -674,7 +677,7 @@ class SweepGrid:
         pager = [self._prev, self._page_label, self._next] if paged else []
         self._bar = w.HBox([self._cancel, *pager])
         self.widget = w.VBox([self._bar, self._html])
-        self._last_push = 0.0
+        self._next_push = 0.0  # monotonic time before which nothing is sent
         self._push_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -728,15 +731,16 @@ class SweepGrid:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            wait = self._last_push + self.min_interval - time.monotonic()
+            wait = self._next_push - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 break
             self._push()
 
     def _push(self, force: bool = False) -> None:
-        """Send the current page if it changed, never more often than ``min_interval``."""
+        """Send the current page if it changed, never more often than ``min_interval`` nor faster
+        than :data:`MAX_BYTES_PER_S` (a page of long prompts is sent less often)."""
         with self._push_lock:
-            wait = self._last_push + self.min_interval - time.monotonic()
+            wait = self._next_push - time.monotonic()
             if wait > 0 and self.updates:
                 time.sleep(wait)  # the final push also respects the rate bound
             with self.state.lock:
@@ -745,10 +749,12 @@ class SweepGrid:
                     return
                 dirty = self.state.take_dirty()
                 value = self.view.render(dirty)
+            sent = 0
             if value != self._html.value:
                 self._html.value = value
                 self.updates += 1
-            self._last_push = time.monotonic()
+                sent = len(value)
+            self._next_push = time.monotonic() + max(self.min_interval, sent / MAX_BYTES_PER_S)
 
     # --- controls -----------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -794,5 +800,5 @@ class SweepGrid:
         return f"SweepGrid({self.state.header_text()})"
 
 
-__all__ = ["MAX_CELLS_PER_PAGE", "MAX_COLUMNS_PER_PAGE", "MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
+__all__ = ["MAX_BYTES_PER_S", "MAX_CELLS_PER_PAGE", "MAX_COLUMNS_PER_PAGE", "MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
            "render_html", "route_clicks_to_subshell", "specs_from_calls", "specs_from_rows"]

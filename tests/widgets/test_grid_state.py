@@ -5,6 +5,7 @@ the terminal/none displays."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -14,8 +15,8 @@ import pytest
 import llmlab as ll
 from llmlab.events import Event, EventBus
 from llmlab.runner import RunHandle, run_async, run_sync
-from llmlab.widgets import (MAX_CELLS_PER_PAGE, MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid, render_html,
-                            route_clicks_to_subshell, specs_from_calls)
+from llmlab.widgets import (MAX_BYTES_PER_S, MAX_CELLS_PER_PAGE, MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid,
+                            render_html, route_clicks_to_subshell, specs_from_calls)
 
 
 
@@ -170,6 +171,42 @@ def test_token_storm_is_coalesced_under_30_updates_per_second_and_final_state_is
     for cid in ids:
         assert f"final {cid}" in html
     assert "200/200 calls" in html and "$0.3000" in html
+
+
+def test_a_heavy_page_is_sent_less_often_so_bytes_per_second_stay_bounded(monkeypatch):
+    from ipywidgets import Widget
+
+    document = "Summarize this report. " + "The quarterly figures rose while costs held steady. " * 80  # ~4 KB
+    sweep = ll.Sweep(prompts=[f"{i}. {document}" for i in range(20)], models=["local/tiny"],
+                     temperature=[0.0, 0.25, 0.5, 0.75, 1.0], max_tokens=8)  # 100 cells, each with its prompt
+    sent: list[tuple[float, int]] = []
+    original = Widget._send
+
+    def measuring(self, msg, buffers=None):
+        sent.append((time.monotonic(), len(json.dumps(msg, default=str))))
+        return original(self, msg, buffers)
+
+    monkeypatch.setattr(Widget, "_send", measuring)
+    grid = SweepGrid(sweep, handle=RunHandle())
+    assert len(grid.html) > MAX_BYTES_PER_S / 15  # heavier than the rate bound alone allows
+    ids = [c.call_id for c in sweep.calls]
+    start = time.monotonic()
+    grid.on_event(_ev("sweep_started", total=len(ids)))
+    for round_ in range(30):  # tokens for every cell, far faster than the grid sends
+        for cid in ids:
+            grid.on_event(_ev("token", cid, text=f"w{round_} "))
+        time.sleep(0.05)
+    for cid in ids:
+        grid.on_event(_ev("finished", cid, row=_row(cid, completion=f"final {cid}")))
+    grid.on_event(_ev("sweep_finished", ok=len(ids), stopped=None))
+    grid.close_feed()
+    stamps = [(t, n) for t, n in sent if t >= start]
+    biggest = max(n for _, n in stamps)
+    # spacing each update by its size bounds any one-second window to the budget plus one message
+    worst = max(sum(n for t, n in stamps if s <= t < s + 1.0) for s, _ in stamps)
+    assert worst <= MAX_BYTES_PER_S + biggest, (worst, biggest)
+    assert len(stamps) >= 3  # it still streamed
+    assert grid.html.count("llg-cell st-done") == 100 and f"final {ids[-1]}" in grid.html  # exact at the end
 
 
 def _delay(monkeypatch, ms: int) -> None:
