@@ -27,7 +27,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=0, help="only time `llmlab replay` of N spooled spans")
     args = parser.parse_args()
+    if args.backlog:
+        replay_backlog(args.backlog)
+        return
 
     import llmlab as ll
     from llmlab.testing import FaultServer
@@ -81,6 +85,51 @@ def main() -> None:
     for state in states:
         med = statistics.median(times[state])
         print(f"{state:<10} {med:8.2f} {med / base:10.2f}x")
+
+
+def replay_backlog(n: int) -> None:
+    """Spool ``n`` spans (real OTLP bytes, 20 attributes each) as after a long outage, then time
+    ``drain`` (what ``llmlab replay`` runs) into the embedded collector; check each is stored once."""
+    import llmlab as ll
+    from llmlab.collector import background, create_app
+    from llmlab.store import get_store
+    from llmlab.tracing.export import drain
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    tmp = Path(tempfile.mkdtemp(prefix="llmlab-bench-replay-"))
+    config = ll.configure(home=tmp / "home", datakit=None)
+    store = get_store(config.home)
+    t0 = 1_790_000_000_000_000_000
+    rows = []
+    for i in range(n):
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="llmlab")))
+        span = rs.scope_spans.add().spans.add()
+        span.trace_id, span.span_id = i.to_bytes(16, "big"), (i + 1).to_bytes(8, "big")
+        span.name, span.start_time_unix_nano, span.end_time_unix_nano = "openai.chat", t0 + i, t0 + i + 10**9
+        for k in range(20):
+            span.attributes.append(KeyValue(key=f"gen_ai.attr_{k}", value=AnyValue(string_value=f"value {k} of {i}")))
+        rows.append((span.trace_id.hex(), span.span_id.hex(), req.SerializeToString(), t0 + i))
+
+    def insert(db):
+        db.executemany("INSERT INTO spans (trace_id, span_id, name, service, start_ns, end_ns, is_llm, row_json,"
+                       " attrs_json, otlp, export_state) VALUES (?, ?, 'openai.chat', 'llmlab', ?, ?, 0, '{}', '{}', ?, 0)",
+                       [(t, s_, start, start + 10**9, otlp) for t, s_, otlp, start in rows])  # fmt: skip
+
+    store.write(insert)
+    collector = create_app(tmp / "collector.db")
+    server = background(collector).start()
+    target = ll.configure(home=tmp / "home", datakit=server.url)
+    ll.configure(home=tmp / "idle", datakit=None)  # replay by hand only, as `llmlab replay` does
+    start = time.perf_counter()
+    result = drain(target, deadline_s=None)
+    took = time.perf_counter() - start
+    stored = collector.state.collector.stats["spans_stored"]
+    server.stop()
+    assert result["pending"] == 0 and stored == n, (result, stored)
+    print(f"replayed {n:,} spooled spans in {took:.1f}s: {n / took:,.0f} spans/s, each stored once")
 
 
 if __name__ == "__main__":
