@@ -102,7 +102,7 @@ def test_drifted_answer_fails_the_regression_check_naming_the_call(tmp_path):
     # the model now gives an unrelated answer to one question: far below the baseline similarity bound
     target = _edit_answer(work, "tiny", "What causes a rainbow?", "Stock prices fell sharply on Tuesday.", keep_rest=False)
 
-    code, out, counts = _nbval(work)
+    code, out, _counts = _nbval(work)
     assert code != 0, out
     nb = work / REGRESSION
     assert _code_index(nb, "ll.expect(\n    df,") in _failed_cells(out), out

@@ -50,8 +50,8 @@ sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis.", "Why 
 print("SETUP-OK")""",
     # 1: the blocking form, display defaults to the grid inside Jupyter
     "t1 = time.monotonic()\nres = sweep.run(concurrency=3)\nt1 = time.monotonic() - t1",
-    "print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped, round(t1, 3), "
-    "int(res.df.output_tokens.sum()))",
+    ("print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped, round(t1, 3), "
+     "int(res.df.output_tokens.sum()))"),
     # 3: the awaitable form as a background task: the kernel is free while it streams
     """long = ll.Sweep(prompts=[f"Tell me a story about planet {i}." for i in range(8)], models=["local/tiny"],
                 temperature=[0.0, 1.0], max_tokens=64, seed=2)
