@@ -297,8 +297,8 @@ def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes
     if response.status_code in (401, 403, 404):
         # DataKit's set-up, not the spans: no OpenTelemetry input (404) or a token/header it wants
         # (401/403); they go out once it is fixed
-        raise DeliveryFailed(f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
-                             f"TRACELOOP_HEADERS ({redact(response.text[:120])})")  # fmt: skip
+        raise DeliveryFailed(redact(f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
+                                    f"TRACELOOP_HEADERS ({response.text[:120]})"))  # fmt: skip
     if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
         half = len(rows) // 2
         _post(config, client, rows[:half], outcome)
