@@ -16,7 +16,9 @@ and for each call the sequence of states and text lengths it showed):
      sweep run again resumes: what finished shows "cached", only the rest is sent;
   5. a sweep against a fault-injecting server: every call is rate-limited once (the grid shows
      "retrying"), the calls to an unknown model end "error" with the server's message, and the
-     header counts errors and retries.
+     header counts errors and retries;
+  6. a 200-call sweep at full speed: the browser gets a bounded number of redraws (far fewer than
+     tokens), one page of 80 cells, and the ▶ button pages on.
 Screenshots go to ``test-artifacts/``. Every wait is for a condition, with a generous deadline.
 """
 
@@ -77,6 +79,14 @@ faulty = ll.Sweep(prompts=["What is a rainbow?", "Why do cats purr?"], models=["
                   temperature=0.0, max_tokens=32, seed=4)
 res5 = faulty.run(concurrency=4)
 print("FAULTS", len(res5.df), int((res5.df.status == 'error').sum()), int(res5.df.retries.sum()))""",
+    # 10: a 200-call sweep at full speed: the browser gets a bounded number of redraws of one page
+    """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "0"
+big = ll.Sweep(prompts=[f"Question number {i}: what is a rainbow?" for i in range(50)], models=["local/tiny"],
+               temperature=[0.0, 0.3, 0.6, 0.9], max_tokens=32, seed=5)
+t10 = time.monotonic()
+res6 = big.run(concurrency=16)
+t10 = time.monotonic() - t10
+print("BIG", len(res6.df), int((res6.df.status == 'ok').sum()), round(t10, 3), int(res6.df.output_tokens.sum()))""",
 ]
 
 # Records, per notebook cell index, every grid redraw the browser gets and each call's history of
@@ -265,6 +275,22 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             colours["cancelled"] = grid4.locator(".st-cancelled .llg-badge").first.evaluate(
                 "e => getComputedStyle(e).backgroundColor")
             assert len(set(colours.values())) == 4, colours
+
+            # 6. a big sweep at full speed: bounded redraws, one page of cells, paging in the browser
+            grid7 = out(10)
+            _wait(lambda: "BIG" in out(10).inner_text(), 300, "the 200-call sweep to return")
+            words = _line(out(10).inner_text(), "BIG")
+            assert words[1:3] == ["200", "200"], words
+            big_s, big_tokens = float(words[3]), int(words[4])
+            _wait(lambda: "200/200 calls" in grid7.locator(".llg-head").inner_text(), 60, "the big grid's header")
+            assert "prompts 1–20 of 50" in grid7.locator(".llg-head").inner_text()
+            assert grid7.locator(".llg-cell").count() == 80  # 20 prompts x 4 settings on a page, not 200
+            updates7 = page.evaluate("window.__llg.updates[10]")
+            assert updates7 <= 30 * big_s + 2 and updates7 < big_tokens / 10, (updates7, big_s, big_tokens)
+            grid7.locator("button", has_text="▶").click()
+            _wait(lambda: "prompts 21–40 of 50" in grid7.locator(".llg-head").inner_text(), 60, "page 2")
+            assert "Question number 20:" in grid7.locator(".llg-prompt").first.inner_text()
+            assert grid7.locator(".llg-cell.st-done").count() == 80
 
             # what the browser saw, for a human reading the artifacts
             (ARTIFACTS / "grid-updates.json").write_text(json.dumps(
