@@ -198,12 +198,11 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             _wait(lambda: grid2.locator(".llg-cell.st-done").count() >= 2, 120, "two finished calls in the arun grid")
             running_before = grid2.locator(".llg-cell.st-running").count()
             # a finished cell opened while the rest streams stays open through the next redraws
-            opened = grid2.locator("details.llg-cell.st-done").first
-            call = opened.get_attribute("data-call")
-            opened.locator("summary").click()
+            call = grid2.locator("details.llg-cell.st-done").first.get_attribute("data-call")
+            reopened = grid2.locator(f'details.llg-cell[data-call="{call}"]')  # by id: redraws replace nodes
+            reopened.locator("summary").click()
             drawn = page.evaluate("window.__llg.updates[3]")
             _wait(lambda: page.evaluate("window.__llg.updates[3]") >= drawn + 3, 60, "three more redraws")
-            reopened = grid2.locator(f'details.llg-cell[data-call="{call}"]')
             assert reopened.get_attribute("open") is not None
             assert reopened.locator(".llg-more").is_visible() and "call_id" in reopened.locator(".llg-more").inner_text()
             page.screenshot(path=str(ARTIFACTS / "grid-streaming.png"), full_page=True)
