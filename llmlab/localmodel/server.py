@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -162,7 +162,10 @@ def create_app(delay_ms: float | None = None) -> Starlette:
         return max(0.0, base) * SPECS[model].delay_factor / 1000.0
 
     async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the caller gave up (a cancelled sweep): nobody to answer, nothing to log
+            return Response(status_code=499)
         try:
             body = json.loads(raw)
         except ValueError:
