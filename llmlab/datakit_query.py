@@ -197,6 +197,7 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
     """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame."""
     from .spans import rows_to_frame
 
+    exact = (since_ns, until_ns)  # the DQL time range is whole ms; rows are filtered exactly below
     if sweep_id is not None and since_ns is None:
         since_ns, until_ns = _sweep_window(config, sweep_id, until_ns)
     now_ms = int(time.time() * 1000)
@@ -209,6 +210,10 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
     for point in iter_points(config, query, (start_ms, end_ms), None):
         row = point_to_row(point)
         if row is None or (sweep_id is not None and row.get("sweep_id") != sweep_id):
+            continue
+        start = row.get("start_time")
+        if start is not None and ((exact[0] is not None and start.value < exact[0])
+                                  or (exact[1] is not None and start.value >= exact[1])):  # fmt: skip
             continue
         rows.append(row)
         if limit is not None and len(rows) >= limit:

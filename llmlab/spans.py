@@ -157,7 +157,9 @@ def spans(sweep_id: str | None = None, since: Any = None, until: Any = None, sou
         raise ConfigError(f"source={source!r}: expected one of {', '.join(SOURCES)}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ConfigError(f"limit={limit!r}: expected a positive integer")
-    since_ns, until_ns = _to_ns(since, "since"), _to_ns(until, "until")
+    # bounds on whole µs (rounded up), the precision of start_time in every source: then the
+    # store's ns start and DataKit's µs start fall on the same side of them
+    since_ns, until_ns = (None if t is None else -(-t // 1000) * 1000 for t in (_to_ns(since, "since"), _to_ns(until, "until")))
     if source == "local":
         df = _local(config, sweep_id, since_ns, until_ns, limit)
     else:

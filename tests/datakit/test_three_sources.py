@@ -107,3 +107,19 @@ def test_trace_tree_reads_the_same_from_a_real_datakit(shapes):
     assert tree == [(0, "ask_workflow.workflow"), (1, "openai.chat")]
     chat = real.set_index("name").loc["openai.chat"]
     assert chat["error"] == "boom: upstream 500" and chat["attributes"]["gen_ai_request_model"] == "moonshot-v1-8k"
+
+
+def test_since_until_select_the_same_calls_from_every_source(shapes):
+    config = ll.configure(datakit="embedded")
+    res = ll.Sweep(prompts=[f"window {i}" for i in range(8)], temperature=0.0, max_tokens=4).run(display=False, concurrency=1)
+    flush()
+    assert drain(config)["pending"] == 0
+    starts = ll.spans(sweep_id=res.sweep_id, source="local")["start_time"].sort_values().tolist()
+    # bounds inside a millisecond, between two µs ticks: DQL's ms range alone would let extra spans in
+    since, until = starts[2] + pd.Timedelta(nanoseconds=1), starts[6] + pd.Timedelta(nanoseconds=500)
+    local = ll.spans(source="local", since=since, until=until)
+    embedded = ll.spans(source="datakit", since=since, until=until)
+    assert sorted(local["start_time"]) == starts[3:7]
+    pd.testing.assert_frame_equal(_by_span(local), _by_span(embedded))
+    ll.configure(datakit=shapes(ensure_embedded(config), True).url)
+    pd.testing.assert_frame_equal(_by_span(local), _by_span(ll.spans(source="datakit", since=since, until=until)))
