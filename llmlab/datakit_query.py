@@ -205,9 +205,13 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
     end_ms = until_ns // 1_000_000 + 1 if until_ns is not None else now_ms + 60_000
     where = f" {{ `service` = {json.dumps(service)} }}" if service else ""
     query = f"T::re(`.*`){where} ORDER BY time ASC"
-    rows = []
-    # limit counts LLM rows, not points (workflow/task spans are filtered out here)
+    rows: list[dict[str, Any]] = []
+    # limit counts LLM rows, not points (workflow/task spans are filtered out here); past it, the
+    # rest of the last millisecond is read too, so the cut is by (µs start, span_id) as locally
+    last_ms = None
     for point in iter_points(config, query, (start_ms, end_ms), None):
+        if last_ms is not None and point.get("time") != last_ms:
+            break
         row = point_to_row(point)
         if row is None or (sweep_id is not None and row.get("sweep_id") != sweep_id):
             continue
@@ -216,8 +220,10 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
                                   or (exact[1] is not None and start.value >= exact[1])):  # fmt: skip
             continue
         rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
+        if limit is not None and len(rows) >= limit and last_ms is None:
+            last_ms = point.get("time")
+    if limit is not None and len(rows) > limit:
+        rows = sorted(rows, key=lambda r: (r["start_time"].value, r["span_id"] or ""))[:limit]
     return rows_to_frame(rows)
 
 

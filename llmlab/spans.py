@@ -63,8 +63,13 @@ def _local(config: Config, sweep_id: str | None, since: int | None, until: int |
     table = SpanColumns(config.home).read(store.connection(), " AND ".join(where), params, arrow_filter(sweep_id, since, until))
     if table.num_rows:
         table = table.sort_by([("start_ns", "ascending")])
-    if limit is not None:
-        table = table.slice(0, limit)
+    if limit is not None and table.num_rows > limit:
+        # the first `limit` by (µs start, span_id), as the DataKit path picks them
+        import pyarrow.compute as pc
+
+        us = pc.divide(table["start_ns"], 1000)
+        order = pc.sort_indices(table.append_column("_us", us), [("_us", "ascending"), ("span_id", "ascending")])
+        table = table.take(order.slice(0, limit)).sort_by([("start_ns", "ascending")])
     return _frame_from_arrow(table)
 
 

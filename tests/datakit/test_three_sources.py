@@ -123,3 +123,40 @@ def test_since_until_select_the_same_calls_from_every_source(shapes):
     pd.testing.assert_frame_equal(_by_span(local), _by_span(embedded))
     ll.configure(datakit=shapes(ensure_embedded(config), True).url)
     pd.testing.assert_frame_equal(_by_span(local), _by_span(ll.spans(source="datakit", since=since, until=until)))
+
+
+def test_limit_picks_the_same_calls_from_every_source():
+    config = ll.configure(datakit="embedded")
+    res = ll.Sweep(prompts=[f"limit {i}" for i in range(12)], temperature=0.0, max_tokens=3).run(display=False, concurrency=12)
+    flush()
+    assert drain(config)["pending"] == 0
+    for limit in (1, 5, 11, 12, 20):
+        local = ll.spans(sweep_id=res.sweep_id, source="local", limit=limit)
+        embedded = ll.spans(sweep_id=res.sweep_id, source="datakit", limit=limit)
+        assert len(local) == min(limit, 12)
+        pd.testing.assert_frame_equal(_by_span(local), _by_span(embedded), obj=f"limit={limit}")
+
+
+def test_limit_cuts_by_start_then_span_id_when_starts_share_a_millisecond():
+    """DQL orders by the millisecond only: the cut at `limit` must not depend on how DataKit orders
+    the points of one millisecond."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    config = ll.configure(datakit="embedded")
+    url = ensure_embedded(config)
+    provider = TracerProvider(resource=Resource.create({"service.name": "same-ms"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=url + "/otel/v1/traces")))
+    tracer = provider.get_tracer("t")
+    base = (pd.Timestamp.now(tz="UTC").floor("1ms")).value
+    for offset_us in (0, 0, 0, 100, 100, 900, 1500):  # five spans in the first millisecond
+        span = tracer.start_span("openai.chat", attributes=NEW_GEN, start_time=base + offset_us * 1000)
+        span.end(end_time=base + offset_us * 1000 + 10**8)
+    provider.shutdown()
+    full = ll.spans(source="datakit", service="same-ms").sort_values(["start_time", "span_id"]).reset_index(drop=True)
+    assert len(full) == 7
+    for limit in range(1, 8):
+        got = ll.spans(source="datakit", service="same-ms", limit=limit)
+        assert sorted(got["span_id"]) == sorted(full["span_id"][:limit]), limit
