@@ -283,6 +283,57 @@ class _Limits:
                       "cuts": w.cuts} for key, w in self.windows.items()}  # fmt: skip
 
 
+class _ClaimWaiter:
+    """Waits for calls that another sweep (in this process or another one) claimed and is sending.
+
+    One poller reads the cache for all of them a few times a second; a call that is answered
+    is served from the cache, and a call whose claim went away without an answer (it failed
+    there, was skipped, or its process died) is claimed here and sent by this sweep.
+    """
+
+    interval_s = 0.2
+
+    def __init__(self, store: Any, owner: str, call_ids: set[str]) -> None:
+        self.store = store
+        self.owner = owner
+        self._ids = set(call_ids)
+        self._futures: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self._ids
+
+    async def wait(self, call_id: str) -> dict[str, Any] | None:
+        """The cached answer of ``call_id``, or None once it is this sweep's to send."""
+        fut = self._futures.setdefault(call_id, asyncio.get_running_loop().create_future())
+        if self._poller is None:
+            self._poller = asyncio.ensure_future(self._poll())
+        return await fut
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            waiting = [cid for cid, fut in self._futures.items() if not fut.done()]
+            if not waiting:
+                continue
+            hits = await asyncio.to_thread(self.store.cached_responses, waiting)
+            rest = [cid for cid in waiting if cid not in hits]
+            still_elsewhere = await asyncio.to_thread(self.store.claim_calls, rest, self.owner) if rest else set()
+            for cid in waiting:
+                fut = self._futures[cid]
+                if fut.done():
+                    continue
+                if cid in hits:
+                    fut.set_result(hits[cid])
+                elif cid not in still_elsewhere:
+                    fut.set_result(None)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+
+
 def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
     return {
         "sweep_id": sweep_id, "call_id": call.call_id, "trace_id": None, "span_id": None, "service": None,
@@ -323,6 +374,7 @@ class SweepRunner:
         self._reservations: dict[str, float] = {}
         self._cassette: Any = None
         self.replay_misses: list[ReplayMissError] = []
+        self._claims = _ClaimWaiter(self.store, self.sweep_id, set())
 
     def _emit(self, kind: str, call_id: str | None = None, **data: Any) -> None:
         self.bus.publish(Event(kind, self.sweep_id, call_id, data))
@@ -427,6 +479,10 @@ class SweepRunner:
         start_experiment(self.store, self.sweep_id, self.sweep.name, spec, {**info, **experiment_context(self.sweep)})
         # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
+        if self.options.cache is True:  # calls another sweep is sending right now are awaited, not paid twice
+            todo = [c.call_id for c in calls if c.call_id not in cached]
+            elsewhere = self.store.claim_calls(todo, self.sweep_id) if todo else set()
+            self._claims = _ClaimWaiter(self.store, self.sweep_id, elsewhere)
         self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
                    calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls])  # fmt: skip
         sem = asyncio.Semaphore(self.options.concurrency)
@@ -454,6 +510,8 @@ class SweepRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._claims.close()
+        self.store.release_claims(self.sweep_id)  # calls that failed or were skipped: free for another sweep
         for client in self._clients.values():
             await client.close()
         if self._cassette is not None:
@@ -503,6 +561,11 @@ class SweepRunner:
         queued_at = time.perf_counter()
         row = _base_row(call, self.sweep_id)
         try:
+            if call.call_id in self._claims:  # another sweep is sending it: wait for its answer
+                hit = await self._claims.wait(call.call_id)
+                if hit is not None:
+                    self._finish_cached(call, hit, index)
+                    return
             await sem.acquire()
         except asyncio.CancelledError:  # cancelled while still waiting for a slot: never sent
             self.skipped.append((call, "cancelled"))

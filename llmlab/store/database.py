@@ -13,7 +13,9 @@ import concurrent.futures
 import datetime as _dt
 import json
 import logging
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -74,6 +76,24 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             db.execute("ROLLBACK")
             raise StoreError(f"migration {name} failed: {exc}") from None
     return applied
+
+
+#: a claim from another host cannot be checked for liveness; after this long it is presumed dead
+_FOREIGN_CLAIM_TTL_S = 600.0
+
+
+def _claim_alive(host: str, pid: int, claimed_at: str, this_host: str) -> bool:
+    """Whether the process that made a claim may still be sending the call."""
+    if host != this_host:
+        age = (_dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(claimed_at)).total_seconds()
+        return age < _FOREIGN_CLAIM_TTL_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _settle(fut: concurrent.futures.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -241,8 +261,46 @@ class Store:
                     "INSERT OR REPLACE INTO cache (call_id, model, created_at, response_json) VALUES (?,?,?,?)",
                     (row["call_id"], str(row.get("model")), now, cache_json),
                 )
+            db.execute("DELETE FROM call_claims WHERE call_id=?", (row["call_id"],))  # done: waiters read the cache
 
         return self.submit(fn)
+
+    # claims: one process sends a call, the others wait for its result ------------------------
+    def claim_calls(self, call_ids: Sequence[str], owner: str) -> set[str]:
+        """Claim ``call_ids`` for ``owner`` (a sweep id) unless another owner that is still running
+        holds them or they are answered in the cache already; returns the ids not claimed (the
+        caller waits for their answer). Claims of a process that is gone (a crash, a kill -9) are
+        taken over."""
+        ids = list(call_ids)
+        host, pid = socket.gethostname(), os.getpid()
+
+        def fn(db: sqlite3.Connection) -> set[str]:
+            held: dict[str, tuple[str, str, int, str]] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, *rest in db.execute(
+                    f"SELECT call_id, owner, host, pid, claimed_at FROM call_claims WHERE call_id IN ({marks})", chunk
+                ):
+                    held[cid] = tuple(rest)  # type: ignore[assignment]
+            elsewhere = {cid for cid, (o, h, p, at) in held.items() if o != owner and _claim_alive(h, p, at, host)}
+            # answered since the caller looked: not to be sent again (the caller finds it in the cache)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                elsewhere.update(r[0] for r in db.execute(f"SELECT call_id FROM cache WHERE call_id IN ({marks})", chunk))
+            now = utcnow_iso()
+            db.executemany(
+                "INSERT OR REPLACE INTO call_claims (call_id, owner, host, pid, claimed_at) VALUES (?,?,?,?,?)",
+                [(cid, owner, host, pid, now) for cid in ids if cid not in elsewhere],
+            )
+            return elsewhere
+
+        return self.write(fn)
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every claim ``owner`` still holds (calls it skipped, or that failed)."""
+        self.write(lambda db: db.execute("DELETE FROM call_claims WHERE owner=?", (owner,)))
 
     def cached_responses(self, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(call_ids)

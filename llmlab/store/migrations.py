@@ -169,3 +169,13 @@ def m004_span_generation(db: sqlite3.Connection) -> None:
         "CREATE TRIGGER spans_deleted AFTER DELETE ON spans BEGIN "
         "UPDATE _meta SET value = value + 1 WHERE key = 'spans_generation'; END"
     )
+
+
+@migration
+def m005_call_claims(db: sqlite3.Connection) -> None:
+    """Claims on calls being sent, so that two processes (or two sweeps) running the same calls
+    into one home pay for each once: the second waits for the first's result."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS call_claims (call_id TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, "
+        "pid INTEGER NOT NULL, claimed_at TEXT NOT NULL)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -79,3 +80,33 @@ def test_sigkill_half_way_then_rerun_sends_only_the_unfinished_calls(fault, home
 
     rows = get_store().call_rows(result["sweep_id"])
     assert len(rows) == n and {r["status"] for r in rows} == {"ok"}
+
+
+def test_two_processes_running_the_same_sweep_at_once_pay_for_each_call_once(fault, home):
+    n = 24
+    fault.app.inner = create_app(delay_ms=4.0)  # ~100 ms per call: the two runs overlap all the way
+    procs = [sweeper(home, fault.base_url, n=n, concurrency=4, tag="twin") for _ in range(2)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    # both end with the complete result ...
+    assert [(o["ok"], o["rows"]) for o in outs] == [(n, n), (n, n)]
+    # ... and each call was sent once: what one process sent, the other waited for and read from the store
+    sent = fault.stats()["by_key"]
+    sweep = build(n, "twin", 24)
+    assert sorted(sent) == sorted(request_key_for_call(c) for c in sweep.calls) and set(sent.values()) == {1}
+    assert sum(o["cached"] for o in outs) == n
+    with sqlite3.connect(home / "llmlab.db") as con:
+        assert con.execute("SELECT count(*) FROM call_claims").fetchone()[0] == 0  # nothing left claimed
+
+
+async def test_the_same_sweep_twice_at_once_in_one_kernel_pays_once(fault):
+    fault.app.inner = create_app(delay_ms=2.0)
+    sweep = build(12, "kernel-twin", 16)
+    first, second = await asyncio.gather(sweep.arun(display=False, concurrency=4), sweep.arun(display=False, concurrency=4))
+    assert (first.df["status"] == "ok").all() and (second.df["status"] == "ok").all()
+    assert first.df["completion"].tolist() == second.df["completion"].tolist()
+    assert set(fault.stats()["by_key"].values()) == {1} and len(fault.stats()["by_key"]) == 12
+    assert int(first.df["cached"].sum() + second.df["cached"].sum()) == 12
