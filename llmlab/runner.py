@@ -283,6 +283,10 @@ class _Limits:
                       "cuts": w.cuts} for key, w in self.windows.items()}  # fmt: skip
 
 
+#: sweeps running in this process now (their claims are live; any other claim made here is stale)
+_ACTIVE_SWEEPS: set[str] = set()
+
+
 class _ClaimWaiter:
     """Waits for calls that another sweep (in this process or another one) claimed and is sending.
 
@@ -318,7 +322,8 @@ class _ClaimWaiter:
                 continue
             hits = await asyncio.to_thread(self.store.cached_responses, waiting)
             rest = [cid for cid in waiting if cid not in hits]
-            still_elsewhere = await asyncio.to_thread(self.store.claim_calls, rest, self.owner) if rest else set()
+            still_elsewhere = (await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
+                               if rest else set())  # fmt: skip
             for cid in waiting:
                 fut = self._futures[cid]
                 if fut.done():
@@ -466,6 +471,14 @@ class SweepRunner:
                                       f"estimated; add it to {self.config.home / 'prices.json'}")  # fmt: skip
 
     async def run(self) -> None:
+        """Send the sweep's calls and record the outcome (see the module docstring)."""
+        _ACTIVE_SWEEPS.add(self.sweep_id)
+        try:
+            await self._run()
+        finally:
+            _ACTIVE_SWEEPS.discard(self.sweep_id)
+
+    async def _run(self) -> None:
         calls = self.sweep.calls
         self.handle._loop = asyncio.get_running_loop()
         ensure_tracing(self.config)
@@ -481,7 +494,7 @@ class SweepRunner:
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
         if self.options.cache is True:  # calls another sweep is sending right now are awaited, not paid twice
             todo = [c.call_id for c in calls if c.call_id not in cached]
-            elsewhere = self.store.claim_calls(todo, self.sweep_id) if todo else set()
+            elsewhere = self.store.claim_calls(todo, self.sweep_id, _ACTIVE_SWEEPS) if todo else set()
             self._claims = _ClaimWaiter(self.store, self.sweep_id, elsewhere)
         self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
                    calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls])  # fmt: skip

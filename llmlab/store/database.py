@@ -19,8 +19,9 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 from ..errors import StoreError
 from .migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
@@ -80,13 +81,19 @@ def migrate(db: sqlite3.Connection) -> list[str]:
 
 #: a claim from another host cannot be checked for liveness; after this long it is presumed dead
 _FOREIGN_CLAIM_TTL_S = 600.0
+#: who makes claims: host and a per-process nonce (a pid alone can be reused after a crash)
+_PROCESS = f"{socket.gethostname()}/{uuid.uuid4().hex[:12]}"
 
 
-def _claim_alive(host: str, pid: int, claimed_at: str, this_host: str) -> bool:
-    """Whether the process that made a claim may still be sending the call."""
-    if host != this_host:
+def _claim_alive(process: str, pid: int, claimed_at: str, owner: str, local_owners: Collection[str]) -> bool:
+    """Whether the sweep that made a claim may still be sending the call."""
+    if process == _PROCESS:  # this process: its sweeps say whether they run
+        return owner in local_owners
+    if process.rsplit("/", 1)[0] != _PROCESS.rsplit("/", 1)[0]:  # another host: no way to ask, so by age
         age = (_dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(claimed_at)).total_seconds()
         return age < _FOREIGN_CLAIM_TTL_S
+    if pid == os.getpid():  # our pid, another process's claim: that process is gone (the pid was reused)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -266,13 +273,14 @@ class Store:
         return self.submit(fn)
 
     # claims: one process sends a call, the others wait for its result ------------------------
-    def claim_calls(self, call_ids: Sequence[str], owner: str) -> set[str]:
+    def claim_calls(self, call_ids: Sequence[str], owner: str, local_owners: Collection[str] = ()) -> set[str]:
         """Claim ``call_ids`` for ``owner`` (a sweep id) unless another owner that is still running
         holds them or they are answered in the cache already; returns the ids not claimed (the
         caller waits for their answer). Claims of a process that is gone (a crash, a kill -9) are
-        taken over."""
+        taken over; so are claims made in this process by an owner not in ``local_owners`` (the
+        sweeps running here now)."""
         ids = list(call_ids)
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = _PROCESS, os.getpid()
 
         def fn(db: sqlite3.Connection) -> set[str]:
             held: dict[str, tuple[str, str, int, str]] = {}
@@ -283,7 +291,7 @@ class Store:
                     f"SELECT call_id, owner, host, pid, claimed_at FROM call_claims WHERE call_id IN ({marks})", chunk
                 ):
                     held[cid] = tuple(rest)  # type: ignore[assignment]
-            elsewhere = {cid for cid, (o, h, p, at) in held.items() if o != owner and _claim_alive(h, p, at, host)}
+            elsewhere = {cid for cid, (o, h, p, at) in held.items() if o != owner and _claim_alive(h, p, at, o, local_owners)}
             # answered since the caller looked: not to be sent again (the caller finds it in the cache)
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]

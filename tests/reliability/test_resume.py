@@ -110,3 +110,27 @@ async def test_the_same_sweep_twice_at_once_in_one_kernel_pays_once(fault):
     assert first.df["completion"].tolist() == second.df["completion"].tolist()
     assert set(fault.stats()["by_key"].values()) == {1} and len(fault.stats()["by_key"]) == 12
     assert int(first.df["cached"].sum() + second.df["cached"].sum()) == 12
+
+
+def test_stale_claims_are_taken_over_whoever_left_them(fault, home):
+    """Claims left by a sweep that is gone — in a process that died, even one whose pid is now ours
+    (reused), or in this process — do not hold up a new run: it sends those calls itself."""
+    import os
+    import socket
+
+    from llmlab.store import get_store
+    from llmlab.store.database import _PROCESS
+
+    sweep = build(3, "stale", 8)
+    ids = [c.call_id for c in sweep.calls]
+    store = get_store()
+    stale = [(ids[0], "sw-dead", f"{socket.gethostname()}/deadbeef0000", os.getpid()),  # our pid, reused
+             (ids[1], "sw-dead", f"{socket.gethostname()}/deadbeef0001", 2**22 + 7),  # no such process
+             (ids[2], "sw-gone", _PROCESS, os.getpid())]  # this process, a sweep no longer running  # fmt: skip
+    store.write(lambda db: db.executemany(
+        "INSERT INTO call_claims (call_id, owner, host, pid, claimed_at) VALUES (?,?,?,?, '2026-01-01T00:00:00+00:00')",
+        stale))  # fmt: skip
+    res = sweep.run(display=False)
+    assert (res.df["status"] == "ok").all() and not res.df["cached"].any()
+    assert set(fault.stats()["by_key"].values()) == {1} and len(fault.stats()["by_key"]) == 3
+    assert store.read("SELECT count(*) FROM call_claims") == [(0,)]
