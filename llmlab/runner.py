@@ -320,10 +320,14 @@ class _ClaimWaiter:
             waiting = [cid for cid, fut in self._futures.items() if not fut.done()]
             if not waiting:
                 continue
-            hits = await asyncio.to_thread(self.store.cached_responses, waiting)
-            rest = [cid for cid in waiting if cid not in hits]
-            still_elsewhere = (await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
-                               if rest else set())  # fmt: skip
+            try:
+                hits = await asyncio.to_thread(self.store.cached_responses, waiting)
+                rest = [cid for cid in waiting if cid not in hits]
+                still_elsewhere = (await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
+                                   if rest else set())  # fmt: skip
+            except Exception:  # e.g. the store briefly locked by another process: ask again next round
+                log.warning("could not check calls claimed by another sweep; retrying", exc_info=True)
+                continue
             for cid in waiting:
                 fut = self._futures[cid]
                 if fut.done():
