@@ -48,9 +48,9 @@ def cli() -> None:
 @cli.command()
 @_home_option
 @click.option("--out", type=click.Path(file_okay=False), default="llmlab-demo", show_default=True, help="Folder for the HTML charts.")
-@click.option("--delay-ms", type=float, default=4.0, show_default=True, help="Per-token delay of the embedded model.")
+@click.option("--delay-ms", type=float, default=None, help="Per-token delay of the embedded model [LLMLAB_LOCAL_DELAY_MS; 4].")
 @_friendly
-def demo(home: str | None, out: str, delay_ms: float) -> None:
+def demo(home: str | None, out: str, delay_ms: float | None) -> None:
     """Offline demo: sweep the embedded models, trace to the embedded collector, chart the spans."""
     from .demo import run_demo
 

@@ -16,14 +16,26 @@ DEMO_PROMPTS = [
 ]
 
 
-def run_demo(home: str | None, out: Path, delay_ms: float = 4.0) -> None:
+#: per-token delay of the embedded model in the demo, so latency and TTFT look like a real endpoint's
+DEFAULT_DELAY_MS = 4.0
+
+
+def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None:
     """Sweep 4 prompts × 2 local models × 3 temperatures × 2 top_p, trace to the embedded
-    collector, read the spans back over DQL, print a summary and write HTML charts."""
+    collector, read the spans back over DQL, print a summary and write HTML charts.
+
+    ``delay_ms`` (the per-token delay) wins over ``LLMLAB_LOCAL_DELAY_MS``, which wins over
+    :data:`DEFAULT_DELAY_MS`. Ctrl-C stops the sweep and the demo (exit code 130).
+    """
     import pandas as pd
 
     import llmlab as ll
+    from .config import LLMLAB_LOCAL_DELAY_MS
 
-    os.environ.setdefault("LLMLAB_LOCAL_DELAY_MS", str(delay_ms))
+    if delay_ms is not None:
+        os.environ[LLMLAB_LOCAL_DELAY_MS] = str(delay_ms)
+    else:
+        os.environ.setdefault(LLMLAB_LOCAL_DELAY_MS, str(DEFAULT_DELAY_MS))
     config = ll.configure(home=home, datakit="embedded") if home else ll.configure(datakit="embedded")
     click.echo(f"llmlab demo — home {config.home}, traces to the embedded DataKit-compatible collector")
     sweep = ll.Sweep(
@@ -40,6 +52,9 @@ def run_demo(home: str | None, out: Path, delay_ms: float = 4.0) -> None:
     t0 = time.perf_counter()
     res = sweep.run(concurrency=8, display=True)
     click.echo(f"ran {res!r} in {time.perf_counter() - t0:.1f}s")
+    if res.stopped == "cancelled":
+        click.echo("Cancelled.", err=True)
+        raise click.exceptions.Exit(130)
 
     from .tracing import flush
     from .tracing.export import drain

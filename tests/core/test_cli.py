@@ -25,8 +25,9 @@ def _free_port() -> int:
 
 
 def test_demo_runs_offline_end_to_end(tmp_path):
-    proc = _run("demo", "--home", str(tmp_path / "h"), "--out", str(tmp_path / "charts"), "--delay-ms", "1",
-                env_extra={"LLMLAB_DATAKIT_URL": "embedded"})  # fmt: skip
+    # --delay-ms wins over the environment variable (argument > env var > default)
+    proc = _run("demo", "--home", str(tmp_path / "h"), "--out", str(tmp_path / "charts"), "--delay-ms", "4",
+                env_extra={"LLMLAB_DATAKIT_URL": "embedded", "LLMLAB_LOCAL_DELAY_MS": "0"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "plan: 48 calls" in out
@@ -37,6 +38,11 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert "latency_p50" in out and "ttft_p50" in out
     html = (tmp_path / "charts" / "latency_by_setting.html").read_text()
     assert "plotly" in html.lower() and "latency (ms)" in html
+    import llmlab as ll
+
+    ll.configure(home=tmp_path / "h", datakit=None)
+    df = ll.spans(source="local")
+    assert len(df) == 48 and (df["latency_ms"] >= 0.9 * 4 * df["output_tokens"]).all()  # 4 ms per token at least
 
 
 def test_sweep_spec_yaml_with_progress_and_output(tmp_path):
