@@ -182,7 +182,14 @@ def _check_messages(msgs: list[Any], where: str) -> list[dict[str, Any]]:
 def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise ValidationError("prompts", str(path), "file not found")
-    raw = path.read_bytes()
+    if path.is_dir():
+        raise ValidationError("prompts", str(path), "is a directory; pass a .csv, .jsonl or .json file")
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise ValidationError("prompts", str(path), f"unsupported file type {path.suffix or '(none)'!r}; use .csv, .jsonl or .json")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValidationError("prompts", str(path), f"cannot be read: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -106,6 +106,8 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
     ("run-cache-unknown", lambda e: sweep().run(display=False, cache="sometimes"), ValidationError, r"cache='sometimes': expected True, False"),
     ("run-missing-api-key", lambda e: sweep(models=["gpt-4o-mini"]).run(display=False), ConfigError, r"provider 'openai': API key missing: set the OPENAI_API_KEY"),
     # --- prompt files ---------------------------------------------------------------------------------
+    ("prompts-path-is-a-directory", lambda e: sweep(prompts=e.tmp), ValidationError, r"prompts=.*: is a directory; pass a \.csv, \.jsonl or \.json file"),
+    ("prompts-path-wrong-type", lambda e: sweep(prompts=e.file("p.txt", "What is rain?\n")), ValidationError, r"prompts=.*p\.txt': unsupported file type '\.txt'"),
     ("csv-missing-file", lambda e: sweep(prompts=str(e.tmp / "nope.csv")), ValidationError, r"prompts=.*nope\.csv': file not found"),
     ("csv-row-too-long", lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\nsun,extra\n"), template=None), ValidationError, r"p\.csv:3': row has more fields than the 1 header"),
     ("csv-row-too-short", lambda e: sweep(prompts=e.file("p.csv", "q,topic\nrain,weather\nsun\n"), template="{q}"), ValidationError, r"p\.csv:3': row has fewer fields than the 2 header"),
