@@ -149,6 +149,8 @@ def configure(
     env = os.environ
     if home is _UNSET or home is None:
         home = env.get(LLMLAB_HOME) or DEFAULT_HOME
+    elif not isinstance(home, (str, os.PathLike)) or not str(home).strip():
+        raise ConfigError(f"home={home!r}: must be a directory path like '.llmlab'")
     home_path = Path(home).expanduser().resolve()
     if home_path.exists() and not home_path.is_dir():
         raise ConfigError(f"home={str(home)!r}: exists and is not a directory")
@@ -176,8 +178,13 @@ def configure(
 
     if headers is _UNSET or headers is None:
         headers = _parse_headers(env.get(TRACELOOP_HEADERS, ""))
+    elif not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        # named by type only: the values are tokens
+        raise ConfigError(f"headers: expected a dict of header name to string value, got {type(headers).__name__}")
     if datakit_token is _UNSET:
         datakit_token = env.get(LLMLAB_DATAKIT_TOKEN) or None
+    elif datakit_token is not None and not isinstance(datakit_token, str):
+        raise ConfigError(f"datakit_token: expected a string, got {type(datakit_token).__name__}")
     for secret in list(headers.values()) + [datakit_token or ""]:
         register_secret(secret)
 

@@ -120,8 +120,17 @@ def provider(
     for label, value in (("rpm", rpm), ("tpm", tpm), ("timeout", timeout)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
             raise ConfigError(f"provider {name!r}: {label}={value!r} must be a positive number")
+    if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env.replace("_", "a").isalnum()
+                                    or api_key_env[0].isdigit()):  # fmt: skip
+        register_secret(str(api_key_env))  # often the key itself, pasted by mistake: never echo it
+        raise ConfigError(f"provider {name!r}: api_key_env must be the name of an environment variable, like "
+                          "'MOONSHOT_API_KEY', not the key itself (the value given is not shown)")  # fmt: skip
+    if headers is not None and (not isinstance(headers, dict)
+                                or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):  # fmt: skip
+        # named by type only: the values are credentials
+        raise ConfigError(f"provider {name!r}: headers must be a dict of header name to string value")
     for value in (headers or {}).values():
-        register_secret(str(value))  # e.g. an Azure "api-key" header: never echoed in an error
+        register_secret(value)  # e.g. an Azure "api-key" header: never echoed in an error
     base = existing or Provider(name)
     new = dataclasses.replace(
         base,

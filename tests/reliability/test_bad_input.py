@@ -137,6 +137,10 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
     ("provider-bad-name", lambda e: ll.provider("my provider", base_url="http://x/v1"), ConfigError, r"provider name='my provider': use letters"),
     ("provider-url-no-scheme", lambda e: ll.provider("p2", base_url="localhost:8000/v1"), ConfigError, r"provider 'p2': base_url='localhost:8000/v1' must start with http"),
     ("provider-rpm-zero", lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0), ConfigError, r"provider 'p3': rpm=0 must be a positive number"),
+    ("provider-key-as-env-name", lambda e: ll.provider("p4", base_url="http://x/v1", api_key_env="k3y-pasted-by-mistake-0042"), ConfigError, r"provider 'p4': api_key_env must be the name of an environment variable(?!.*k3y-pasted)"),
+    ("provider-headers-not-a-dict", lambda e: ll.provider("p5", base_url="http://x/v1", headers="api-key=t0k"), ConfigError, r"provider 'p5': headers must be a dict(?!.*t0k)"),
+    ("config-home-empty", lambda e: ll.configure(home=""), ConfigError, r"home='': must be a directory path"),
+    ("config-headers-not-strings", lambda e: ll.configure(headers={"x-token": 12345}), ConfigError, r"headers: expected a dict of header name to string value(?!.*12345)"),
     # --- OTLP bodies sent to the collector ------------------------------------------------------------
     ("otlp-content-type", lambda e: e.otlp(b"{}", "text/plain"), CollectorRejected, r"HTTP 400 otel\.bad_content_type: Content-Type must be application/x-protobuf"),
     ("otlp-garbage-protobuf", lambda e: e.otlp(b"\xff\x00garbage"), CollectorRejected, r"HTTP 400 otel\.bad_body"),
