@@ -838,20 +838,24 @@ def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
         with _cancel_on_first_sigint(handle):
             return asyncio.run(run_async(sweep, **kwargs))
     result: dict[str, Any] = {}
+    # an Event, not Thread.join(): a join interrupted by KeyboardInterrupt may return at once when
+    # called again (CPython < 3.13), before the sweep has stopped
+    done = threading.Event()
 
     def target() -> None:
         try:
             result["value"] = asyncio.run(run_async(sweep, **kwargs))
         except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=target, name="llmlab-sweep", daemon=True)
-    thread.start()
+    threading.Thread(target=target, name="llmlab-sweep", daemon=True).start()
     try:
-        thread.join()
+        done.wait()
     except KeyboardInterrupt:  # the kernel's interrupt button: stop the sweep, keep what finished
         handle.cancel()
-        thread.join()
+        done.wait()
     if "error" in result:
         raise result["error"]
     return result["value"]

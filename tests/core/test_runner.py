@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +217,49 @@ def test_a_write_whose_waiter_gave_up_still_lands_and_the_store_writer_lives_on(
     assert store.read("SELECT count(*) FROM sqlite_master WHERE name='gave_up'") == [(1,)]
     assert store.write(lambda db: 42) == 42
 
+
+
+def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(tmp_path):
+    """The kernel's stop button during ``run()`` in a cell (a loop is running, so the sweep is on a
+    worker thread): SIGINT stops the sweep and ``run()`` returns what finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "cell.py"
+    script.write_text(
+        "import asyncio, json, signal\n"
+        "import llmlab as ll\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as ipykernel has it\n"
+        "sweep = ll.Sweep(prompts=[f'rain and sun {i}' for i in range(8)], models=['local/small'], temperature=[0.0, 0.9],\n"
+        "                 max_tokens=40, seed=1)\n"
+        "async def cell():\n"
+        "    res = sweep.run(display=False, concurrency=2)  # blocking, inside the running loop\n"
+        "    print(json.dumps({'stopped': res.stopped, 'rows': len(res.df), 'skipped': len(res.skipped)}), flush=True)\n"
+        "asyncio.new_event_loop().run_until_complete(cell())  # a kernel's loop: no SIGINT handler of asyncio's\n"
+    )  # fmt: skip
+    home = tmp_path / "home"
+    env = {**os.environ, "LLMLAB_HOME": str(home), "LLMLAB_LOCAL_DELAY_MS": "25", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no call finished"
+        db = home / "llmlab.db"
+        if db.exists():
+            import sqlite3
+
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                    if con.execute("SELECT count(*) FROM calls").fetchone()[0] >= 2:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["stopped"] == "cancelled" and result["rows"] >= 2 and result["rows"] + result["skipped"] == 16
