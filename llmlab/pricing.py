@@ -294,3 +294,18 @@ def price(df: pd.DataFrame, prices: Mapping[str, Any] | str | Path | None = None
     series = pd.Series(cost, index=out.index, dtype="Float64")
     out["cost_usd"] = series.mask(np.isnan(cost))
     return out
+
+
+def format_usd(value: float) -> str:
+    """Dollars with at least 4 decimals and 3 significant digits, for display.
+
+    Small-model and per-call costs (often under $0.0001) stay visible instead of reading ``$0.0000``.
+
+    Example:
+        >>> format_usd(0.0000123), format_usd(1.5)
+        ('$0.0000123', '$1.5000')
+    """
+    if not 0 < value < math.inf:
+        return "$0.0000"
+    decimals = max(4, 2 - math.floor(math.log10(value)))
+    return f"${value:.{decimals}f}"

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from .events import Event
+from .pricing import format_usd
 
 
 class ProgressBar:
     """A tqdm bar: calls done / total, with ok, errors, cached, retries and spend in the postfix."""
 
     def __init__(self, total: int, budget_usd: float | None = None, file: IO[str] | None = None) -> None:
-        self.bar = tqdm(total=total, unit="call", file=file, dynamic_ncols=True, desc="sweep", leave=True)
+        # a terminal that reports no width (a pty under `script`, `docker exec -t`) would get a 0-column bar
+        sized = _reports_width(file)
+        self.bar = tqdm(total=total, unit="call", file=file, dynamic_ncols=sized, ncols=None if sized else 100, nrows=None if sized else 24,
+                        desc="sweep", leave=True)  # fmt: skip
         self.budget_usd = budget_usd
         self.counts = {"ok": 0, "error": 0, "cached": 0, "retries": 0, "skipped": 0}
         self.spent = 0.0
@@ -38,8 +43,16 @@ class ProgressBar:
     def _postfix(self) -> None:
         post = {k: v for k, v in self.counts.items() if v}
         if self.spent or self.budget_usd is not None:
-            post["usd"] = f"{self.spent:.4f}" + (f"/{self.budget_usd:g}" if self.budget_usd is not None else "")
+            post["spent"] = format_usd(self.spent) + (f" of ${self.budget_usd:g}" if self.budget_usd is not None else "")
         self.bar.set_postfix(post, refresh=False)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _reports_width(file: IO[str] | None) -> bool:
+    """True when ``file`` is a terminal that reports a non-zero width (or is not a terminal at all)."""
+    try:
+        return os.get_terminal_size(file.fileno()).columns > 0 if file is not None else True
+    except (AttributeError, OSError, ValueError):  # not a real file, or not a terminal
+        return True

@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -786,9 +787,15 @@ def _describe(exc: BaseException) -> str:
 
 
 def _default_display() -> bool:
+    """On in a Jupyter kernel (the grid) and when stderr is a terminal (the bar); off when piped or logged."""
     from .display import in_notebook
 
-    return in_notebook()
+    if in_notebook():
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 async def run_async(sweep: Sweep, concurrency: int = 8, display: bool | None = None, budget_usd: float | None = None,

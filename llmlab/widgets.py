@@ -37,6 +37,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .events import Event
+from .pricing import format_usd
 
 STATES = ("queued", "running", "retrying", "done", "error", "cached", "cancelled", "skipped")
 FINAL_STATES = frozenset({"done", "error", "cached", "cancelled", "skipped"})
@@ -317,7 +318,7 @@ class GridState:
         elapsed = self.elapsed_s()
         if elapsed is not None:
             parts.append(f"{elapsed:.1f} s")
-        spend = _usd(self.spent_usd)
+        spend = format_usd(self.spent_usd)
         if self.budget_usd is not None:
             spend += f" of ${self.budget_usd:g} budget"
         parts.append(spend)
@@ -412,15 +413,6 @@ _CSS = """
 _CELL_PREVIEW = 600  # characters of a completion shown in the cell face before opening it
 
 
-def _usd(value: float) -> str:
-    """Dollars with at least 4 decimals and 3 significant digits: small-model and per-call costs
-    (often under $0.0001) stay visible instead of reading ``$0.0000``."""
-    if not 0 < value < math.inf:
-        return "$0.0000"
-    decimals = max(4, 2 - math.floor(math.log10(value)))
-    return f"${value:.{decimals}f}"
-
-
 def _num(value: Any, fmt: str) -> str | None:
     if value is None or _isna(value) or not isinstance(value, (int, float)):
         return None
@@ -447,7 +439,7 @@ def render_cell(cell: Cell) -> str:
         if shown is not None:
             meta.append(shown + unit)
     if _num(row.get("cost_usd"), "f") is not None:
-        meta.append(_usd(float(row["cost_usd"])))
+        meta.append(format_usd(float(row["cost_usd"])))
     repeat = f"r{cell.spec.repeat} " if cell.spec.repeat else ""
     parts = [
         f'<details class="llg-cell st-{state}" data-call="{esc(cell.spec.call_id)}"><summary>',
@@ -474,7 +466,7 @@ def _details(cell: Cell) -> str:
         value = row.get(key)
         if value is not None and not _isna(value) and value != "":
             if key == "cost_usd" and isinstance(value, (int, float)):
-                value = _usd(float(value))  # rounding to 3 decimals would show a small cost as 0
+                value = format_usd(float(value))  # rounding to 3 decimals would show a small cost as 0
             items.append((key, round(value, 3) if isinstance(value, float) else value))
     if cell.note and not row.get("error"):
         items.append(("note", cell.note))

@@ -157,3 +157,51 @@ def test_ctrl_c_stops_a_cli_sweep_keeps_what_finished_and_a_rerun_sends_the_rest
     again = _run("sweep", str(spec), "--home", str(home), "--no-progress")
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"calls=16, errors=0, cached={done})" in again.stdout  # only the rest was sent
+
+
+SCRIPT_DEFAULT_DISPLAY = """
+import sys, tempfile
+import llmlab as ll
+ll.configure(home=tempfile.mkdtemp(), datakit=None)
+ll.Sweep(prompts=["hi", "why"], models=["local/tiny"], max_tokens=4, repeats=3).run()
+print("DONE")
+"""
+
+
+def _run_script_with_stderr(stderr_tty: bool, tmp_path) -> str:
+    """Run a script that calls ``run()`` with the default display; return what reached its stderr."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMLAB_", "TRACELOOP_"))}
+    if not stderr_tty:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+        assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr
+        return proc.stderr
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY], stdout=subprocess.PIPE,
+                            stderr=follower, env=env, cwd=tmp_path, text=True)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0 and "DONE" in out
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_default_display_is_a_bar_in_a_terminal_and_nothing_when_piped(tmp_path):
+    # run()'s default display: the progress bar when stderr is a terminal, silence in logs and pipes
+    shown = _run_script_with_stderr(True, tmp_path)
+    assert "sweep: 100%" in shown and "ok=" in shown
+    assert _run_script_with_stderr(False, tmp_path).strip() == ""
