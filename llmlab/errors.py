@@ -95,7 +95,9 @@ class CheckFailed(LlmlabError, AssertionError):
 # --- secret redaction -------------------------------------------------------------------------
 
 _SECRETS: set[str] = set()
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|tkn_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
+# credentials passed in a URL's query string (DataKit's ?token=tkn_…, ?api_key=…) or a key=value log line
+_QUERY_SECRET = re.compile(r"(?i)\b((?:access_|api_?|x-api-)?(?:token|key|secret|password))=([^&\s'\"]{4,})")
 
 
 def register_secret(value: str | None) -> None:
@@ -109,4 +111,5 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
+    text = _QUERY_SECRET.sub(r"\1=***", text)
     return _KEYLIKE.sub("***", text)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import llmlab as ll
+from llmlab.errors import redact
 from llmlab.events import EventBus
 from llmlab.progress import ProgressBar
 from llmlab.runner import RetryPolicy
@@ -188,3 +189,20 @@ def test_planted_key_and_header_token_stay_out_of_notebook_outputs(fault, tmp_pa
     for secret in (key, token):
         at = saved.find(secret)
         assert at < 0, f"a planted secret is in the notebook's outputs: ...{saved[max(0, at - 300):at + 60]!r}"
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("POST http://dk:9529/v1/query/raw?token=tkn_0123456789abcdef failed: 401", "tkn_0123456789abcdef"),
+    ("GET https://api.example.com/v1/models?api_key=a1b2c3d4e5&limit=5", "a1b2c3d4e5"),
+    ("connect failed: access_token=ya29.A0ARrdaM-xyz", "ya29.A0ARrdaM-xyz"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload", "eyJhbGciOiJIUzI1NiJ9.payload"),
+])  # fmt: skip
+def test_unregistered_credentials_in_urls_and_lines_are_masked(text, secret):
+    # a secret llmlab was never told about (a token in a URL someone pasted) is still masked by its shape
+    masked = redact(text)
+    assert secret not in masked and "***" in masked
+
+
+def test_masking_leaves_parameters_alone():
+    text = "max_tokens=64: must be <= 2048; top_k=5; monkey=banana"
+    assert redact(text) == text
