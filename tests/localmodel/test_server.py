@@ -80,7 +80,7 @@ def test_streaming_with_usage(client):
 
 def test_streaming_without_usage_and_raw_sse(srv):
     with httpx.stream("POST", srv.url + "/v1/chat/completions",
-                      json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True}) as r:
+                      json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True, "temperature": 0}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     events = [e for e in raw.split("\n\n") if e]
@@ -124,7 +124,7 @@ def test_models_list(client, srv):
 
 def test_ignores_unknown_openai_params(client):
     r = client.chat.completions.create(
-        model="tiny", messages=MSGS, max_completion_tokens=4, presence_penalty=0.5, frequency_penalty=0.1,
+        model="tiny", messages=MSGS, temperature=0, max_completion_tokens=4, presence_penalty=0.5, frequency_penalty=0.1,
         user="u1", logit_bias={}, n=1, extra_body={"some_vendor_flag": True},
     )
     assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
