@@ -33,28 +33,36 @@ def main() -> None:
     ll.configure(home=str(work / "home"), datakit=None)
     n_prompts = max(1, args.calls_per_model // 3)
     prompts = [f"Question {i}: what causes a rainbow?" for i in range(n_prompts)]
-    print(f"{len(prompts) * 3 * 2} calls per run (local/tiny + local/small, 3 temperatures, max_tokens=32), "
-          f"median of {args.rounds} rounds")  # fmt: skip
+    print(
+        f"{len(prompts) * 3 * 2} calls per run (local/tiny + local/small, 3 temperatures, max_tokens=32), "
+        f"median of {args.rounds} rounds"
+    )
     for delay in ("0", "5"):
         os.environ["LLMLAB_LOCAL_DELAY_MS"] = delay
         localmodel.stop_server()  # the server reads the delay when it starts
-        sweep = ll.Sweep(prompts=prompts, models=["local/tiny", "local/small"], temperature=[0.0, 0.7, 1.0],
-                         max_tokens=32, seed=1)  # fmt: skip
+        sweep = ll.Sweep(
+            prompts=prompts, models=["local/tiny", "local/small"], temperature=[0.0, 0.7, 1.0], max_tokens=32, seed=1
+        )
         cassette = work / f"cassette-{delay}.json"
         sweep.run(display=False, cache=False)  # warm-up: server start, imports, tracing
         times: dict[str, list[float]] = {"live": [], "record": [], "replay": []}
         for _ in range(args.rounds):
-            for mode, kwargs in (("live", {"cache": False}), ("record", {"cache": "record", "cassette": cassette}),
-                                 ("replay", {"cache": "replay", "cassette": cassette})):  # fmt: skip
+            for mode, kwargs in (
+                ("live", {"cache": False}),
+                ("record", {"cache": "record", "cassette": cassette}),
+                ("replay", {"cache": "replay", "cassette": cassette}),
+            ):
                 t0 = time.perf_counter()
                 res = sweep.run(display=False, **kwargs)
                 times[mode].append(time.perf_counter() - t0)
                 assert (res.df["status"] == "ok").all()
         med = {k: statistics.median(v) for k, v in times.items()}
         size = cassette.stat().st_size / 1024
-        print(f"delay {delay} ms/token: live {med['live']:.2f}s | record/live {med['record'] / med['live']:.2f}x | "
-              f"replay/live {med['replay'] / med['live']:.2f}x | cassette {size:.0f} KiB "
-              f"({size / len(sweep.calls):.1f} KiB/call)")  # fmt: skip
+        print(
+            f"delay {delay} ms/token: live {med['live']:.2f}s | record/live {med['record'] / med['live']:.2f}x | "
+            f"replay/live {med['replay'] / med['live']:.2f}x | cassette {size:.0f} KiB "
+            f"({size / len(sweep.calls):.1f} KiB/call)"
+        )
 
 
 if __name__ == "__main__":

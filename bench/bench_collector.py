@@ -78,8 +78,14 @@ def make_batches(n_batches: int, seed: int) -> list[bytes]:
     return batches
 
 
-def _sender(url: str, path: str, batches: list[bytes], repeat_get: int, out: "mp.Queue[tuple[int, float, float]]",
-            barrier: "mp.synchronize.Barrier") -> None:  # fmt: skip
+def _sender(
+    url: str,
+    path: str,
+    batches: list[bytes],
+    repeat_get: int,
+    out: mp.Queue[tuple[int, float, float]],
+    barrier: mp.synchronize.Barrier,
+) -> None:
     import httpx
 
     headers = {"Content-Type": "application/x-protobuf"}
@@ -140,8 +146,11 @@ def main() -> None:
                     span.span_id = rnd.randbytes(8)
         batches.append(req.SerializeToString())
     n_spans = args.batches * BATCH
-    print(f"generated {n_spans} spans in {len(batches)} batches ({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB/batch)"
-          f" in {time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
+    print(
+        f"generated {n_spans} spans in {len(batches)} batches ({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB/batch)"
+        f" in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
 
     # baseline 1: bare protobuf decode of the same batches
     t0 = time.perf_counter()
@@ -167,7 +176,9 @@ def main() -> None:
             from llmlab.collector import dql
 
             t0 = time.perf_counter()
-            res = dql.run_request(app.state.storage, {"queries": [{"query": "T::re(`.*`):(`trace_id`,`message`) LIMIT 1000"}]})
+            res = dql.run_request(
+                app.state.storage, {"queries": [{"query": "T::re(`.*`):(`trace_id`,`message`) LIMIT 1000"}]}
+            )
             q_elapsed = time.perf_counter() - t0
         finally:
             srv.stop()

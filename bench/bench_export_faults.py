@@ -80,7 +80,9 @@ def main() -> None:
                 collector.stop()
     fault.stop()
     base = statistics.median(times["healthy"])
-    print(f"{args.calls} calls per sweep, {args.rounds} rounds, medians (every span delivered exactly once after replay)")
+    print(
+        f"{args.calls} calls per sweep, {args.rounds} rounds, medians (every span delivered exactly once after replay)"
+    )
     print(f"{'DataKit':<10} {'wall s':>8} {'vs healthy':>11}")
     for state in states:
         med = statistics.median(times[state])
@@ -90,12 +92,13 @@ def main() -> None:
 def replay_backlog(n: int) -> None:
     """Spool ``n`` spans (real OTLP bytes, 20 attributes each) as after a long outage, then time
     ``drain`` (what ``llmlab replay`` runs) into the embedded collector; check each is stored once."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
     import llmlab as ll
     from llmlab.collector import background, create_app
     from llmlab.store import get_store
     from llmlab.tracing.export import drain
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     tmp = Path(tempfile.mkdtemp(prefix="llmlab-bench-replay-"))
     config = ll.configure(home=tmp / "home", datakit=None)
@@ -114,9 +117,11 @@ def replay_backlog(n: int) -> None:
         rows.append((span.trace_id.hex(), span.span_id.hex(), req.SerializeToString(), t0 + i))
 
     def insert(db):
-        db.executemany("INSERT INTO spans (trace_id, span_id, name, service, start_ns, end_ns, is_llm, row_json,"
-                       " attrs_json, otlp, export_state) VALUES (?, ?, 'openai.chat', 'llmlab', ?, ?, 0, '{}', '{}', ?, 0)",
-                       [(t, s_, start, start + 10**9, otlp) for t, s_, otlp, start in rows])  # fmt: skip
+        db.executemany(
+            "INSERT INTO spans (trace_id, span_id, name, service, start_ns, end_ns, is_llm, row_json,"
+            " attrs_json, otlp, export_state) VALUES (?, ?, 'openai.chat', 'llmlab', ?, ?, 0, '{}', '{}', ?, 0)",
+            [(t, s_, start, start + 10**9, otlp) for t, s_, otlp, start in rows],
+        )
 
     store.write(insert)
     collector = create_app(tmp / "collector.db")

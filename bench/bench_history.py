@@ -50,7 +50,9 @@ def main() -> None:
 
     # 1. recording overhead
     spec, info = sweep.spec(), {"calls": len(sweep.calls)}
-    rows = [{"status": "ok", "cached": False, "input_tokens": 10, "output_tokens": 20, "cost_usd": 1e-6}] * len(sweep.calls)
+    rows = [{"status": "ok", "cached": False, "input_tokens": 10, "output_tokens": 20, "cost_usd": 1e-6}] * len(
+        sweep.calls
+    )
     n = [0]
 
     def bare() -> None:
@@ -66,14 +68,18 @@ def main() -> None:
     t_bare = _median_time(bare, 30)
     t_rec = _median_time(recorded, 30)
     t_live = _median_time(lambda: sweep.run(display=False, cache=False), 3)
-    print(f"recording: bare {t_bare * 1e3:.2f} ms, with history {t_rec * 1e3:.2f} ms ({t_rec / t_bare:.2f}x); "
-          f"extra {((t_rec - t_bare) / t_live) * 100:.2f}% of a {len(sweep.calls)}-call live sweep ({t_live:.2f} s)")
+    print(
+        f"recording: bare {t_bare * 1e3:.2f} ms, with history {t_rec * 1e3:.2f} ms ({t_rec / t_bare:.2f}x); "
+        f"extra {((t_rec - t_bare) / t_live) * 100:.2f}% of a {len(sweep.calls)}-call live sweep ({t_live:.2f} s)"
+    )
 
     # 2. load vs re-run
     res = sweep.run(display=False, cache=False)
     t_load = _median_time(lambda: ll.load(res.sweep_id), 10)
     t_cached = _median_time(lambda: sweep.run(display=False), 3)
-    print(f"ll.load: {t_load * 1e3:.1f} ms; live re-run {t_live / t_load:.0f}x slower, cached re-run {t_cached / t_load:.1f}x slower")
+    print(
+        f"ll.load: {t_load * 1e3:.1f} ms; live re-run {t_live / t_load:.0f}x slower, cached re-run {t_cached / t_load:.1f}x slower"
+    )
 
     # 3. listing many experiments
     existing = len(ll.sweeps())
@@ -83,16 +89,20 @@ def main() -> None:
     t_list = _median_time(lambda: ll.sweeps(), 5)
     t_raw = _median_time(lambda: store.read("SELECT * FROM sweeps ORDER BY created_at DESC"), 5)
     t_tag = _median_time(lambda: ll.sweeps(name="name-3"), 5)
-    print(f"ll.sweeps() over {len(ll.sweeps())} experiments: {t_list * 1e3:.1f} ms ({t_list / t_raw:.1f}x a bare SELECT "
-          f"of {t_raw * 1e3:.1f} ms); filtered by name: {t_tag * 1e3:.1f} ms")
+    print(
+        f"ll.sweeps() over {len(ll.sweeps())} experiments: {t_list * 1e3:.1f} ms ({t_list / t_raw:.1f}x a bare SELECT "
+        f"of {t_raw * 1e3:.1f} ms); filtered by name: {t_tag * 1e3:.1f} ms"
+    )
 
     # 4. export + import
     out = tmp / "exp.json.gz"
     t_export = _median_time(lambda: history.export_sweep(res.sweep_id, out), 5)
     ll.configure(home=tmp / "home2", datakit=None)
     t_import = _median_time(lambda: history.import_sweep(out, replace=True), 5)
-    print(f"export {t_export * 1e3:.1f} ms + import {t_import * 1e3:.1f} ms of a {len(res.df)}-call sweep "
-          f"({out.stat().st_size / 1024:.0f} KiB gzip) = {(t_export + t_import) / t_load:.1f}x one ll.load")
+    print(
+        f"export {t_export * 1e3:.1f} ms + import {t_import * 1e3:.1f} ms of a {len(res.df)}-call sweep "
+        f"({out.stat().st_size / 1024:.0f} KiB gzip) = {(t_export + t_import) / t_load:.1f}x one ll.load"
+    )
     sys.stdout.flush()
 
 

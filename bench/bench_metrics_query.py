@@ -53,10 +53,12 @@ def _request(i: int, t0: int) -> ExportMetricsServiceRequest:
         dp.attributes.extend(common + extra)
         dp.explicit_bounds.extend(bounds)
         dp.bucket_counts.extend([0, i + 1] + [0] * (len(bounds) - 1))
-    for name, unit, extra in [("gen_ai.client.generation.choices", "choice", []),
-                              ("gen_ai.client.generation.choices", "choice", [_kv("gen_ai.response.finish_reason", "stop")]),
-                              ("llm.openai.chat_completions.exceptions", "time", [_kv("error.type", "APIError")]),
-                              ("gen_ai.client.generation.choices", "choice", [_kv("gen_ai.response.finish_reason", "length")])]:  # fmt: skip
+    for name, unit, extra in [
+        ("gen_ai.client.generation.choices", "choice", []),
+        ("gen_ai.client.generation.choices", "choice", [_kv("gen_ai.response.finish_reason", "stop")]),
+        ("llm.openai.chat_completions.exceptions", "time", [_kv("error.type", "APIError")]),
+        ("gen_ai.client.generation.choices", "choice", [_kv("gen_ai.response.finish_reason", "length")]),
+    ]:
         m = sm.metrics.add(name=name, unit=unit)
         m.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
         m.sum.is_monotonic = True

@@ -30,8 +30,12 @@ def _free_port() -> int:
 def start_model_server() -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "LLMLAB_LOCAL_DELAY_MS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab", "serve-model", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmlab", "serve-model", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):
         try:
@@ -45,19 +49,27 @@ def start_model_server() -> tuple[subprocess.Popen, str]:
 
 def make_sweep(calls: int, ll):
     prompts = [f"Question {i}: explain how rain forms over the sea." for i in range(calls // 4)]
-    return ll.Sweep(prompts=prompts, models=["bench/tiny"], temperature=[0.5, 1.0], top_p=[1.0, 0.9], max_tokens=32, seed=1)
+    return ll.Sweep(
+        prompts=prompts, models=["bench/tiny"], temperature=[0.5, 1.0], top_p=[1.0, 0.9], max_tokens=32, seed=1
+    )
 
 
 async def raw_loop(sweep, url: str, concurrency: int) -> float:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0,
-                                http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=200)))  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=url,
+        api_key="x",
+        max_retries=0,
+        http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=200)),
+    )
     sem = asyncio.Semaphore(concurrency)
 
     async def one(call) -> None:
         async with sem:
-            stream = await client.chat.completions.create(**call.request_kwargs(), stream=True, stream_options={"include_usage": True})
+            stream = await client.chat.completions.create(
+                **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
+            )
             async for _ in stream:
                 pass
 
@@ -95,15 +107,21 @@ def main() -> None:
             ll_s = time.perf_counter() - t0
             assert (res.df["status"] == "ok").all(), res.df["error"].unique()
             rows.append((raw_s, ll_s))
-            print(f"round {r + 1}: raw {len(sweep.calls) / raw_s:7.1f} calls/s   llmlab {len(sweep.calls) / ll_s:7.1f} calls/s"
-                  f"   ratio {raw_s / ll_s:.2f}")  # fmt: skip
+            print(
+                f"round {r + 1}: raw {len(sweep.calls) / raw_s:7.1f} calls/s   llmlab {len(sweep.calls) / ll_s:7.1f} calls/s"
+                f"   ratio {raw_s / ll_s:.2f}"
+            )
         ratios = sorted(raw / lab for raw, lab in rows)
         raw_best = min(r[0] for r in rows)
         ll_best = min(r[1] for r in rows)
-        print(f"\n{args.calls} calls, concurrency {args.concurrency}: raw AsyncOpenAI {args.calls / raw_best:.1f} calls/s, "
-              f"llmlab sweep (tracing + store) {args.calls / ll_best:.1f} calls/s (best rounds)")  # fmt: skip
-        print(f"throughput ratio llmlab/raw: median {ratios[len(ratios) // 2]:.2f} over {len(rows)} paired rounds, "
-              f"best/best {raw_best / ll_best:.2f} (target >= 0.80)")
+        print(
+            f"\n{args.calls} calls, concurrency {args.concurrency}: raw AsyncOpenAI {args.calls / raw_best:.1f} calls/s, "
+            f"llmlab sweep (tracing + store) {args.calls / ll_best:.1f} calls/s (best rounds)"
+        )
+        print(
+            f"throughput ratio llmlab/raw: median {ratios[len(ratios) // 2]:.2f} over {len(rows)} paired rounds, "
+            f"best/best {raw_best / ll_best:.2f} (target >= 0.80)"
+        )
     finally:
         proc.terminate()
         proc.wait(10)

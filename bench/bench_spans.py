@@ -28,17 +28,47 @@ def fill(store, n: int) -> None:
     for i in range(n):
         lat = rng.uniform(50, 3000)
         rec = {
-            "trace_id": f"{rng.getrandbits(128):032x}", "span_id": f"{rng.getrandbits(64):016x}", "parent_id": None,
-            "name": "openai.chat", "service": "llmlab", "sweep_id": f"sw-bench-{i // 10000:04d}",
-            "call_id": f"{rng.getrandbits(80):020x}", "start_ns": t0 + i * 1_000_000, "end_ns": t0 + i * 1_000_000 + int(lat * 1e6),
-            "is_llm": 1, "row_json": "{}", "attrs_json": "{}", "otlp": b"", "export_state": None,
-            "latency_ms": lat, "ttft_ms": lat / 5, "tokens_per_s": 80.0, "provider": "local", "model": models[i % 16],
-            "response_model": models[i % 16].split("/")[1], "temperature": (0.0, 0.7, 1.0)[i % 3], "top_p": (1.0, 0.9)[i % 2],
-            "max_tokens": 64, "seed": i % 5, "repeat": i % 3, "prompt_id": f"p-{i % 500:010d}", "prompt": f"Explain topic {i % 500}.",
-            "completion": "A short answer.", "finish_reason": "length", "input_tokens": 12, "output_tokens": 64, "total_tokens": 76,
-            "tokens_estimated": 0, "status": "ok", "error": "", "queue_ms": 1.5, "attempts": 1, "itl_ms": 10.0,
-            "workflow": None, "params": "",
-        }  # fmt: skip
+            "trace_id": f"{rng.getrandbits(128):032x}",
+            "span_id": f"{rng.getrandbits(64):016x}",
+            "parent_id": None,
+            "name": "openai.chat",
+            "service": "llmlab",
+            "sweep_id": f"sw-bench-{i // 10000:04d}",
+            "call_id": f"{rng.getrandbits(80):020x}",
+            "start_ns": t0 + i * 1_000_000,
+            "end_ns": t0 + i * 1_000_000 + int(lat * 1e6),
+            "is_llm": 1,
+            "row_json": "{}",
+            "attrs_json": "{}",
+            "otlp": b"",
+            "export_state": None,
+            "latency_ms": lat,
+            "ttft_ms": lat / 5,
+            "tokens_per_s": 80.0,
+            "provider": "local",
+            "model": models[i % 16],
+            "response_model": models[i % 16].split("/")[1],
+            "temperature": (0.0, 0.7, 1.0)[i % 3],
+            "top_p": (1.0, 0.9)[i % 2],
+            "max_tokens": 64,
+            "seed": i % 5,
+            "repeat": i % 3,
+            "prompt_id": f"p-{i % 500:010d}",
+            "prompt": f"Explain topic {i % 500}.",
+            "completion": "A short answer.",
+            "finish_reason": "length",
+            "input_tokens": 12,
+            "output_tokens": 64,
+            "total_tokens": 76,
+            "tokens_estimated": 0,
+            "status": "ok",
+            "error": "",
+            "queue_ms": 1.5,
+            "attempts": 1,
+            "itl_ms": 10.0,
+            "workflow": None,
+            "params": "",
+        }
         batch.append(tuple(rec[c] for c in SPAN_RECORD_COLUMNS))
         if len(batch) == 50_000:
             store.put_spans(batch).result()
@@ -77,7 +107,10 @@ def main() -> None:
 
     import sqlite3
 
-    cols = ", ".join(["trace_id", "span_id", "sweep_id", "call_id", "service", "start_ns", "end_ns"] + [f'"{c}"' for c, _ in SPAN_VALUE_COLUMNS])
+    cols = ", ".join(
+        ["trace_id", "span_id", "sweep_id", "call_id", "service", "start_ns", "end_ns"]
+        + [f'"{c}"' for c, _ in SPAN_VALUE_COLUMNS]
+    )
     con = sqlite3.connect(cfg.db_path)
     gc.collect()
     t = time.perf_counter()
@@ -86,7 +119,9 @@ def main() -> None:
     assert len(base) == args.spans
 
     print(f"ll.spans(source='local'): {args.spans / llmlab_s:,.0f} spans/s ({llmlab_s:.2f}s), canonical + priced frame")
-    print(f"baseline pandas.read_sql of the same columns: {args.spans / base_s:,.0f} spans/s ({base_s:.2f}s), raw rows only")
+    print(
+        f"baseline pandas.read_sql of the same columns: {args.spans / base_s:,.0f} spans/s ({base_s:.2f}s), raw rows only"
+    )
     print(f"first read after writing (builds the columnar segments once): {first_s:.2f}s")
     print(f"speed ratio llmlab/baseline = {base_s / llmlab_s:.2f}; target >= 250,000 spans/s")
     print(f"memory per span excluding prompt/completion text: {per_span:.0f} bytes (target < 1024)")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import llmlab as ll  # noqa: E402
-from llmlab.events import EventBus  # noqa: E402
-from llmlab.runner import RunHandle, run_sync  # noqa: E402
-from llmlab.widgets import SweepGrid  # noqa: E402
+import llmlab as ll
+from llmlab.events import EventBus
+from llmlab.run.runner import RunHandle, run_sync
+from llmlab.view.widgets import SweepGrid
 
 
 def _sweep() -> ll.Sweep:
@@ -63,7 +63,7 @@ def main() -> None:
         for mode in ("baseline", "grid"):
             bus, handle = EventBus(), RunHandle()
             tokens = [0]
-            bus.subscribe(lambda e: tokens.__setitem__(0, tokens[0] + (e.kind == "token")))
+            bus.subscribe(lambda e: tokens.__setitem__(0, tokens[0] + (e.kind == "token")))  # noqa: B023 (the bus is per iteration)
             grid = None
             if mode == "grid":
                 grid = SweepGrid(sweep, handle=handle, page_size=50)
@@ -76,21 +76,28 @@ def main() -> None:
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             assert (res.df["status"] == "ok").all() and len(res.df) == 200
             worst = max((sum(1 for t in sent if s <= t < s + 1.0) for s in sent), default=0)
-            results[mode].append({"cpu_s": cpu, "wall_s": wall, "messages": len(sent), "tokens": tokens[0],
-                                  "worst_1s": worst})  # fmt: skip
+            results[mode].append(
+                {"cpu_s": cpu, "wall_s": wall, "messages": len(sent), "tokens": tokens[0], "worst_1s": worst}
+            )
 
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results[mode])
 
-    print(f"200-call sweep, local/tiny, max_tokens=64, no token delay, concurrency={args.concurrency}, "
-          f"{args.rounds} rounds each (medians)")  # fmt: skip
+    print(
+        f"200-call sweep, local/tiny, max_tokens=64, no token delay, concurrency={args.concurrency}, "
+        f"{args.rounds} rounds each (medians)"
+    )
     for mode in ("baseline", "grid"):
-        print(f"  {mode:8s}: wall {med(mode, 'wall_s'):.2f} s, CPU {med(mode, 'cpu_s'):.2f} s, "
-              f"token events {med(mode, 'tokens'):.0f}, front-end messages {med(mode, 'messages'):.0f}")  # fmt: skip
+        print(
+            f"  {mode:8s}: wall {med(mode, 'wall_s'):.2f} s, CPU {med(mode, 'cpu_s'):.2f} s, "
+            f"token events {med(mode, 'tokens'):.0f}, front-end messages {med(mode, 'messages'):.0f}"
+        )
     g_wall, g_msgs = med("grid", "wall_s"), med("grid", "messages")
     print(f"  token events/s (grid run): {med('grid', 'tokens') / g_wall:.0f}")
-    print(f"  front-end messages/s: {g_msgs / g_wall:.1f} average, {max(r['worst_1s'] for r in results['grid'])} "
-          f"in the busiest 1 s window (bound: 30)")  # fmt: skip
+    print(
+        f"  front-end messages/s: {g_msgs / g_wall:.1f} average, {max(r['worst_1s'] for r in results['grid'])} "
+        f"in the busiest 1 s window (bound: 30)"
+    )
     print(f"  token events per front-end message: {med('grid', 'tokens') / max(1, g_msgs):.0f}x")
     print(f"  kernel CPU with grid / without: {med('grid', 'cpu_s') / med('baseline', 'cpu_s'):.2f}x")
     print(f"  wall time with grid / without: {g_wall / med('baseline', 'wall_s'):.2f}x")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import charts, evals
-from .checks import expect, report, save_baseline
-from .config import Config, configure
-from .errors import (
+from llmlab.analysis import charts, evals
+from llmlab.analysis.checks import expect, report, save_baseline
+from llmlab.analysis.stats import compare, summary
+from llmlab.config import Config, configure
+from llmlab.errors import (
     BudgetError,
     CheckFailed,
     ConfigError,
@@ -24,30 +25,29 @@ from .errors import (
     StoreError,
     ValidationError,
 )
-from .history import compare_sweeps, delete, diff, load, sweeps
-from .pricing import price
-from .providers import provider
-from .results import SweepResult
-from .metrics import metrics
-from .spans import spans
-from .stats import compare, summary
-from .sweep import Sweep
-from .traces import traces
+from llmlab.history import compare_sweeps, delete, diff, load, sweeps
+from llmlab.plan.providers import provider
+from llmlab.pricing import price
+from llmlab.readback.metrics import metrics
+from llmlab.readback.spans import spans
+from llmlab.readback.traces import traces
+from llmlab.results import SweepResult
+from llmlab.sweep import Sweep
 
 __version__ = "0.1.0"
 
 
 def pending_exports() -> int:
     """Number of spans spooled locally that DataKit has not acknowledged yet."""
-    from .tracing.export import pending
+    from llmlab.tracing.export import pending
 
     return pending()
 
 
 def replay() -> dict[str, Any]:
     """Send every spooled span to the configured DataKit now; returns ``{sent, pending, error}``."""
-    from .config import get_config
-    from .tracing.export import drain
+    from llmlab.config import get_config
+    from llmlab.tracing.export import drain
 
     config = get_config()
     if config.datakit is None:
@@ -55,10 +55,38 @@ def replay() -> dict[str, Any]:
     return drain(config)
 
 
-__all__ = sorted([
-    "BudgetError", "CheckFailed", "Config", "ConfigError", "ExportError", "LlmlabError", "ProviderError",
-    "QueryError", "ReplayMissError", "StoreError", "Sweep", "SweepResult", "ValidationError",
-    "charts", "compare", "compare_sweeps", "configure", "delete", "diff", "evals", "expect", "load", "metrics",
-    "pending_exports", "price", "provider", "replay", "report", "save_baseline", "spans", "summary", "sweeps",
+__all__ = [
+    "BudgetError",
+    "CheckFailed",
+    "Config",
+    "ConfigError",
+    "ExportError",
+    "LlmlabError",
+    "ProviderError",
+    "QueryError",
+    "ReplayMissError",
+    "StoreError",
+    "Sweep",
+    "SweepResult",
+    "ValidationError",
+    "charts",
+    "compare",
+    "compare_sweeps",
+    "configure",
+    "delete",
+    "diff",
+    "evals",
+    "expect",
+    "load",
+    "metrics",
+    "pending_exports",
+    "price",
+    "provider",
+    "replay",
+    "report",
+    "save_baseline",
+    "spans",
+    "summary",
+    "sweeps",
     "traces",
-])  # fmt: skip
+]

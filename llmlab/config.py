@@ -11,11 +11,12 @@ import dataclasses
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ConfigError, register_secret
+from llmlab.errors import ConfigError, register_secret
 
 #: Local data directory (store, cache, spool, collector data). Default ``./.llmlab``.
 LLMLAB_HOME = "LLMLAB_HOME"
@@ -178,7 +179,9 @@ def configure(
 
     if headers is _UNSET or headers is None:
         headers = _parse_headers(env.get(TRACELOOP_HEADERS, ""))
-    elif not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+    elif not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
         # named by type only: the values are tokens
         raise ConfigError(f"headers: expected a dict of header name to string value, got {type(headers).__name__}")
     if datakit_token is _UNSET:

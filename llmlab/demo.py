@@ -30,7 +30,7 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
     import pandas as pd
 
     import llmlab as ll
-    from .config import LLMLAB_LOCAL_DELAY_MS
+    from llmlab.config import LLMLAB_LOCAL_DELAY_MS
 
     if delay_ms is not None:
         os.environ[LLMLAB_LOCAL_DELAY_MS] = str(delay_ms)
@@ -56,8 +56,8 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
         click.echo("Cancelled.", err=True)
         raise click.exceptions.Exit(130)
 
-    from .tracing import flush
-    from .tracing.export import drain
+    from llmlab.tracing import flush
+    from llmlab.tracing.export import drain
 
     flush()
     delivered = drain(config)
@@ -66,13 +66,29 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
     if df.empty:
         df = res.df
     table = ll.summary(df, by=["model", "temperature", "top_p"])
-    cols = [c for c in ("model", "temperature", "top_p", "calls", "latency_mean", "latency_p50", "ttft_p50", "output_tokens", "cost_usd") if c in table]
-    fmt = {c: "{:.1f}".format for c in ("latency_mean", "latency_p50", "ttft_p50")}
+    cols = [
+        c
+        for c in (
+            "model",
+            "temperature",
+            "top_p",
+            "calls",
+            "latency_mean",
+            "latency_p50",
+            "ttft_p50",
+            "output_tokens",
+            "cost_usd",
+        )
+        if c in table
+    ]
+    fmt = dict.fromkeys(("latency_mean", "latency_p50", "ttft_p50"), "{:.1f}".format)
     fmt["cost_usd"] = "{:.6f}".format  # demo prices are tiny: show them, not 0.0
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table[cols].to_string(index=False, formatters=fmt))
     out.mkdir(parents=True, exist_ok=True)
-    df = df.assign(setting=df["model"].astype(str) + " T=" + df["temperature"].astype(str) + " p=" + df["top_p"].astype(str))
+    df = df.assign(
+        setting=df["model"].astype(str) + " T=" + df["temperature"].astype(str) + " p=" + df["top_p"].astype(str)
+    )
     charts = {
         "latency_by_setting.html": ll.charts.latency(df, by="setting"),
         "ttft_by_model.html": ll.charts.ttft(df, by="model"),

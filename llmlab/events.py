@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 log = logging.getLogger("llmlab.events")
 

@@ -31,16 +31,17 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._paths import DATA_DIR
-from .errors import ConfigError
+from llmlab._paths import DATA_DIR
+from llmlab.errors import ConfigError
 
-__all__ = ["PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table", "SHIPPED_PRICES"]
+__all__ = ["SHIPPED_PRICES", "PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table"]
 
 #: The shipped price table.
 SHIPPED_PRICES = DATA_DIR / "prices.json"
@@ -104,7 +105,7 @@ def load_prices(extra: Mapping[str, Any] | str | Path | None = None) -> dict[str
 
 def _layers(extra: Mapping[str, Any] | str | Path | None) -> list[tuple[str, str, dict[str, Any]]]:
     """``(layer, where, {model: entry})`` in precedence order: shipped, home file, ``extra``."""
-    from .config import get_config
+    from llmlab.config import get_config
 
     out = [("shipped", str(SHIPPED_PRICES), _read_table(SHIPPED_PRICES))]
     user_file = get_config().home / "prices.json"
@@ -132,12 +133,19 @@ def price_table(prices: Mapping[str, Any] | str | Path | None = None) -> pd.Data
     rows: dict[str, dict[str, Any]] = {}
     for layer, where, models in _layers(prices):
         for name, entry in models.items():
-            rows[name] = {"model": name, "input": float(entry["input"]),
-                          "cached_input": None if entry.get("cached_input") is None else float(entry["cached_input"]),
-                          "output": float(entry["output"]), "effective": entry.get("effective"),
-                          "source": entry.get("source") or where, "layer": layer}  # fmt: skip
-    out = pd.DataFrame(sorted(rows.values(), key=lambda r: r["model"]),
-                       columns=["model", "input", "cached_input", "output", "effective", "source", "layer"])  # fmt: skip
+            rows[name] = {
+                "model": name,
+                "input": float(entry["input"]),
+                "cached_input": None if entry.get("cached_input") is None else float(entry["cached_input"]),
+                "output": float(entry["output"]),
+                "effective": entry.get("effective"),
+                "source": entry.get("source") or where,
+                "layer": layer,
+            }
+    out = pd.DataFrame(
+        sorted(rows.values(), key=lambda r: r["model"]),
+        columns=["model", "input", "cached_input", "output", "effective", "source", "layer"],
+    )
     out["cached_input"] = pd.array(out["cached_input"].astype(float), dtype="Float64")
     return out
 
@@ -184,7 +192,7 @@ def lookup(model: str | None, table: Mapping[str, Any] | None = None, provider: 
         c = cand.lower()
         best = None
         for key_l, key in lower.items():
-            if c.startswith(key_l) and _SUFFIX.match(c[len(key_l):]) and (best is None or len(key_l) > len(best[0])):
+            if c.startswith(key_l) and _SUFFIX.match(c[len(key_l) :]) and (best is None or len(key_l) > len(best[0])):
                 best = (key_l, key)
         if best:
             return best[1]
@@ -250,8 +258,13 @@ def price(df: pd.DataFrame, prices: Mapping[str, Any] | str | Path | None = None
     cin_rate = np.full(n, np.nan)
     out_rate = np.full(n, np.nan)
     # price each distinct (model, provider, response_model) once, then broadcast by code
-    key = (model_col.astype("string").fillna("") + "\x1f" + prov_col.astype("string").fillna("") + "\x1f"
-           + resp_col.astype("string").fillna(""))  # fmt: skip
+    key = (
+        model_col.astype("string").fillna("")
+        + "\x1f"
+        + prov_col.astype("string").fillna("")
+        + "\x1f"
+        + resp_col.astype("string").fillna("")
+    )
     codes, uniques = pd.factorize(key, use_na_sentinel=False)
     rates = np.full((len(uniques), 3), np.nan)
     for j, joined in enumerate(uniques):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from . import schema
+from llmlab import schema
 
 
 class SweepResult:
@@ -19,23 +20,47 @@ class SweepResult:
         stopped: None when every call ran, else ``"budget"`` or ``"cancelled"``.
     """
 
-    def __init__(self, sweep_id: str, df: pd.DataFrame, skipped: pd.DataFrame | None = None,
-                 stopped: str | None = None, spec: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sweep_id: str,
+        df: pd.DataFrame,
+        skipped: pd.DataFrame | None = None,
+        stopped: str | None = None,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
         self.sweep_id = sweep_id
         self.df = df
-        self.skipped = skipped if skipped is not None else pd.DataFrame(columns=["call_id", "prompt_id", "model", "reason"])
+        self.skipped = (
+            skipped if skipped is not None else pd.DataFrame(columns=["call_id", "prompt_id", "model", "reason"])
+        )
         self.stopped = stopped
         self.spec = spec or {}
 
     @classmethod
-    def from_rows(cls, sweep_id: str, rows: Sequence[dict[str, Any]], sweep: Any = None,
-                  skipped: Sequence[tuple[Any, str]] = (), stopped: str | None = None) -> "SweepResult":  # fmt: skip
+    def from_rows(
+        cls,
+        sweep_id: str,
+        rows: Sequence[dict[str, Any]],
+        sweep: Any = None,
+        skipped: Sequence[tuple[Any, str]] = (),
+        stopped: str | None = None,
+    ) -> SweepResult:
         df = schema.frame(rows)
         skipped_df = pd.DataFrame(
-            [{"call_id": c.call_id, "prompt_id": c.prompt_id, "model": c.qualified_model, "temperature": c.temperature,
-              "top_p": c.top_p, "repeat": c.repeat, "reason": reason} for c, reason in skipped],
+            [
+                {
+                    "call_id": c.call_id,
+                    "prompt_id": c.prompt_id,
+                    "model": c.qualified_model,
+                    "temperature": c.temperature,
+                    "top_p": c.top_p,
+                    "repeat": c.repeat,
+                    "reason": reason,
+                }
+                for c, reason in skipped
+            ],
             columns=["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"],
-        )  # fmt: skip
+        )
         return cls(sweep_id, df, skipped_df, stopped, sweep.spec() if sweep is not None else None)
 
     def __repr__(self) -> str:
@@ -50,37 +75,47 @@ class SweepResult:
 
         Each cell opens on click to the whole prompt, completion and call details.
         """
-        from .widgets import SweepGrid
+        from llmlab.view.widgets import SweepGrid
 
         SweepGrid.from_result(self, page_size=page_size).show()
 
-    def tag(self, *tags: str) -> "SweepResult":
+    def tag(self, *tags: str) -> SweepResult:
         """Add tags to this experiment in the store (``ll.sweeps(tag=...)`` finds it); returns self."""
-        from .history import tag_sweep
+        from llmlab.history import tag_sweep
 
         tag_sweep(self.sweep_id, *tags)
         return self
 
-    def note(self, text: str | None, append: bool = False) -> "SweepResult":
+    def note(self, text: str | None, append: bool = False) -> SweepResult:
         """Set (or with ``append`` extend) this experiment's free-text note in the store; returns self."""
-        from .history import note_sweep
+        from llmlab.history import note_sweep
 
         note_sweep(self.sweep_id, text, append=append)
         return self
 
     def summary(self, by: Sequence[str] | str | None = None) -> pd.DataFrame:
         """``ll.summary`` of this result, grouped by the swept settings by default."""
-        from .stats import summary
+        from llmlab.analysis.stats import summary
 
         return summary(self.df, by=by or self.setting_columns())
 
     def setting_columns(self) -> list[str]:
         """The grid columns that vary in this sweep (model, temperature, top_p, params...)."""
-        cols = [c for c in ("model", "temperature", "top_p", "max_tokens") if c in self.df and self.df[c].nunique(dropna=True) > 1]
+        cols = [
+            c
+            for c in ("model", "temperature", "top_p", "max_tokens")
+            if c in self.df and self.df[c].nunique(dropna=True) > 1
+        ]
         if "seed" in self.df and self._seed_swept():
             cols.append("seed")
-        params = [c for c in self.df.columns if c not in schema.CANONICAL_COLUMNS and c not in schema.EXTRA_COLUMNS
-                  and not c.startswith(("data.", "assoc.")) and c in (self.spec.get("params") or {})]  # fmt: skip
+        params = [
+            c
+            for c in self.df.columns
+            if c not in schema.CANONICAL_COLUMNS
+            and c not in schema.EXTRA_COLUMNS
+            and not c.startswith(("data.", "assoc."))
+            and c in (self.spec.get("params") or {})
+        ]
         cols += [c for c in params if self.df[c].nunique(dropna=True) > 1]
         return cols or ["model"]
 
@@ -95,13 +130,13 @@ class SweepResult:
     def check(self, **expectations: Any) -> Any:
         """Regression checks on this result: ``ll.expect(res.df, **expectations)`` (see
         :func:`llmlab.checks.expect`); raises ``CheckFailed`` listing the offending calls."""
-        from .checks import expect
+        from llmlab.analysis.checks import expect
 
         return expect(self.df, **expectations)
 
     def report(self, by: Sequence[str] | str | None = None, scores: Sequence[str] | str = (), digits: int = 3) -> Any:
         """A stable, rounded summary for nbval-checked cells (see :func:`llmlab.checks.report`),
         grouped by the swept settings by default."""
-        from .checks import report
+        from llmlab.analysis.checks import report
 
         return report(self.df, by=by or self.setting_columns(), scores=scores, digits=digits)

@@ -12,22 +12,55 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
 CANONICAL_COLUMNS: list[str] = [
-    "sweep_id", "call_id", "trace_id", "span_id", "service", "start_time", "end_time", "latency_ms",
-    "ttft_ms", "tokens_per_s", "provider", "model", "response_model", "temperature", "top_p",
-    "max_tokens", "seed", "repeat", "prompt_id", "prompt", "completion", "finish_reason",
-    "input_tokens", "output_tokens", "total_tokens", "tokens_estimated", "cost_usd", "status",
-    "error", "cached",
-]  # fmt: skip
+    "sweep_id",
+    "call_id",
+    "trace_id",
+    "span_id",
+    "service",
+    "start_time",
+    "end_time",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_per_s",
+    "provider",
+    "model",
+    "response_model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "repeat",
+    "prompt_id",
+    "prompt",
+    "completion",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "tokens_estimated",
+    "cost_usd",
+    "status",
+    "error",
+    "cached",
+]
 
 #: Extra columns llmlab adds after the canonical ones (all optional for other apps' spans).
 EXTRA_COLUMNS: list[str] = [
-    "queue_ms", "attempts", "retries", "itl_ms", "workflow", "span_name", "parent_id", "params",
-]  # fmt: skip
+    "queue_ms",
+    "attempts",
+    "retries",
+    "itl_ms",
+    "workflow",
+    "span_name",
+    "parent_id",
+    "params",
+]
 
 FLOAT_COLUMNS = {"latency_ms", "ttft_ms", "tokens_per_s", "temperature", "top_p", "cost_usd", "queue_ms", "itl_ms"}
 INT_COLUMNS = {"max_tokens", "seed", "repeat", "input_tokens", "output_tokens", "total_tokens", "attempts", "retries"}
@@ -257,7 +290,7 @@ def row_from_span(
     for key, value in attrs.items():
         for prefix in (ASSOC_PREFIX, ASSOC_PREFIX.replace(".", "_")):
             if key.startswith(prefix):
-                prop = key[len(prefix):]
+                prop = key[len(prefix) :]
                 if prop not in ("sweep_id", "call_id", "prompt_id", "repeat"):
                     row[f"assoc.{prop}"] = value
     return row

@@ -17,13 +17,14 @@ import itertools
 import json
 import math
 import string
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError, ValidationError
-from .providers import get_provider, split_model
+from llmlab.errors import ConfigError, ValidationError
+from llmlab.plan.providers import get_provider, split_model
 
 __all__ = ["Call", "Sweep", "call_id_for", "load_prompts"]
 
@@ -39,6 +40,8 @@ def _openai_chat_params() -> frozenset[str]:
     from openai.resources.chat.completions import AsyncCompletions
 
     return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"} - _CLIENT_OPTIONS
+
+
 _MESSAGE_ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
@@ -125,14 +128,18 @@ def load_prompts(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any
     DataFrame, or a path to a ``.csv`` / ``.jsonl`` file (UTF-8). Raises ValidationError naming
     the file and line of any bad row.
     """
-    if isinstance(prompts, (str, Path)) and (isinstance(prompts, Path) or Path(str(prompts)).suffix.lower() in (".csv", ".jsonl", ".json")):
+    if isinstance(prompts, (str, Path)) and (
+        isinstance(prompts, Path) or Path(str(prompts)).suffix.lower() in (".csv", ".jsonl", ".json")
+    ):
         return _load_prompt_file(Path(prompts))
     if isinstance(prompts, pd.DataFrame):
         if prompts.empty:
             raise ValidationError("prompts", "DataFrame(0 rows)", "the prompt set is empty")
         return [{str(k): _clean_value(v) for k, v in row.items()} for row in prompts.to_dict(orient="records")]
     if isinstance(prompts, str):
-        raise ValidationError("prompts", prompts, "a single string is not a prompt set; pass a list, a DataFrame or a .csv/.jsonl path")
+        raise ValidationError(
+            "prompts", prompts, "a single string is not a prompt set; pass a list, a DataFrame or a .csv/.jsonl path"
+        )
     if not isinstance(prompts, Iterable):
         raise ValidationError("prompts", prompts, "expected a list, a DataFrame or a .csv/.jsonl path")
     items = list(prompts)
@@ -151,7 +158,9 @@ def load_prompts(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any
             out.append(_check_messages(list(msgs), f"prompts[{i}]"))
         return out
     kinds = sorted({type(p).__name__ for p in items})
-    raise ValidationError("prompts", f"list of {'/'.join(kinds)}", "mix of types; use all strings, all message lists or all dicts")
+    raise ValidationError(
+        "prompts", f"list of {'/'.join(kinds)}", "mix of types; use all strings, all message lists or all dicts"
+    )
 
 
 def _clean_value(value: Any) -> Any:
@@ -175,7 +184,9 @@ def _check_messages(msgs: list[Any], where: str) -> list[dict[str, Any]]:
         if not (m["role"] == "assistant" and content is None) and not (
             (isinstance(content, str) and content.strip()) or (isinstance(content, list) and content)
         ):
-            raise ValidationError(f"{where}[{j}].content", content, "empty message; give text or a list of content parts")
+            raise ValidationError(
+                f"{where}[{j}].content", content, "empty message; give text or a list of content parts"
+            )
     return [dict(m) for m in msgs]
 
 
@@ -185,7 +196,9 @@ def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         raise ValidationError("prompts", str(path), "is a directory; pass a .csv, .jsonl or .json file")
     if path.suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise ValidationError("prompts", str(path), f"unsupported file type {path.suffix or '(none)'!r}; use .csv, .jsonl or .json")
+        raise ValidationError(
+            "prompts", str(path), f"unsupported file type {path.suffix or '(none)'!r}; use .csv, .jsonl or .json"
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -194,7 +207,9 @@ def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ValidationError("prompts", str(path), f"not UTF-8 text (bad byte at line {line}); re-save the file as UTF-8") from None
+        raise ValidationError(
+            "prompts", str(path), f"not UTF-8 text (bad byte at line {line}); re-save the file as UTF-8"
+        ) from None
     suffix = path.suffix.lower()
     rows: list[dict[str, Any]] = []
     if suffix == ".csv":
@@ -204,9 +219,13 @@ def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
         width = len(reader.fieldnames)
         for lineno, row in enumerate(reader, start=2):
             if None in row or len(row) != width:
-                raise ValidationError("prompts", f"{path}:{lineno}", f"row has more fields than the {width} header columns")
+                raise ValidationError(
+                    "prompts", f"{path}:{lineno}", f"row has more fields than the {width} header columns"
+                )
             if any(v is None for v in row.values()):
-                raise ValidationError("prompts", f"{path}:{lineno}", f"row has fewer fields than the {width} header columns")
+                raise ValidationError(
+                    "prompts", f"{path}:{lineno}", f"row has fewer fields than the {width} header columns"
+                )
             rows.append(dict(row))
     else:
         if suffix == ".json":
@@ -229,7 +248,9 @@ def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
             if isinstance(obj, list):
                 obj = {"messages": _check_messages(obj, f"{path}:{lineno}")}
             if not isinstance(obj, dict):
-                raise ValidationError("prompts", f"{path}:{lineno}", "each line must be a JSON object, string or message list")
+                raise ValidationError(
+                    "prompts", f"{path}:{lineno}", "each line must be a JSON object, string or message list"
+                )
             rows.append(obj)
     if not rows:
         raise ValidationError("prompts", str(path), "the prompt set is empty")
@@ -326,10 +347,12 @@ class Sweep:
             except ConfigError as exc:
                 raise ValidationError(where, model, str(exc).split(": ", 1)[-1]) from None
             if prov == "local":
-                from .localmodel import MODELS
+                from llmlab.localmodel import MODELS
 
                 if bare not in MODELS:
-                    raise ValidationError(where, model, f"unknown local model; local models: {', '.join('local/' + m for m in MODELS)}")
+                    raise ValidationError(
+                        where, model, f"unknown local model; local models: {', '.join('local/' + m for m in MODELS)}"
+                    )
         for v in self.temperature:
             if v is not None:
                 _check_number("temperature", v, 0.0, 2.0)
@@ -338,7 +361,7 @@ class Sweep:
                 _check_number("top_p", v, 0.0, 1.0, lo_open=True)
         self.max_tokens = [None if v is None else _check_positive_int("max_tokens", v) for v in self.max_tokens]
         if any(split_model(m)[0] == "local" for m in self.models):
-            from .localmodel.server import MAX_TOKENS_LIMIT
+            from llmlab.localmodel.server import MAX_TOKENS_LIMIT
 
             too_big = next((v for v in self.max_tokens if v is not None and v > MAX_TOKENS_LIMIT), None)
             if too_big is not None:  # the local server would refuse every call
@@ -351,10 +374,16 @@ class Sweep:
             if not isinstance(key, str) or not key.isidentifier():
                 raise ValidationError("params", key, "parameter names must be strings like 'presence_penalty'")
             if key in _RESERVED_PARAMS:
-                raise ValidationError(f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument")
+                raise ValidationError(
+                    f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument"
+                )
             if key in _CLIENT_OPTIONS:
-                raise ValidationError(f"params[{key!r}]", "...", f"'{key}' is an option of the openai client, not a request "
-                                      "parameter; pass other parameters by name (unknown ones are sent in the body)")  # fmt: skip
+                raise ValidationError(
+                    f"params[{key!r}]",
+                    "...",
+                    f"'{key}' is an option of the openai client, not a request "
+                    "parameter; pass other parameters by name (unknown ones are sent in the body)",
+                )
             _as_list(f"params[{key!r}]", values)
             try:
                 json.dumps(values)
@@ -372,8 +401,11 @@ class Sweep:
                 raise ValidationError("template", self.template, f"malformed: {exc}") from None
             for f in fields:
                 if not f:
-                    raise ValidationError("template", self.template, "placeholder {} must name a column, like {text}; "
-                                          "write {{ and }} for literal braces")  # fmt: skip
+                    raise ValidationError(
+                        "template",
+                        self.template,
+                        "placeholder {} must name a column, like {text}; write {{ and }} for literal braces",
+                    )
                 if not f.isidentifier():
                     raise ValidationError("template", self.template, f"placeholder {{{f}}} must be a plain column name")
         for i, row in enumerate(self.rows):
@@ -387,15 +419,25 @@ class Sweep:
                 if self.template is not None:
                     missing = [f for f in fields if f not in data]
                     if missing:
-                        raise ValidationError("template", self.template, f"variable {{{missing[0]}}} is missing from prompt row {i} (columns: {', '.join(map(str, data)) or 'none'})")
+                        raise ValidationError(
+                            "template",
+                            self.template,
+                            f"variable {{{missing[0]}}} is missing from prompt row {i} (columns: {', '.join(map(str, data)) or 'none'})",
+                        )
                     empty = [f for f in fields if data[f] is None]
                     if empty:
-                        raise ValidationError(f"prompts[{i}].{empty[0]}", None, f"empty value for template variable {{{empty[0]}}}")
+                        raise ValidationError(
+                            f"prompts[{i}].{empty[0]}", None, f"empty value for template variable {{{empty[0]}}}"
+                        )
                     content = self.template.format(**{f: data[f] for f in fields})
                 else:
                     content = data.get("prompt")
                     if content is None:
-                        raise ValidationError(f"prompts[{i}]", row, "no 'prompt' column; pass template='...{column}...' to build prompts from the row")
+                        raise ValidationError(
+                            f"prompts[{i}]",
+                            row,
+                            "no 'prompt' column; pass template='...{column}...' to build prompts from the row",
+                        )
                     content = str(content)
                 if not str(content).strip():
                     raise ValidationError(f"prompts[{i}]", content, "empty prompt")
@@ -412,7 +454,9 @@ class Sweep:
 
     def _expand(self) -> list[Call]:
         calls = []
-        grids = list(itertools.product(self.models, self.temperature, self.top_p, self.max_tokens, self.seed, self._param_grid()))
+        grids = list(
+            itertools.product(self.models, self.temperature, self.top_p, self.max_tokens, self.seed, self._param_grid())
+        )
         for p_index, (msgs, data) in enumerate(self.messages):
             prompt_id = str(data.get("prompt_id") or data.get("id") or _prompt_id_for(msgs))
             for model, temp, top_p, max_tokens, seed, extra in grids:
@@ -420,13 +464,31 @@ class Sweep:
                 for r in range(self.repeats):
                     # a seeded sweep with repeats gets one seed per repeat, else repeats are copies
                     eff_seed = None if seed is None else seed + r
-                    key_params = {"temperature": temp, "top_p": top_p, "max_tokens": max_tokens, "seed": eff_seed, **extra}
+                    key_params = {
+                        "temperature": temp,
+                        "top_p": top_p,
+                        "max_tokens": max_tokens,
+                        "seed": eff_seed,
+                        **extra,
+                    }
                     cid = call_id_for(msgs, f"{prov}/{bare}", key_params, r)
                     calls.append(
-                        Call(cid, prompt_id, p_index, tuple(msgs), prov, bare,
-                             None if temp is None else float(temp), None if top_p is None else float(top_p),
-                             max_tokens, eff_seed, r, dict(extra), {k: v for k, v in data.items() if k not in ("prompt",)})
-                    )  # fmt: skip
+                        Call(
+                            cid,
+                            prompt_id,
+                            p_index,
+                            tuple(msgs),
+                            prov,
+                            bare,
+                            None if temp is None else float(temp),
+                            None if top_p is None else float(top_p),
+                            max_tokens,
+                            eff_seed,
+                            r,
+                            dict(extra),
+                            {k: v for k, v in data.items() if k not in ("prompt",)},
+                        )
+                    )
         return calls
 
     # public -----------------------------------------------------------------------------------
@@ -457,7 +519,7 @@ class Sweep:
         ``plan().attrs`` holds the totals: ``calls``, ``est_cost_usd`` (NA if a model has no
         price) and ``est_seconds`` (a rough figure at the default concurrency).
         """
-        from .planning import estimate_plan
+        from llmlab.plan.estimate import estimate_plan
 
         return estimate_plan(self)
 
@@ -467,8 +529,14 @@ class Sweep:
     def __repr__(self) -> str:
         return f"Sweep(name={self.name!r}, calls={len(self.calls)}, models={self.models})"
 
-    def run(self, concurrency: int = 8, display: bool | None = None, budget_usd: float | None = None,
-            cache: bool | str = True, **kwargs: Any) -> "SweepResult":  # noqa: F821
+    def run(
+        self,
+        concurrency: int = 8,
+        display: bool | None = None,
+        budget_usd: float | None = None,
+        cache: bool | str = True,
+        **kwargs: Any,
+    ) -> SweepResult:  # noqa: F821
         """Send every call and wait; works in scripts and inside a running Jupyter kernel.
 
         Args:
@@ -479,13 +547,21 @@ class Sweep:
                 ``"record"`` / ``"replay"`` with ``cassette=path`` records responses to a cassette
                 file, or answers every call from it with no model, key or network.
         """
-        from .runner import run_sync
+        from llmlab.run.runner import run_sync
 
         return run_sync(self, concurrency=concurrency, display=display, budget_usd=budget_usd, cache=cache, **kwargs)
 
-    async def arun(self, concurrency: int = 8, display: bool | None = None, budget_usd: float | None = None,
-                   cache: bool | str = True, **kwargs: Any) -> "SweepResult":  # noqa: F821
+    async def arun(
+        self,
+        concurrency: int = 8,
+        display: bool | None = None,
+        budget_usd: float | None = None,
+        cache: bool | str = True,
+        **kwargs: Any,
+    ) -> SweepResult:  # noqa: F821
         """Awaitable form of :meth:`run`."""
-        from .runner import run_async
+        from llmlab.run.runner import run_async
 
-        return await run_async(self, concurrency=concurrency, display=display, budget_usd=budget_usd, cache=cache, **kwargs)
+        return await run_async(
+            self, concurrency=concurrency, display=display, budget_usd=budget_usd, cache=cache, **kwargs
+        )

@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["estimate_messages_tokens", "estimate_tokens", "message_text", "TOKENS_PER_MESSAGE", "REPLY_PRIMING_TOKENS"]
+__all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "estimate_messages_tokens", "estimate_tokens", "message_text"]
 
 #: OpenAI chat format overhead per message (``<|start|>{role}\n{content}<|end|>``).
 TOKENS_PER_MESSAGE = 3
@@ -112,7 +113,7 @@ def estimate_tokens(text: str | None, model: str | None = None) -> int:
                 run, prev_other = 1, piece
     total += flush_run()
     total += cjk * cjk_rate
-    return max(1, int(round(total)))
+    return max(1, round(total))
 
 
 def message_text(content: Any) -> str:

@@ -37,8 +37,8 @@ def counting_provider():
     make each request's first attempts fail). Servers stop at the end of the test.
     """
     from llmlab import provider
-    from llmlab._server import BackgroundServer
     from llmlab.localmodel import create_app
+    from llmlab.serving import BackgroundServer
     from tests.core.faulty import FlakyApp
 
     servers = []

@@ -75,7 +75,7 @@ def select_model(input_messages: list[dict], max_tokens: int = 1024) -> str:
 
 
 @task(name="call_model")
-def call_model(model: str, messages: list[dict], max_tokens: int, include_usage: bool):  # noqa: ANN201
+def call_model(model: str, messages: list[dict], max_tokens: int, include_usage: bool):
     """Start the streaming chat completion (the stream is consumed by the response)."""
     extra = {"stream_options": {"include_usage": True}} if include_usage else {}
     return client.chat.completions.create(
@@ -90,7 +90,7 @@ def call_model(model: str, messages: list[dict], max_tokens: int, include_usage:
 
 @app.route("/ask", methods=["POST"])
 @workflow(name="ask_workflow")
-def ask():  # noqa: ANN201
+def ask():
     data = request.json or {}
     messages = data.get("messages")
     max_tokens = data.get("max_tokens", 2048)
@@ -102,7 +102,7 @@ def ask():  # noqa: ANN201
         model = select_model(messages, max_tokens)
         completion = call_model(model, messages, max_tokens, bool(data.get("include_usage", True)))
 
-        def generate():  # noqa: ANN202
+        def generate():
             for chunk in completion:
                 if not chunk.choices:  # the usage chunk has no choices
                     continue

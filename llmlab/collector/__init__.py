@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .ingest import DEFAULT_CUSTOMER_TAGS
-from .server import MAX_BODY_BYTES, create_app
+from llmlab.collector.ingest import DEFAULT_CUSTOMER_TAGS
+from llmlab.collector.server import MAX_BODY_BYTES, create_app
 
-__all__ = ["DEFAULT_CUSTOMER_TAGS", "MAX_BODY_BYTES", "background", "create_app", "embedded_url", "ensure_embedded", "serve",
-           "stop_embedded"]  # fmt: skip
+__all__ = [
+    "DEFAULT_CUSTOMER_TAGS",
+    "MAX_BODY_BYTES",
+    "background",
+    "create_app",
+    "embedded_url",
+    "ensure_embedded",
+    "serve",
+    "stop_embedded",
+]
 
 _lock = threading.Lock()
 _embedded: Any = None  # BackgroundServer
@@ -41,7 +50,7 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
         the base URL, e.g. ``http://127.0.0.1:41237`` (OTLP at ``<url>/otel/v1/traces``).
     """
     if config is None:
-        from ..config import get_config
+        from llmlab.config import get_config
 
         config = get_config()
     db_path = Path(config.collector_db_path).resolve()
@@ -67,7 +76,7 @@ def background(app: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
     """
     import socket
 
-    from .._server import BackgroundServer
+    from llmlab.serving import BackgroundServer
 
     server = BackgroundServer(app, host=host, port=port, name="llmlab-collector")
     try:
@@ -107,12 +116,14 @@ def serve(host: str = "127.0.0.1", port: int = 9529, home: str | os.PathLike[str
         port: TCP port (DataKit's default 9529).
         home: llmlab home directory (default: LLMLAB_HOME or ./.llmlab); data in ``home/collector.db``.
     """
-    from .._server import serve_forever
-    from ..config import DEFAULT_HOME, LLMLAB_HOME
+    from llmlab.config import DEFAULT_HOME, LLMLAB_HOME
+    from llmlab.serving import serve_forever
 
     home_path = Path(home or os.environ.get(LLMLAB_HOME) or DEFAULT_HOME).expanduser().resolve()
     db_path = home_path / "collector.db"
     app = create_app(db_path)
-    print(f"llmlab collector on http://{host}:{port} (OTLP: /otel/v1/traces, DQL: /v1/query/raw), data: {db_path}",
-          flush=True)  # fmt: skip
+    print(
+        f"llmlab collector on http://{host}:{port} (OTLP: /otel/v1/traces, DQL: /v1/query/raw), data: {db_path}",
+        flush=True,
+    )
     serve_forever(app, host, port)

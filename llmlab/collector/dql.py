@@ -37,9 +37,9 @@ from typing import Any
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from ..errors import QueryError
-from .ingest import build_message
-from .storage import Storage
+from llmlab.collector.ingest import build_message
+from llmlab.collector.storage import Storage
+from llmlab.errors import QueryError
 
 __all__ = ["DEFAULT_LIMIT", "Query", "parse", "run_query", "run_request"]
 
@@ -143,8 +143,21 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "operation": ("resource", "str"),
     "source": ("?", "const"),
 }
-ALL_COLUMNS = ["time", "trace_id", "span_id", "parent_id", "service", "status", "span_kind", "source",
-               "resource", "operation", "start", "duration", "message"]  # fmt: skip
+ALL_COLUMNS = [
+    "time",
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service",
+    "status",
+    "span_kind",
+    "source",
+    "resource",
+    "operation",
+    "start",
+    "duration",
+    "message",
+]
 _SQL_OPS = {"=": "=", "==": "=", "!=": "!=", "<>": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
@@ -205,7 +218,9 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
     def namespace(self, tok: Token) -> str:
         ns = str(tok)
         if ns.upper() not in ("T", "M"):
-            raise _Unsupported(f"namespace {ns!r} is not supported by the embedded collector; only T (tracing) and M (metrics) are")
+            raise _Unsupported(
+                f"namespace {ns!r} is not supported by the embedded collector; only T (tracing) and M (metrics) are"
+            )
         return ns.upper()
 
     def source_re(self, _re: Token, pattern: str) -> tuple[str, str]:
@@ -432,7 +447,8 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
             expr = "?"
         # != re(...) keeps points that have the column and do not match, as != does for values
         return (f"({expr} IS NOT NULL AND NOT {expr} REGEXP ?)" if negated else f"{expr} REGEXP ?"), (
-            [*params, *params, pattern] if negated else [*params, pattern])
+            [*params, *params, pattern] if negated else [*params, pattern]
+        )
     _, col, values, negated = node
     if not values:
         _column(col)
@@ -446,9 +462,9 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
     return "(" + (" AND " if negated else " OR ").join(parts) + ")", params
 
 
-def _intersect(a: tuple[int | None, int | None] | None, b: tuple[int | None, int | None] | None) -> tuple[
-    int | None, int | None
-] | None:
+def _intersect(
+    a: tuple[int | None, int | None] | None, b: tuple[int | None, int | None] | None
+) -> tuple[int | None, int | None] | None:
     if a is None:
         return b
     if b is None:
@@ -486,7 +502,7 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
         raise QueryError('each query must be an object with a "query" string')
     q = parse(spec["query"], now_ms)
     if q.namespace == "M":
-        from .metrics_query import run_metrics_query
+        from llmlab.collector.metrics_query import run_metrics_query
 
         return run_metrics_query(storage, q, spec)
     where: list[str] = []
@@ -517,7 +533,7 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
     order_sql: list[str] = []
     order_params: list[Any] = []
     for col, desc in q.order or [("time", True)]:
-        expr, kind, p = _column(col)
+        expr, _kind, p = _column(col)
         order_sql.append(f"{expr} {'DESC' if desc else 'ASC'}")
         order_params += p
     first_desc = (q.order or [("time", True)])[0][1]
@@ -541,15 +557,24 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
         cols.remove("time")
         cols.insert(0, "time")
     select = [
-        "id", "ctx_id", "time_ms", "trace_id", "span_id", "parent_id", "service", "status", "span_kind",
-        "resource", "start_us", "duration_us", "tags",
-    ]  # fmt: skip
+        "id",
+        "ctx_id",
+        "time_ms",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "service",
+        "status",
+        "span_kind",
+        "resource",
+        "start_us",
+        "duration_us",
+        "tags",
+    ]
     want_message = "message" in cols
     if want_message:
         select.append("span_pb")
-    sql = (
-        f"SELECT {', '.join(select)} FROM spans{where_sql} ORDER BY {', '.join(order_sql)} LIMIT ? OFFSET ?"
-    )
+    sql = f"SELECT {', '.join(select)} FROM spans{where_sql} ORDER BY {', '.join(order_sql)} LIMIT ? OFFSET ?"
     rows = db.execute(sql, [*params, *order_params, limit, offset]).fetchall()
 
     tag_rows = [json.loads(r[12]) if r[12] else {} for r in rows]
@@ -587,9 +612,18 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
 
 
 _FIELD_INDEX = {
-    "time": 2, "trace_id": 3, "span_id": 4, "parent_id": 5, "service": 6, "status": 7, "span_kind": 8,
-    "resource": 9, "operation": 9, "start": 10, "duration": 11,
-}  # fmt: skip
+    "time": 2,
+    "trace_id": 3,
+    "span_id": 4,
+    "parent_id": 5,
+    "service": 6,
+    "status": 7,
+    "span_kind": 8,
+    "resource": 9,
+    "operation": 9,
+    "start": 10,
+    "duration": 11,
+}
 
 
 def run_request(storage: Storage, payload: Any, now_ms: int | None = None) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -26,7 +27,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .storage import SpanGroup, digest, dumps
+from llmlab.collector.storage import SpanGroup, digest, dumps
 
 __all__ = [
     "DEFAULT_CUSTOMER_TAGS",
@@ -160,7 +161,9 @@ def _service(resource: Any) -> str:
     return UNKNOWN_SERVICE
 
 
-def span_groups(req: ExportTraceServiceRequest, customer_tags: Sequence[str] = DEFAULT_CUSTOMER_TAGS) -> list[SpanGroup]:
+def span_groups(
+    req: ExportTraceServiceRequest, customer_tags: Sequence[str] = DEFAULT_CUSTOMER_TAGS
+) -> list[SpanGroup]:
     """Turn a decoded trace request into storable span rows, one group per resource × scope."""
     wanted = {key: key.replace(".", "_") for key in customer_tags}
     wanted_get = wanted.get
@@ -409,8 +412,14 @@ def metric_rows(req: ExportMetricsServiceRequest) -> list[tuple]:
                             "sum": value,
                             "scale": dp.scale,
                             "zero_count": dp.zero_count,
-                            "positive": {"offset": dp.positive.offset, "bucket_counts": list(dp.positive.bucket_counts)},
-                            "negative": {"offset": dp.negative.offset, "bucket_counts": list(dp.negative.bucket_counts)},
+                            "positive": {
+                                "offset": dp.positive.offset,
+                                "bucket_counts": list(dp.positive.bucket_counts),
+                            },
+                            "negative": {
+                                "offset": dp.negative.offset,
+                                "bucket_counts": list(dp.negative.bucket_counts),
+                            },
                             "min": dp.min if dp.HasField("min") else None,
                             "max": dp.max if dp.HasField("max") else None,
                             "aggregation_temporality": container.aggregation_temporality,

@@ -34,10 +34,11 @@ import math
 import re
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from ..errors import QueryError
-from .storage import Storage, _compiled
+from llmlab.collector.storage import Storage, _compiled
+from llmlab.errors import QueryError
 
 __all__ = ["MEASUREMENT", "SUFFIXES", "points_of_row", "run_metrics_query"]
 
@@ -69,11 +70,20 @@ def _anyvalue(v: dict[str, Any]) -> Any:
 
 
 #: Attributes DataKit drops from metric tags (cliutils ``droppedMetricAttributeKeys``).
-DROPPED_KEYS = frozenset({
-    "process.command_line", "process.executable.path", "process.runtime.description", "process.runtime.name",
-    "process.runtime.version", "telemetry.distro.name", "telemetry.distro.version", "telemetry.sdk.language",
-    "telemetry.sdk.name", "telemetry.sdk.version",
-})  # fmt: skip
+DROPPED_KEYS = frozenset(
+    {
+        "process.command_line",
+        "process.executable.path",
+        "process.runtime.description",
+        "process.runtime.name",
+        "process.runtime.version",
+        "telemetry.distro.name",
+        "telemetry.distro.version",
+        "telemetry.sdk.language",
+        "telemetry.sdk.name",
+        "telemetry.sdk.version",
+    }
+)
 
 _RES_CACHE: dict[str, dict[str, str]] = {}
 
@@ -85,8 +95,11 @@ def _resource_tags(resource_json: str) -> dict[str, str]:
             res = json.loads(resource_json or "{}")
         except ValueError:
             res = {}
-        tags = {kv["key"].replace(".", "_"): _tag(_anyvalue(kv.get("value") or {})) for kv in res.get("attributes", [])
-                if kv["key"] not in DROPPED_KEYS}  # fmt: skip
+        tags = {
+            kv["key"].replace(".", "_"): _tag(_anyvalue(kv.get("value") or {}))
+            for kv in res.get("attributes", [])
+            if kv["key"] not in DROPPED_KEYS
+        }
         if len(_RES_CACHE) > 256:
             _RES_CACHE.clear()
         _RES_CACHE[resource_json] = tags
@@ -157,9 +170,13 @@ def _as_number(value: Any) -> float | None:
 
 
 _CMP = {
-    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
-    "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b,
-}  # fmt: skip
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+}
 
 
 def _compare(point: dict[str, Any], col: str, op: str, literal: Any) -> bool:
@@ -280,8 +297,9 @@ _CACHE_TTL_S = 60.0
 _CACHE_SIZE = 4
 
 
-def _matching_points(storage: Storage, where_sql: list[str], params: list[Any], desc: bool,
-                     where: Any) -> list[dict[str, Any]]:  # fmt: skip
+def _matching_points(
+    storage: Storage, where_sql: list[str], params: list[Any], desc: bool, where: Any
+) -> list[dict[str, Any]]:
     max_id = storage.reader().execute("SELECT MAX(id) FROM metrics").fetchone()[0]
     key = (id(storage), str(storage.path), max_id, tuple(where_sql), tuple(params), desc, repr(where))
     now = time.monotonic()
@@ -307,7 +325,7 @@ def run_metrics_query(storage: Storage, q: Any, spec: dict[str, Any]) -> dict[st
         q: the parsed :class:`~llmlab.collector.dql.Query` (namespace ``M``).
         spec: the entry of the request's ``queries`` (``time_range``, ``limit``, ``offset``).
     """
-    from .dql import DEFAULT_LIMIT, _int_param, _intersect, _request_range
+    from llmlab.collector.dql import DEFAULT_LIMIT, _int_param, _intersect, _request_range
 
     time_range = _intersect(q.time_range, _request_range(spec.get("time_range")))
     limit = q.limit if q.limit is not None else _int_param(spec, "limit")

@@ -13,8 +13,8 @@ import json
 import socket
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from google.protobuf.message import Message
 from starlette.applications import Starlette
@@ -23,10 +23,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import QueryError, StoreError
-from . import dql
-from .ingest import DEFAULT_CUSTOMER_TAGS, REQUEST_TYPES, DecodeFailed, decode, log_rows, metric_rows, span_groups
-from .storage import Storage
+from llmlab.collector import dql
+from llmlab.collector.ingest import (
+    DEFAULT_CUSTOMER_TAGS,
+    REQUEST_TYPES,
+    DecodeFailed,
+    decode,
+    log_rows,
+    metric_rows,
+    span_groups,
+)
+from llmlab.collector.storage import Storage
+from llmlab.errors import QueryError, StoreError
 
 __all__ = ["MAX_BODY_BYTES", "create_app", "version"]
 
@@ -141,8 +149,9 @@ class _Collector:
         media = _media_type(request)
         if media not in (PROTOBUF, JSON):
             self.stats["rejected"] += 1
-            return _error(400, "otel.bad_content_type",
-                          f"Content-Type must be {PROTOBUF} or {JSON}, got {media or 'nothing'!r}")  # fmt: skip
+            return _error(
+                400, "otel.bad_content_type", f"Content-Type must be {PROTOBUF} or {JSON}, got {media or 'nothing'!r}"
+            )
         encoding = request.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity", "gzip"):
             self.stats["rejected"] += 1
@@ -207,8 +216,11 @@ def _response_types() -> dict[str, type[Message]]:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-    return {"traces": ExportTraceServiceResponse, "metrics": ExportMetricsServiceResponse,
-            "logs": ExportLogsServiceResponse}  # fmt: skip
+    return {
+        "traces": ExportTraceServiceResponse,
+        "metrics": ExportMetricsServiceResponse,
+        "logs": ExportLogsServiceResponse,
+    }
 
 
 _RESPONSES = _response_types()

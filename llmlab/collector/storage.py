@@ -19,12 +19,13 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-from ..errors import StoreError
+from llmlab.errors import StoreError
 
-__all__ = ["Storage", "SpanGroup"]
+__all__ = ["SpanGroup", "Storage"]
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -95,7 +96,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             resource_json TEXT NOT NULL
         );
         CREATE INDEX logs_time ON logs(time_ns);
-        """
+        """,
     )
 
 
@@ -112,7 +113,7 @@ class SpanGroup:
     is filled in by :meth:`Storage.insert_spans`.
     """
 
-    __slots__ = ("digest", "service", "resource_json", "scope_json", "rows")
+    __slots__ = ("digest", "resource_json", "rows", "scope_json", "service")
 
     def __init__(self, digest: str, service: str, resource_json: str, scope_json: str, rows: list[list[Any]]) -> None:
         self.digest = digest
@@ -155,9 +156,21 @@ class Storage:
     """The collector's SQLite database: span points, metric data points, log records."""
 
     SPAN_COLUMNS = (
-        "ctx_id", "trace_id", "span_id", "parent_id", "service", "status", "span_kind", "resource",
-        "start_us", "duration_us", "time_ms", "tags", "span_pb", "received_ms",
-    )  # fmt: skip
+        "ctx_id",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "service",
+        "status",
+        "span_kind",
+        "resource",
+        "start_us",
+        "duration_us",
+        "time_ms",
+        "tags",
+        "span_pb",
+        "received_ms",
+    )
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -178,8 +191,7 @@ class Storage:
         self._dirty = 0
         self._closed = threading.Event()
         self._kick = threading.Event()
-        self._ckpt_thread = threading.Thread(target=self._checkpointer, name="llmlab-collector-checkpoint",
-                                             daemon=True)  # fmt: skip
+        self._ckpt_thread = threading.Thread(target=self._checkpointer, name="llmlab-collector-checkpoint", daemon=True)
         self._ckpt_thread.start()
         placeholders = ",".join("?" * len(self.SPAN_COLUMNS))
         self._insert_sql = f"INSERT OR IGNORE INTO spans ({','.join(self.SPAN_COLUMNS)}) VALUES ({placeholders})"
@@ -188,8 +200,9 @@ class Storage:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                                 isolation_level=None)  # fmt: skip
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+            )
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             for _ in range(100):
                 try:

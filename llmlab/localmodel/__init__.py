@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import threading
 
-from .._server import BackgroundServer
-from .model import (
+from llmlab.localmodel.model import (
     MESSAGE_OVERHEAD_TOKENS,
     MODELS,
     REPLY_PRIMING_TOKENS,
@@ -28,7 +27,8 @@ from .model import (
     get_model,
     tokenize,
 )
-from .server import create_app
+from llmlab.localmodel.server import create_app
+from llmlab.serving import BackgroundServer
 
 __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",

@@ -39,25 +39,26 @@ from __future__ import annotations
 
 import math
 import random
-from itertools import accumulate
 import re
 import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
-from .._paths import DATA_DIR
-from ..tokens import message_text  # one reading of message content, shared with the estimates
+from llmlab._paths import DATA_DIR
+from llmlab.tokens import message_text  # one reading of message content, shared with the estimates
 
 __all__ = [
-    "MODELS",
     "MESSAGE_OVERHEAD_TOKENS",
+    "MODELS",
     "REPLY_PRIMING_TOKENS",
     "Generation",
     "NGramModel",
-    "count_tokens",
     "count_prompt_tokens",
+    "count_tokens",
     "detokenize",
     "get_model",
     "message_text",
@@ -147,15 +148,159 @@ def count_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
 # --- corpus ------------------------------------------------------------------------------------
 
 _STOPWORDS = frozenset(
-    """a an the and or but if then else of to in on at by for with from into onto about as is are was were be
-    been being am do does did doing have has had having it its it's this that these those there here what which
-    who whom whose when where why how all any both each few more most other some such no nor not only own same
-    so than too very can will just should would could may might must shall i me my we our you your he him his
-    she her they them their us also explain describe tell please write give summarize summary short brief
-    briefly simple simply words word sentence sentences paragraph answer question what's whats is it one two
-    like use used using make makes made get gets much many way ways thing things something someone let know
-    following text about
-    """.split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "it",
+        "its",
+        "it's",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "no",
+        "nor",
+        "not",
+        "only",
+        "own",
+        "same",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "will",
+        "just",
+        "should",
+        "would",
+        "could",
+        "may",
+        "might",
+        "must",
+        "shall",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "they",
+        "them",
+        "their",
+        "us",
+        "also",
+        "explain",
+        "describe",
+        "tell",
+        "please",
+        "write",
+        "give",
+        "summarize",
+        "summary",
+        "short",
+        "brief",
+        "briefly",
+        "simple",
+        "simply",
+        "words",
+        "word",
+        "sentence",
+        "sentences",
+        "paragraph",
+        "answer",
+        "question",
+        "what's",
+        "whats",
+        "is",
+        "it",
+        "one",
+        "two",
+        "like",
+        "use",
+        "used",
+        "using",
+        "make",
+        "makes",
+        "made",
+        "get",
+        "gets",
+        "much",
+        "many",
+        "way",
+        "ways",
+        "thing",
+        "things",
+        "something",
+        "someone",
+        "let",
+        "know",
+        "following",
+        "text",
+        "about",
+    ]
 )
 
 
@@ -185,11 +330,11 @@ def _content_words(tokens: Iterable[str]) -> list[str]:
 
 @dataclass
 class _Paragraph:
-    tokens: list[str]                   # the paragraph's tokens, without <s>/</s>
-    sentence_starts: list[int]          # index in tokens of each sentence's first token
+    tokens: list[str]  # the paragraph's tokens, without <s>/</s>
+    sentence_starts: list[int]  # index in tokens of each sentence's first token
     sentence_words: list[frozenset[str]]  # normalized content words of each sentence
-    words: frozenset[str]               # normalized content words of the paragraph
-    tf: dict[str, int]                  # normalized content word -> count in the paragraph
+    words: frozenset[str]  # normalized content words of the paragraph
+    tf: dict[str, int]  # normalized content word -> count in the paragraph
 
 
 class _Corpus:
@@ -244,22 +389,36 @@ class ModelSpec:
     """Settings of one local model."""
 
     name: str
-    order: int             # n-gram order (2 = bigram)
-    top_k: int             # candidates kept per context
-    topic_boost: float     # log-probability bonus of on-topic content words
-    seed_tokens: int       # opening tokens of the matched sentence that start the answer
+    order: int  # n-gram order (2 = bigram)
+    top_k: int  # candidates kept per context
+    topic_boost: float  # log-probability bonus of on-topic content words
+    seed_tokens: int  # opening tokens of the matched sentence that start the answer
     backoff_weight: float  # Witten-Bell weight of the lower orders (1.0 = classic; lower = more faithful)
-    delay_factor: float    # multiple of LLMLAB_LOCAL_DELAY_MS / delay_ms applied per token
+    delay_factor: float  # multiple of LLMLAB_LOCAL_DELAY_MS / delay_ms applied per token
     description: str
 
 
 SPECS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", order=2, top_k=24, topic_boost=0.7, seed_tokens=2, backoff_weight=1.0,
-                      delay_factor=1.0,
-                      description="bigram model, 24 candidates per step, fast"),
-    "small": ModelSpec("small", order=4, top_k=64, topic_boost=1.2, seed_tokens=3, backoff_weight=0.35,
-                       delay_factor=2.0,
-                       description="4-gram model with Witten-Bell interpolation, 64 candidates per step"),
+    "tiny": ModelSpec(
+        "tiny",
+        order=2,
+        top_k=24,
+        topic_boost=0.7,
+        seed_tokens=2,
+        backoff_weight=1.0,
+        delay_factor=1.0,
+        description="bigram model, 24 candidates per step, fast",
+    ),
+    "small": ModelSpec(
+        "small",
+        order=4,
+        top_k=64,
+        topic_boost=1.2,
+        seed_tokens=3,
+        backoff_weight=0.35,
+        delay_factor=2.0,
+        description="4-gram model with Witten-Bell interpolation, 64 candidates per step",
+    ),
 }
 #: Names of the local models (llmlab exposes them as ``local/<name>``).
 MODELS: tuple[str, ...] = tuple(SPECS)
@@ -269,11 +428,11 @@ def resolve_model_name(name: str) -> str | None:
     """``"tiny"``, ``"local/tiny"`` → ``"tiny"``; None for an unknown model."""
     if not isinstance(name, str):
         return None
-    base = name[len("local/"):] if name.startswith("local/") else name
+    base = name[len("local/") :] if name.startswith("local/") else name
     return base if base in SPECS else None
 
 
-_Dist = tuple[tuple[int, ...], tuple[float, ...]]   # token ids sorted by probability (desc), their log-probs
+_Dist = tuple[tuple[int, ...], tuple[float, ...]]  # token ids sorted by probability (desc), their log-probs
 
 
 class Generation:
@@ -289,7 +448,7 @@ class Generation:
         self.finish_reason: str | None = None
         self.pieces: list[str] = []
 
-    def __iter__(self) -> "Generation":
+    def __iter__(self) -> Generation:
         return self
 
     def __next__(self) -> str:
@@ -358,7 +517,7 @@ class NGramModel:
 
     def distribution(self, context: Sequence[int]) -> _Dist:
         """The (memoized) truncated next-token distribution after ``context`` (token ids)."""
-        ctx = tuple(context[-(self.order - 1):]) if self.order > 1 else ()
+        ctx = tuple(context[-(self.order - 1) :]) if self.order > 1 else ()
         if len(ctx) < self.order - 1:
             ctx = (self.bos_id,) * (self.order - 1 - len(ctx)) + ctx
         dist = self._cache.get(ctx)
@@ -473,9 +632,7 @@ class NGramModel:
         pi = top[self._pick([s for s, _ in top], temperature, rng)][1]
         para = self.corpus.paragraphs[pi]
         idf = self.corpus.idf
-        sent_scores = [
-            sum(idf.get(w, 0.0) * wt for w, wt in weights.items() if w in sw) for sw in para.sentence_words
-        ]
+        sent_scores = [sum(idf.get(w, 0.0) * wt for w, wt in weights.items() if w in sw) for sw in para.sentence_words]
         # a mild preference for the paragraph's opening sentence, which introduces the topic
         sent_scores = [s + (0.5 if j == 0 else 0.0) for j, s in enumerate(sent_scores)]
         sj = self._pick(sent_scores, temperature, rng)
@@ -510,7 +667,7 @@ class NGramModel:
             A :class:`Generation`: iterate it for text pieces, then read ``finish_reason``
             (``"stop"`` at a natural end or a stop sequence, ``"length"`` at ``max_tokens``).
         """
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or [])]
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
         stops = [s for s in stops if s]
         gen = Generation(iter(()))
         gen._it = self._run(gen, messages, float(temperature), float(top_p), int(max_tokens), stops, seed)
@@ -537,7 +694,7 @@ class NGramModel:
             toks, lps = dist_of(context[-keep:] if keep else ())
             logits = self._logits(toks, lps, topic)
             if temperature <= 0:
-                tok = toks[max(range(len(logits)), key=logits.__getitem__)]   # first maximum: stable ties
+                tok = toks[max(range(len(logits)), key=logits.__getitem__)]  # first maximum: stable ties
             else:
                 m = max(logits)
                 ws = [exp((lt - m) * inv_t) for lt in logits]
@@ -556,7 +713,7 @@ class NGramModel:
                 return
             context.append(tok)
             if len(context) > 64:
-                del context[:-keep or None]
+                del context[: -keep or None]
 
     def _run(
         self,
@@ -572,7 +729,7 @@ class NGramModel:
         vocab = self.vocab
         prev: str | None = None
         produced = 0
-        pending: list[str] = []      # pieces held back because they may begin a stop sequence
+        pending: list[str] = []  # pieces held back because they may begin a stop sequence
         max_stop = max((len(s) for s in stops), default=0)
         for tok in self._tokens(messages, temperature, top_p, rng):
             if tok == self.eos_id:
@@ -580,7 +737,7 @@ class NGramModel:
             word = vocab[tok]
             piece = _piece(word, prev)
             prev = word
-            produced += 1
+            produced += 1  # noqa: SIM113 (counts only tokens that reach the caller)
             if not stops:
                 yield piece
             else:
@@ -604,7 +761,7 @@ class NGramModel:
                         hold = k
                         break
                 while pending and len(text) - len(pending[0]) >= hold:
-                    text = text[len(pending[0]):]
+                    text = text[len(pending[0]) :]
                     yield pending.pop(0)
             if produced >= max_tokens:
                 yield from pending

@@ -27,8 +27,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..config import LLMLAB_LOCAL_DELAY_MS
-from .model import MODELS, SPECS, count_prompt_tokens, get_model, resolve_model_name
+from llmlab.config import LLMLAB_LOCAL_DELAY_MS
+from llmlab.localmodel.model import MODELS, SPECS, count_prompt_tokens, get_model, resolve_model_name
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MAX_TOKENS_LIMIT", "create_app"]
 
@@ -58,8 +58,9 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _BadRequest(f"Invalid type for '{name}': expected a number, got {type(value).__name__}.", name,
-                          code="invalid_type")
+        raise _BadRequest(
+            f"Invalid type for '{name}': expected a number, got {type(value).__name__}.", name, code="invalid_type"
+        )
     if value != value or value > hi or value < lo or (lo_open and value <= lo):
         bracket = "(" if lo_open else "["
         raise _BadRequest(f"Invalid '{name}': {value} is not in {bracket}{lo:g}, {hi:g}].", name, code="invalid_value")
@@ -77,22 +78,29 @@ def _parse(body: Any) -> dict[str, Any]:
     if base is None:
         raise _BadRequest(
             f"The model '{model_name}' does not exist. Available models: {', '.join(MODELS)}.",
-            "model", status=404, code="model_not_found",
+            "model",
+            status=404,
+            code="model_not_found",
         )
     messages = body.get("messages")
     if messages is None:
         raise _BadRequest("Missing required parameter: 'messages'.", "messages", code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
-        raise _BadRequest("Invalid 'messages': expected a non-empty array of messages.", "messages",
-                          code="invalid_value")
+        raise _BadRequest(
+            "Invalid 'messages': expected a non-empty array of messages.", "messages", code="invalid_value"
+        )
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise _BadRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.", f"messages[{i}]",
-                              code="invalid_value")
+            raise _BadRequest(
+                f"Invalid 'messages[{i}]': expected an object with a 'role'.", f"messages[{i}]", code="invalid_value"
+            )
         content = msg.get("content")
         if content is not None and not isinstance(content, (str, list)):
-            raise _BadRequest(f"Invalid 'messages[{i}].content': expected a string or an array of parts.",
-                              f"messages[{i}].content", code="invalid_type")
+            raise _BadRequest(
+                f"Invalid 'messages[{i}].content': expected a string or an array of parts.",
+                f"messages[{i}].content",
+                code="invalid_type",
+            )
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True)
 
@@ -104,8 +112,9 @@ def _parse(body: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _BadRequest(f"Invalid type for '{name}': expected an integer.", name, code="invalid_type")
         if value < 1 or value > MAX_TOKENS_LIMIT:
-            raise _BadRequest(f"Invalid '{name}': {value} is not in [1, {MAX_TOKENS_LIMIT}].", name,
-                              code="invalid_value")
+            raise _BadRequest(
+                f"Invalid '{name}': {value} is not in [1, {MAX_TOKENS_LIMIT}].", name, code="invalid_value"
+            )
         max_tokens = value
         break
 
@@ -118,8 +127,9 @@ def _parse(body: Any) -> dict[str, Any]:
         if isinstance(stop, str):
             stop = [stop]
         if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-            raise _BadRequest("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop",
-                              code="invalid_value")
+            raise _BadRequest(
+                "Invalid 'stop': expected a string or an array of up to 4 strings.", "stop", code="invalid_value"
+            )
 
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -130,13 +140,21 @@ def _parse(body: Any) -> dict[str, Any]:
         raise _BadRequest("Invalid type for 'stream': expected a boolean.", "stream", code="invalid_type")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise _BadRequest("Invalid type for 'stream_options': expected an object.", "stream_options",
-                          code="invalid_type")
+        raise _BadRequest(
+            "Invalid type for 'stream_options': expected an object.", "stream_options", code="invalid_type"
+        )
     include_usage = bool((options or {}).get("include_usage"))
 
     return {
-        "model": base, "messages": messages, "temperature": temperature, "top_p": top_p,
-        "max_tokens": max_tokens, "stop": stop, "seed": seed, "stream": stream, "include_usage": include_usage,
+        "model": base,
+        "messages": messages,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "stop": stop,
+        "seed": seed,
+        "stream": stream,
+        "include_usage": include_usage,
     }
 
 
@@ -169,8 +187,11 @@ def create_app(delay_ms: float | None = None) -> Starlette:
         try:
             body = json.loads(raw)
         except ValueError:
-            return _error("We could not parse the JSON body of your request. The body must be valid JSON.", 400,
-                          code="invalid_json")
+            return _error(
+                "We could not parse the JSON body of your request. The body must be valid JSON.",
+                400,
+                code="invalid_json",
+            )
         try:
             p = _parse(body)
         except _BadRequest as exc:
@@ -189,18 +210,33 @@ def create_app(delay_ms: float | None = None) -> Starlette:
             if delay:
                 await asyncio.sleep(delay * len(pieces))
             n = len(pieces)
-            return JSONResponse({
-                "id": cid, "object": "chat.completion", "created": created, "model": name,
-                "system_fingerprint": None,
-                "choices": [{
-                    "index": 0, "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
-                    "logprobs": None, "finish_reason": gen.finish_reason,
-                }],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
-            })
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "system_fingerprint": None,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": gen.finish_reason,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": n,
+                        "total_tokens": prompt_tokens + n,
+                    },
+                }
+            )
 
-        head = (f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":"{name}",'
-                f'"system_fingerprint":null,"choices":')
+        head = (
+            f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":"{name}",'
+            f'"system_fingerprint":null,"choices":'
+        )
         include_usage = p["include_usage"]
 
         def event(piece: str, finish: str | None) -> str:
@@ -224,7 +260,7 @@ def create_app(delay_ms: float | None = None) -> Starlette:
                         yield "".join(buf)
                         buf.clear()
                 elif delay:
-                    await asyncio.sleep(delay)      # time to the first token
+                    await asyncio.sleep(delay)  # time to the first token
                 prev = piece
             finish = gen.finish_reason or "stop"
             if prev is not None:
@@ -233,20 +269,28 @@ def create_app(delay_ms: float | None = None) -> Starlette:
             else:
                 buf.append(f'{head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{finish}"}}]}}\n\n')
             if include_usage:
-                usage = (f'{{"prompt_tokens":{prompt_tokens},"completion_tokens":{count},'
-                         f'"total_tokens":{prompt_tokens + count}}}')
-                buf.append(f"{head}[],\"usage\":{usage}}}\n\n")
+                usage = (
+                    f'{{"prompt_tokens":{prompt_tokens},"completion_tokens":{count},'
+                    f'"total_tokens":{prompt_tokens + count}}}'
+                )
+                buf.append(f'{head}[],"usage":{usage}}}\n\n')
             buf.append("data: [DONE]\n\n")
             yield "".join(buf)
 
         return StreamingResponse(
-            events(), media_type="text/event-stream",
+            events(),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     def model_card(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": _CREATED, "owned_by": "llmlab",
-                "description": SPECS[name].description}
+        return {
+            "id": name,
+            "object": "model",
+            "created": _CREATED,
+            "owned_by": "llmlab",
+            "description": SPECS[name].description,
+        }
 
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [model_card(m) for m in MODELS]})
@@ -254,8 +298,9 @@ def create_app(delay_ms: float | None = None) -> Starlette:
     async def retrieve_model(request: Request) -> Response:
         name = resolve_model_name(request.path_params["model"])
         if name is None:
-            return _error(f"The model '{request.path_params['model']}' does not exist.", 404, "model",
-                          "model_not_found")
+            return _error(
+                f"The model '{request.path_params['model']}' does not exist.", 404, "model", "model_not_found"
+            )
         return JSONResponse(model_card(name))
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .migrations import SPAN_VALUE_COLUMNS
+from llmlab.store.migrations import SPAN_VALUE_COLUMNS
 
 #: A tail longer than this is turned into a new segment at read time.
 SEGMENT_MIN_ROWS = 50_000
@@ -47,17 +47,23 @@ def generation(db: sqlite3.Connection) -> int:
 def _table_from_sql(db: sqlite3.Connection, where: str, params: list[Any]) -> pa.Table:
     """LLM spans matching ``where`` as an Arrow table (SQLite builds one JSON array per column)."""
     names = SCHEMA.names
-    exprs = ["rowid"] + [f'"{c}"' for c in ENVELOPE] + [_exact(n, k) for n, k in SPAN_VALUE_COLUMNS] + [
-        "CASE WHEN row_json != '{}' THEN row_json END"
-    ]
+    exprs = (
+        ["rowid"]
+        + [f'"{c}"' for c in ENVELOPE]
+        + [_exact(n, k) for n, k in SPAN_VALUE_COLUMNS]
+        + ["CASE WHEN row_json != '{}' THEN row_json END"]
+    )
     select = ", ".join(f"json_group_array({e})" for e in exprs)
     row = db.execute(f"SELECT {select} FROM (SELECT * FROM spans WHERE {where} ORDER BY rowid)", params).fetchone()
     arrays = []
     for i, v in enumerate(row):
         kind = SCHEMA.field(i).type
         # REAL columns arrive as round-trip text (see _exact); Arrow parses them in C
-        arrays.append(pa.array(json.loads(v), type=pa.string()).cast(kind) if kind == pa.float64() else
-                      pa.array(json.loads(v), type=kind))  # fmt: skip
+        arrays.append(
+            pa.array(json.loads(v), type=pa.string()).cast(kind)
+            if kind == pa.float64()
+            else pa.array(json.loads(v), type=kind)
+        )
     return pa.Table.from_arrays(arrays, names=names)
 
 

@@ -20,17 +20,30 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any
 
-from ..errors import StoreError
-from .migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
+from llmlab.errors import StoreError
+from llmlab.store.migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
 
 #: Column order of a span record (see ``llmlab.tracing.export.span_record``).
 SPAN_RECORD_COLUMNS: list[str] = [
-    "trace_id", "span_id", "parent_id", "name", "service", "sweep_id", "call_id", "start_ns", "end_ns", "is_llm",
-    "row_json", "attrs_json", "otlp", "export_state",
-] + [name for name, _ in SPAN_VALUE_COLUMNS]  # fmt: skip
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "name",
+    "service",
+    "sweep_id",
+    "call_id",
+    "start_ns",
+    "end_ns",
+    "is_llm",
+    "row_json",
+    "attrs_json",
+    "otlp",
+    "export_state",
+] + [name for name, _ in SPAN_VALUE_COLUMNS]
 _SPAN_INSERT = (
     f"INSERT OR IGNORE INTO spans ({', '.join(chr(34) + c + chr(34) for c in SPAN_RECORD_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(SPAN_RECORD_COLUMNS))})"
@@ -244,15 +257,27 @@ class Store:
         self.write(fn)
 
     def sweep_record(self, sweep_id: str) -> dict[str, Any] | None:
-        rows = self.read("SELECT sweep_id, name, created_at, finished_at, status, spec_json, info_json FROM sweeps WHERE sweep_id=?", (sweep_id,))
+        rows = self.read(
+            "SELECT sweep_id, name, created_at, finished_at, status, spec_json, info_json FROM sweeps WHERE sweep_id=?",
+            (sweep_id,),
+        )
         if not rows:
             return None
         r = rows[0]
-        return {"sweep_id": r[0], "name": r[1], "created_at": r[2], "finished_at": r[3], "status": r[4],
-                "spec": json.loads(r[5]), "info": json.loads(r[6])}  # fmt: skip
+        return {
+            "sweep_id": r[0],
+            "name": r[1],
+            "created_at": r[2],
+            "finished_at": r[3],
+            "status": r[4],
+            "spec": json.loads(r[5]),
+            "info": json.loads(r[6]),
+        }
 
     # calls and cache ----------------------------------------------------------------------
-    def put_call(self, sweep_id: str, seq: int, row: dict[str, Any], cache_entry: dict[str, Any] | None) -> concurrent.futures.Future[Any]:
+    def put_call(
+        self, sweep_id: str, seq: int, row: dict[str, Any], cache_entry: dict[str, Any] | None
+    ) -> concurrent.futures.Future[Any]:
         """Persist a finished call (and its response in the cache) in one transaction."""
         row_json = json.dumps(row, default=str)
         cache_json = None if cache_entry is None else json.dumps(cache_entry, default=str)
@@ -291,12 +316,16 @@ class Store:
                     f"SELECT call_id, owner, host, pid, claimed_at FROM call_claims WHERE call_id IN ({marks})", chunk
                 ):
                     held[cid] = tuple(rest)  # type: ignore[assignment]
-            elsewhere = {cid for cid, (o, h, p, at) in held.items() if o != owner and _claim_alive(h, p, at, o, local_owners)}
+            elsewhere = {
+                cid for cid, (o, h, p, at) in held.items() if o != owner and _claim_alive(h, p, at, o, local_owners)
+            }
             # answered since the caller looked: not to be sent again (the caller finds it in the cache)
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                elsewhere.update(r[0] for r in db.execute(f"SELECT call_id FROM cache WHERE call_id IN ({marks})", chunk))
+                elsewhere.update(
+                    r[0] for r in db.execute(f"SELECT call_id FROM cache WHERE call_id IN ({marks})", chunk)
+                )
             now = utcnow_iso()
             db.executemany(
                 "INSERT OR REPLACE INTO call_claims (call_id, owner, host, pid, claimed_at) VALUES (?,?,?,?,?)",
@@ -321,7 +350,9 @@ class Store:
         return out
 
     def call_rows(self, sweep_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.read("SELECT row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sweep_id,))]
+        return [
+            json.loads(r[0]) for r in self.read("SELECT row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sweep_id,))
+        ]
 
     # spans (also the export outbox) -------------------------------------------------------
     def put_spans(self, records: Sequence[tuple[Any, ...]]) -> concurrent.futures.Future[Any]:
@@ -344,7 +375,7 @@ _stores_lock = threading.Lock()
 def get_store(home: Path | None = None) -> Store:
     """The process-wide :class:`Store` of ``home`` (default: the configured home)."""
     if home is None:
-        from ..config import get_config
+        from llmlab.config import get_config
 
         path = get_config().db_path
     else:

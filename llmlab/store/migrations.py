@@ -7,7 +7,7 @@ inside a transaction.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = []
 
@@ -75,7 +75,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
         CREATE INDEX spans_start ON spans (start_ns);
         CREATE INDEX spans_pending ON spans (export_state) WHERE export_state = 0;
         CREATE INDEX calls_sweep_seq ON calls (sweep_id, seq);
-        """
+        """,
     )
 
 
@@ -135,13 +135,33 @@ def m002_experiments(db: sqlite3.Connection) -> None:
 #: Canonical columns materialised on ``spans`` (besides the key/envelope columns of m001), so
 #: ``ll.spans()`` reads them column-wise in C instead of parsing one JSON document per span.
 SPAN_VALUE_COLUMNS: list[tuple[str, str]] = [
-    ("latency_ms", "REAL"), ("ttft_ms", "REAL"), ("tokens_per_s", "REAL"), ("provider", "TEXT"), ("model", "TEXT"),
-    ("response_model", "TEXT"), ("temperature", "REAL"), ("top_p", "REAL"), ("max_tokens", "INTEGER"),
-    ("seed", "INTEGER"), ("repeat", "INTEGER"), ("prompt_id", "TEXT"), ("prompt", "TEXT"), ("completion", "TEXT"),
-    ("finish_reason", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"), ("total_tokens", "INTEGER"),
-    ("tokens_estimated", "INTEGER"), ("status", "TEXT"), ("error", "TEXT"), ("queue_ms", "REAL"),
-    ("attempts", "INTEGER"), ("itl_ms", "REAL"), ("workflow", "TEXT"), ("params", "TEXT"),
-]  # fmt: skip
+    ("latency_ms", "REAL"),
+    ("ttft_ms", "REAL"),
+    ("tokens_per_s", "REAL"),
+    ("provider", "TEXT"),
+    ("model", "TEXT"),
+    ("response_model", "TEXT"),
+    ("temperature", "REAL"),
+    ("top_p", "REAL"),
+    ("max_tokens", "INTEGER"),
+    ("seed", "INTEGER"),
+    ("repeat", "INTEGER"),
+    ("prompt_id", "TEXT"),
+    ("prompt", "TEXT"),
+    ("completion", "TEXT"),
+    ("finish_reason", "TEXT"),
+    ("input_tokens", "INTEGER"),
+    ("output_tokens", "INTEGER"),
+    ("total_tokens", "INTEGER"),
+    ("tokens_estimated", "INTEGER"),
+    ("status", "TEXT"),
+    ("error", "TEXT"),
+    ("queue_ms", "REAL"),
+    ("attempts", "INTEGER"),
+    ("itl_ms", "REAL"),
+    ("workflow", "TEXT"),
+    ("params", "TEXT"),
+]
 
 
 @migration

@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from .faultserver import FaultApp, FaultServer, Faults, request_key, request_key_for_call
+from llmlab.testing.faultserver import FaultApp, Faults, FaultServer, request_key, request_key_for_call
 
 __all__ = ["FaultApp", "FaultServer", "Faults", "request_key", "request_key_for_call"]

@@ -30,9 +30,10 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from .asgi import read_body, replaying
+from llmlab.testing.asgi import read_body, replaying
 
 __all__ = ["FaultApp", "FaultServer", "Faults", "request_key", "request_key_for_call"]
 
@@ -113,7 +114,7 @@ class FaultApp:
 
     def __init__(self, faults: Faults | None = None, inner: Any = None) -> None:
         if inner is None:
-            from ..localmodel import create_app
+            from llmlab.localmodel import create_app
 
             inner = create_app(delay_ms=(faults or Faults()).delay_ms)
         self.faults = faults or Faults()
@@ -138,9 +139,13 @@ class FaultApp:
         """Counters as plain data (also served at ``GET /_faults/stats``)."""
         with self._lock:
             return {
-                "requests": self.requests, "by_key": dict(self.by_key), "completed": dict(self.completed),
-                "outcomes": dict(self.outcomes), "max_in_flight": self.max_in_flight, "times": list(self.times),
-            }  # fmt: skip
+                "requests": self.requests,
+                "by_key": dict(self.by_key),
+                "completed": dict(self.completed),
+                "outcomes": dict(self.outcomes),
+                "max_in_flight": self.max_in_flight,
+                "times": list(self.times),
+            }
 
     def _decide(self, key: str, attempt: int) -> str:
         f = self.faults
@@ -193,13 +198,20 @@ class FaultApp:
             with self._lock:
                 self.in_flight -= 1
 
-    async def _answer(self, kind: str, key: str, attempt: int, auth: str, raw: bytes, scope: dict[str, Any],
-                      receive: Any, send: Any) -> None:  # fmt: skip
+    async def _answer(
+        self, kind: str, key: str, attempt: int, auth: str, raw: bytes, scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
         f = self.faults
         rng = random.Random(f"{f.seed}:{key}:{attempt}:how")
         if kind == "quota":
-            await self._error(send, 429, "You exceeded your current quota, please check your plan and billing details.",
-                              "insufficient_quota", auth, code="insufficient_quota")  # fmt: skip
+            await self._error(
+                send,
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                auth,
+                code="insufficient_quota",
+            )
             return
         if kind == "429":
             headers = []
@@ -207,8 +219,10 @@ class FaultApp:
                 when = email.utils.formatdate(time.time() + f.retry_after_s, usegmt=True)
                 headers = [(b"retry-after", when.encode())]
             elif f.retry_after_s is not None:
-                headers = [(b"retry-after-ms", str(int(f.retry_after_s * 1000)).encode()),
-                           (b"retry-after", str(max(1, round(f.retry_after_s))).encode())]  # fmt: skip
+                headers = [
+                    (b"retry-after-ms", str(int(f.retry_after_s * 1000)).encode()),
+                    (b"retry-after", str(max(1, round(f.retry_after_s))).encode()),
+                ]
             await self._error(send, 429, "Rate limit reached, please slow down", "rate_limit_error", auth, headers)
             return
         if kind == "5xx":
@@ -234,14 +248,27 @@ class FaultApp:
             return False
         return message.get("type") == "http.disconnect"
 
-    async def _error(self, send: Any, status: int, message: str, err_type: str, auth: str,
-                     headers: list[tuple[bytes, bytes]] | None = None, code: str | None = None) -> None:  # fmt: skip
+    async def _error(
+        self,
+        send: Any,
+        status: int,
+        message: str,
+        err_type: str,
+        auth: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        code: str | None = None,
+    ) -> None:
         if self.faults.echo_auth and auth:
             key = auth.split(" ", 1)[-1]  # like providers that quote the key back ("Incorrect API key: …")
             message = f"{message} (your API key {key} was used)"
         payload = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *(headers or [])],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     async def _control(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -322,9 +349,9 @@ class FaultServer:
     def faults(self) -> Faults:
         return self.app.faults
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         """Start serving; returns self."""
-        from .._server import BackgroundServer
+        from llmlab.serving import BackgroundServer
 
         logging.getLogger("uvicorn.error").addFilter(_DropCut())
         self._server = BackgroundServer(self.app, port=self.port, name="llmlab-faultserver").start()
@@ -348,7 +375,7 @@ class FaultServer:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -359,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m llmlab.testing.faultserver --port 8001 --rate-429 0.3 …`` (foreground)."""
     import argparse
 
-    from .._server import serve_forever
+    from llmlab.serving import serve_forever
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -372,8 +399,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.add_argument(flag, type=float, default=None)
     ns = vars(parser.parse_args(argv))
     host, port = ns.pop("host"), ns.pop("port")
-    fields = {k: (int(v) if k in ("seed", "max_faults_per_request", "max_concurrent") and v is not None else v)
-              for k, v in ns.items() if v not in (None, False)}  # fmt: skip
+    fields = {
+        k: (int(v) if k in ("seed", "max_faults_per_request", "max_concurrent") and v is not None else v)
+        for k, v in ns.items()
+        if v not in (None, False)
+    }
     app = FaultApp(Faults(**fields))
     logging.getLogger("uvicorn.error").addFilter(_DropCut())
     print(f"llmlab fault server on http://{host}:{port}/v1 ({app.faults})", flush=True)

@@ -1,5 +1,5 @@
 """Tracing: OpenLLMetry set-up (``setup``) and the span pipeline to the store and DataKit (``export``)."""
 
-from .setup import CallTrace, call_context, ensure_tracing, flush
+from llmlab.tracing.setup import CallTrace, call_context, ensure_tracing, flush
 
 __all__ = ["CallTrace", "call_context", "ensure_tracing", "flush"]

@@ -19,18 +19,19 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status
 
-from .. import schema
-from ..config import EMBEDDED, Config
-from ..errors import redact
-from ..store import get_store
-from ..store.migrations import SPAN_VALUE_COLUMNS
+from llmlab import schema
+from llmlab.config import EMBEDDED, Config
+from llmlab.errors import redact
+from llmlab.store import get_store
+from llmlab.store.migrations import SPAN_VALUE_COLUMNS
 
 log = logging.getLogger("llmlab.export")
 
@@ -47,7 +48,7 @@ def otlp_traces_url(config: Config) -> str | None:
     if config.datakit is None:
         return None
     if config.datakit == EMBEDDED:
-        from ..collector import ensure_embedded
+        from llmlab.collector import ensure_embedded
 
         return ensure_embedded(config) + "/otel/v1/traces"
     return config.datakit + "/otel/v1/traces"
@@ -72,7 +73,7 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
-    from .setup import strip_content
+    from llmlab.tracing.setup import strip_content
 
     attrs = dict(span.attributes or {})
     events, status_ = list(span.events), span.status
@@ -83,15 +84,32 @@ def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     # body, which may quote the API key back: scrub every string before it is stored or exported
     clean = _scrub_attrs(attrs)
     clean_events = [Event(e.name, _scrub_attrs(dict(e.attributes or {})), e.timestamp) for e in events]
-    clean_status = Status(status_.status_code, redact(status_.description)) if status_ is not None and status_.description else status_
-    if (not config.trace_content or clean != attrs or clean_status is not status_
-            or any(c.attributes != e.attributes for c, e in zip(clean_events, events))):  # fmt: skip
+    clean_status = (
+        Status(status_.status_code, redact(status_.description))
+        if status_ is not None and status_.description
+        else status_
+    )
+    if (
+        not config.trace_content
+        or clean != attrs
+        or clean_status is not status_
+        or any(c.attributes != e.attributes for c, e in zip(clean_events, events))
+    ):
         attrs = clean
         span = ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=attrs, events=clean_events, links=span.links, kind=span.kind, status=clean_status,
-            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
-        )  # fmt: skip
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attrs,
+            events=clean_events,
+            links=span.links,
+            kind=span.kind,
+            status=clean_status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
     ctx = span.context
     trace_id = format(ctx.trace_id, "032x")
     span_id = format(ctx.span_id, "016x")
@@ -101,17 +119,37 @@ def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     first_chunk = next((e.timestamp for e in span.events if e.name == schema.CHUNK_EVENT), None)
     is_llm = schema.is_llm_span(span.name, attrs)
     row = schema.row_from_span(
-        attrs, trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=span.name, service=service,
-        start_ns=span.start_time, end_ns=span.end_time, status=status, error=description, first_chunk_ns=first_chunk,
-    )  # fmt: skip
+        attrs,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        name=span.name,
+        service=service,
+        start_ns=span.start_time,
+        end_ns=span.end_time,
+        status=status,
+        error=description,
+        first_chunk_ns=first_chunk,
+    )
     otlp = encode_spans([span]).SerializeToString()
     extras = {k: v for k, v in row.items() if k.startswith("assoc.")}
     values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
     return (
-        trace_id, span_id, parent_id, span.name, service, row.get("sweep_id"), row.get("call_id"),
-        span.start_time or 0, span.end_time or 0, int(is_llm), json.dumps(extras, default=str) if extras else "{}",
-        json.dumps(attrs, default=str), otlp, PENDING if config.datakit is not None else None,
-    ) + values  # fmt: skip
+        trace_id,
+        span_id,
+        parent_id,
+        span.name,
+        service,
+        row.get("sweep_id"),
+        row.get("call_id"),
+        span.start_time or 0,
+        span.end_time or 0,
+        int(is_llm),
+        json.dumps(extras, default=str) if extras else "{}",
+        json.dumps(attrs, default=str),
+        otlp,
+        PENDING if config.datakit is not None else None,
+    ) + values
 
 
 def _sql_value(value: Any) -> Any:
@@ -273,8 +311,9 @@ def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
     return len(outcome[DELIVERED])
 
 
-def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes]],
-          outcome: dict[int, list[tuple[str, str]]]) -> None:  # fmt: skip
+def _post(
+    config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes]], outcome: dict[int, list[tuple[str, str]]]
+) -> None:
     """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
 
     Raises DeliveryFailed when DataKit is down, slow or answers 401/403/404/408/429/5xx.
@@ -297,15 +336,21 @@ def _post(config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes
     if response.status_code in (401, 403, 404):
         # DataKit's set-up, not the spans: no OpenTelemetry input (404) or a token/header it wants
         # (401/403); they go out once it is fixed
-        raise DeliveryFailed(redact(f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
-                                    f"TRACELOOP_HEADERS ({response.text[:120]})"))  # fmt: skip
+        raise DeliveryFailed(
+            redact(
+                f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
+                f"TRACELOOP_HEADERS ({response.text[:120]})"
+            )
+        )
     if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
         half = len(rows) // 2
         _post(config, client, rows[:half], outcome)
         _post(config, client, rows[half:], outcome)
         return
     outcome[REJECTED] += keys
-    log.warning("DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200]))
+    log.warning(
+        "DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200])
+    )
 
 
 def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
@@ -326,7 +371,9 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
                 error = str(exc)
                 break
             if n is None:
-                in_flight = store.read("SELECT count(*) FROM spans WHERE export_state = 0 AND lease_until > ?", (time.time(),))[0][0]
+                in_flight = store.read(
+                    "SELECT count(*) FROM spans WHERE export_state = 0 AND lease_until > ?", (time.time(),)
+                )[0][0]
                 if not in_flight:
                     break
                 time.sleep(0.05)
@@ -337,7 +384,7 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
 
 def pending(config: Config | None = None) -> int:
     """How many spans wait to be delivered to DataKit (spooled)."""
-    from ..config import get_config
+    from llmlab.config import get_config
 
     config = config or get_config()
     return get_store(config.home).pending_count()

@@ -18,15 +18,16 @@ import io
 import logging
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import Span
 
-from .. import schema
-from ..config import Config, get_config, on_configure
+from llmlab import schema
+from llmlab.config import Config, get_config, on_configure
 
 log = logging.getLogger("llmlab.tracing")
 
@@ -65,8 +66,14 @@ def call_context(attributes: dict[str, Any]) -> Iterator[CallTrace]:
         _CURRENT_CALL.reset(token)
 
 
-_CONTENT_PREFIXES = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.prompt.", "gen_ai.completion.",
-                     "traceloop.entity.input", "traceloop.entity.output")  # fmt: skip
+_CONTENT_PREFIXES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+)
 
 
 def strip_content(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +91,7 @@ class LlmlabProcessor(SpanProcessor):
         self.sink: Any = None  # llmlab.tracing.export.SpanSink
 
     def retarget(self, config: Config) -> None:
-        from .export import SpanSink
+        from llmlab.tracing.export import SpanSink
 
         with self._lock:
             old = self.sink
@@ -187,8 +194,14 @@ def processor() -> LlmlabProcessor:
 def schema_attrs_for_call(**values: Any) -> dict[str, Any]:
     """Build the llmlab.* attribute dict for a call (None values dropped)."""
     mapping = {
-        "sweep_id": schema.A_SWEEP_ID, "call_id": schema.A_CALL_ID, "prompt_id": schema.A_PROMPT_ID,
-        "repeat": schema.A_REPEAT, "seed": schema.A_SEED, "provider": schema.A_PROVIDER,
-        "attempts": schema.A_ATTEMPTS, "queue_ms": schema.A_QUEUE_MS, "params": schema.A_PARAMS,
-    }  # fmt: skip
+        "sweep_id": schema.A_SWEEP_ID,
+        "call_id": schema.A_CALL_ID,
+        "prompt_id": schema.A_PROMPT_ID,
+        "repeat": schema.A_REPEAT,
+        "seed": schema.A_SEED,
+        "provider": schema.A_PROVIDER,
+        "attempts": schema.A_ATTEMPTS,
+        "queue_ms": schema.A_QUEUE_MS,
+        "params": schema.A_PARAMS,
+    }
     return {mapping[k]: v for k, v in values.items() if v is not None and k in mapping}

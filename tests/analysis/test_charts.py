@@ -38,7 +38,13 @@ def test_latency_groups_values_labels_and_hover(grid):
     fig = charts.latency(grid, by="temperature")
     assert isinstance(fig, go.Figure) and len(fig.data) == 1
     box = fig.data[0]
-    assert list(box.x) == ["temperature=0.0", "temperature=0.0", "temperature=0.7", "temperature=0.7", "temperature=0.7"]
+    assert list(box.x) == [
+        "temperature=0.0",
+        "temperature=0.0",
+        "temperature=0.7",
+        "temperature=0.7",
+        "temperature=0.7",
+    ]
     assert list(box.y) == [100.0, 200.0, 300.0, 400.0, 500.0]  # the error row is left out
     assert fig.layout.yaxis.title.text == "latency (ms)"
     assert "Latency" in fig.layout.title.text and "1 error or cached row(s) left out" in _notes(fig)
@@ -63,22 +69,37 @@ def test_large_frames_are_aggregated():
 
 def test_empty_frames_say_no_data():
     empty = coerce(pd.DataFrame())
-    for fig in (charts.latency(empty), charts.ttft(empty), charts.cost(empty), charts.heatmap(empty),
-                charts.pareto(empty), charts.diversity(empty)):
+    for fig in (
+        charts.latency(empty),
+        charts.ttft(empty),
+        charts.cost(empty),
+        charts.heatmap(empty),
+        charts.pareto(empty),
+        charts.diversity(empty),
+    ):
         assert isinstance(fig, go.Figure) and len(fig.data) == 0 and "no data" in _notes(fig)
 
 
 def test_error_only_frames_say_why_there_is_nothing_to_plot():
-    df = frame(model=["m"] * 3, temperature=[0.0, 0.7, 0.7], top_p=[1.0] * 3, latency_ms=[None, None, 5.0],
-               status=["error", "error", "ok"], error=["HTTP 500: upstream down", "HTTP 500", ""],
-               cached=[False, False, True])  # fmt: skip
+    df = frame(
+        model=["m"] * 3,
+        temperature=[0.0, 0.7, 0.7],
+        top_p=[1.0] * 3,
+        latency_ms=[None, None, 5.0],
+        status=["error", "error", "ok"],
+        error=["HTTP 500: upstream down", "HTTP 500", ""],
+        cached=[False, False, True],
+    )
     for fig in (charts.latency(df), charts.ttft(df), charts.heatmap(df)):
         assert len(fig.data) == 0
         assert "2 of 3 calls failed (e.g. HTTP 500: upstream down); 1 cache hit(s) have no timing" in _notes(fig)
     assert _notes(charts.latency(df.iloc[:2])).endswith("2 of 2 calls failed (e.g. HTTP 500: upstream down)")
     scored = df.iloc[:2].assign(score=pd.array([None, None], dtype="Float64"))
     pareto = charts.pareto(scored, quality="score")
-    assert len(pareto.data) == 0 and _notes(pareto) == "no score values: 2 of 2 calls failed (e.g. HTTP 500: upstream down)"
+    assert (
+        len(pareto.data) == 0
+        and _notes(pareto) == "no score values: 2 of 2 calls failed (e.g. HTTP 500: upstream down)"
+    )
 
 
 def test_cost_bars_and_na_note():
@@ -89,7 +110,9 @@ def test_cost_bars_and_na_note():
     assert bar.y[0] == pytest.approx(0.3) and bar.y[1] is None and bar.y[2] == pytest.approx(0.5)
     assert fig.layout.yaxis.title.text == "cost (USD)"
     notes = _notes(fig)
-    assert "cost unknown (no price, or no token counts): model=b" in notes and "model=c (1 of 2 calls unpriced)" in notes
+    assert (
+        "cost unknown (no price, or no token counts): model=b" in notes and "model=c (1 of 2 calls unpriced)" in notes
+    )
 
 
 def test_heatmap_mean_grid(grid):
@@ -125,8 +148,9 @@ def test_pareto_front_and_dominated():
 
 
 def test_pareto_unknown_cost_falls_back_to_latency():
-    df = frame(temperature=[0.0, 0.7], score=[0.9, 0.8], cost_usd=[0.1, None], latency_ms=[100.0, 50.0],
-               status=["ok", "ok"])
+    df = frame(
+        temperature=[0.0, 0.7], score=[0.9, 0.8], cost_usd=[0.1, None], latency_ms=[100.0, 50.0], status=["ok", "ok"]
+    )
     fig = charts.pareto(df)
     assert fig.layout.xaxis.title.text == "latency (ms)"
     assert sorted(fig.data[1].text) == ["temperature=0.0", "temperature=0.7"]
@@ -135,8 +159,12 @@ def test_pareto_unknown_cost_falls_back_to_latency():
 
 def test_pareto_many_settings_uses_webgl():
     n = 1200
-    df = frame(temperature=[i / n for i in range(n)], score=[(i % 7) / 7 for i in range(n)],
-               cost_usd=[float(i) for i in range(n)], status=["ok"] * n)
+    df = frame(
+        temperature=[i / n for i in range(n)],
+        score=[(i % 7) / 7 for i in range(n)],
+        cost_usd=[float(i) for i in range(n)],
+        status=["ok"] * n,
+    )
     fig = charts.pareto(df)
     assert all(isinstance(t, go.Scattergl) for t in fig.data)
     assert len(fig.data) == 2

@@ -14,10 +14,14 @@ from llmlab.schema import coerce
 
 @pytest.fixture
 def df():
-    out = coerce(pd.DataFrame({
-        "completion": ["Paris.", "  paris ", "Lyon", "", None, "Paris", "北京"],
-        "status": ["ok", "ok", "ok", "ok", "ok", "error", "ok"],
-    }))
+    out = coerce(
+        pd.DataFrame(
+            {
+                "completion": ["Paris.", "  paris ", "Lyon", "", None, "Paris", "北京"],
+                "status": ["ok", "ok", "ok", "ok", "ok", "error", "ok"],
+            }
+        )
+    )
     out["reference"] = ["Paris", "Paris", "Paris", "", "Paris", "Paris", "北京。"]
     return out
 
@@ -61,10 +65,14 @@ def test_regex(df):
 
 
 def test_valid_json_and_schema():
-    df = coerce(pd.DataFrame({
-        "completion": ['{"a": 1}', '```json\n{"a": "x"}\n```', "not json", "", None, '{"a": 2}', "[1, 2]"],
-        "status": ["ok", "ok", "ok", "ok", "ok", "error", "ok"],
-    }))
+    df = coerce(
+        pd.DataFrame(
+            {
+                "completion": ['{"a": 1}', '```json\n{"a": "x"}\n```', "not json", "", None, '{"a": 2}', "[1, 2]"],
+                "status": ["ok", "ok", "ok", "ok", "ok", "error", "ok"],
+            }
+        )
+    )
     assert scores(evals.valid_json(df), "valid_json") == [1.0, 1.0, 0.0, 0.0, None, None, 1.0]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     assert scores(evals.json_schema(df, schema), "json_schema") == [1.0, 0.0, 0.0, 0.0, None, None, 0.0]
@@ -95,7 +103,7 @@ def test_similarity_methods():
     assert f1[0] == pytest.approx(6 / 7) and f1[1] == 1.0 and f1[2] == 0.0
     assert f1[3] == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
     cos = scores(evals.similarity(df, method="cosine"), "similarity")
-    assert cos[0] == pytest.approx(3 / (3 ** 0.5 * 4 ** 0.5))
+    assert cos[0] == pytest.approx(3 / (3**0.5 * 4**0.5))
     dl = scores(evals.similarity(df, method="difflib"), "similarity")
     assert dl[0] == pytest.approx(2 * 11 / (11 + 16))
     with pytest.raises(ValidationError):
@@ -105,10 +113,22 @@ def test_similarity_methods():
 @pytest.mark.parametrize(
     "text, scale, expected",
     [
-        ("8", 10, 0.8), ("Score: 7", 10, 0.7), ("**9**", 10, 0.9), ("8/10", 10, 0.8), ("0", 10, 0.0),
-        ("Rating: 4 out of 5", 5, 0.75), ("5", 5, 1.0), ("1", 5, 0.0), ("I'd say 3.5.", 5, 0.625),
-        ("4/5", 10, 0.8), ("评分：6", 10, 0.6), ("11", 10, None), ("0", 5, None), ("no idea", 10, None),
-        ("", 10, None), (None, 10, None),
+        ("8", 10, 0.8),
+        ("Score: 7", 10, 0.7),
+        ("**9**", 10, 0.9),
+        ("8/10", 10, 0.8),
+        ("0", 10, 0.0),
+        ("Rating: 4 out of 5", 5, 0.75),
+        ("5", 5, 1.0),
+        ("1", 5, 0.0),
+        ("I'd say 3.5.", 5, 0.625),
+        ("4/5", 10, 0.8),
+        ("评分：6", 10, 0.6),
+        ("11", 10, None),
+        ("0", 5, None),
+        ("no idea", 10, None),
+        ("", 10, None),
+        (None, 10, None),
     ],
 )
 def test_parse_judge_score(text, scale, expected):
@@ -138,8 +158,13 @@ def test_llm_judge_with_fake_sweep(df, monkeypatch):
 
     class FakeResult:
         def __init__(self, prompts):
-            self.df = pd.DataFrame({"prompt": prompts, "completion": ["Score: 8" if "Paris" in p else "unsure"
-                                                                     for p in prompts], "status": "ok"})
+            self.df = pd.DataFrame(
+                {
+                    "prompt": prompts,
+                    "completion": ["Score: 8" if "Paris" in p else "unsure" for p in prompts],
+                    "status": "ok",
+                }
+            )
 
     class FakeSweep:
         def __init__(self, prompts, models, temperature, max_tokens, name):
@@ -166,8 +191,15 @@ def test_llm_judge_skips_error_and_na_rows(df, monkeypatch):
             self.prompts = prompts
 
         def run(self, **kw):
-            return type("R", (), {"df": pd.DataFrame({"prompt": self.prompts, "completion": ["9/10"] * len(self.prompts),
-                                                       "status": "ok"})})()
+            return type(
+                "R",
+                (),
+                {
+                    "df": pd.DataFrame(
+                        {"prompt": self.prompts, "completion": ["9/10"] * len(self.prompts), "status": "ok"}
+                    )
+                },
+            )()
 
     monkeypatch.setattr(sweep_mod, "Sweep", FakeSweep)
     out = evals.llm_judge(df)
@@ -178,11 +210,13 @@ def test_llm_judge_says_when_the_judge_calls_fail():
     """A judge that cannot be reached (a real closed port) is reported as failed calls with the
     error, not as replies "with no score"."""
     import llmlab as ll
-    from llmlab.runner import RetryPolicy
+    from llmlab.run.runner import RetryPolicy
 
     ll.provider("deadjudge", base_url="http://127.0.0.1:9/v1", api_key_env=None)
     frame = coerce(pd.DataFrame({"prompt": ["2+2?", "3+3?"], "completion": ["4", "6"], "status": ["ok", "ok"]}))
-    with pytest.warns(evals.JudgeWarning, match=r"2 of 2 judge calls to deadjudge/x failed \(e\.g\. .*Connection error") as record:
+    with pytest.warns(
+        evals.JudgeWarning, match=r"2 of 2 judge calls to deadjudge/x failed \(e\.g\. .*Connection error"
+    ) as record:
         out = evals.llm_judge(frame, model="deadjudge/x", retry=RetryPolicy(max_attempts=1))
     assert not any("no score" in str(w.message) for w in record)
     assert scores(out, "judge") == [None, None] and out["judge_raw"].isna().all()

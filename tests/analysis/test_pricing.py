@@ -32,10 +32,32 @@ def test_shipped_table_shape_and_coverage():
     raw = json.loads((__import__("llmlab._paths", fromlist=["DATA_DIR"]).DATA_DIR / "prices.json").read_text())
     assert raw["currency"] == "USD" and raw["version"]
     models = raw["models"]
-    for name in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini", "gpt-5",
-                 "gpt-5-mini", "gpt-5-nano", "gpt-3.5-turbo", "moonshot-v1-8k", "moonshot-v1-32k", "moonshot-v1-128k",
-                 "kimi-k2-0711-preview", "kimi-latest", "deepseek-chat", "deepseek-reasoner", "qwen-turbo", "qwen-plus",
-                 "qwen-max", "qwen2.5-72b-instruct", "local/tiny", "local/small"]:
+    for name in [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o3",
+        "o4-mini",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "gpt-3.5-turbo",
+        "moonshot-v1-8k",
+        "moonshot-v1-32k",
+        "moonshot-v1-128k",
+        "kimi-k2-0711-preview",
+        "kimi-latest",
+        "deepseek-chat",
+        "deepseek-reasoner",
+        "qwen-turbo",
+        "qwen-plus",
+        "qwen-max",
+        "qwen2.5-72b-instruct",
+        "local/tiny",
+        "local/small",
+    ]:
         entry = models[name]
         assert entry["input"] >= 0 and entry["output"] >= 0
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", entry["effective"]) and entry["source"] and entry["provider"]
@@ -67,8 +89,13 @@ def test_lookup_rules():
 
 
 def test_price_formula_with_cached_tokens():
-    df = frame(model=["gpt-4o", "gpt-4o-mini"], input_tokens=[1000, 2_000_000], output_tokens=[500, 1_000_000],
-               status=["ok", "ok"], cached=[False, False])
+    df = frame(
+        model=["gpt-4o", "gpt-4o-mini"],
+        input_tokens=[1000, 2_000_000],
+        output_tokens=[500, 1_000_000],
+        status=["ok", "ok"],
+        cached=[False, False],
+    )
     df["cached_input_tokens"] = [400, 0]
     out = price(df)
     # gpt-4o: (1000-400)*2.5/1e6 + 400*1.25/1e6 + 500*10/1e6 = 0.0015 + 0.0005 + 0.005
@@ -80,9 +107,13 @@ def test_price_formula_with_cached_tokens():
 
 
 def test_price_rules_cache_errors_and_missing_tokens():
-    df = frame(model=["gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o"], input_tokens=[1000, None, 100, None],
-               output_tokens=[1000, None, None, 10], status=["ok", "error", "error", "ok"],
-               cached=[True, False, False, False])
+    df = frame(
+        model=["gpt-4o", "gpt-4o", "gpt-4o", "gpt-4o"],
+        input_tokens=[1000, None, 100, None],
+        output_tokens=[1000, None, None, 10],
+        status=["ok", "error", "error", "ok"],
+        cached=[True, False, False, False],
+    )
     out = price(df)
     assert out["cost_usd"][0] == 0.0  # served from llmlab's cache: not paid again
     assert out["cost_usd"][1] == 0.0  # failed request without usage: not billed
@@ -91,8 +122,13 @@ def test_price_rules_cache_errors_and_missing_tokens():
 
 
 def test_unknown_models_one_warning_naming_all():
-    df = frame(model=["mystery-1", "gpt-4o", "mystery-2", "mystery-1"], input_tokens=[10, 10, 10, 10],
-               output_tokens=[10, 10, 10, 10], status=["ok"] * 4, cached=[False] * 4)
+    df = frame(
+        model=["mystery-1", "gpt-4o", "mystery-2", "mystery-1"],
+        input_tokens=[10, 10, 10, 10],
+        output_tokens=[10, 10, 10, 10],
+        status=["ok"] * 4,
+        cached=[False] * 4,
+    )
     with pytest.warns(PriceWarning) as rec:
         out = price(df)
     assert len(rec) == 1
@@ -102,10 +138,16 @@ def test_unknown_models_one_warning_naming_all():
 
 
 def test_extra_prices_and_user_file_layering(_home):
-    df = frame(model=["gpt-4o", "my-model"], input_tokens=[1_000_000, 1_000_000], output_tokens=[0, 0],
-               status=["ok", "ok"], cached=[False, False])
-    (_home / "prices.json").write_text(json.dumps({"models": {"gpt-4o": {"input": 1.0, "output": 2.0},
-                                                              "my-model": {"input": 3.0, "output": 4.0}}}))
+    df = frame(
+        model=["gpt-4o", "my-model"],
+        input_tokens=[1_000_000, 1_000_000],
+        output_tokens=[0, 0],
+        status=["ok", "ok"],
+        cached=[False, False],
+    )
+    (_home / "prices.json").write_text(
+        json.dumps({"models": {"gpt-4o": {"input": 1.0, "output": 2.0}, "my-model": {"input": 3.0, "output": 4.0}}})
+    )
     out = price(df)
     assert out["cost_usd"].tolist() == [pytest.approx(1.0), pytest.approx(3.0)]
     out = price(df, prices={"my-model": {"input": 5.0, "output": 6.0}})

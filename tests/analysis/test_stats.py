@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmlab.analysis.stats import compare, group_label, higher_is_better, holm, pareto_front, summary
 from llmlab.errors import ValidationError
 from llmlab.schema import coerce
-from llmlab.stats import compare, group_label, higher_is_better, holm, pareto_front, summary
 
 
 def frame(**cols):
@@ -67,8 +67,11 @@ def test_summary_keeps_na_groups():
 
 
 def _two_groups(a_vals, b_vals, col="latency_ms"):
-    return frame(temperature=[0.0] * len(a_vals) + [0.7] * len(b_vals), **{col: a_vals + b_vals},
-                 status=["ok"] * (len(a_vals) + len(b_vals)))
+    return frame(
+        temperature=[0.0] * len(a_vals) + [0.7] * len(b_vals),
+        **{col: a_vals + b_vals},
+        status=["ok"] * (len(a_vals) + len(b_vals)),
+    )
 
 
 def test_compare_clear_winner_lower_is_better():
@@ -104,7 +107,9 @@ def test_compare_no_clear_winner_and_higher_is_better():
     df = _two_groups([0.0, 1.0, 0.0, 1.0] * 2, [1.0, 0.0, 1.0, 1.0] * 2, col="score")
     out = compare(df, metric="score")
     assert out.attrs["higher_is_better"] is True
-    assert out.attrs["verdict"].startswith("No clear winner: the 95% intervals of temperature=0.7 and temperature=0.0 overlap")
+    assert out.attrs["verdict"].startswith(
+        "No clear winner: the 95% intervals of temperature=0.7 and temperature=0.0 overlap"
+    )
     clear = compare(_two_groups([0.0] * 10, [1.0] * 10, col="score"), metric="score")
     assert clear.attrs["verdict"].startswith("temperature=0.7 has the highest mean score (1)")
 
@@ -143,10 +148,13 @@ def test_group_label():
 
 
 def test_pareto_front_known_frame():
-    pts = pd.DataFrame({
-        "quality": [0.9, 0.8, 0.7, 0.9, 0.5, None, 0.95],
-        "cost": [1.0, 0.5, 0.6, 1.0, 0.1, 0.01, 3.0],
-    }, index=list("abcdefg"))
+    pts = pd.DataFrame(
+        {
+            "quality": [0.9, 0.8, 0.7, 0.9, 0.5, None, 0.95],
+            "cost": [1.0, 0.5, 0.6, 1.0, 0.1, 0.01, 3.0],
+        },
+        index=list("abcdefg"),
+    )
     front = pareto_front(pts, minimize=["cost"], maximize=["quality"])
     # c is dominated by b (cheaper and better); a and d are identical (both on the front); f has no quality
     assert front.to_dict() == {"a": True, "b": True, "c": False, "d": True, "e": True, "f": False, "g": True}
@@ -208,7 +216,9 @@ def test_small_samples_get_no_false_confidence():
     one = compare(_two_groups([100.0], [200.0]), metric="latency_ms")
     assert one["ci_low"].isna().all() and one["diff_low"].isna().all() and one["p_value"].isna().all()
     assert one["small_sample"].all() and one.attrs["best"] is None
-    assert one.attrs["verdict"].startswith("Too few values to call a winner: temperature=0.0 (n=1), temperature=0.7 (n=1)")
+    assert one.attrs["verdict"].startswith(
+        "Too few values to call a winner: temperature=0.0 (n=1), temperature=0.7 (n=1)"
+    )
     two = compare(_two_groups([100.0, 101.0], [200.0, 202.0] * 5), metric="latency_ms")
     assert two["small_sample"].tolist() == [True, False]
     assert "95% confidence" not in two.attrs["verdict"] and "temperature=0.0 (n=2)" in two.attrs["verdict"]
@@ -238,8 +248,19 @@ def test_result_summary_pools_seeded_repeats_and_splits_a_swept_seed():
     import llmlab as ll
 
     def result(seeds, repeats):
-        rows = [{"call_id": f"c{s}-{r}", "model": "m", "temperature": 0.0, "seed": s + r, "repeat": r,
-                 "latency_ms": 10.0, "status": "ok"} for s in seeds for r in range(repeats)]  # fmt: skip
+        rows = [
+            {
+                "call_id": f"c{s}-{r}",
+                "model": "m",
+                "temperature": 0.0,
+                "seed": s + r,
+                "repeat": r,
+                "latency_ms": 10.0,
+                "status": "ok",
+            }
+            for s in seeds
+            for r in range(repeats)
+        ]
         return ll.SweepResult("sw", frame(**{k: [row[k] for row in rows] for k in rows[0]}))
 
     # seed=7, repeats=3 runs seeds 7, 8, 9: one setting, three repeats

@@ -91,8 +91,21 @@ def test_default_order_is_time_desc_and_columns(url):
     rows, total = query(url, "T::re(`.*`)")
     assert total == 6
     assert [int(r["span_id"][:2], 16) - 1 for r in rows] == [5, 4, 3, 2, 1, 0]
-    assert list(rows[0])[:13] == ["time", "trace_id", "span_id", "parent_id", "service", "status", "span_kind",
-                                  "source", "resource", "operation", "start", "duration", "message"]
+    assert list(rows[0])[:13] == [
+        "time",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "service",
+        "status",
+        "span_kind",
+        "source",
+        "resource",
+        "operation",
+        "start",
+        "duration",
+        "message",
+    ]
     assert rows[0]["time"] == BASE_MS + 5000 and rows[0]["start"] == (BASE_MS + 5000) * 1000
     assert rows[0]["duration"] == 6000  # µs
     assert rows[0]["parent_id"] == "0"

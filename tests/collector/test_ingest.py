@@ -89,12 +89,15 @@ def test_sdk_exporter_roundtrip(collector, compression):
     tp = provider_to(collector.url, compression=compression) if compression else provider_to(collector.url)
     llm_spans(tp)
     tp.shutdown()
-    got = rows(collector.url, "T::re(`.*`):(`trace_id`,`span_id`,`parent_id`,`resource`,`start`,`duration`,`message`,"
-               "`service`,`status`,`span_kind`,`source`,`operation`,`gen_ai_system`,`gen_ai_request_model`) [1h]")
+    got = rows(
+        collector.url,
+        "T::re(`.*`):(`trace_id`,`span_id`,`parent_id`,`resource`,`start`,`duration`,`message`,"
+        "`service`,`status`,`span_kind`,`source`,`operation`,`gen_ai_system`,`gen_ai_request_model`) [1h]",
+    )
     assert len(got) == 2
     chat = next(r for r in got if r["resource"] == "openai.chat")
     wf = next(r for r in got if r["resource"] == "demo.workflow")
-    assert list(got[0])[0] == "time"
+    assert next(iter(got[0])) == "time"
     assert chat["service"] == "llmlab" and chat["status"] == "ok" and chat["span_kind"] == "client"
     assert chat["source"] == "opentelemetry" and chat["operation"] == "openai.chat"
     assert wf["span_kind"] == "internal" and wf["parent_id"] == "0"
@@ -129,8 +132,14 @@ def test_all_columns_include_customer_tags(collector):
     assert len(got) == 1
     row = got[0]
     assert row["status"] == "error"
-    for col in ("gen_ai_system", "gen_ai_request_model", "llm_request_type", "llm_is_streaming",
-                "gen_ai_completion_0_content", "gen_ai_request_temperature"):
+    for col in (
+        "gen_ai_system",
+        "gen_ai_request_model",
+        "llm_request_type",
+        "llm_is_streaming",
+        "gen_ai_completion_0_content",
+        "gen_ai_request_temperature",
+    ):
         assert col in row
     assert row["llm_is_streaming"] == "true"
     assert row["gen_ai_request_temperature"] == "0.7"
@@ -177,8 +186,11 @@ def test_json_and_gzip_bodies(collector):
     r = httpx.post(url, content=gzip.compress(_request_bytes(3, "gz-svc")), headers={**PB, "Content-Encoding": "gzip"})
     assert r.status_code == 200 and r.content == b""
     assert r.headers["content-type"] == "application/x-protobuf"
-    r = httpx.post(url, content=gzip.compress(_otlp_json(_request_bytes(1, "gzjson"))),
-                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    r = httpx.post(
+        url,
+        content=gzip.compress(_otlp_json(_request_bytes(1, "gzjson"))),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 200
     got = rows(collector.url, "T::json-svc:(trace_id, span_id)")
     assert len(got) == 2 and all(len(g["trace_id"]) == 32 for g in got)
@@ -198,7 +210,10 @@ def test_json_and_gzip_bodies(collector):
         (PB, b"\xff\xff\xff garbage"),
         ({"Content-Type": "application/json"}, b"{not json"),
         ({"Content-Type": "application/json"}, b"[1, 2]"),
-        ({"Content-Type": "application/json"}, b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}'),
+        (
+            {"Content-Type": "application/json"},
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+        ),
         ({**PB, "Content-Encoding": "gzip"}, b"not gzip at all"),
         ({**PB, "Content-Encoding": "br"}, b"x"),
     ],
@@ -232,8 +247,9 @@ def test_gzip_bomb_is_413_without_inflating_it_all(collector):
 
     bomb = gzip.compress(b"\x00" * (20 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < 100_000
-    r = httpx.post(collector.url + "/otel/v1/traces", content=bomb, headers={**PB, "Content-Encoding": "gzip"},
-                   timeout=30)
+    r = httpx.post(
+        collector.url + "/otel/v1/traces", content=bomb, headers={**PB, "Content-Encoding": "gzip"}, timeout=30
+    )
     assert r.status_code == 413
     # the inflater stops at the limit: a 256 MiB bomb costs about the limit in memory, not 256 MiB
     big_bomb = gzip.compress(b"\x00" * (256 * 1024 * 1024), compresslevel=1)
@@ -291,7 +307,6 @@ def test_ping(collector):
 
 def _metrics_request() -> ExportMetricsServiceRequest:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.metrics.v1 import metrics_pb2
 
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
@@ -330,16 +345,22 @@ def test_metrics_and_logs_endpoints(collector, tmp_path):
     assert r.status_code == 200
     from google.protobuf import json_format
 
-    r = httpx.post(url + "/otel/v1/logs", content=json.dumps(json_format.MessageToDict(_logs_request())).replace(
-        "AQEBAQEBAQEBAQEBAQEBAQ==", "01" * 16), headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        url + "/otel/v1/logs",
+        content=json.dumps(json_format.MessageToDict(_logs_request())).replace("AQEBAQEBAQEBAQEBAQEBAQ==", "01" * 16),
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 200 and r.json() == {}
     for path in ("/otel/v1/metrics", "/otel/v1/logs"):
         assert httpx.post(url + path, content=b"\xff\xfe garbage", headers=PB).status_code == 400
         assert httpx.post(url + path, content=b"x", headers={"Content-Type": "text/plain"}).status_code == 400
     db = Storage(tmp_path / "collector.db").reader()
     metrics = db.execute("SELECT name, type, value, data, service, attributes FROM metrics ORDER BY name").fetchall()
-    assert [(m[0], m[1]) for m in metrics] == [("calls", "sum"), ("gen_ai.client.token.usage", "histogram"),
-                                              ("queue.size", "gauge")]
+    assert [(m[0], m[1]) for m in metrics] == [
+        ("calls", "sum"),
+        ("gen_ai.client.token.usage", "histogram"),
+        ("queue.size", "gauge"),
+    ]
     assert metrics[2][2] == 7.0 and metrics[0][2] == 3.5
     hist = json.loads(metrics[1][3])
     assert hist["count"] == 2 and hist["bucket_counts"] == [1, 1] and hist["explicit_bounds"] == [10.0]
@@ -420,8 +441,18 @@ def test_message_conversion_matches_protojson():
     from opentelemetry.trace import Link
 
     with tracer.start_as_current_span("s", kind=SpanKind.PRODUCER, links=[Link(root_ctx, {"l": 1})]) as span:
-        span.set_attributes({"s": "", "i": -5, "d": math.nan, "inf": math.inf, "b": False, "arr": [1.5, 2.0],
-                             "sarr": ["a", "b"], "z": 0.0})
+        span.set_attributes(
+            {
+                "s": "",
+                "i": -5,
+                "d": math.nan,
+                "inf": math.inf,
+                "b": False,
+                "arr": [1.5, 2.0],
+                "sarr": ["a", "b"],
+                "z": 0.0,
+            }
+        )
         span.add_event("ev", {"k": "v"})
         span.add_event("bare")
         span.set_status(Status(StatusCode.ERROR, "bad"))

@@ -30,7 +30,9 @@ class FlakyApp:
         key = hashlib.sha256(body).hexdigest()
         self.seen[key] += 1
         if self.seen[key] <= self.fail_first:
-            payload = json.dumps({"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}).encode()
+            payload = json.dumps(
+                {"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}
+            ).encode()
             headers = [(b"content-type", b"application/json")]
             if self.retry_after is not None:
                 headers.append((b"retry-after", self.retry_after.encode()))
@@ -53,5 +55,7 @@ class NoUsageApp:
         payload = json.loads(await read_body(receive))
         payload.pop("stream_options", None)
         body = json.dumps(payload).encode()
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+            (b"content-length", str(len(body)).encode())
+        ]
         await self.inner({**scope, "headers": headers}, replaying(body, receive), send)

@@ -15,7 +15,9 @@ import pytest
 
 def _run(*args: str, cwd=None, timeout: float = 120, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "llmlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llmlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def _free_port() -> int:
@@ -26,8 +28,16 @@ def _free_port() -> int:
 
 def test_demo_runs_offline_end_to_end(tmp_path):
     # --delay-ms wins over the environment variable (argument > env var > default)
-    proc = _run("demo", "--home", str(tmp_path / "h"), "--out", str(tmp_path / "charts"), "--delay-ms", "4",
-                env_extra={"LLMLAB_DATAKIT_URL": "embedded", "LLMLAB_LOCAL_DELAY_MS": "0"})  # fmt: skip
+    proc = _run(
+        "demo",
+        "--home",
+        str(tmp_path / "h"),
+        "--out",
+        str(tmp_path / "charts"),
+        "--delay-ms",
+        "4",
+        env_extra={"LLMLAB_DATAKIT_URL": "embedded", "LLMLAB_LOCAL_DELAY_MS": "0"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "plan: 48 calls" in out
@@ -46,7 +56,9 @@ def test_demo_runs_offline_end_to_end(tmp_path):
 
 
 def test_sweep_spec_yaml_with_progress_and_output(tmp_path):
-    (tmp_path / "prompts.csv").write_text("question,reference\nWhat is a rainbow?,light\nWhy do cats purr?,cats\n", encoding="utf-8")
+    (tmp_path / "prompts.csv").write_text(
+        "question,reference\nWhat is a rainbow?,light\nWhy do cats purr?,cats\n", encoding="utf-8"
+    )
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "name: yaml-sweep\nprompts: prompts.csv\ntemplate: 'Answer briefly: {question}'\nmodels: [local/tiny, local/small]\n"
@@ -96,10 +108,17 @@ def _wait_http(url: str, timeout: float = 20.0) -> httpx.Response:
 def test_serve_model_and_collector_commands(tmp_path):
     mport, cport = _free_port(), _free_port()
     procs = [
-        subprocess.Popen([sys.executable, "-m", "llmlab", "serve-model", "--port", str(mport)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-        subprocess.Popen([sys.executable, "-m", "llmlab", "collector", "--port", str(cport), "--home", str(tmp_path / "c")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-    ]  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "llmlab", "serve-model", "--port", str(mport)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "llmlab", "collector", "--port", str(cport), "--home", str(tmp_path / "c")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ),
+    ]
     try:
         models = _wait_http(f"http://127.0.0.1:{mport}/v1/models").json()
         assert {m["id"] for m in models["data"]} >= {"tiny", "small"}
@@ -131,13 +150,19 @@ def test_ctrl_c_stops_a_cli_sweep_keeps_what_finished_and_a_rerun_sends_the_rest
 
     home = tmp_path / "h"
     spec = tmp_path / "spec.yaml"
-    spec.write_text("prompts: [" + ", ".join(f"'rain and sun {i}'" for i in range(8)) + "]\nmodels: [local/small]\n"
-                    "temperature: [0.0, 0.9]\nmax_tokens: 40\nseed: 1\nrun: {concurrency: 2}\n")  # fmt: skip
+    spec.write_text(
+        "prompts: [" + ", ".join(f"'rain and sun {i}'" for i in range(8)) + "]\nmodels: [local/small]\n"
+        "temperature: [0.0, 0.9]\nmax_tokens: 40\nseed: 1\nrun: {concurrency: 2}\n"
+    )
     # SIGINT as a terminal sends it; set to Python's default in the child whatever the test runner inherited
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from llmlab.cli import main; "
-            f"sys.exit(main(['sweep', {str(spec)!r}, '--home', {str(home)!r}, '--no-progress']))")  # fmt: skip
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from llmlab.cli import main; "
+        f"sys.exit(main(['sweep', {str(spec)!r}, '--home', {str(home)!r}, '--no-progress']))"
+    )
     env = {**os.environ, "LLMLAB_LOCAL_DELAY_MS": "25"}  # ~1 s per call: 16 calls take ~8 s
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + 120
     while _stored(home)[0] < 2:
         assert proc.poll() is None, proc.stderr.read()
@@ -177,13 +202,25 @@ def _run_script_with_stderr(stderr_tty: bool, tmp_path) -> str:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMLAB_", "TRACELOOP_"))}
     if not stderr_tty:
-        proc = subprocess.run([sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr
         return proc.stderr
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY], stdout=subprocess.PIPE,
-                            stderr=follower, env=env, cwd=tmp_path, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT_DEFAULT_DISPLAY],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
     os.close(follower)
     chunks = []
     while True:

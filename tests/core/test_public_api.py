@@ -24,7 +24,18 @@ def test_api_md_names_are_exported_and_all_is_sorted():
 
 def test_sweep_and_run_signatures_match_the_contract():
     params = inspect.signature(ll.Sweep).parameters
-    for name in ("prompts", "template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "name"):
+    for name in (
+        "prompts",
+        "template",
+        "system",
+        "models",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "repeats",
+        "seed",
+        "name",
+    ):
         assert name in params, name
     run = inspect.signature(ll.Sweep.run).parameters
     for name in ("concurrency", "display", "budget_usd", "cache"):
@@ -39,7 +50,12 @@ def test_configure_resolves_arguments_env_and_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("LLMLAB_HOME")
     monkeypatch.chdir(tmp_path)
     cfg = ll.configure()
-    assert cfg.home == tmp_path / ".llmlab" and cfg.datakit == "embedded" and cfg.app_name == "llmlab" and cfg.trace_content
+    assert (
+        cfg.home == tmp_path / ".llmlab"
+        and cfg.datakit == "embedded"
+        and cfg.app_name == "llmlab"
+        and cfg.trace_content
+    )
     monkeypatch.setenv("TRACELOOP_BASE_URL", "http://localhost:9529/otel")
     assert ll.configure().datakit == "http://localhost:9529"
     monkeypatch.setenv("LLMLAB_DATAKIT_URL", "http://dk.internal:9529/")

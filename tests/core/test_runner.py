@@ -10,12 +10,11 @@ import pytest
 
 import llmlab as ll
 from llmlab import schema
-from llmlab._server import BackgroundServer
 from llmlab.events import EventBus
 from llmlab.localmodel import count_tokens, create_app
+from llmlab.serving import BackgroundServer
 from llmlab.store import get_store
 from llmlab.tracing import flush
-
 
 
 @pytest.fixture
@@ -32,8 +31,13 @@ def _span_attrs(trace_id: str, span_id: str) -> dict:
 
 
 def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
-    sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis."], models=["local/tiny", "local/small"],
-                     temperature=[0.0, 0.9], max_tokens=12, seed=3)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=["What is a rainbow?", "Explain photosynthesis."],
+        models=["local/tiny", "local/small"],
+        temperature=[0.0, 0.9],
+        max_tokens=12,
+        seed=3,
+    )
     res = sweep.run(display=False)
     df = res.df
     assert list(df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
@@ -61,7 +65,9 @@ def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
 
 
 def test_rerun_is_served_from_cache_and_sends_nothing(flaky):
-    sweep = ll.Sweep(prompts=["What is a rainbow?"], models=["flaky/tiny"], temperature=[0.0, 0.5, 1.0], max_tokens=8, seed=1)
+    sweep = ll.Sweep(
+        prompts=["What is a rainbow?"], models=["flaky/tiny"], temperature=[0.0, 0.5, 1.0], max_tokens=8, seed=1
+    )
     first = sweep.run(display=False)
     assert flaky.requests == 3 and not first.df["cached"].any()
     second = sweep.run(display=False)
@@ -78,7 +84,9 @@ def test_429_with_retry_after_is_retried_and_counted(flaky):
     bus = EventBus()
     seen = []
     bus.subscribe(seen.append)
-    res = ll.Sweep(prompts=["a rainbow", "the sun"], models=["flaky/tiny"], temperature=0.0, max_tokens=6).run(display=False, bus=bus)
+    res = ll.Sweep(prompts=["a rainbow", "the sun"], models=["flaky/tiny"], temperature=0.0, max_tokens=6).run(
+        display=False, bus=bus
+    )
     assert (res.df["status"] == "ok").all()
     assert res.df["attempts"].tolist() == [3, 3] and res.df["retries"].tolist() == [2, 2]
     assert sum(e.kind == "retry" for e in seen) == 4
@@ -138,7 +146,7 @@ def test_trace_content_false_keeps_text_out_of_spans_and_store(tmp_path):
 
 def test_cancel_accounts_for_every_call(monkeypatch):
     """Cancelled mid-way: every planned call is either a row or in res.skipped, none lost."""
-    from llmlab.runner import RunHandle
+    from llmlab.run.runner import RunHandle
 
     monkeypatch.setenv("LLMLAB_LOCAL_DELAY_MS", "5")
     handle = RunHandle()
@@ -195,8 +203,9 @@ async def test_cancelling_the_arun_task_records_the_sweep_as_cancelled_and_keeps
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen["stopped"] == "cancelled"  # the displays were told
-    status, n_ok, n_skipped = get_store().read("SELECT status, n_ok, n_skipped FROM sweeps WHERE sweep_id=?",
-                                               (seen["sweep_id"],))[0]  # fmt: skip
+    status, n_ok, n_skipped = get_store().read(
+        "SELECT status, n_ok, n_skipped FROM sweeps WHERE sweep_id=?", (seen["sweep_id"],)
+    )[0]
     assert status == "cancelled" and n_ok == seen["finished"] >= 2 and n_ok + n_skipped == 20
     again = await sweep.arun(display=False, concurrency=4)  # finished calls were kept: served from the cache
     assert int(again.df["cached"].sum()) == n_ok
@@ -216,7 +225,6 @@ def test_a_write_whose_waiter_gave_up_still_lands_and_the_store_writer_lives_on(
     store.flush()  # would time out if the writer thread had died on the cancelled future
     assert store.read("SELECT count(*) FROM sqlite_master WHERE name='gave_up'") == [(1,)]
     assert store.write(lambda db: 42) == 42
-
 
 
 def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(tmp_path):
@@ -239,10 +247,17 @@ def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(t
         "    res = sweep.run(display=False, concurrency=2)  # blocking, inside the running loop\n"
         "    print(json.dumps({'stopped': res.stopped, 'rows': len(res.df), 'skipped': len(res.skipped)}), flush=True)\n"
         "asyncio.new_event_loop().run_until_complete(cell())  # a kernel's loop: no SIGINT handler of asyncio's\n"
-    )  # fmt: skip
+    )
     home = tmp_path / "home"
-    env = {**os.environ, "LLMLAB_HOME": str(home), "LLMLAB_LOCAL_DELAY_MS": "25", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "LLMLAB_HOME": str(home),
+        "LLMLAB_LOCAL_DELAY_MS": "25",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, proc.stderr.read()

@@ -14,8 +14,13 @@ from llmlab.sweep import call_id_for
 
 def test_grid_expands_models_temperature_top_p_params_repeats():
     sweep = ll.Sweep(
-        prompts=["a b", "c d", "e f"], models=["local/tiny", "local/small"], temperature=[0.0, 0.7, 1.0],
-        top_p=[1.0, 0.9], max_tokens=[8, 16], repeats=2, params={"presence_penalty": [0.0, 0.5]},
+        prompts=["a b", "c d", "e f"],
+        models=["local/tiny", "local/small"],
+        temperature=[0.0, 0.7, 1.0],
+        top_p=[1.0, 0.9],
+        max_tokens=[8, 16],
+        repeats=2,
+        params={"presence_penalty": [0.0, 0.5]},
     )
     plan = sweep.plan()
     assert len(plan) == 3 * 2 * 3 * 2 * 2 * 2 * 2
@@ -47,14 +52,23 @@ def test_template_filled_from_dataframe_csv_and_jsonl(tmp_path):
     assert plan["prompt"].tolist() == ["Summarize: the cat sat", "Summarize: rain falls"]
     csv_path = tmp_path / "p.csv"
     df.to_csv(csv_path, index=False)
-    assert ll.Sweep(prompts=csv_path, template="Summarize: {text}", temperature=0.0).plan()["prompt"].tolist() == plan["prompt"].tolist()
+    assert (
+        ll.Sweep(prompts=csv_path, template="Summarize: {text}", temperature=0.0).plan()["prompt"].tolist()
+        == plan["prompt"].tolist()
+    )
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("\n".join(json.dumps(r) for r in df.to_dict("records")), encoding="utf-8")
-    assert ll.Sweep(prompts=str(jsonl), template="Summarize: {text}", temperature=0.0).plan()["prompt"].tolist() == plan["prompt"].tolist()
+    assert (
+        ll.Sweep(prompts=str(jsonl), template="Summarize: {text}", temperature=0.0).plan()["prompt"].tolist()
+        == plan["prompt"].tolist()
+    )
 
 
 def test_message_lists_and_system_message():
-    msgs = [[{"role": "user", "content": "one"}], [{"role": "system", "content": "be terse"}, {"role": "user", "content": "two"}]]
+    msgs = [
+        [{"role": "user", "content": "one"}],
+        [{"role": "system", "content": "be terse"}, {"role": "user", "content": "two"}],
+    ]
     sweep = ll.Sweep(prompts=msgs, system="you are helpful", temperature=0.0)
     assert sweep.calls[0].messages[0] == {"role": "system", "content": "you are helpful"}
     assert sweep.calls[1].messages[0]["content"] == "be terse"  # an explicit system message wins
@@ -76,7 +90,11 @@ def test_seed_with_repeats_gives_one_seed_per_repeat():
         ({"max_tokens": 0}, "max_tokens", "positive integer"),
         ({"max_tokens": -5}, "max_tokens", "positive integer"),
         ({"repeats": 0}, "repeats", "positive integer"),
-        ({"models": ["nosuch/model"]}, "models", "provider 'nosuch' is unknown; known: "),  # a typo is not sent to openai
+        (
+            {"models": ["nosuch/model"]},
+            "models",
+            "provider 'nosuch' is unknown; known: ",
+        ),  # a typo is not sent to openai
         ({"models": ["local/huge"]}, "models", "unknown local model"),
         ({"prompts": []}, "prompts", "empty"),
         ({"prompts": ["  "]}, "prompts[0]", "empty prompt"),
@@ -97,7 +115,7 @@ def test_invalid_input_names_field_and_value(kwargs, field, fragment):
 
 def test_unknown_provider_and_missing_key_fail_before_sending(monkeypatch):
     with pytest.raises(ConfigError, match="unknown"):
-        from llmlab.providers import get_provider
+        from llmlab.plan.providers import get_provider
 
         get_provider("moonshot-not-registered")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -133,5 +151,9 @@ def test_bad_prompt_files_name_the_line(tmp_path):
 def test_a_model_name_with_a_slash_goes_to_the_provider_named_first():
     # a typo'd provider is an error (above); a vLLM-style name is written with its provider
     call = ll.Sweep(prompts=["hi"], models=["openai/meta-llama/Llama-3-8B"], temperature=0.0).calls[0]
-    assert (call.provider, call.model, call.qualified_model) == ("openai", "meta-llama/Llama-3-8B", "meta-llama/Llama-3-8B")
+    assert (call.provider, call.model, call.qualified_model) == (
+        "openai",
+        "meta-llama/Llama-3-8B",
+        "meta-llama/Llama-3-8B",
+    )
     assert call.request_kwargs()["model"] == "meta-llama/Llama-3-8B"

@@ -24,11 +24,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmlab.collector import DEFAULT_CUSTOMER_TAGS, background
-from llmlab.datakit_query import _anyvalue
+from llmlab.readback.datakit_query import _anyvalue
 
-_COLUMNS = ("time", "trace_id", "span_id", "parent_id", "service", "status", "span_kind", "source", "resource",
-            "operation", "start", "duration")  # fmt: skip
-_EXCEPTION = {"exception.message": "error_message", "exception.type": "error_type", "exception.stacktrace": "error_stack"}
+_COLUMNS = (
+    "time",
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service",
+    "status",
+    "span_kind",
+    "source",
+    "resource",
+    "operation",
+    "start",
+    "duration",
+)
+_EXCEPTION = {
+    "exception.message": "error_message",
+    "exception.type": "error_type",
+    "exception.stacktrace": "error_stack",
+}
 
 
 def _b64(hex_id: str) -> str:
@@ -62,7 +78,16 @@ def datakit_point(point: dict[str, Any], clean_message: bool = True) -> dict[str
     if events:
         message["events"] = events
     if clean_message:
-        for key in ("traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "status"):
+        for key in (
+            "traceId",
+            "spanId",
+            "parentSpanId",
+            "name",
+            "kind",
+            "startTimeUnixNano",
+            "endTimeUnixNano",
+            "status",
+        ):
             message.pop(key, None)
     else:
         for key in ("traceId", "spanId", "parentSpanId"):

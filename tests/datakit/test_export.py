@@ -18,9 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import llmlab as ll
-from llmlab._server import BackgroundServer
 from llmlab.collector import create_app as collector_app
 from llmlab.config import get_config
+from llmlab.serving import BackgroundServer
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
 
@@ -51,7 +51,13 @@ def _wait(predicate, timeout: float = 90.0) -> bool:
     return predicate()
 
 
-SWEEP = dict(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0, 0.8], max_tokens=6, seed=2)
+SWEEP = {
+    "prompts": ["What is a rainbow?", "Why is the sky blue?"],
+    "models": ["local/tiny"],
+    "temperature": [0.0, 0.8],
+    "max_tokens": 6,
+    "seed": 2,
+}
 
 
 def test_sweep_spans_reach_the_embedded_collector_once_and_read_back_over_dql():
@@ -141,16 +147,26 @@ def test_killed_process_loses_no_span_of_a_finished_call(tmp_path):
         print(len(res.df), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LLMLAB_DATAKIT_URL": ""})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LLMLAB_DATAKIT_URL": ""},
+    )
     assert proc.returncode == -9, proc.stderr
     assert proc.stdout.strip() == "6"
     cfg = ll.configure(home=home, datakit=None)  # look without starting an exporter of our own
     assert ll.pending_exports() == 6
     server = BackgroundServer(collector_app(tmp_path / "dk.db"), port=port).start()
     try:
-        out = subprocess.run([sys.executable, "-m", "llmlab", "replay", "--home", str(home)], capture_output=True, text=True,
-                             env={**os.environ, "LLMLAB_DATAKIT_URL": server.url}, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "llmlab", "replay", "--home", str(home)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LLMLAB_DATAKIT_URL": server.url},
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "sent 6 spans, 0 pending" in out.stdout
         assert _collector_count(server.url) == 6
@@ -164,8 +180,13 @@ def test_replay_cli_with_datakit_still_down_says_so_and_keeps_spans(tmp_path):
     ll.configure(datakit=f"http://127.0.0.1:{port}")
     ll.Sweep(**SWEEP).run(display=False)
     flush()
-    out = subprocess.run([sys.executable, "-m", "llmlab", "replay"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "LLMLAB_DATAKIT_URL": f"http://127.0.0.1:{port}"})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "llmlab", "replay"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LLMLAB_DATAKIT_URL": f"http://127.0.0.1:{port}"},
+    )
     assert out.returncode == 1
     assert out.stderr.startswith("Error: DataKit still unreachable") and "4 spans stay spooled" in out.stderr
     assert "Traceback" not in out.stderr
@@ -173,8 +194,12 @@ def test_replay_cli_with_datakit_still_down_says_so_and_keeps_spans(tmp_path):
 
 
 def _collector_process(port: int, home) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab", "collector", "--port", str(port), "--home", str(home)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmlab", "collector", "--port", str(port), "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     import httpx
 
     def up() -> bool:
@@ -200,8 +225,9 @@ def test_datakit_killed_and_restarted_mid_sweep_ends_with_every_span_once(tmp_pa
     port, dk_home = _free_port(), tmp_path / "dk-home"
     dk = _collector_process(port, dk_home)
     cfg = ll.configure(datakit=f"http://127.0.0.1:{port}")
-    sweep = ll.Sweep(prompts=[f"restart {i}" for i in range(40)], models=["slowlocal/tiny"], temperature=[0.0, 0.5],
-                     max_tokens=12)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=[f"restart {i}" for i in range(40)], models=["slowlocal/tiny"], temperature=[0.0, 0.5], max_tokens=12
+    )
     out: dict = {}
     runner = threading.Thread(target=lambda: out.update(res=sweep.run(display=False, concurrency=4)))
     try:
@@ -220,8 +246,14 @@ def test_datakit_killed_and_restarted_mid_sweep_ends_with_every_span_once(tmp_pa
         assert _wait(lambda: ll.pending_exports() == 0, timeout=120), "spooled spans were not re-sent automatically"
         import httpx
 
-        body = {"queries": [{"query": "T::re(`.*`):(trace_id, span_id) LIMIT 5000",
-                             "time_range": [0, int(time.time() * 1000) + 60_000]}]}  # fmt: skip
+        body = {
+            "queries": [
+                {
+                    "query": "T::re(`.*`):(trace_id, span_id) LIMIT 5000",
+                    "time_range": [0, int(time.time() * 1000) + 60_000],
+                }
+            ]
+        }
         content = httpx.post(f"http://127.0.0.1:{port}/v1/query/raw", json=body).json()["content"][0]
         stored = [tuple(v[1:]) for v in content["series"][0]["values"]]
         assert len(stored) == len(set(stored)) == len(keys) and set(stored) == keys  # none lost, none twice
@@ -244,7 +276,9 @@ def test_spans_too_big_for_one_request_are_split_not_lost(tmp_path):
         port = _free_port()
         cfg = ll.configure(datakit=f"http://127.0.0.1:{port}")  # down during the sweep: one big backlog
         long_text = " ".join(f"word{i}" for i in range(9000))  # ~80 KB of prompt in every span
-        res = ll.Sweep(prompts=[f"{i} {long_text}" for i in range(12)], temperature=0.0, max_tokens=4).run(display=False)
+        res = ll.Sweep(prompts=[f"{i} {long_text}" for i in range(12)], temperature=0.0, max_tokens=4).run(
+            display=False
+        )
         flush()
         assert len(res.df) == 12 and ll.pending_exports() == 12
         cfg = ll.configure(datakit=server.url)

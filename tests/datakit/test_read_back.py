@@ -21,23 +21,45 @@ from llmlab import datakit_query
 from llmlab.collector import ensure_embedded
 
 NEW_GEN = {
-    "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.request.temperature": 0.3,
-    "gen_ai.request.top_p": 0.9, "gen_ai.request.max_tokens": 128, "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-    "gen_ai.input.messages": json.dumps([{"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
-                                          {"role": "user", "parts": [{"type": "text", "content": "What is DataKit?"}]}]),
-    "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "A collector."}],
-                                           "finish_reason": "stop"}]),
-    "gen_ai.usage.input_tokens": 21, "gen_ai.usage.output_tokens": 4, "gen_ai.usage.total_tokens": 25,
-    "traceloop.workflow.name": "ask_workflow", "traceloop.association.properties.user_id": "u-42",
-}  # fmt: skip
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.request.temperature": 0.3,
+    "gen_ai.request.top_p": 0.9,
+    "gen_ai.request.max_tokens": 128,
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.input.messages": json.dumps(
+        [
+            {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+            {"role": "user", "parts": [{"type": "text", "content": "What is DataKit?"}]},
+        ]
+    ),
+    "gen_ai.output.messages": json.dumps(
+        [{"role": "assistant", "parts": [{"type": "text", "content": "A collector."}], "finish_reason": "stop"}]
+    ),
+    "gen_ai.usage.input_tokens": 21,
+    "gen_ai.usage.output_tokens": 4,
+    "gen_ai.usage.total_tokens": 25,
+    "traceloop.workflow.name": "ask_workflow",
+    "traceloop.association.properties.user_id": "u-42",
+}
 LEGACY = {
-    "gen_ai.system": "OpenAI", "llm.request.type": "chat", "gen_ai.request.model": "moonshot-v1-8k",
-    "gen_ai.request.temperature": 0.3, "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "helper",
-    "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": "你好，DataKit", "gen_ai.completion.0.role": "assistant",
-    "gen_ai.completion.0.content": "您好", "gen_ai.completion.0.finish_reason": "stop",
-    "gen_ai.usage.prompt_tokens": 30, "gen_ai.usage.completion_tokens": 7, "llm.usage.total_tokens": 37,
-    "traceloop.workflow.name": "ask_workflow", "llm.is_streaming": True,
-}  # fmt: skip
+    "gen_ai.system": "OpenAI",
+    "llm.request.type": "chat",
+    "gen_ai.request.model": "moonshot-v1-8k",
+    "gen_ai.request.temperature": 0.3,
+    "gen_ai.prompt.0.role": "system",
+    "gen_ai.prompt.0.content": "helper",
+    "gen_ai.prompt.1.role": "user",
+    "gen_ai.prompt.1.content": "你好，DataKit",
+    "gen_ai.completion.0.role": "assistant",
+    "gen_ai.completion.0.content": "您好",
+    "gen_ai.completion.0.finish_reason": "stop",
+    "gen_ai.usage.prompt_tokens": 30,
+    "gen_ai.usage.completion_tokens": 7,
+    "llm.usage.total_tokens": 37,
+    "traceloop.workflow.name": "ask_workflow",
+    "llm.is_streaming": True,
+}
 
 
 def _emit(url: str, service: str, attrs: dict, *, error: bool = False, chunks: int = 3) -> None:
@@ -85,12 +107,24 @@ def test_both_attribute_generations_fill_the_canonical_columns(collector_url):
 
 def test_underscore_customer_tag_columns_are_read_when_message_lacks_them():
     point = {
-        "time": 1, "trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_id": "0", "service": "kimi_app", "status": "ok",
-        "resource": "openai.chat", "start": 1_700_000_000_000_000, "duration": 250_000, "message": "",
-        "gen_ai_request_model": "moonshot-v1-8k", "gen_ai_request_temperature": "0.3", "gen_ai_system": "OpenAI",
-        "gen_ai_prompt_1_content": "hello", "gen_ai_completion_0_content": "hi there", "llm_request_type": "chat",
+        "time": 1,
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "parent_id": "0",
+        "service": "kimi_app",
+        "status": "ok",
+        "resource": "openai.chat",
+        "start": 1_700_000_000_000_000,
+        "duration": 250_000,
+        "message": "",
+        "gen_ai_request_model": "moonshot-v1-8k",
+        "gen_ai_request_temperature": "0.3",
+        "gen_ai_system": "OpenAI",
+        "gen_ai_prompt_1_content": "hello",
+        "gen_ai_completion_0_content": "hi there",
+        "llm_request_type": "chat",
         "traceloop_workflow_name": "ask_workflow",
-    }  # fmt: skip
+    }
     row = datakit_query.point_to_row(point)
     assert row["model"] == "moonshot-v1-8k" and row["temperature"] == 0.3
     assert row["prompt"] == "hello" and row["completion"] == "hi there" and row["workflow"] == "ask_workflow"
@@ -115,11 +149,23 @@ def test_spans_cli_writes_csv_parquet_jsonl(tmp_path):
     env = {**os.environ, "LLMLAB_DATAKIT_URL": "none"}
     for ext in ("csv", "parquet", "jsonl"):
         out = tmp_path / f"spans.{ext}"
-        proc = subprocess.run([sys.executable, "-m", "llmlab", "spans", "--sweep", res.sweep_id, "--source", "local", "--out", str(out)],
-                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmlab", "spans", "--sweep", res.sweep_id, "--source", "local", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
-        back = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[ext](out)
+        back = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[ext](
+            out
+        )
         assert len(back) == 2 and set(back["call_id"]) == set(res.df["call_id"])
         assert "latency_ms" in back and "completion" in back
-    bad = subprocess.run([sys.executable, "-m", "llmlab", "spans", "--out", str(tmp_path / "x.xlsx")], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "llmlab", "spans", "--out", str(tmp_path / "x.xlsx")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("Error: --out=") and "Traceback" not in bad.stderr

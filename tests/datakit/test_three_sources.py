@@ -41,15 +41,25 @@ def test_local_embedded_and_real_datakit_agree_on_every_column(counting_provider
     bad = counting_provider("badp")
     bad.fail_first, bad.status = 10**6, 400  # every call fails, and 400 is not retried: error spans
     config = ll.configure(datakit="embedded")
-    res = ll.Sweep(prompts=["What is rain?", "Name a cloud", "你好"], models=["okp/tiny", "badp/tiny"],
-                   temperature=[0.0, 0.7], max_tokens=6, repeats=2).run(display=False, concurrency=4)  # fmt: skip
+    res = ll.Sweep(
+        prompts=["What is rain?", "Name a cloud", "你好"],
+        models=["okp/tiny", "badp/tiny"],
+        temperature=[0.0, 0.7],
+        max_tokens=6,
+        repeats=2,
+    ).run(display=False, concurrency=4)
     assert (res.df["status"] == "error").sum() == 12 and (res.df["status"] == "ok").sum() == 12
     flush()
     assert drain(config)["pending"] == 0
 
     local = _by_span(ll.spans(sweep_id=res.sweep_id, source="local"))
     embedded = _by_span(ll.spans(sweep_id=res.sweep_id, source="datakit"))
-    assert len(local) == 24 and (local["cost_usd"] > 0).sum() == 12 and local["sweep_id"].notna().all() and local["call_id"].notna().all()
+    assert (
+        len(local) == 24
+        and (local["cost_usd"] > 0).sum() == 12
+        and local["sweep_id"].notna().all()
+        and local["call_id"].notna().all()
+    )
     assert local["repeat"].notna().all() and local["prompt_id"].notna().all()
     assert (local.loc[local["status"] == "error", "error"].str.len() > 0).all()
     pd.testing.assert_frame_equal(local, embedded)
@@ -78,21 +88,31 @@ def test_other_apps_read_the_same_from_the_embedded_collector_and_a_real_datakit
 
 def test_a_span_datakit_stored_twice_is_one_row():
     """DataKit does not de-duplicate: a batch whose answer was lost and was re-sent is stored twice."""
-    from llmlab.datakit_query import point_to_row
-    from llmlab.spans import rows_to_frame
+    from llmlab.readback.datakit_query import point_to_row
+    from llmlab.readback.spans import rows_to_frame
 
     point = {
-        "time": 1, "trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_id": "0", "service": "kimi_app", "status": "ok",
-        "resource": "openai.chat", "start": 1_700_000_000_000_000, "duration": 250_000, "message": "",
-        "gen_ai_request_model": "moonshot-v1-8k", "gen_ai_system": "OpenAI", "llm_request_type": "chat",
-    }  # fmt: skip
+        "time": 1,
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "parent_id": "0",
+        "service": "kimi_app",
+        "status": "ok",
+        "resource": "openai.chat",
+        "start": 1_700_000_000_000_000,
+        "duration": 250_000,
+        "message": "",
+        "gen_ai_request_model": "moonshot-v1-8k",
+        "gen_ai_system": "OpenAI",
+        "llm_request_type": "chat",
+    }
     other = {**point, "span_id": "ef" * 8}
     df = rows_to_frame([point_to_row(p) for p in (point, other, point)])
     assert sorted(df["span_id"]) == ["cd" * 8, "ef" * 8]
 
 
 def test_trace_tree_reads_the_same_from_a_real_datakit(shapes):
-    from llmlab.traces import span_tree, trace_spans
+    from llmlab.readback.traces import span_tree, trace_spans
 
     config = ll.configure(datakit="embedded")
     url = ensure_embedded(config)
@@ -101,7 +121,18 @@ def test_trace_tree_reads_the_same_from_a_real_datakit(shapes):
     embedded = trace_spans(trace_id)
     ll.configure(datakit=shapes(url, True).url)
     real = trace_spans(trace_id)
-    cols = ["trace_id", "span_id", "parent_id", "name", "service", "start_time", "end_time", "duration_ms", "status", "error"]
+    cols = [
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "service",
+        "start_time",
+        "end_time",
+        "duration_ms",
+        "status",
+        "error",
+    ]
     pd.testing.assert_frame_equal(embedded[cols], real[cols], check_dtype=False)
     tree = [(depth, row["name"]) for depth, row in span_tree(real)]
     assert tree == [(0, "ask_workflow.workflow"), (1, "openai.chat")]
@@ -111,7 +142,9 @@ def test_trace_tree_reads_the_same_from_a_real_datakit(shapes):
 
 def test_since_until_select_the_same_calls_from_every_source(shapes):
     config = ll.configure(datakit="embedded")
-    res = ll.Sweep(prompts=[f"window {i}" for i in range(8)], temperature=0.0, max_tokens=4).run(display=False, concurrency=1)
+    res = ll.Sweep(prompts=[f"window {i}" for i in range(8)], temperature=0.0, max_tokens=4).run(
+        display=False, concurrency=1
+    )
     flush()
     assert drain(config)["pending"] == 0
     starts = ll.spans(sweep_id=res.sweep_id, source="local")["start_time"].sort_values().tolist()
@@ -127,7 +160,9 @@ def test_since_until_select_the_same_calls_from_every_source(shapes):
 
 def test_limit_picks_the_same_calls_from_every_source():
     config = ll.configure(datakit="embedded")
-    res = ll.Sweep(prompts=[f"limit {i}" for i in range(12)], temperature=0.0, max_tokens=3).run(display=False, concurrency=12)
+    res = ll.Sweep(prompts=[f"limit {i}" for i in range(12)], temperature=0.0, max_tokens=3).run(
+        display=False, concurrency=12
+    )
     flush()
     assert drain(config)["pending"] == 0
     for limit in (1, 5, 11, 12, 20):

@@ -9,12 +9,24 @@ import pytest
 
 import llmlab as ll
 from llmlab import schema
-from llmlab.diffing import html_pair, mark_plain, similarity, tokenize, word_ops
+from llmlab.analysis.diffing import html_pair, mark_plain, similarity, tokenize, word_ops
 
 
 def _result(sweep_id: str, rows: list[dict], **spec) -> ll.SweepResult:
-    base = {"sweep_id": sweep_id, "model": "m", "temperature": 0.0, "top_p": 1.0, "max_tokens": 16, "repeat": 0,
-            "params": "", "status": "ok", "error": "", "cached": False, "cost_usd": 0.0, "output_tokens": 5}  # fmt: skip
+    base = {
+        "sweep_id": sweep_id,
+        "model": "m",
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 16,
+        "repeat": 0,
+        "params": "",
+        "status": "ok",
+        "error": "",
+        "cached": False,
+        "cost_usd": 0.0,
+        "output_tokens": 5,
+    }
     full = [{**base, "call_id": f"{sweep_id}-{i}", **r} for i, r in enumerate(rows)]
     return ll.SweepResult(sweep_id, schema.frame(full), spec={"models": ["m"], "temperature": [0.0], **spec})
 
@@ -22,19 +34,26 @@ def _result(sweep_id: str, rows: list[dict], **spec) -> ll.SweepResult:
 # --- word diff on known strings -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("a", "b", "marked"), [
-    ("the quick brown fox", "the slow brown dog", "the [-quick-]{+slow+} brown [-fox-]{+dog+}"),
-    ("Hello, world.", "Hello world!", "Hello[-,-] world[-.-]{+!+}"),
-    ("a b", "a b c d", "a b {+c d+}"),
-    ("one two three", "three", "[-one two-] three"),
-    ("same text", "same text", "same text"),
-    ("", "new", "{+new+}"),
-    ("Explain: {text}", "Explain briefly: {text}", "Explain {+briefly+}: {text}"),
-    ("今天天气很好", "今天天气不好", "今天天气[-很-]{+不+}好"),
-    # changes separated only by spaces read as one replacement, not word-by-word confetti
-    ("Sometimes a computer is the model", "You see their DNA is the model", "[-Sometimes a computer-]{+You see their DNA+} is the model"),
-    ("x a b y", "x c y", "x [-a b-]{+c+} y"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("a", "b", "marked"),
+    [
+        ("the quick brown fox", "the slow brown dog", "the [-quick-]{+slow+} brown [-fox-]{+dog+}"),
+        ("Hello, world.", "Hello world!", "Hello[-,-] world[-.-]{+!+}"),
+        ("a b", "a b c d", "a b {+c d+}"),
+        ("one two three", "three", "[-one two-] three"),
+        ("same text", "same text", "same text"),
+        ("", "new", "{+new+}"),
+        ("Explain: {text}", "Explain briefly: {text}", "Explain {+briefly+}: {text}"),
+        ("今天天气很好", "今天天气不好", "今天天气[-很-]{+不+}好"),
+        # changes separated only by spaces read as one replacement, not word-by-word confetti
+        (
+            "Sometimes a computer is the model",
+            "You see their DNA is the model",
+            "[-Sometimes a computer-]{+You see their DNA+} is the model",
+        ),
+        ("x a b y", "x c y", "x [-a b-]{+c+} y"),
+    ],
+)
 def test_word_diff_markers(a, b, marked):
     assert mark_plain(a, b) == marked
     ops = word_ops(a, b)
@@ -62,10 +81,22 @@ def test_html_pair_escapes_and_highlights():
 def test_compare_over_partially_overlapping_grids():
     """a: 3 prompts x temperatures {0.0, 0.7}; b: 2 of those prompts + 1 new x {0.7, 1.0}. Common
     cells are the 2 shared prompts at 0.7; the rest is reported as only in a / only in b."""
-    a = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?", "Explain photosynthesis."], models=["local/tiny"],
-                 temperature=[0.0, 0.7], max_tokens=10, seed=5, name="grid-a").run(display=False)  # fmt: skip
-    b = ll.Sweep(prompts=["Why is the sky blue?", "Explain photosynthesis.", "What is rain?"], models=["local/tiny"],
-                 temperature=[0.7, 1.0], max_tokens=10, seed=5, name="grid-b").run(display=False, cache=False)  # fmt: skip
+    a = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?", "Explain photosynthesis."],
+        models=["local/tiny"],
+        temperature=[0.0, 0.7],
+        max_tokens=10,
+        seed=5,
+        name="grid-a",
+    ).run(display=False)
+    b = ll.Sweep(
+        prompts=["Why is the sky blue?", "Explain photosynthesis.", "What is rain?"],
+        models=["local/tiny"],
+        temperature=[0.7, 1.0],
+        max_tokens=10,
+        seed=5,
+        name="grid-b",
+    ).run(display=False, cache=False)
     cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id)
     assert cmp.a == a.sweep_id and cmp.b == b.sweep_id and cmp.match == "prompt_id"
     assert len(cmp.cells) == 2 and cmp.only_a == 4 and cmp.only_b == 4
@@ -84,7 +115,11 @@ def test_compare_over_partially_overlapping_grids():
     assert grid.loc["temperature", "kept"] == [0.7] and not grid.loc["models", "changed"]
     assert set(cmp.spec_changes["field"]) == {"name", "temperature", "prompt_fingerprint"}
     text = cmp.to_text()
-    assert "2 common cells" in text and "4 only in a, 4 only in b" in text and "grid temperature: removed [0.0], added [1.0]" in text
+    assert (
+        "2 common cells" in text
+        and "4 only in a, 4 only in b" in text
+        and "grid temperature: removed [0.0], added [1.0]" in text
+    )
     assert "<table" in cmp._repr_html_()
 
 
@@ -101,7 +136,9 @@ def test_compare_paired_differences_with_confidence_intervals():
     # ...but b is exactly 50 ms slower on every cell: the paired interval is exactly [50, 50]
     assert m.loc["latency_ms", "n"] == 18  # timings leave out the error rows
     assert m.loc["latency_ms", "diff"] == pytest.approx(50.0)
-    assert m.loc["latency_ms", "diff_low"] == pytest.approx(50.0) and m.loc["latency_ms", "diff_high"] == pytest.approx(50.0)
+    assert m.loc["latency_ms", "diff_low"] == pytest.approx(50.0) and m.loc["latency_ms", "diff_high"] == pytest.approx(
+        50.0
+    )
     assert m.loc["latency_ms", "better"] == "a"  # lower latency is better
     assert m.loc["score", "diff"] == pytest.approx(0.4) and m.loc["score", "better"] == "b"
     assert m.loc["error", "n"] == 20 and m.loc["error", "b"] == pytest.approx(0.1)
@@ -122,8 +159,11 @@ def test_compare_with_too_few_common_cells_names_no_winner():
     # 800 ms slower on all 3 cells, but three cells cannot carry a 95% claim
     assert m["n"] == 3 and m["diff"] == pytest.approx(800.0) and m["better"] == "neither"
     assert m["verdict"].startswith("latency_ms: too few common cells to tell (n=3")
-    one = ll.compare_sweeps(_result("sw-c", [{"prompt_id": "p0", "latency_ms": 1.0}]),
-                            _result("sw-d", [{"prompt_id": "p0", "latency_ms": 2.0}]), metric="latency_ms")  # fmt: skip
+    one = ll.compare_sweeps(
+        _result("sw-c", [{"prompt_id": "p0", "latency_ms": 1.0}]),
+        _result("sw-d", [{"prompt_id": "p0", "latency_ms": 2.0}]),
+        metric="latency_ms",
+    )
     row = one.metrics.iloc[0]
     assert pd.isna(row["diff_low"]) and pd.isna(row["diff_high"]) and pd.isna(row["p_value"])
 
@@ -132,16 +172,27 @@ def test_compare_after_a_template_change_matches_prompt_rows():
     """A new template gives every prompt a new prompt_id; the prompt rows are the same, so cells
     are matched by row, and the template diff shows what changed."""
     rows = pd.DataFrame({"text": ["rain after sun", "green plants", "blue sky"]})
-    a = ll.Sweep(prompts=rows, template="Explain: {text}", models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=8,
-                 seed=1).run(display=False)  # fmt: skip
-    b = ll.Sweep(prompts=rows, template="Explain briefly: {text}", system="You are terse.", models=["local/tiny"],
-                 temperature=[0.0, 0.5], max_tokens=8, seed=1).run(display=False)  # fmt: skip
+    a = ll.Sweep(
+        prompts=rows, template="Explain: {text}", models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=8, seed=1
+    ).run(display=False)
+    b = ll.Sweep(
+        prompts=rows,
+        template="Explain briefly: {text}",
+        system="You are terse.",
+        models=["local/tiny"],
+        temperature=[0.0, 0.5],
+        max_tokens=8,
+        seed=1,
+    ).run(display=False)
     assert not set(a.df["prompt_id"]) & set(b.df["prompt_id"])
     cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id, metric="output_tokens")
     assert cmp.match == "prompt_index" and len(cmp.cells) == 6 and cmp.only_a == 0 and cmp.only_b == 0
     cells = cmp.cells.set_index(["prompt_id", "temperature"])
     for row in a.df.itertuples():  # each cell of a is paired with b's call on the same row and setting
-        partner = b.df[(b.df["prompt"] == row.prompt.replace("Explain:", "Explain briefly:")) & (b.df["temperature"] == row.temperature)]
+        partner = b.df[
+            (b.df["prompt"] == row.prompt.replace("Explain:", "Explain briefly:"))
+            & (b.df["temperature"] == row.temperature)
+        ]
         assert cells.loc[(row.prompt_id, row.temperature), "prompt_id_b"] == partner["prompt_id"].iloc[0]
     assert "-Explain: {text}" in cmp.template_diff and "+Explain briefly: {text}" in cmp.template_diff
     assert cmp.template_words == "Explain {+briefly+}: {text}"
@@ -168,17 +219,23 @@ def test_compare_rejects_bad_input():
 
 
 def test_diff_side_by_side_on_known_outputs():
-    a = _result("sw-a", [
-        {"prompt_id": "p1", "completion": "the quick brown fox", "temperature": 0.0, "prompt": "Name an animal."},
-        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7, "prompt": "Name an animal."},
-        {"prompt_id": "p2", "completion": "uses <b>tags</b>", "temperature": 0.0},
-    ])  # fmt: skip
-    b = _result("sw-b", [
-        {"prompt_id": "p1", "completion": "the slow brown dog", "temperature": 0.0},
-        {"prompt_id": "p1", "completion": "same words", "temperature": 0.7},
-        {"prompt_id": "p2", "completion": "uses <i>tags</i>", "temperature": 0.0},
-        {"prompt_id": "p3", "completion": "only in b", "temperature": 0.0},
-    ])  # fmt: skip
+    a = _result(
+        "sw-a",
+        [
+            {"prompt_id": "p1", "completion": "the quick brown fox", "temperature": 0.0, "prompt": "Name an animal."},
+            {"prompt_id": "p1", "completion": "same words", "temperature": 0.7, "prompt": "Name an animal."},
+            {"prompt_id": "p2", "completion": "uses <b>tags</b>", "temperature": 0.0},
+        ],
+    )
+    b = _result(
+        "sw-b",
+        [
+            {"prompt_id": "p1", "completion": "the slow brown dog", "temperature": 0.0},
+            {"prompt_id": "p1", "completion": "same words", "temperature": 0.7},
+            {"prompt_id": "p2", "completion": "uses <i>tags</i>", "temperature": 0.0},
+            {"prompt_id": "p3", "completion": "only in b", "temperature": 0.0},
+        ],
+    )
     d = ll.diff(a, b)
     assert len(d.cells) == 3
     cells = d.cells.set_index(["prompt_id", "temperature"])

@@ -31,8 +31,13 @@ def test_export_import_round_trip(tmp_path, monkeypatch):
     from llmlab.localmodel import ensure_server
 
     ll.provider("keyed", base_url=ensure_server(), api_key_env="SECRETKEY_FOR_TEST")  # a key no file may hold
-    res = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["keyed/tiny", "local/small"],
-                   temperature=[0.0, 0.8], max_tokens=10, name="ship-me").run(display=False)  # fmt: skip
+    res = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?"],
+        models=["keyed/tiny", "local/small"],
+        temperature=[0.0, 0.8],
+        max_tokens=10,
+        name="ship-me",
+    ).run(display=False)
     res.tag("export", "v2").note("to the other machine")
     flush()
     listed = ll.sweeps().set_index("sweep_id").loc[res.sweep_id]
@@ -59,8 +64,12 @@ def test_export_import_round_trip(tmp_path, monkeypatch):
     pending = get_store().read("SELECT count(*) FROM spans WHERE export_state IS NOT NULL")[0][0]
     assert pending == 0  # imported spans are not re-sent to this home's DataKit
     # re-running the sweep on the other machine is served from the imported cache
-    rerun = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["keyed/tiny", "local/small"],
-                     temperature=[0.0, 0.8], max_tokens=10).run(display=False)  # fmt: skip
+    rerun = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?"],
+        models=["keyed/tiny", "local/small"],
+        temperature=[0.0, 0.8],
+        max_tokens=10,
+    ).run(display=False)
     assert rerun.df["cached"].all() and rerun.df["completion"].tolist() == res.df["completion"].tolist()
 
     with pytest.raises(ll.ValidationError, match="already in"):
@@ -96,7 +105,9 @@ def test_delete_keeps_cache_entries_other_sweeps_share():
     prompts = ["What is a rainbow?", "Why is the sky blue?"]
     first = ll.Sweep(prompts=prompts, models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=8).run(display=False)
     rerun = ll.Sweep(prompts=prompts, models=["local/tiny"], temperature=[0.0], max_tokens=8).run(display=False)
-    alone = ll.Sweep(prompts=["Explain photosynthesis."], models=["local/tiny"], temperature=0.0, max_tokens=8).run(display=False)
+    alone = ll.Sweep(prompts=["Explain photosynthesis."], models=["local/tiny"], temperature=0.0, max_tokens=8).run(
+        display=False
+    )
     flush()
     assert rerun.df["cached"].all()  # its 2 calls point at first's responses and spans
     shared = set(rerun.df["call_id"])
@@ -123,7 +134,9 @@ def test_delete_keeps_cache_entries_other_sweeps_share():
     assert cached(alone.df["call_id"]) == set(alone.df["call_id"])
     assert ll.sweeps().empty
 
-    store.start_sweep("sw-live", None, {}, {"pid": __import__("os").getpid(), "host": __import__("socket").gethostname()})
+    store.start_sweep(
+        "sw-live", None, {}, {"pid": __import__("os").getpid(), "host": __import__("socket").gethostname()}
+    )
     with pytest.raises(ll.ValidationError, match="still running"):
         ll.delete("sw-live")
     assert ll.delete("sw-live", force=True)["sweeps"] == 1
@@ -153,7 +166,10 @@ def test_upgrade_of_a_home_written_by_an_older_version(home):
     expected = pd.read_json(FIXTURES / "home-m001-first-sweep.jsonl", lines=True, dtype=False)
     # totals are back-filled from the stored calls
     assert (first["calls"], first["ok"], first["errors"], first["cached"]) == (6, 6, 0, 0)
-    assert first["input_tokens"] == expected["input_tokens"].sum() and first["output_tokens"] == expected["output_tokens"].sum()
+    assert (
+        first["input_tokens"] == expected["input_tokens"].sum()
+        and first["output_tokens"] == expected["output_tokens"].sum()
+    )
     assert first["cost_usd"] == pytest.approx(expected["cost_usd"].sum())
     assert (cached_run["cached"], cached_run["cost_usd"]) == (6, 0.0)
     assert (dead["calls"], dead["errors"]) == (1, 1)
@@ -162,7 +178,9 @@ def test_upgrade_of_a_home_written_by_an_older_version(home):
     loaded = ll.load(first["sweep_id"])
     assert loaded.df["call_id"].tolist() == expected["call_id"].tolist()
     assert loaded.df["completion"].tolist() == expected["completion"].tolist()
-    pd.testing.assert_series_equal(loaded.df["latency_ms"].astype(float), expected["latency_ms"].astype(float), check_names=False)
+    pd.testing.assert_series_equal(
+        loaded.df["latency_ms"].astype(float), expected["latency_ms"].astype(float), check_names=False
+    )
     assert list(loaded.df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
     assert loaded.spec["template"] == "Explain briefly: {text}" and loaded.stopped is None
     assert len(ll.spans(sweep_id=first["sweep_id"], source="local")) == 6  # old spans read back
@@ -192,11 +210,13 @@ def test_migrations_are_idempotent_and_numbered(home):
 
 
 def test_cli_mirror(tmp_path, capsys):
-    res = ll.Sweep(prompts=["What is a rainbow?"], models=["local/tiny"], temperature=[0.0, 0.9], max_tokens=8,
-                   name="cli-sweep").run(display=False)  # fmt: skip
+    res = ll.Sweep(
+        prompts=["What is a rainbow?"], models=["local/tiny"], temperature=[0.0, 0.9], max_tokens=8, name="cli-sweep"
+    ).run(display=False)
     res.tag("cli")
-    other = ll.Sweep(prompts=["What is a rainbow?"], models=["local/tiny"], temperature=[0.9], max_tokens=8, seed=4,
-                     name="cli-other").run(display=False)  # fmt: skip
+    other = ll.Sweep(
+        prompts=["What is a rainbow?"], models=["local/tiny"], temperature=[0.9], max_tokens=8, seed=4, name="cli-other"
+    ).run(display=False)
     assert main(["sweeps"]) == 0
     out = capsys.readouterr().out
     assert res.sweep_id in out and other.sweep_id in out and "2 sweeps" in out
@@ -205,7 +225,12 @@ def test_cli_mirror(tmp_path, capsys):
     assert [r["sweep_id"] for r in rows] == [res.sweep_id] and rows[0]["tags"] == ["cli"]
     assert main(["show", res.sweep_id]) == 0
     out = capsys.readouterr().out
-    assert "cli-sweep" in out and "2 planned: 2 ok, 0 errors" in out and "temperature=[0.0, 0.9]" in out and "latency_p50" in out
+    assert (
+        "cli-sweep" in out
+        and "2 planned: 2 ok, 0 errors" in out
+        and "temperature=[0.0, 0.9]" in out
+        and "latency_p50" in out
+    )
     assert main(["compare", res.sweep_id, other.sweep_id, "--metric", "output_tokens"]) == 0
     assert "1 common cells" in capsys.readouterr().out
     assert main(["diff", res.sweep_id, other.sweep_id]) == 0
@@ -231,8 +256,10 @@ def test_two_processes_upgrading_one_old_home_at_once(home):
 
     _old_home(home)
     code = "import llmlab as ll; print(len(ll.sweeps()))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err

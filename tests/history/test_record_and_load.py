@@ -13,9 +13,8 @@ import pytest
 
 import llmlab as ll
 from llmlab import history
-from llmlab.runner import RetryPolicy
+from llmlab.run.runner import RetryPolicy
 from llmlab.store import get_store
-
 
 
 @pytest.fixture
@@ -25,12 +24,23 @@ def counted(counting_provider):
 
 
 def _prompts():
-    return pd.DataFrame({"id": ["q1", "q2", "q3"], "text": ["rainbows after rain", "how plants make food", "why the sky is blue"]})
+    return pd.DataFrame(
+        {"id": ["q1", "q2", "q3"], "text": ["rainbows after rain", "how plants make food", "why the sky is blue"]}
+    )
 
 
 def test_load_returns_the_same_result_and_sends_nothing(counted):
-    sweep = ll.Sweep(prompts=_prompts(), template="Explain briefly: {text}", system="Be short.", models=["counted/tiny"],
-                     temperature=[0.0, 0.7], max_tokens=10, seed=2, name="explain", params={"presence_penalty": [0.0, 0.5]})  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=_prompts(),
+        template="Explain briefly: {text}",
+        system="Be short.",
+        models=["counted/tiny"],
+        temperature=[0.0, 0.7],
+        max_tokens=10,
+        seed=2,
+        name="explain",
+        params={"presence_penalty": [0.0, 0.5]},
+    )
     res = sweep.run(display=False)
     sent = counted.requests
     assert sent == 12
@@ -52,7 +62,8 @@ def test_load_returns_the_same_result_and_sends_nothing(counted):
 def test_load_keeps_errors_and_skipped_calls():
     ll.provider("dead", base_url="http://127.0.0.1:9/v1", api_key_env=None)
     res = ll.Sweep(prompts=["hello", "bye"], models=["dead/tiny"], temperature=0.0, max_tokens=4).run(
-        display=False, retry=RetryPolicy(max_attempts=1))  # fmt: skip
+        display=False, retry=RetryPolicy(max_attempts=1)
+    )
     assert (res.df["status"] == "error").all()
     loaded = ll.load(res.sweep_id)
     pd.testing.assert_frame_equal(loaded.df, res.df)
@@ -71,10 +82,20 @@ def test_load_keeps_errors_and_skipped_calls():
 
 
 def test_experiment_metadata_is_recorded():
-    res = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny", "local/small"],
-                   temperature=[0.0, 0.9], max_tokens=12, name="meta").run(display=False)  # fmt: skip
-    res2 = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0],
-                    max_tokens=12, name="meta").run(display=False)  # fmt: skip
+    res = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?"],
+        models=["local/tiny", "local/small"],
+        temperature=[0.0, 0.9],
+        max_tokens=12,
+        name="meta",
+    ).run(display=False)
+    res2 = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?"],
+        models=["local/tiny"],
+        temperature=[0.0],
+        max_tokens=12,
+        name="meta",
+    ).run(display=False)
     df = ll.sweeps()
     assert df["sweep_id"].tolist()[:2] == [res2.sweep_id, res.sweep_id]  # newest first
     row = df.set_index("sweep_id").loc[res.sweep_id]
@@ -91,7 +112,9 @@ def test_experiment_metadata_is_recorded():
     assert rec["spec"]["prompts"] == [{"prompt": "What is a rainbow?"}, {"prompt": "Why is the sky blue?"}]
     assert rec["spec"]["prompt_fingerprint"] and rec["spec"]["temperature"] == [0.0, 0.9]
     versions = rec["info"]["versions"]
-    assert versions["llmlab"] == ll.__version__ and versions["openai"] and versions["traceloop-sdk"] and versions["python"]
+    assert (
+        versions["llmlab"] == ll.__version__ and versions["openai"] and versions["traceloop-sdk"] and versions["python"]
+    )
     assert rec["info"]["providers"] == {"local": {"base_url": "embedded"}}
     # under pytest the "script" is pytest's entry point: a real file path
     assert rec["info"]["source"]["kind"] == "script"
@@ -99,8 +122,12 @@ def test_experiment_metadata_is_recorded():
 
 
 def test_tags_notes_and_filters():
-    a = ll.Sweep(prompts=["hi"], models=["local/tiny"], temperature=0.0, max_tokens=4, name="summarize-v1").run(display=False)
-    b = ll.Sweep(prompts=["hi"], models=["local/tiny"], temperature=0.5, max_tokens=4, name="summarize-v2").run(display=False)
+    a = ll.Sweep(prompts=["hi"], models=["local/tiny"], temperature=0.0, max_tokens=4, name="summarize-v1").run(
+        display=False
+    )
+    b = ll.Sweep(prompts=["hi"], models=["local/tiny"], temperature=0.5, max_tokens=4, name="summarize-v2").run(
+        display=False
+    )
     c = ll.Sweep(prompts=["hi"], models=["local/tiny"], temperature=1.0, max_tokens=4, name="other").run(display=False)
     assert a.tag("baseline", "v1") is a
     b.tag("candidate").tag("v1")
@@ -112,7 +139,9 @@ def test_tags_notes_and_filters():
     assert ll.sweeps(tag=["v1", "candidate"])["sweep_id"].tolist() == [b.sweep_id]
     assert set(ll.sweeps(name="summarize-*")["sweep_id"]) == {a.sweep_id, b.sweep_id}
     assert ll.sweeps(name="other")["sweep_id"].tolist() == [c.sweep_id]
-    assert len(ll.sweeps(since="1h")) == 3 and len(ll.sweeps(since=pd.Timestamp.now(tz="UTC") + pd.Timedelta("1h"))) == 0
+    assert (
+        len(ll.sweeps(since="1h")) == 3 and len(ll.sweeps(since=pd.Timestamp.now(tz="UTC") + pd.Timedelta("1h"))) == 0
+    )
     # ages in days and weeks, as people type them (no pandas deprecation warning: warnings are errors here)
     for age in ("7d", "2 days", "1w", "90m", "0.5h"):
         assert len(ll.sweeps(since=age)) == 3, age
@@ -195,10 +224,19 @@ def test_history_is_shared_between_processes(home):
         "res.df.to_pickle(sys.argv[1])\n"
         "print(res.sweep_id)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(home.parent / "child.pkl")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    mine = ll.Sweep(prompts=["Explain photosynthesis."], models=["local/small"], temperature=[0.0, 0.5, 1.0],
-                    max_tokens=10, name="parent").run(display=False)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(home.parent / "child.pkl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    mine = ll.Sweep(
+        prompts=["Explain photosynthesis."],
+        models=["local/small"],
+        temperature=[0.0, 0.5, 1.0],
+        max_tokens=10,
+        name="parent",
+    ).run(display=False)
     mine.tag("parent")
     out, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
@@ -218,8 +256,13 @@ def test_history_survives_a_kernel_restart(home, tmp_path):
     work = tmp_path / "nbdir"
     work.mkdir()
     (work / "tuning.ipynb").write_text("{}")
-    env = {**os.environ, "LLMLAB_HOME": str(home), "LLMLAB_DATAKIT_URL": "none", "JPY_SESSION_NAME": "nbdir/tuning.ipynb",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+    env = {
+        **os.environ,
+        "LLMLAB_HOME": str(home),
+        "LLMLAB_DATAKIT_URL": "none",
+        "JPY_SESSION_NAME": "nbdir/tuning.ipynb",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
     km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", env=env, cwd=str(work), startup_timeout=60)
 
     def run(code: str) -> str:
@@ -267,10 +310,17 @@ def test_history_survives_a_kernel_restart(home, tmp_path):
 
 def test_interrupted_sweep_is_reported(home):
     """A process that died mid-sweep leaves status 'running'; its pid is gone, so it lists as interrupted."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(proc.stdout)
     store = get_store()
-    store.start_sweep("sw-dead", "crashed", {"models": ["local/tiny"]}, {"calls": 3, "pid": dead_pid, "host": __import__("socket").gethostname()})
+    store.start_sweep(
+        "sw-dead",
+        "crashed",
+        {"models": ["local/tiny"]},
+        {"calls": 3, "pid": dead_pid, "host": __import__("socket").gethostname()},
+    )
     row = ll.sweeps().set_index("sweep_id").loc["sw-dead"]
     assert row["status"] == "interrupted"
 
@@ -279,8 +329,9 @@ def test_load_without_stored_content():
     """trace_content=False keeps prompt and completion text out of the store: a loaded result has
     NA there and everything else equal; the spec keeps no prompt copy."""
     ll.configure(trace_content=False, datakit=None)
-    res = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0],
-                   max_tokens=8).run(display=False)  # fmt: skip
+    res = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky blue?"], models=["local/tiny"], temperature=[0.0], max_tokens=8
+    ).run(display=False)
     loaded = ll.load(res.sweep_id)
     assert loaded.df["prompt"].isna().all() and loaded.df["completion"].isna().all()
     assert res.df["completion"].notna().all()

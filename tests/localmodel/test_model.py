@@ -26,7 +26,16 @@ def run(name: str, prompt: str, **kw):
 
 def test_tokenize_words_and_punctuation():
     assert tokenize("Cats sleep, don't they? Pi is 3.14!") == [
-        "Cats", "sleep", ",", "don't", "they", "?", "Pi", "is", "3.14", "!",
+        "Cats",
+        "sleep",
+        ",",
+        "don't",
+        "they",
+        "?",
+        "Pi",
+        "is",
+        "3.14",
+        "!",
     ]
     assert count_tokens("Hello, world!") == 4
     assert count_tokens("") == 0
@@ -87,7 +96,7 @@ def test_temperature_zero_is_greedy_and_deterministic(name):
     text, _, pieces = run(name, "Explain photosynthesis", temperature=0, max_tokens=40)
     toks = tokenize(text)
     topic = model.topic_of(msgs("Explain photosynthesis"))
-    start = model.spec.seed_tokens           # the opening words come from the matched sentence
+    start = model.spec.seed_tokens  # the opening words come from the matched sentence
     for i in range(start, len(toks)):
         ctx = ["<s>"] * 3 + toks[:i]
         dist = model.next_distribution(ctx, temperature=1.0, topic=topic)
@@ -138,7 +147,7 @@ def _sample_next(model, ctx_tokens, topic, temperature, top_p, n, seed=0):
 @pytest.mark.parametrize("name", MODELS)
 def test_top_p_limits_sampling_to_the_nucleus(name):
     model = get_model(name)
-    ctx = ["<s>", "<s>", "and", "the"][-(model.order - 1):]
+    ctx = ["<s>", "<s>", "and", "the"][-(model.order - 1) :]
     dist = model.next_distribution(ctx, temperature=1.0)
     assert len(dist) >= 10 and abs(sum(p for _, p in dist) - 1) < 1e-9
     nucleus, acc = set(), 0.0
@@ -151,7 +160,7 @@ def test_top_p_limits_sampling_to_the_nucleus(name):
     wide = _sample_next(model, ctx, frozenset(), 1.0, 1.0, 300)
     assert narrow <= nucleus
     assert len(nucleus) < len(dist)
-    assert not wide <= nucleus                 # without top_p the tail is reachable
+    assert not wide <= nucleus  # without top_p the tail is reachable
     tiny_p = _sample_next(model, ctx, frozenset(), 1.0, 0.01, 50)
     assert tiny_p == {dist[0][0]}
 

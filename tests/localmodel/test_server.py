@@ -11,8 +11,8 @@ import openai
 import pytest
 
 import llmlab.localmodel as lm
-from llmlab._server import BackgroundServer
 from llmlab.localmodel import count_prompt_tokens, create_app
+from llmlab.serving import BackgroundServer
 
 MSGS = [{"role": "system", "content": "You are a helpful tutor."}, {"role": "user", "content": "What is a rainbow?"}]
 
@@ -44,8 +44,9 @@ def test_plain_completion_shape(client):
 
 
 def test_raw_plain_json_keys(srv):
-    body = httpx.post(srv.url + "/v1/chat/completions",
-                      json={"model": "local/tiny", "messages": MSGS, "max_tokens": 3}).json()
+    body = httpx.post(
+        srv.url + "/v1/chat/completions", json={"model": "local/tiny", "messages": MSGS, "max_tokens": 3}
+    ).json()
     assert set(body) >= {"id", "object", "created", "model", "choices", "usage"}
     assert set(body["choices"][0]) >= {"index", "message", "finish_reason", "logprobs"}
     assert body["choices"][0]["logprobs"] is None
@@ -55,7 +56,12 @@ def test_raw_plain_json_keys(srv):
 
 def test_streaming_with_usage(client):
     stream = client.chat.completions.create(
-        model="small", messages=MSGS, temperature=0.8, seed=7, max_tokens=40, stream=True,
+        model="small",
+        messages=MSGS,
+        temperature=0.8,
+        seed=7,
+        max_tokens=40,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -79,15 +85,18 @@ def test_streaming_with_usage(client):
 
 
 def test_streaming_without_usage_and_raw_sse(srv):
-    with httpx.stream("POST", srv.url + "/v1/chat/completions",
-                      json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True, "temperature": 0}) as r:
+    with httpx.stream(
+        "POST",
+        srv.url + "/v1/chat/completions",
+        json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True, "temperature": 0},
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     events = [e for e in raw.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e[6:]) for e in events[:-1]]
-    assert len(chunks) == 1 + 5                       # role chunk + one chunk per token, no usage chunk
+    assert len(chunks) == 1 + 5  # role chunk + one chunk per token, no usage chunk
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert all("usage" not in c or c["usage"] is None for c in chunks)
 
@@ -95,8 +104,15 @@ def test_streaming_without_usage_and_raw_sse(srv):
 def test_stream_stop_sequence(client):
     full = client.chat.completions.create(model="small", messages=MSGS, temperature=0, max_tokens=30)
     text = full.choices[0].message.content
-    stream = client.chat.completions.create(model="small", messages=MSGS, temperature=0, max_tokens=30,
-                                            stop=["colors"], stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="small",
+        messages=MSGS,
+        temperature=0,
+        max_tokens=30,
+        stop=["colors"],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     got = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert got == text[: text.index("colors")]
@@ -107,7 +123,9 @@ def test_stream_stop_sequence(client):
 
 def test_seed_and_temperature_through_http(client):
     def ask(**kw):
-        return client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=20, **kw).choices[0].message.content
+        return (
+            client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=20, **kw).choices[0].message.content
+        )
 
     assert ask(temperature=0) == ask(temperature=0)
     assert ask(temperature=1.0, seed=5) == ask(temperature=1.0, seed=5)
@@ -124,8 +142,16 @@ def test_models_list(client, srv):
 
 def test_ignores_unknown_openai_params(client):
     r = client.chat.completions.create(
-        model="tiny", messages=MSGS, temperature=0, max_completion_tokens=4, presence_penalty=0.5, frequency_penalty=0.1,
-        user="u1", logit_bias={}, n=1, extra_body={"some_vendor_flag": True},
+        model="tiny",
+        messages=MSGS,
+        temperature=0,
+        max_completion_tokens=4,
+        presence_penalty=0.5,
+        frequency_penalty=0.1,
+        user="u1",
+        logit_bias={},
+        n=1,
+        extra_body={"some_vendor_flag": True},
     )
     assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
 
@@ -144,8 +170,12 @@ def test_ignores_unknown_openai_params(client):
         ({"model": "tiny", "messages": MSGS, "top_p": 1.5}, 400, "top_p", "invalid_value"),
         ({"model": "tiny", "messages": MSGS, "max_tokens": 0}, 400, "max_tokens", "invalid_value"),
         ({"model": "tiny", "messages": MSGS, "max_tokens": "ten"}, 400, "max_tokens", "invalid_type"),
-        ({"model": "tiny", "messages": MSGS, "max_completion_tokens": -3}, 400, "max_completion_tokens",
-         "invalid_value"),
+        (
+            {"model": "tiny", "messages": MSGS, "max_completion_tokens": -3},
+            400,
+            "max_completion_tokens",
+            "invalid_value",
+        ),
         ({"model": "tiny", "messages": MSGS, "n": 2}, 400, "n", "invalid_value"),
         ({"model": "tiny", "messages": MSGS, "stop": 5}, 400, "stop", "invalid_value"),
         ({"model": "gpt-9", "messages": MSGS}, 404, "model", "model_not_found"),
@@ -154,8 +184,11 @@ def test_ignores_unknown_openai_params(client):
 def test_error_status_and_shape(srv, body, status, param, code):
     url = srv.url + "/v1/chat/completions"
     headers = {"Authorization": "Bearer sk-secret-key-123456"}
-    r = httpx.post(url, content=body, headers=headers) if isinstance(body, bytes) else httpx.post(
-        url, json=body, headers=headers)
+    r = (
+        httpx.post(url, content=body, headers=headers)
+        if isinstance(body, bytes)
+        else httpx.post(url, json=body, headers=headers)
+    )
     assert r.status_code == status
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -177,8 +210,11 @@ def test_unknown_route_is_openai_error(srv):
 
 def test_auth_header_is_never_logged(srv, caplog, capfd):
     caplog.set_level("DEBUG")
-    httpx.post(srv.url + "/v1/chat/completions", json={"model": "tiny", "messages": MSGS, "max_tokens": 2},
-               headers={"Authorization": "Bearer sk-very-secret-value-987"})
+    httpx.post(
+        srv.url + "/v1/chat/completions",
+        json={"model": "tiny", "messages": MSGS, "max_tokens": 2},
+        headers={"Authorization": "Bearer sk-very-secret-value-987"},
+    )
     out, err = capfd.readouterr()
     assert "sk-very-secret-value-987" not in caplog.text + out + err
 
@@ -197,20 +233,22 @@ def test_delay_per_model_and_concurrency():
         tiny, small = min(timed("tiny") for _ in range(3)), min(timed("small") for _ in range(3))
         # the delays are floors (sleeps); only the floors and the order are asserted, not upper bounds that a busy
         # machine could break
-        assert tiny >= 0.1                  # 5 tokens x 20 ms (1x)
-        assert small >= 0.2                 # 5 tokens x 40 ms (2x)
+        assert tiny >= 0.1  # 5 tokens x 20 ms (1x)
+        assert small >= 0.2  # 5 tokens x 40 ms (2x)
         assert small > tiny
 
         async def many() -> float:
             async with httpx.AsyncClient(timeout=10) as ac:
                 t0 = time.perf_counter()
-                await asyncio.gather(*[
-                    ac.post(url, json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True})
-                    for _ in range(20)
-                ])
+                await asyncio.gather(
+                    *[
+                        ac.post(url, json={"model": "tiny", "messages": MSGS, "max_tokens": 5, "stream": True})
+                        for _ in range(20)
+                    ]
+                )
                 return time.perf_counter() - t0
 
-        assert asyncio.run(many()) < 1.9          # 20 x 100 ms one after another could not take less than 2 s
+        assert asyncio.run(many()) < 1.9  # 20 x 100 ms one after another could not take less than 2 s
     finally:
         server.stop()
 
@@ -249,7 +287,7 @@ def test_ensure_server_is_shared_and_restarts():
             t.join()
         assert len(set(urls)) == 1 and urls[0].startswith("http://127.0.0.1:") and urls[0].endswith("/v1")
         assert httpx.get(urls[0] + "/models").status_code == 200
-        lm._server.stop()                                  # simulate a dead server
+        lm._server.stop()  # simulate a dead server
         url2 = lm.ensure_server()
         assert httpx.get(url2 + "/models").status_code == 200
     finally:
@@ -266,8 +304,10 @@ def test_a_caller_that_leaves_mid_request_is_not_logged_as_a_server_error(srv, c
     caplog.set_level(logging.DEBUG)
     url = urlparse(srv.url)
     with socket.create_connection((url.hostname, url.port)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"model\": \"tiny\"")  # fmt: skip
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"model": "tiny"'
+        )
         time.sleep(0.2)  # the server is reading the body when the caller leaves
     time.sleep(0.3)
     assert httpx.get(srv.url + "/v1/models").status_code == 200  # still serving

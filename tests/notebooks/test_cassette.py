@@ -12,15 +12,24 @@ import pytest
 
 import llmlab as ll
 from llmlab import localmodel
-from llmlab._server import BackgroundServer
-from llmlab.cassette import Cassette, CassetteTransport, request_key
 from llmlab.localmodel import create_app
-
+from llmlab.run.cassette import Cassette, CassetteTransport, request_key
+from llmlab.serving import BackgroundServer
 from tests.core.faulty import FlakyApp
 
 SECRET = "sk-cassette-test-0123456789abcdef"
-STABLE = ["call_id", "model", "temperature", "completion", "finish_reason", "input_tokens", "output_tokens",
-          "total_tokens", "cost_usd", "status"]  # fmt: skip
+STABLE = [
+    "call_id",
+    "model",
+    "temperature",
+    "completion",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost_usd",
+    "status",
+]
 
 
 @pytest.fixture
@@ -35,7 +44,7 @@ def paid(monkeypatch):
 
 
 def _sweep(prompts=("What is a rainbow?", "Why do we need sleep?"), model="paid/tiny", **kw):
-    args = dict(temperature=[0.0, 0.8], max_tokens=10, seed=4, repeats=2)
+    args = {"temperature": [0.0, 0.8], "max_tokens": 10, "seed": 4, "repeats": 2}
     args.update(kw)
     return ll.Sweep(prompts=list(prompts), models=[model], **args)
 
@@ -101,9 +110,11 @@ def test_replay_of_local_model_does_not_start_the_model_server(tmp_path):
 def test_re_recording_starts_afresh_and_later_recordings_add(tmp_path):
     cassette = tmp_path / "c.json"
     # an earlier session recorded two questions (another process, as when a notebook is re-executed)
-    script = (f"import llmlab as ll; ll.configure(home={str(tmp_path / 'home')!r}, datakit=None); "
-              f"ll.Sweep(prompts=['What is a rainbow?', 'Why do we need sleep?'], models=['local/tiny'], "
-              f"temperature=0.0, max_tokens=6).run(display=False, cache='record', cassette={str(cassette)!r})")  # fmt: skip
+    script = (
+        f"import llmlab as ll; ll.configure(home={str(tmp_path / 'home')!r}, datakit=None); "
+        f"ll.Sweep(prompts=['What is a rainbow?', 'Why do we need sleep?'], models=['local/tiny'], "
+        f"temperature=0.0, max_tokens=6).run(display=False, cache='record', cassette={str(cassette)!r})"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert len(json.loads(cassette.read_text())["interactions"]) == 2
 
@@ -113,11 +124,13 @@ def test_re_recording_starts_afresh_and_later_recordings_add(tmp_path):
 
     # the question set changed: re-recording keeps exactly what this run sends
     _sweep(prompts=("What is a rainbow?",), model="local/tiny", repeats=1, temperature=0.0).run(
-        display=False, cache="record", cassette=cassette)
+        display=False, cache="record", cassette=cassette
+    )
     assert prompts() == ["What is a rainbow?"]
     # a second sweep of the same session adds to the cassette
     _sweep(prompts=("How do plants make food?",), model="local/tiny", repeats=1, temperature=0.0).run(
-        display=False, cache="record", cassette=cassette)
+        display=False, cache="record", cassette=cassette
+    )
     assert prompts() == ["How do plants make food?", "What is a rainbow?"]
 
 
@@ -173,6 +186,10 @@ async def test_transport_alone_raises_a_miss_without_a_network_transport(tmp_pat
     transport = CassetteTransport(Cassette(path, "replay"), provider="openai", base_url="https://api.openai.com/v1")
     assert transport._inner is None  # replay has nothing that could send
     async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(ll.ReplayMissError, match=r"model=openai/gpt-4o-mini prompt='Say hi' \(POST /chat/completions"):
-            await client.post("https://api.openai.com/v1/chat/completions",
-                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]})
+        with pytest.raises(
+            ll.ReplayMissError, match=r"model=openai/gpt-4o-mini prompt='Say hi' \(POST /chat/completions"
+        ):
+            await client.post(
+                "https://api.openai.com/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]},
+            )

@@ -10,28 +10,40 @@ from llmlab.results import SweepResult
 
 
 def _frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "call_id": ["c1", "c2", "c3", "c4"],
-        "model": ["local/tiny", "local/tiny", "local/small", "local/small"],
-        "temperature": [0.0, 0.7, 0.0, 0.7],
-        "top_p": [1.0] * 4,
-        "repeat": [0] * 4,
-        "prompt": ["What is a rainbow?"] * 4,
-        "completion": ["A rainbow is light.", "A rainbow bends light.", "Rainbows are arcs of light.", "Light!"],
-        "status": ["ok"] * 4,
-        "error": [""] * 4,
-        "cached": [False] * 4,
-        "latency_ms": [100.0, 200.0, 300.0, 1000.0],
-        "output_tokens": [5, 5, 6, 2],
-        "cost_usd": [0.001, 0.001, 0.002, 0.002],
-        "quality": [0.9, 0.8, 0.4, 0.95],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "call_id": ["c1", "c2", "c3", "c4"],
+            "model": ["local/tiny", "local/tiny", "local/small", "local/small"],
+            "temperature": [0.0, 0.7, 0.0, 0.7],
+            "top_p": [1.0] * 4,
+            "repeat": [0] * 4,
+            "prompt": ["What is a rainbow?"] * 4,
+            "completion": ["A rainbow is light.", "A rainbow bends light.", "Rainbows are arcs of light.", "Light!"],
+            "status": ["ok"] * 4,
+            "error": [""] * 4,
+            "cached": [False] * 4,
+            "latency_ms": [100.0, 200.0, 300.0, 1000.0],
+            "output_tokens": [5, 5, 6, 2],
+            "cost_usd": [0.001, 0.001, 0.002, 0.002],
+            "quality": [0.9, 0.8, 0.4, 0.95],
+        }
+    )
 
 
 def test_passing_checks_print_a_stable_report():
-    report = ll.expect(_frame(), min_mean_score={"quality": 0.7}, max_cost_usd=0.006, max_p95_latency_ms=1000,
-                       match="(?i)light", baseline={"c1": "A rainbow is light.", "c2": "A rainbow bends light.",
-                                                    "c3": "Rainbows are arcs of light.", "c4": "Light!"})  # fmt: skip
+    report = ll.expect(
+        _frame(),
+        min_mean_score={"quality": 0.7},
+        max_cost_usd=0.006,
+        max_p95_latency_ms=1000,
+        match="(?i)light",
+        baseline={
+            "c1": "A rainbow is light.",
+            "c2": "A rainbow bends light.",
+            "c3": "Rainbows are arcs of light.",
+            "c4": "Light!",
+        },
+    )
     assert report.passed
     assert str(report) == (
         "6 checks passed on 4 calls\n"
@@ -52,8 +64,12 @@ def test_failure_lists_the_offending_calls():
     text = str(info.value)
     assert text.startswith("3 of 3 checks failed on 4 calls")
     assert "FAIL  no errors: 1 of 4 calls failed" in text and "call_id=c2" in text and "HTTP 500: upstream died" in text
-    assert "FAIL  quality >= 0.5 on every call: 1 calls below" in text and "call_id=c3" in text and "quality=0.4" in text
-    assert "FAIL  p95 latency <= 500 ms: p95 latency 930.0 ms" in text  # the error row has no timing and "latency_ms=1000" in text
+    assert (
+        "FAIL  quality >= 0.5 on every call: 1 calls below" in text and "call_id=c3" in text and "quality=0.4" in text
+    )
+    assert (
+        "FAIL  p95 latency <= 500 ms: p95 latency 930.0 ms" in text
+    )  # the error row has no timing and "latency_ms=1000" in text
     assert info.value.call_ids == ["c2", "c3", "c4"]
     assert isinstance(info.value, AssertionError)  # pytest and nbval report it as a failed assertion
 

@@ -29,9 +29,22 @@ def _copy(tmp_path: Path) -> Path:
 
 
 def _nbval(work: Path) -> tuple[int, str, dict[str, int]]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-o", "addopts=",
-           "--nbval", "--nbval-current-env", "--nbval-sanitize-with", str(NOTEBOOKS / "nbval_sanitize.cfg"),
-           REGRESSION]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rf",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--nbval",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        str(NOTEBOOKS / "nbval_sanitize.cfg"),
+        REGRESSION,
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|error)", out.splitlines()[-1] if out else "")}
@@ -57,9 +70,13 @@ def _edit_answer(work: Path, model: str, question: str, first: str, keep_rest: b
     first streamed piece becomes ``first``, the later pieces stay (``keep_rest``) or are emptied."""
     cassette = work / "cassettes" / "regression.json"
     data = json.loads(cassette.read_text())
-    target = next(e for e in data["interactions"].values()
-                  if e["request"]["body"]["model"] == model and e["request"]["body"]["temperature"] == 0.0
-                  and e["request"]["body"]["messages"][0]["content"] == question)  # fmt: skip
+    target = next(
+        e
+        for e in data["interactions"].values()
+        if e["request"]["body"]["model"] == model
+        and e["request"]["body"]["temperature"] == 0.0
+        and e["request"]["body"]["messages"][0]["content"] == question
+    )
     replaced = False
     for i, event in enumerate(target["response"]["events"]):
         chunk = json.loads(event.removeprefix("data: ")) if event != "data: [DONE]" else {}
@@ -93,14 +110,16 @@ def test_changed_model_output_makes_nbval_fail(tmp_path):
     nb = work / REGRESSION
     assert _code_index(nb, "ll.report(df") in failed  # the digest of the completions moved
     assert _code_index(nb, 'df[["model", "temperature", "question", "completion"') in failed
-    assert _code_index(nb, "print(\"mode:\", MODE)") not in failed  # only what the change touches fails
+    assert _code_index(nb, 'print("mode:", MODE)') not in failed  # only what the change touches fails
     assert counts.get("failed") == len(failed) == 2, out
 
 
 def test_drifted_answer_fails_the_regression_check_naming_the_call(tmp_path):
     work = _copy(tmp_path)
     # the model now gives an unrelated answer to one question: far below the baseline similarity bound
-    target = _edit_answer(work, "tiny", "What causes a rainbow?", "Stock prices fell sharply on Tuesday.", keep_rest=False)
+    target = _edit_answer(
+        work, "tiny", "What causes a rainbow?", "Stock prices fell sharply on Tuesday.", keep_rest=False
+    )
 
     code, out, _counts = _nbval(work)
     assert code != 0, out

@@ -10,7 +10,7 @@ import llmlab as ll
 from llmlab.testing import FaultServer
 
 #: a fast retry policy for tests: the behaviour under faults, not the production backoff times
-FAST = dict(initial_s=0.01, max_s=0.05)
+FAST = {"initial_s": 0.01, "max_s": 0.05}
 
 
 @pytest.fixture

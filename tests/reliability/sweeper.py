@@ -33,8 +33,12 @@ def main() -> None:
     from llmlab.tracing import flush
 
     flush()
-    out = {"sweep_id": res.sweep_id, "ok": int((res.df["status"] == "ok").sum()), "rows": len(res.df),
-           "cached": int(res.df["cached"].sum())}  # fmt: skip
+    out = {
+        "sweep_id": res.sweep_id,
+        "ok": int((res.df["status"] == "ok").sum()),
+        "rows": len(res.df),
+        "cached": int(res.df["cached"].sum()),
+    }
     print(json.dumps(out), flush=True)
     sys.stdout.flush()
 

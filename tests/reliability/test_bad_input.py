@@ -6,20 +6,20 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 import llmlab as ll
+from llmlab.cli.specfile import load_spec
 from llmlab.collector import background, create_app
 from llmlab.config import get_config
-from llmlab.datakit_query import raw_query
 from llmlab.errors import ConfigError, LlmlabError, QueryError, ValidationError
-from llmlab.specfile import load_spec
+from llmlab.readback.datakit_query import raw_query
 from llmlab.store import get_store
 
 
@@ -70,90 +70,420 @@ GOOD_PROMPTS = "prompts: ['What is rain?']\nmodels: [fault/tiny]\n"
 CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
     # --- sweep arguments -----------------------------------------------------------------------------
     ("prompts-empty-list", lambda e: sweep(prompts=[]), ValidationError, r"prompts=\[\]: .*empty"),
-    ("prompts-bare-string", lambda e: sweep(prompts="What is rain?"), ValidationError, r"prompts=.*single string is not a prompt set"),
+    (
+        "prompts-bare-string",
+        lambda e: sweep(prompts="What is rain?"),
+        ValidationError,
+        r"prompts=.*single string is not a prompt set",
+    ),
     ("prompt-blank", lambda e: sweep(prompts=["ok", "  "]), ValidationError, r"prompts\[1\]=.*empty prompt"),
     ("prompts-mixed-types", lambda e: sweep(prompts=["a", 3]), ValidationError, r"prompts=.*mix of types"),
-    ("message-bad-role", lambda e: sweep(prompts=[[{"role": "robot", "content": "hi"}]]), ValidationError, r"prompts\[0\]\[0\]\.role='robot': expected one of"),
-    ("message-no-content", lambda e: sweep(prompts=[[{"role": "user"}]]), ValidationError, r"prompts\[0\]\[0\]=.*needs 'role' and 'content'"),
-    ("model-unknown-local", lambda e: sweep(models=["local/huge"]), ValidationError, r"models='local/huge': unknown local model"),
+    (
+        "message-bad-role",
+        lambda e: sweep(prompts=[[{"role": "robot", "content": "hi"}]]),
+        ValidationError,
+        r"prompts\[0\]\[0\]\.role='robot': expected one of",
+    ),
+    (
+        "message-no-content",
+        lambda e: sweep(prompts=[[{"role": "user"}]]),
+        ValidationError,
+        r"prompts\[0\]\[0\]=.*needs 'role' and 'content'",
+    ),
+    (
+        "model-unknown-local",
+        lambda e: sweep(models=["local/huge"]),
+        ValidationError,
+        r"models='local/huge': unknown local model",
+    ),
     ("model-empty", lambda e: sweep(models=[""]), ValidationError, r"models='': must be a non-empty string"),
-    ("temperature-out-of-range", lambda e: sweep(temperature=[0.0, 3.0]), ValidationError, r"temperature=3\.0: must be in \[0, 2\]"),
-    ("temperature-not-a-number", lambda e: sweep(temperature="hot"), ValidationError, r"temperature='hot': must be a number"),
-    ("temperature-nan", lambda e: sweep(temperature=float("nan")), ValidationError, r"temperature=nan: must be a number"),
+    (
+        "temperature-out-of-range",
+        lambda e: sweep(temperature=[0.0, 3.0]),
+        ValidationError,
+        r"temperature=3\.0: must be in \[0, 2\]",
+    ),
+    (
+        "temperature-not-a-number",
+        lambda e: sweep(temperature="hot"),
+        ValidationError,
+        r"temperature='hot': must be a number",
+    ),
+    (
+        "temperature-nan",
+        lambda e: sweep(temperature=float("nan")),
+        ValidationError,
+        r"temperature=nan: must be a number",
+    ),
     ("top_p-zero", lambda e: sweep(top_p=0), ValidationError, r"top_p=0: must be in \(0, 1\]"),
     ("max_tokens-zero", lambda e: sweep(max_tokens=0), ValidationError, r"max_tokens=0: must be a positive integer"),
-    ("max_tokens-fraction", lambda e: sweep(max_tokens=1.5), ValidationError, r"max_tokens=1\.5: must be a positive integer"),
+    (
+        "max_tokens-fraction",
+        lambda e: sweep(max_tokens=1.5),
+        ValidationError,
+        r"max_tokens=1\.5: must be a positive integer",
+    ),
     ("repeats-negative", lambda e: sweep(repeats=-1), ValidationError, r"repeats=-1: must be a positive integer"),
     ("seed-string", lambda e: sweep(seed="abc"), ValidationError, r"seed='abc': must be an integer"),
-    ("params-reserved", lambda e: sweep(params={"temperature": [0.1]}), ValidationError, r"params\['temperature'\]=.*set by the Sweep itself"),
-    ("params-empty-list", lambda e: sweep(params={"presence_penalty": []}), ValidationError, r"params\['presence_penalty'\]=\[\]: empty list"),
-    ("params-not-json", lambda e: sweep(params={"logit_bias": [object()]}), ValidationError, r"params\['logit_bias'\]=.*JSON-serialisable"),
-    ("template-missing-variable", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {question}"), ValidationError, r"template=.*\{question\} is missing from prompt row 0"),
-    ("template-malformed", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {q"), ValidationError, r"template='Answer: \{q': malformed"),
-    ("template-positional", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {0}"), ValidationError, r"template=.*placeholder \{0\} must be a plain column name"),
-    ("template-empty-placeholder", lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {}"), ValidationError, r"template='Answer: \{\}': placeholder \{\} must name a column"),
-    ("model-unknown-provider", lambda e: sweep(models=["moonshoot/kimi-k2"]), ValidationError, r"models='moonshoot/kimi-k2': provider 'moonshoot' is unknown; known: .*fault"),
-    ("message-empty-content", lambda e: sweep(prompts=[[{"role": "user", "content": " "}]]), ValidationError, r"prompts\[0\]\[0\]\.content=' ': empty message"),
-    ("message-null-content", lambda e: sweep(prompts=[[{"role": "user", "content": None}]]), ValidationError, r"prompts\[0\]\[0\]\.content=None: empty message"),
+    (
+        "params-reserved",
+        lambda e: sweep(params={"temperature": [0.1]}),
+        ValidationError,
+        r"params\['temperature'\]=.*set by the Sweep itself",
+    ),
+    (
+        "params-empty-list",
+        lambda e: sweep(params={"presence_penalty": []}),
+        ValidationError,
+        r"params\['presence_penalty'\]=\[\]: empty list",
+    ),
+    (
+        "params-not-json",
+        lambda e: sweep(params={"logit_bias": [object()]}),
+        ValidationError,
+        r"params\['logit_bias'\]=.*JSON-serialisable",
+    ),
+    (
+        "template-missing-variable",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {question}"),
+        ValidationError,
+        r"template=.*\{question\} is missing from prompt row 0",
+    ),
+    (
+        "template-malformed",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {q"),
+        ValidationError,
+        r"template='Answer: \{q': malformed",
+    ),
+    (
+        "template-positional",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {0}"),
+        ValidationError,
+        r"template=.*placeholder \{0\} must be a plain column name",
+    ),
+    (
+        "template-empty-placeholder",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Answer: {}"),
+        ValidationError,
+        r"template='Answer: \{\}': placeholder \{\} must name a column",
+    ),
+    (
+        "model-unknown-provider",
+        lambda e: sweep(models=["moonshoot/kimi-k2"]),
+        ValidationError,
+        r"models='moonshoot/kimi-k2': provider 'moonshoot' is unknown; known: .*fault",
+    ),
+    (
+        "message-empty-content",
+        lambda e: sweep(prompts=[[{"role": "user", "content": " "}]]),
+        ValidationError,
+        r"prompts\[0\]\[0\]\.content=' ': empty message",
+    ),
+    (
+        "message-null-content",
+        lambda e: sweep(prompts=[[{"role": "user", "content": None}]]),
+        ValidationError,
+        r"prompts\[0\]\[0\]\.content=None: empty message",
+    ),
     ("system-empty", lambda e: sweep(system=""), ValidationError, r"system='': must be a non-empty string"),
-    ("params-not-a-dict", lambda e: sweep(params=[("presence_penalty", 0.5)]), ValidationError, r"params=\[.*\]: must be a dict"),
-    ("params-key-not-a-name", lambda e: sweep(params={1: [0.5]}), ValidationError, r"params=1: parameter names must be strings"),
-    ("max_tokens-past-local-limit", lambda e: sweep(models=["local/tiny"], max_tokens=10**9), ValidationError, r"max_tokens=1000000000: the local models accept at most"),
-    ("run-budget-unbounded-replies", lambda e: sweep(max_tokens=None).run(display=False, budget_usd=1.0), ValidationError, r"budget_usd=1\.0: max_tokens=None leaves"),
-    ("params-client-option", lambda e: sweep(params={"extra_headers": [{"api-key": "k-123"}]}), ValidationError, r"params\['extra_headers'\]='\.\.\.': 'extra_headers' is an option of the openai client(?!.*k-123)"),
-    ("run-concurrency-zero", lambda e: sweep().run(display=False, concurrency=0), ValidationError, r"concurrency=0: must be a positive integer"),
-    ("run-budget-negative", lambda e: sweep().run(display=False, budget_usd=-1), ValidationError, r"budget_usd=-1: must be a non-negative number"),
-    ("run-cache-unknown", lambda e: sweep().run(display=False, cache="sometimes"), ValidationError, r"cache='sometimes': expected True, False"),
-    ("run-missing-api-key", lambda e: sweep(models=["gpt-4o-mini"]).run(display=False), ConfigError, r"provider 'openai': API key missing: set the OPENAI_API_KEY"),
+    (
+        "params-not-a-dict",
+        lambda e: sweep(params=[("presence_penalty", 0.5)]),
+        ValidationError,
+        r"params=\[.*\]: must be a dict",
+    ),
+    (
+        "params-key-not-a-name",
+        lambda e: sweep(params={1: [0.5]}),
+        ValidationError,
+        r"params=1: parameter names must be strings",
+    ),
+    (
+        "max_tokens-past-local-limit",
+        lambda e: sweep(models=["local/tiny"], max_tokens=10**9),
+        ValidationError,
+        r"max_tokens=1000000000: the local models accept at most",
+    ),
+    (
+        "run-budget-unbounded-replies",
+        lambda e: sweep(max_tokens=None).run(display=False, budget_usd=1.0),
+        ValidationError,
+        r"budget_usd=1\.0: max_tokens=None leaves",
+    ),
+    (
+        "params-client-option",
+        lambda e: sweep(params={"extra_headers": [{"api-key": "k-123"}]}),
+        ValidationError,
+        r"params\['extra_headers'\]='\.\.\.': 'extra_headers' is an option of the openai client(?!.*k-123)",
+    ),
+    (
+        "run-concurrency-zero",
+        lambda e: sweep().run(display=False, concurrency=0),
+        ValidationError,
+        r"concurrency=0: must be a positive integer",
+    ),
+    (
+        "run-budget-negative",
+        lambda e: sweep().run(display=False, budget_usd=-1),
+        ValidationError,
+        r"budget_usd=-1: must be a non-negative number",
+    ),
+    (
+        "run-cache-unknown",
+        lambda e: sweep().run(display=False, cache="sometimes"),
+        ValidationError,
+        r"cache='sometimes': expected True, False",
+    ),
+    (
+        "run-missing-api-key",
+        lambda e: sweep(models=["gpt-4o-mini"]).run(display=False),
+        ConfigError,
+        r"provider 'openai': API key missing: set the OPENAI_API_KEY",
+    ),
     # --- prompt files ---------------------------------------------------------------------------------
-    ("prompts-path-is-a-directory", lambda e: sweep(prompts=e.tmp), ValidationError, r"prompts=.*: is a directory; pass a \.csv, \.jsonl or \.json file"),
-    ("prompts-path-wrong-type", lambda e: sweep(prompts=e.file("p.txt", "What is rain?\n")), ValidationError, r"prompts=.*p\.txt': unsupported file type '\.txt'"),
-    ("csv-missing-file", lambda e: sweep(prompts=str(e.tmp / "nope.csv")), ValidationError, r"prompts=.*nope\.csv': file not found"),
-    ("csv-row-too-long", lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\nsun,extra\n"), template=None), ValidationError, r"p\.csv:3': row has more fields than the 1 header"),
-    ("csv-row-too-short", lambda e: sweep(prompts=e.file("p.csv", "q,topic\nrain,weather\nsun\n"), template="{q}"), ValidationError, r"p\.csv:3': row has fewer fields than the 2 header"),
-    ("csv-latin1", lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\ncaf\u00e9 cr\u00e8me\n".encode("latin-1"))), ValidationError, r"p\.csv': not UTF-8 text \(bad byte at line 3\)"),
-    ("csv-header-only", lambda e: sweep(prompts=e.file("p.csv", "prompt\n")), ValidationError, r"p\.csv': the prompt set is empty"),
-    ("csv-no-prompt-column", lambda e: sweep(prompts=e.file("p.csv", "question\nrain\n")), ValidationError, r"prompts\[0\]=.*no 'prompt' column"),
-    ("jsonl-bad-json", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n{"prompt": "sun"\n')), ValidationError, r"p\.jsonl:2': invalid JSON"),
-    ("jsonl-number-line", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n42\n')), ValidationError, r"p\.jsonl:2': each line must be a JSON object"),
-    ("jsonl-utf16", lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n'.encode("utf-16"))), ValidationError, r"p\.jsonl': not UTF-8 text"),
+    (
+        "prompts-path-is-a-directory",
+        lambda e: sweep(prompts=e.tmp),
+        ValidationError,
+        r"prompts=.*: is a directory; pass a \.csv, \.jsonl or \.json file",
+    ),
+    (
+        "prompts-path-wrong-type",
+        lambda e: sweep(prompts=e.file("p.txt", "What is rain?\n")),
+        ValidationError,
+        r"prompts=.*p\.txt': unsupported file type '\.txt'",
+    ),
+    (
+        "csv-missing-file",
+        lambda e: sweep(prompts=str(e.tmp / "nope.csv")),
+        ValidationError,
+        r"prompts=.*nope\.csv': file not found",
+    ),
+    (
+        "csv-row-too-long",
+        lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\nsun,extra\n"), template=None),
+        ValidationError,
+        r"p\.csv:3': row has more fields than the 1 header",
+    ),
+    (
+        "csv-row-too-short",
+        lambda e: sweep(prompts=e.file("p.csv", "q,topic\nrain,weather\nsun\n"), template="{q}"),
+        ValidationError,
+        r"p\.csv:3': row has fewer fields than the 2 header",
+    ),
+    (
+        "csv-latin1",
+        lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\ncaf\u00e9 cr\u00e8me\n".encode("latin-1"))),
+        ValidationError,
+        r"p\.csv': not UTF-8 text \(bad byte at line 3\)",
+    ),
+    (
+        "csv-header-only",
+        lambda e: sweep(prompts=e.file("p.csv", "prompt\n")),
+        ValidationError,
+        r"p\.csv': the prompt set is empty",
+    ),
+    (
+        "csv-no-prompt-column",
+        lambda e: sweep(prompts=e.file("p.csv", "question\nrain\n")),
+        ValidationError,
+        r"prompts\[0\]=.*no 'prompt' column",
+    ),
+    (
+        "jsonl-bad-json",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n{"prompt": "sun"\n')),
+        ValidationError,
+        r"p\.jsonl:2': invalid JSON",
+    ),
+    (
+        "jsonl-number-line",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n42\n')),
+        ValidationError,
+        r"p\.jsonl:2': each line must be a JSON object",
+    ),
+    (
+        "jsonl-utf16",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain"}\n'.encode("utf-16"))),
+        ValidationError,
+        r"p\.jsonl': not UTF-8 text",
+    ),
     # --- YAML specs -----------------------------------------------------------------------------------
-    ("yaml-syntax", lambda e: spec(e, "prompts: [a, b\nmodels: x\n"), ValidationError, r"spec=.*spec\.yaml': invalid YAML at line"),
-    ("yaml-unknown-key", lambda e: spec(e, GOOD_PROMPTS + "modles: [x]\n"), ValidationError, r"spec\.yaml: modles=.*unknown key"),
-    ("yaml-missing-prompts", lambda e: spec(e, "models: [fault/tiny]\n"), ValidationError, r"spec\.yaml: prompts=None: required key is missing"),
-    ("yaml-top-level-list", lambda e: spec(e, "- a\n- b\n"), ValidationError, r"spec\.yaml': the top level must be a mapping"),
-    ("yaml-bad-value", lambda e: spec(e, GOOD_PROMPTS + "temperature: hot\n"), ValidationError, r"spec\.yaml: temperature='hot': must be a number"),
-    ("yaml-run-unknown-key", lambda e: spec(e, GOOD_PROMPTS + "run: {concurency: 4}\n"), ValidationError, r"spec\.yaml: run\.concurency=4: unknown key"),
-    ("yaml-run-bad-budget", lambda e: spec(e, GOOD_PROMPTS + "run: {budget_usd: ten}\n"), ValidationError, r"spec\.yaml: run\.budget_usd='ten': must be a non-negative number"),
-    ("yaml-prompt-file-missing", lambda e: spec(e, "prompts: missing.csv\n"), ValidationError, r"spec\.yaml: prompts=.*missing\.csv': file not found"),
+    (
+        "yaml-syntax",
+        lambda e: spec(e, "prompts: [a, b\nmodels: x\n"),
+        ValidationError,
+        r"spec=.*spec\.yaml': invalid YAML at line",
+    ),
+    (
+        "yaml-unknown-key",
+        lambda e: spec(e, GOOD_PROMPTS + "modles: [x]\n"),
+        ValidationError,
+        r"spec\.yaml: modles=.*unknown key",
+    ),
+    (
+        "yaml-missing-prompts",
+        lambda e: spec(e, "models: [fault/tiny]\n"),
+        ValidationError,
+        r"spec\.yaml: prompts=None: required key is missing",
+    ),
+    (
+        "yaml-top-level-list",
+        lambda e: spec(e, "- a\n- b\n"),
+        ValidationError,
+        r"spec\.yaml': the top level must be a mapping",
+    ),
+    (
+        "yaml-bad-value",
+        lambda e: spec(e, GOOD_PROMPTS + "temperature: hot\n"),
+        ValidationError,
+        r"spec\.yaml: temperature='hot': must be a number",
+    ),
+    (
+        "yaml-run-unknown-key",
+        lambda e: spec(e, GOOD_PROMPTS + "run: {concurency: 4}\n"),
+        ValidationError,
+        r"spec\.yaml: run\.concurency=4: unknown key",
+    ),
+    (
+        "yaml-run-bad-budget",
+        lambda e: spec(e, GOOD_PROMPTS + "run: {budget_usd: ten}\n"),
+        ValidationError,
+        r"spec\.yaml: run\.budget_usd='ten': must be a non-negative number",
+    ),
+    (
+        "yaml-prompt-file-missing",
+        lambda e: spec(e, "prompts: missing.csv\n"),
+        ValidationError,
+        r"spec\.yaml: prompts=.*missing\.csv': file not found",
+    ),
     # --- configuration --------------------------------------------------------------------------------
-    ("config-datakit-scheme", lambda e: ll.configure(datakit="ftp://example.com"), ConfigError, r"datakit='ftp://example\.com': expected 'embedded', None, or an http"),
-    ("config-env-datakit", lambda e: _env_configure(LLMLAB_DATAKIT_URL="localhost:9529"), ConfigError, r"LLMLAB_DATAKIT_URL='localhost:9529': expected"),
-    ("config-env-trace-content", lambda e: _env_configure(TRACELOOP_TRACE_CONTENT="maybe"), ConfigError, r"TRACELOOP_TRACE_CONTENT='maybe': expected true or false"),
-    ("config-env-headers", lambda e: _env_configure(TRACELOOP_HEADERS="x-token"), ConfigError, r"TRACELOOP_HEADERS: entry 'x-token' has no '=value'"),
-    ("config-env-headers-colon", lambda e: _env_configure(TRACELOOP_HEADERS="x-api-key: tok-9f8e7d6c5b4a"), ConfigError, r"TRACELOOP_HEADERS: entry 'x-api-key' has no '=value'(?!.*tok-9f8e)"),
-    ("config-home-is-a-file", lambda e: ll.configure(home=e.file("afile", "x")), ConfigError, r"home=.*afile': exists and is not a directory"),
-    ("config-trace-content-type", lambda e: ll.configure(trace_content="yes"), ConfigError, r"trace_content='yes': must be True or False"),
-    ("provider-bad-name", lambda e: ll.provider("my provider", base_url="http://x/v1"), ConfigError, r"provider name='my provider': use letters"),
-    ("provider-url-no-scheme", lambda e: ll.provider("p2", base_url="localhost:8000/v1"), ConfigError, r"provider 'p2': base_url='localhost:8000/v1' must start with http"),
-    ("provider-rpm-zero", lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0), ConfigError, r"provider 'p3': rpm=0 must be a positive number"),
-    ("provider-key-as-env-name", lambda e: ll.provider("p4", base_url="http://x/v1", api_key_env="k3y-pasted-by-mistake-0042"), ConfigError, r"provider 'p4': api_key_env must be the name of an environment variable(?!.*k3y-pasted)"),
-    ("provider-headers-not-a-dict", lambda e: ll.provider("p5", base_url="http://x/v1", headers="api-key=t0k"), ConfigError, r"provider 'p5': headers must be a dict(?!.*t0k)"),
+    (
+        "config-datakit-scheme",
+        lambda e: ll.configure(datakit="ftp://example.com"),
+        ConfigError,
+        r"datakit='ftp://example\.com': expected 'embedded', None, or an http",
+    ),
+    (
+        "config-env-datakit",
+        lambda e: _env_configure(LLMLAB_DATAKIT_URL="localhost:9529"),
+        ConfigError,
+        r"LLMLAB_DATAKIT_URL='localhost:9529': expected",
+    ),
+    (
+        "config-env-trace-content",
+        lambda e: _env_configure(TRACELOOP_TRACE_CONTENT="maybe"),
+        ConfigError,
+        r"TRACELOOP_TRACE_CONTENT='maybe': expected true or false",
+    ),
+    (
+        "config-env-headers",
+        lambda e: _env_configure(TRACELOOP_HEADERS="x-token"),
+        ConfigError,
+        r"TRACELOOP_HEADERS: entry 'x-token' has no '=value'",
+    ),
+    (
+        "config-env-headers-colon",
+        lambda e: _env_configure(TRACELOOP_HEADERS="x-api-key: tok-9f8e7d6c5b4a"),
+        ConfigError,
+        r"TRACELOOP_HEADERS: entry 'x-api-key' has no '=value'(?!.*tok-9f8e)",
+    ),
+    (
+        "config-home-is-a-file",
+        lambda e: ll.configure(home=e.file("afile", "x")),
+        ConfigError,
+        r"home=.*afile': exists and is not a directory",
+    ),
+    (
+        "config-trace-content-type",
+        lambda e: ll.configure(trace_content="yes"),
+        ConfigError,
+        r"trace_content='yes': must be True or False",
+    ),
+    (
+        "provider-bad-name",
+        lambda e: ll.provider("my provider", base_url="http://x/v1"),
+        ConfigError,
+        r"provider name='my provider': use letters",
+    ),
+    (
+        "provider-url-no-scheme",
+        lambda e: ll.provider("p2", base_url="localhost:8000/v1"),
+        ConfigError,
+        r"provider 'p2': base_url='localhost:8000/v1' must start with http",
+    ),
+    (
+        "provider-rpm-zero",
+        lambda e: ll.provider("p3", base_url="http://x/v1", rpm=0),
+        ConfigError,
+        r"provider 'p3': rpm=0 must be a positive number",
+    ),
+    (
+        "provider-key-as-env-name",
+        lambda e: ll.provider("p4", base_url="http://x/v1", api_key_env="k3y-pasted-by-mistake-0042"),
+        ConfigError,
+        r"provider 'p4': api_key_env must be the name of an environment variable(?!.*k3y-pasted)",
+    ),
+    (
+        "provider-headers-not-a-dict",
+        lambda e: ll.provider("p5", base_url="http://x/v1", headers="api-key=t0k"),
+        ConfigError,
+        r"provider 'p5': headers must be a dict(?!.*t0k)",
+    ),
     ("config-home-empty", lambda e: ll.configure(home=""), ConfigError, r"home='': must be a directory path"),
-    ("config-headers-not-strings", lambda e: ll.configure(headers={"x-token": 12345}), ConfigError, r"headers: expected a dict of header name to string value(?!.*12345)"),
+    (
+        "config-headers-not-strings",
+        lambda e: ll.configure(headers={"x-token": 12345}),
+        ConfigError,
+        r"headers: expected a dict of header name to string value(?!.*12345)",
+    ),
     # --- OTLP bodies sent to the collector ------------------------------------------------------------
-    ("otlp-content-type", lambda e: e.otlp(b"{}", "text/plain"), CollectorRejected, r"HTTP 400 otel\.bad_content_type: Content-Type must be application/x-protobuf"),
+    (
+        "otlp-content-type",
+        lambda e: e.otlp(b"{}", "text/plain"),
+        CollectorRejected,
+        r"HTTP 400 otel\.bad_content_type: Content-Type must be application/x-protobuf",
+    ),
     ("otlp-garbage-protobuf", lambda e: e.otlp(b"\xff\x00garbage"), CollectorRejected, r"HTTP 400 otel\.bad_body"),
-    ("otlp-bad-json", lambda e: e.otlp(b'{"resourceSpans": [', "application/json"), CollectorRejected, r"HTTP 400 otel\.bad_body"),
-    ("otlp-not-gzip", lambda e: e.otlp(b"plain bytes", encoding="gzip"), CollectorRejected, r"HTTP 400 otel\.bad_gzip: body is not valid gzip"),
-    ("otlp-encoding", lambda e: e.otlp(b"x", encoding="br"), CollectorRejected, r"HTTP 400 otel\.bad_content_encoding: unsupported Content-Encoding 'br'"),
-    ("otlp-gzip-bomb", lambda e: e.otlp(gzip.compress(b"\0" * (17 * 1024 * 1024)), encoding="gzip"), CollectorRejected, r"HTTP 413 otel\.body_too_large"),
+    (
+        "otlp-bad-json",
+        lambda e: e.otlp(b'{"resourceSpans": [', "application/json"),
+        CollectorRejected,
+        r"HTTP 400 otel\.bad_body",
+    ),
+    (
+        "otlp-not-gzip",
+        lambda e: e.otlp(b"plain bytes", encoding="gzip"),
+        CollectorRejected,
+        r"HTTP 400 otel\.bad_gzip: body is not valid gzip",
+    ),
+    (
+        "otlp-encoding",
+        lambda e: e.otlp(b"x", encoding="br"),
+        CollectorRejected,
+        r"HTTP 400 otel\.bad_content_encoding: unsupported Content-Encoding 'br'",
+    ),
+    (
+        "otlp-gzip-bomb",
+        lambda e: e.otlp(gzip.compress(b"\0" * (17 * 1024 * 1024)), encoding="gzip"),
+        CollectorRejected,
+        r"HTTP 413 otel\.body_too_large",
+    ),
     # --- DQL queries ----------------------------------------------------------------------------------
     ("dql-syntax", lambda e: e.dql("T::re(`.*`) {service = }"), QueryError, r"HTTP 400: .*"),
     ("dql-namespace", lambda e: e.dql("X::opentelemetry"), QueryError, r"HTTP 400: .*namespace"),
     ("dql-message-filter", lambda e: e.dql("T::re(`.*`) {message = 'x'}"), QueryError, r"HTTP 400: .*message"),
-    ("dql-body-not-json", lambda e: e.query_body(b"queries please"), CollectorRejected, r"HTTP 400 query\.bad_json: body is not JSON"),
-    ("dql-body-no-queries", lambda e: e.query_body(b'{"q": 1}'), CollectorRejected, r'HTTP 400 query\.invalid_dql: body must be \{"queries"'),
+    (
+        "dql-body-not-json",
+        lambda e: e.query_body(b"queries please"),
+        CollectorRejected,
+        r"HTTP 400 query\.bad_json: body is not JSON",
+    ),
+    (
+        "dql-body-no-queries",
+        lambda e: e.query_body(b'{"q": 1}'),
+        CollectorRejected,
+        r'HTTP 400 query\.invalid_dql: body must be \{"queries"',
+    ),
 ]
 
 
@@ -190,9 +520,27 @@ def collector(tmp_path_factory):
     app = create_app(db)
     server = background(app).start()
     # one good span, so "nothing harmed" compares real content
-    good = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
-             "scopeSpans": [{"spans": [{"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "x", "kind": 3,
-                                         "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"}]}]}]}  # fmt: skip
+    good = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "s"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0" * 31 + "1",
+                                "spanId": "0" * 15 + "1",
+                                "name": "x",
+                                "kind": 3,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000001000000000",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     assert httpx.post(server.url + "/otel/v1/traces", json=good).status_code == 200
     yield server.url, db
     server.stop()

@@ -9,16 +9,16 @@ import pytest
 import llmlab as ll
 from llmlab.errors import ValidationError
 from llmlab.events import EventBus
-from llmlab.progress import ProgressBar
 from llmlab.store import get_store
-from llmlab.widgets import GridState, specs_from_calls
-
+from llmlab.view.progress import ProgressBar
+from llmlab.view.widgets import GridState, specs_from_calls
 from tests.reliability.conftest import price_fault_models
 
 
 def _sweep(n: int = 20) -> ll.Sweep:
-    return ll.Sweep(prompts=[f"What is rain, part {i}?" for i in range(n)], models=["fault/tiny"], temperature=0.0,
-                    max_tokens=20)  # fmt: skip
+    return ll.Sweep(
+        prompts=[f"What is rain, part {i}?" for i in range(n)], models=["fault/tiny"], temperature=0.0, max_tokens=20
+    )
 
 
 def test_budget_stops_dispatch_keeps_finished_and_says_so(fault, home):
@@ -72,12 +72,19 @@ def test_a_budget_on_a_model_without_a_price_is_refused_before_sending(fault):
 def test_a_budget_with_unbounded_replies_is_refused_before_sending(fault, home):
     # without max_tokens a reply's length, and so its cost, has no upper bound: the cap could be passed
     price_fault_models(home, tiny=(1.0, 1000.0))
-    sweep = ll.Sweep(prompts=["What is rain?", "What is snow?"], models=["fault/tiny"], temperature=0.0, max_tokens=None)
+    sweep = ll.Sweep(
+        prompts=["What is rain?", "What is snow?"], models=["fault/tiny"], temperature=0.0, max_tokens=None
+    )
     with pytest.raises(ValidationError, match=r"budget_usd=0\.5: max_tokens=None leaves .* unbounded; set max_tokens"):
         sweep.run(display=False, budget_usd=0.5)
     assert fault.stats()["requests"] == 0
     # a swept max_completion_tokens bounds it too
-    bounded = ll.Sweep(prompts=["What is rain?"], models=["fault/tiny"], temperature=0.0, max_tokens=None,
-                       params={"max_completion_tokens": [8]})  # fmt: skip
+    bounded = ll.Sweep(
+        prompts=["What is rain?"],
+        models=["fault/tiny"],
+        temperature=0.0,
+        max_tokens=None,
+        params={"max_completion_tokens": [8]},
+    )
     res = bounded.run(display=False, budget_usd=0.5)
     assert res.stopped is None and res.df["status"].tolist() == ["ok"] and res.df["output_tokens"].iloc[0] <= 8

@@ -13,7 +13,6 @@ import llmlab as ll
 from llmlab.store import get_store
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
-
 from tests.reliability.collector_faults import GatedCollector, free_port
 from tests.reliability.test_resume import sweeper
 
@@ -95,8 +94,10 @@ def test_flapping_or_answer_losing_datakit_ends_with_each_span_stored_once(fault
 def test_two_processes_sweeping_into_one_home_corrupt_nothing(fault, home, collectors):
     collector = collectors()
     n = 30
-    procs = [sweeper(home, fault.base_url, n=n, tag=tag, concurrency=6, max_tokens=8, datakit=collector.url)
-             for tag in ("alpha", "beta")]  # fmt: skip
+    procs = [
+        sweeper(home, fault.base_url, n=n, tag=tag, concurrency=6, max_tokens=8, datakit=collector.url)
+        for tag in ("alpha", "beta")
+    ]
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -106,9 +107,12 @@ def test_two_processes_sweeping_into_one_home_corrupt_nothing(fault, home, colle
     with sqlite3.connect(home / "llmlab.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         for o in outs:
-            assert con.execute("SELECT count(*), count(DISTINCT call_id) FROM calls WHERE sweep_id=?",
-                               (o["sweep_id"],)).fetchone() == (n, n)  # fmt: skip
-            assert con.execute("SELECT status FROM sweeps WHERE sweep_id=?", (o["sweep_id"],)).fetchone()[0] == "finished"
+            assert con.execute(
+                "SELECT count(*), count(DISTINCT call_id) FROM calls WHERE sweep_id=?", (o["sweep_id"],)
+            ).fetchone() == (n, n)
+            assert (
+                con.execute("SELECT status FROM sweeps WHERE sweep_id=?", (o["sweep_id"],)).fetchone()[0] == "finished"
+            )
     config = ll.configure(home=home, datakit=collector.url)
     _drain_all(config)  # whatever the two exporters had not sent yet
     keys = _store_keys()

@@ -9,17 +9,24 @@ import pytest
 import llmlab as ll
 from llmlab.events import EventBus
 from llmlab.localmodel import count_tokens, create_app, get_model
-from llmlab.runner import RetryPolicy
+from llmlab.run.runner import RetryPolicy
 from llmlab.store import get_store
 from llmlab.testing import request_key_for_call
-
 from tests.reliability.conftest import FAST
 
 
 def _grid(n_prompts: int, **kw) -> ll.Sweep:
     prompts = [f"Tell me about rainbows and rain, question {i}" for i in range(n_prompts)]
-    return ll.Sweep(prompts=prompts, models=["fault/tiny"], temperature=[0.0, 0.7], top_p=[1.0, 0.9], repeats=2,
-                    seed=5, max_tokens=16, **kw)  # fmt: skip
+    return ll.Sweep(
+        prompts=prompts,
+        models=["fault/tiny"],
+        temperature=[0.0, 0.7],
+        top_p=[1.0, 0.9],
+        repeats=2,
+        seed=5,
+        max_tokens=16,
+        **kw,
+    )
 
 
 def test_sweep_of_200_calls_under_429_5xx_and_cut_streams_ends_all_ok(fault):
@@ -37,7 +44,11 @@ def test_sweep_of_200_calls_under_429_5xx_and_cut_streams_ends_all_ok(fault):
     # the faults really happened, in about the asked shares
     attempts = stats["requests"]
     assert attempts > 300
-    assert 0.2 < stats["outcomes"]["429"] / attempts < 0.4 and stats["outcomes"]["5xx"] > 20 and stats["outcomes"]["cut"] > 8
+    assert (
+        0.2 < stats["outcomes"]["429"] / attempts < 0.4
+        and stats["outcomes"]["5xx"] > 20
+        and stats["outcomes"]["cut"] > 8
+    )
     # every cell ok, once
     assert len(df) == 200 and (df["status"] == "ok").all() and df["call_id"].is_unique
     rows = get_store().read("SELECT call_id, status FROM calls WHERE sweep_id=?", (res.sweep_id,))
@@ -51,7 +62,9 @@ def test_sweep_of_200_calls_under_429_5xx_and_cut_streams_ends_all_ok(fault):
     # answer (sampling is seeded, so the model run directly gives the same text)
     for call in sweep.calls:
         row = df.loc[df["call_id"] == call.call_id].iloc[0]
-        gen = get_model("tiny").generate(list(call.messages), call.temperature, call.top_p, call.max_tokens, None, call.seed)
+        gen = get_model("tiny").generate(
+            list(call.messages), call.temperature, call.top_p, call.max_tokens, None, call.seed
+        )
         assert row["completion"] == "".join(gen) and row["finish_reason"] == gen.finish_reason
         assert row["output_tokens"] == count_tokens(row["completion"]) and not row["tokens_estimated"]
     assert res.stopped is None
@@ -76,7 +89,8 @@ def test_a_call_that_keeps_failing_becomes_an_error_row_without_a_partial_comple
     tokens: list[str] = []
     bus.subscribe(lambda e: e.kind == "token" and tokens.append(e.data["text"]))
     res = ll.Sweep(prompts=["What is a rainbow?"], models=["fault/tiny"], temperature=0.0, max_tokens=16).run(
-        display=False, retry=RetryPolicy(max_attempts=3, **FAST), bus=bus)
+        display=False, retry=RetryPolicy(max_attempts=3, **FAST), bus=bus
+    )
     row = res.df.iloc[0]
     assert row["status"] == "error" and "StreamCut" in row["error"] and row["attempts"] == 3
     assert row["completion"] is None or row["completion"] != row["completion"]  # None/NA, never the partial text
@@ -93,7 +107,9 @@ def test_rpm_limit_spaces_requests_and_waiting_is_not_latency(fault):
     assert (res.df["status"] == "ok").all()
     times = sorted(fault.stats()["times"])
     # never more than a burst plus one second's worth in any one second
-    assert max(sum(1 for t in times if t0 <= t < t0 + 1.0) for t0 in times) <= 24  # 10 + 10, and some slack for arrival jitter
+    assert (
+        max(sum(1 for t in times if t0 <= t < t0 + 1.0) for t0 in times) <= 24
+    )  # 10 + 10, and some slack for arrival jitter
     assert elapsed >= 1.5  # (30 - 10 burst) / 10 per second, at the least
     # the rate-limit wait is queueing, not latency
     assert res.df["queue_ms"].max() > 1000 and res.df["latency_ms"].max() < res.df["queue_ms"].max()
@@ -117,8 +133,9 @@ def test_concurrency_adapts_down_after_429s(fault):
     bus = EventBus()
     done: list = []
     bus.subscribe(lambda e: e.kind == "sweep_finished" and done.append(e.data))
-    sweep = ll.Sweep(prompts=[f"rain and sun {i}" for i in range(60)], models=["fault/tiny"], temperature=0.0,
-                     max_tokens=8)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=[f"rain and sun {i}" for i in range(60)], models=["fault/tiny"], temperature=0.0, max_tokens=8
+    )
     res = sweep.run(display=False, concurrency=16, bus=bus, retry=RetryPolicy(**FAST))
     assert (res.df["status"] == "ok").all()
     limits = done[0]["limits"]["fault/tiny"]
@@ -132,10 +149,16 @@ def _span_s(times: list[float]) -> float:
 
 
 def test_re_registering_a_provider_replaces_its_limits_between_runs(fault):
-    from llmlab.providers import get_provider
+    from llmlab.plan.providers import get_provider
 
-    sweep = lambda tag: ll.Sweep(prompts=[f"{tag} rain {i}" for i in range(6)], models=["fault/tiny"],  # noqa: E731
-                                 temperature=0.0, max_tokens=4)  # fmt: skip
+    def sweep(tag):
+        return ll.Sweep(
+            prompts=[f"{tag} rain {i}" for i in range(6)],
+            models=["fault/tiny"],
+            temperature=0.0,
+            max_tokens=4,
+        )
+
     ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=120, tpm=50_000)  # 2 requests/s, burst 1
     assert sweep("a").run(display=False, concurrency=1).df["status"].eq("ok").all()
     limited = _span_s(fault.stats()["times"])
@@ -174,7 +197,8 @@ def test_retry_after_is_waited_for_whatever_its_form(fault, as_date):
     fault.faults.rate_429, fault.faults.max_faults_per_request = 1.0, 1
     fault.faults.retry_after_s, fault.faults.retry_after_date = 2.0, as_date
     res = ll.Sweep(prompts=["rain"], models=["fault/tiny"], temperature=0.0, max_tokens=4).run(
-        display=False, retry=RetryPolicy(**FAST))
+        display=False, retry=RetryPolicy(**FAST)
+    )
     assert res.df["status"].tolist() == ["ok"] and res.df["retries"].tolist() == [1]
     first, second = sorted(fault.stats()["times"])
     assert second - first >= 1.0  # an HTTP-date has whole seconds: at least 1 s of the 2 s remain
@@ -185,7 +209,8 @@ def test_an_exhausted_quota_is_an_error_at_once_not_twenty_retries(fault):
     # OpenAI answers 429 "insufficient_quota" when the account is out of credit: retrying cannot help
     fault.faults.quota_exhausted = True
     res = ll.Sweep(prompts=["rain", "sun"], models=["fault/tiny"], temperature=0.0, max_tokens=4).run(
-        display=False, retry=RetryPolicy(**FAST))
+        display=False, retry=RetryPolicy(**FAST)
+    )
     assert res.df["status"].tolist() == ["error", "error"] and res.df["attempts"].tolist() == [1, 1]
     assert res.df["error"].str.contains("HTTP 429: You exceeded your current quota").all()
     assert fault.stats()["requests"] == 2
@@ -193,8 +218,13 @@ def test_an_exhausted_quota_is_an_error_at_once_not_twenty_retries(fault):
 
 def test_parameters_the_openai_client_does_not_know_are_sent_in_the_body(fault):
     # vLLM, Ollama, Qwen take top_k and the like; the openai client only passes them as extra_body
-    sweep = ll.Sweep(prompts=["What is rain?"], models=["fault/tiny"], temperature=0.0, max_tokens=4,
-                     params={"top_k": [5, 20], "presence_penalty": [0.5]})  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=["What is rain?"],
+        models=["fault/tiny"],
+        temperature=0.0,
+        max_tokens=4,
+        params={"top_k": [5, 20], "presence_penalty": [0.5]},
+    )
     res = sweep.run(display=False)
     assert (res.df["status"] == "ok").all() and res.df["top_k"].tolist() == [5, 20]
     sent = fault.stats()["by_key"]  # the server saw top_k at the top level of each body

@@ -15,7 +15,6 @@ from pathlib import Path
 import llmlab as ll
 from llmlab.localmodel import create_app
 from llmlab.testing import request_key_for_call
-
 from tests.reliability.sweeper import build
 
 SCRIPT = Path(__file__).with_name("sweeper.py")
@@ -43,7 +42,9 @@ def finished_calls(home: Path) -> set[str]:
 
 def test_sigkill_half_way_then_rerun_sends_only_the_unfinished_calls(fault, home):
     n = 40
-    fault.app.inner = create_app(delay_ms=8.0)  # ~200 ms per call: the sweep takes ~2 s, so the kill lands well before the end
+    fault.app.inner = create_app(
+        delay_ms=8.0
+    )  # ~200 ms per call: the sweep takes ~2 s, so the kill lands well before the end
     proc = sweeper(home, fault.base_url, n=n, concurrency=4)
     deadline = time.monotonic() + 60
     done: set[str] = set()
@@ -105,7 +106,9 @@ def test_two_processes_running_the_same_sweep_at_once_pay_for_each_call_once(fau
 async def test_the_same_sweep_twice_at_once_in_one_kernel_pays_once(fault):
     fault.app.inner = create_app(delay_ms=2.0)
     sweep = build(12, "kernel-twin", 16)
-    first, second = await asyncio.gather(sweep.arun(display=False, concurrency=4), sweep.arun(display=False, concurrency=4))
+    first, second = await asyncio.gather(
+        sweep.arun(display=False, concurrency=4), sweep.arun(display=False, concurrency=4)
+    )
     assert (first.df["status"] == "ok").all() and (second.df["status"] == "ok").all()
     assert first.df["completion"].tolist() == second.df["completion"].tolist()
     assert set(fault.stats()["by_key"].values()) == {1} and len(fault.stats()["by_key"]) == 12
@@ -124,12 +127,17 @@ def test_stale_claims_are_taken_over_whoever_left_them(fault, home):
     sweep = build(3, "stale", 8)
     ids = [c.call_id for c in sweep.calls]
     store = get_store()
-    stale = [(ids[0], "sw-dead", f"{socket.gethostname()}/deadbeef0000", os.getpid()),  # our pid, reused
-             (ids[1], "sw-dead", f"{socket.gethostname()}/deadbeef0001", 2**22 + 7),  # no such process
-             (ids[2], "sw-gone", _PROCESS, os.getpid())]  # this process, a sweep no longer running  # fmt: skip
-    store.write(lambda db: db.executemany(
-        "INSERT INTO call_claims (call_id, owner, host, pid, claimed_at) VALUES (?,?,?,?, '2026-01-01T00:00:00+00:00')",
-        stale))  # fmt: skip
+    stale = [
+        (ids[0], "sw-dead", f"{socket.gethostname()}/deadbeef0000", os.getpid()),  # our pid, reused
+        (ids[1], "sw-dead", f"{socket.gethostname()}/deadbeef0001", 2**22 + 7),  # no such process
+        (ids[2], "sw-gone", _PROCESS, os.getpid()),
+    ]  # this process, a sweep no longer running
+    store.write(
+        lambda db: db.executemany(
+            "INSERT INTO call_claims (call_id, owner, host, pid, claimed_at) VALUES (?,?,?,?, '2026-01-01T00:00:00+00:00')",
+            stale,
+        )
+    )
     res = sweep.run(display=False)
     assert (res.df["status"] == "ok").all() and not res.df["cached"].any()
     assert set(fault.stats()["by_key"].values()) == {1} and len(fault.stats()["by_key"]) == 3

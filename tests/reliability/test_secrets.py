@@ -18,11 +18,10 @@ import pytest
 import llmlab as ll
 from llmlab.errors import redact
 from llmlab.events import EventBus
-from llmlab.progress import ProgressBar
-from llmlab.runner import RetryPolicy
+from llmlab.run.runner import RetryPolicy
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
-
+from llmlab.view.progress import ProgressBar
 from tests.reliability.collector_faults import GatedCollector
 from tests.reliability.conftest import price_fault_models
 
@@ -62,9 +61,12 @@ def test_planted_key_and_tokens_appear_nowhere(fault, canaries, home, tmp_path, 
         out = io.StringIO()
         bar = ProgressBar(total=24, file=out)
         bus.subscribe(bar.on_event)
-        sweep = ll.Sweep(prompts=[f"rain {i}" for i in range(12)], models=["fault/tiny"], temperature=[0.0, 0.5],
-                         max_tokens=6)  # fmt: skip
-        res = sweep.run(display=False, bus=bus, retry=RetryPolicy(max_attempts=2, max_rate_limited=2, initial_s=0.01, max_s=0.02))
+        sweep = ll.Sweep(
+            prompts=[f"rain {i}" for i in range(12)], models=["fault/tiny"], temperature=[0.0, 0.5], max_tokens=6
+        )
+        res = sweep.run(
+            display=False, bus=bus, retry=RetryPolicy(max_attempts=2, max_rate_limited=2, initial_s=0.01, max_s=0.02)
+        )
         bar.close()
         errors = res.df.loc[res.df["status"] == "error", "error"]
         assert len(errors) > 0 and errors.str.contains("your API key").any()  # the provider did echo it
@@ -73,28 +75,43 @@ def test_planted_key_and_tokens_appear_nowhere(fault, canaries, home, tmp_path, 
         with pytest.raises(Exception) as raised:
             ll.provider("fault", base_url="http://127.0.0.1:9/v1", api_key_env="CANARY_API_KEY", timeout=0.5)
             r = ll.Sweep(prompts=["x"], models=["fault/tiny"], max_tokens=2, temperature=0.0).run(
-                display=False, retry=RetryPolicy(max_attempts=1))
+                display=False, retry=RetryPolicy(max_attempts=1)
+            )
             raise RuntimeError(str(r.df["error"].iloc[0]))
         flush()
         drain(config)
         local = ll.spans(sweep_id=res.sweep_id, source="local")
         remote = ll.spans(sweep_id=res.sweep_id, source="datakit")  # DQL with the token
         assert len(local) == len(remote) > 0
-        assert any(h.get("x-datakit-token") == header_token for h in collector.headers)  # the header went where it belongs
+        assert any(
+            h.get("x-datakit-token") == header_token for h in collector.headers
+        )  # the header went where it belongs
 
         # the CLI, in its own process, with the same secrets (openai provider → the fault server)
         spec = tmp_path / "spec.yaml"
         spec.write_text("prompts: ['rain', 'sun', 'snow']\nmodels: [tiny]\ntemperature: [0.0, 0.9]\nmax_tokens: 6\n")
-        env = {**os.environ, "OPENAI_API_KEY": key, "OPENAI_BASE_URL": fault.base_url, "LLMLAB_DATAKIT_URL": collector.url,
-               "LLMLAB_HOME": str(config.home), "PYTHONPATH": str(ROOT), "LLMLAB_DEBUG": "0"}  # fmt: skip
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": key,
+            "OPENAI_BASE_URL": fault.base_url,
+            "LLMLAB_DATAKIT_URL": collector.url,
+            "LLMLAB_HOME": str(config.home),
+            "PYTHONPATH": str(ROOT),
+            "LLMLAB_DEBUG": "0",
+        }
         cli_out = b""
-        for args in (["sweep", str(spec), "--no-progress"], ["spans", "--source", "datakit"], ["replay"],
-                     ["spans", "--source", "datakit", "--out", str(tmp_path / "out.csv")]):  # fmt: skip
+        for args in (
+            ["sweep", str(spec), "--no-progress"],
+            ["spans", "--source", "datakit"],
+            ["replay"],
+            ["spans", "--source", "datakit", "--out", str(tmp_path / "out.csv")],
+        ):
             proc = subprocess.run([sys.executable, "-m", "llmlab", *args], env=env, capture_output=True, timeout=120)
             cli_out += proc.stdout + proc.stderr
         env["LLMLAB_DATAKIT_URL"] = "http://127.0.0.1:9"  # a failing CLI command too
-        proc = subprocess.run([sys.executable, "-m", "llmlab", "spans", "--source", "datakit"], env=env,
-                              capture_output=True, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmlab", "spans", "--source", "datakit"], env=env, capture_output=True, timeout=120
+        )
         assert proc.returncode == 1 and b"Error:" in proc.stderr
         cli_out += proc.stdout + proc.stderr
     finally:
@@ -115,7 +132,7 @@ def test_planted_key_and_tokens_appear_nowhere(fault, canaries, home, tmp_path, 
     for where, data in haystacks.items():
         for secret in secrets:
             at = data.find(secret)
-            assert at < 0, f"a planted secret leaked into {where}: ...{data[max(0, at - 300):at + 60]!r}"
+            assert at < 0, f"a planted secret leaked into {where}: ...{data[max(0, at - 300) : at + 60]!r}"
     for path in sorted(tmp_path.rglob("*")):  # and name the file, if one leaks
         if path.is_file():
             assert not any(s in path.read_bytes() for s in secrets), f"a planted secret leaked into {path}"
@@ -127,8 +144,14 @@ def test_trace_content_false_keeps_text_out_of_spans_exports_and_store(fault, ho
     collector = GatedCollector(tmp_path / "collector.db")
     try:
         config = ll.configure(datakit=collector.url, trace_content=False)
-        sweep = ll.Sweep(prompts=[{"topic": f"rain {marker}"}, {"topic": f"snow {marker}"}], template="Tell me about {topic}",
-                         system=f"You are terse {marker}", models=["fault/tiny"], temperature=0.0, max_tokens=8)  # fmt: skip
+        sweep = ll.Sweep(
+            prompts=[{"topic": f"rain {marker}"}, {"topic": f"snow {marker}"}],
+            template="Tell me about {topic}",
+            system=f"You are terse {marker}",
+            models=["fault/tiny"],
+            temperature=0.0,
+            max_tokens=8,
+        )
         res = sweep.run(display=False)
         assert (res.df["status"] == "ok").all()
         completions = [c.encode() for c in res.df["completion"] if c and len(c) > 12]
@@ -136,11 +159,14 @@ def test_trace_content_false_keeps_text_out_of_spans_exports_and_store(fault, ho
         flush()
         drain(config)
         assert collector.stats["spans_stored"] >= 2
-        places = {"home files": _all_bytes(config.home), "exported OTLP bodies": b"".join(collector.bodies),
-                  "collector files": b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*"))}  # fmt: skip
+        places = {
+            "home files": _all_bytes(config.home),
+            "exported OTLP bodies": b"".join(collector.bodies),
+            "collector files": b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*")),
+        }
         for where, data in places.items():
             at = data.find(marker.encode())
-            assert at < 0, f"prompt text in {where}: ...{data[max(0, at - 200):at + 40]!r}"
+            assert at < 0, f"prompt text in {where}: ...{data[max(0, at - 200) : at + 40]!r}"
             for text in completions:
                 assert text not in data, f"completion text in {where}"
     finally:
@@ -149,7 +175,7 @@ def test_trace_content_false_keeps_text_out_of_spans_exports_and_store(fault, ho
 
 def test_a_provider_header_token_stays_out_of_its_repr_and_errors(fault):
     from llmlab.errors import ProviderError
-    from llmlab.providers import providers
+    from llmlab.plan.providers import providers
 
     token = f"canaryazure{uuid.uuid4().hex}"
     prov = ll.provider("fault", base_url=fault.base_url, api_key_env=None, headers={"api-key": token})
@@ -181,22 +207,31 @@ def test_planted_key_and_header_token_stay_out_of_notebook_outputs(fault, tmp_pa
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True, store_widget_state=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    NotebookClient(
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        allow_errors=True,
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     saved = json.dumps([c.get("outputs", []) for c in nb.cells]) + json.dumps(nb.metadata)  # outputs, widget state
     assert "your API key ***" in saved  # the careless provider did quote the key, and it was masked
     assert "RuntimeError" in saved and "Provider(name='fault'" in saved
     for secret in (key, token):
         at = saved.find(secret)
-        assert at < 0, f"a planted secret is in the notebook's outputs: ...{saved[max(0, at - 300):at + 60]!r}"
+        assert at < 0, f"a planted secret is in the notebook's outputs: ...{saved[max(0, at - 300) : at + 60]!r}"
 
 
-@pytest.mark.parametrize("text, secret", [
-    ("POST http://dk:9529/v1/query/raw?token=tkn_0123456789abcdef failed: 401", "tkn_0123456789abcdef"),
-    ("GET https://api.example.com/v1/models?api_key=a1b2c3d4e5&limit=5", "a1b2c3d4e5"),
-    ("connect failed: access_token=ya29.A0ARrdaM-xyz", "ya29.A0ARrdaM-xyz"),
-    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload", "eyJhbGciOiJIUzI1NiJ9.payload"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("POST http://dk:9529/v1/query/raw?token=tkn_0123456789abcdef failed: 401", "tkn_0123456789abcdef"),
+        ("GET https://api.example.com/v1/models?api_key=a1b2c3d4e5&limit=5", "a1b2c3d4e5"),
+        ("connect failed: access_token=ya29.A0ARrdaM-xyz", "ya29.A0ARrdaM-xyz"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload", "eyJhbGciOiJIUzI1NiJ9.payload"),
+    ],
+)
 def test_unregistered_credentials_in_urls_and_lines_are_masked(text, secret):
     # a secret llmlab was never told about (a token in a URL someone pasted) is still masked by its shape
     masked = redact(text)

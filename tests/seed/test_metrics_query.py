@@ -11,7 +11,11 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.resources import Resource
 
 import llmlab as ll
@@ -33,8 +37,12 @@ def _provider(url: str, service: str, temporality: dict | None = None) -> MeterP
         View(instrument_name="test.latency", aggregation=ExplicitBucketHistogramAggregation([0.1, 0.5, 1.0])),
         View(instrument_name="test.size", aggregation=ExponentialBucketHistogramAggregation()),
     ]
-    return MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": service}), views=views,
-                         shutdown_on_exit=False)  # fmt: skip
+    return MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create({"service.name": service}),
+        views=views,
+        shutdown_on_exit=False,
+    )
 
 
 @pytest.fixture
@@ -81,7 +89,9 @@ def _query(url: str, q: str) -> tuple[list[dict], int]:
 
 
 def test_histogram_points_have_datakit_shape(exported):
-    points, total = _query(exported, "M::otel_service {service_name = 'svc', `test.latency_count` >= 0} ORDER BY time ASC")
+    points, total = _query(
+        exported, "M::otel_service {service_name = 'svc', `test.latency_count` >= 0} ORDER BY time ASC"
+    )
     assert total == 2 and len(points) == 2
     first = points[0]
     assert first["test.latency_count"] == 4 and first["test.latency_sum"] == pytest.approx(2.65)
@@ -90,17 +100,24 @@ def test_histogram_points_have_datakit_shape(exported):
     # as DataKit: the scope's name is a tag, the SDK's telemetry.sdk.* resource attributes are dropped
     assert first["scope_name"] == "tests" and not any(k.startswith("telemetry_sdk") for k in first)
     assert _query(exported, "M::otel_service {scope_name = re('^tes'), `test.latency_count` >= 0}")[1] == 2
-    buckets, _ = _query(exported, "M::otel_service {service_name = 'svc', `test.latency_bucket` >= 0} ORDER BY time ASC")
+    buckets, _ = _query(
+        exported, "M::otel_service {service_name = 'svc', `test.latency_bucket` >= 0} ORDER BY time ASC"
+    )
     # Prometheus-style cumulative bucket counts with an `le` tag, as DataKit writes them
     assert [(b["le"], b["test.latency_bucket"]) for b in buckets[:4]] == [("0.1", 1), ("0.5", 3), ("1", 3), ("+Inf", 4)]
     assert [(b["le"], b["test.latency_bucket"]) for b in buckets[4:]] == [("0.1", 1), ("0.5", 3), ("1", 4), ("+Inf", 5)]
 
 
 def test_sums_and_gauges_have_datakit_shape(exported):
-    points, _ = _query(exported, "M::otel_service:(`test.requests`, `route`, `__temporality`) {`test.requests` > 0} "
-                                 "ORDER BY time ASC")  # fmt: skip
+    points, _ = _query(
+        exported, "M::otel_service:(`test.requests`, `route`, `__temporality`) {`test.requests` > 0} ORDER BY time ASC"
+    )
     assert [(p["route"], p["test.requests"], p["__temporality"]) for p in points] == [
-        ("/a", 3, "cumulative"), ("/b", 2, "cumulative"), ("/a", 5, "cumulative"), ("/b", 2, "cumulative")]
+        ("/a", 3, "cumulative"),
+        ("/b", 2, "cumulative"),
+        ("/a", 5, "cumulative"),
+        ("/b", 2, "cumulative"),
+    ]
     assert list(points[0]) == ["time", "test.requests", "route", "__temporality"]
     gauges, _ = _query(exported, "M::otel_service {`test.queue` >= 0} ORDER BY time ASC")
     assert [g["test.queue"] for g in gauges] == [5, 7] and "__temporality" not in gauges[0]
@@ -121,8 +138,13 @@ def test_ll_metrics_tidy_rows(exported):
     m = ll.metrics(service="svc")
     assert set(m["name"]) == {"test.requests", "test.latency", "test.size", "test.inflight", "test.queue"}
     kinds = dict(zip(m["name"], m["kind"]))
-    assert kinds == {"test.requests": "sum", "test.latency": "histogram", "test.size": "exponential_histogram",
-                     "test.inflight": "sum", "test.queue": "gauge"}  # fmt: skip
+    assert kinds == {
+        "test.requests": "sum",
+        "test.latency": "histogram",
+        "test.size": "exponential_histogram",
+        "test.inflight": "sum",
+        "test.queue": "gauge",
+    }
 
     lat = m[m["name"] == "test.latency"].reset_index(drop=True)
     assert lat["bucket_bounds"][0] == [0.1, 0.5, 1.0, float("inf")]
@@ -155,9 +177,15 @@ def test_ll_metrics_delta_temporality_and_filters(exported):
 
 @pytest.mark.parametrize(
     "kwargs,needle",
-    [({"source": "local"}, "not kept in the local store"), ({"name": 5}, "name=5"), ({"name": "a`b"}, "valid"),
-     ({"service": ""}, "service="), ({"limit": 0}, "limit=0"), ({"since": "yesterday-ish"}, "since=")],
-)  # fmt: skip
+    [
+        ({"source": "local"}, "not kept in the local store"),
+        ({"name": 5}, "name=5"),
+        ({"name": "a`b"}, "valid"),
+        ({"service": ""}, "service="),
+        ({"limit": 0}, "limit=0"),
+        ({"since": "yesterday-ish"}, "since="),
+    ],
+)
 def test_ll_metrics_bad_input_names_it(kwargs, needle):
     ll.configure(datakit="http://127.0.0.1:9")  # nothing is sent before the arguments are checked
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
@@ -199,14 +227,23 @@ def test_otlp_json_gzip_metrics_are_read_back(collector):
     dp.bucket_counts.extend([2, 1])
     dp.attributes.append(KeyValue(key="gen_ai.token.type", value=AnyValue(string_value="output")))
     body = gzip.compress(json.dumps(json_format.MessageToDict(req)).encode())
-    r = httpx.post(collector + "/otel/v1/metrics", content=body,
-                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    r = httpx.post(
+        collector + "/otel/v1/metrics",
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 200 and r.json() == {}
     bad = httpx.post(collector + "/otel/v1/metrics", content=body, headers={"Content-Type": "text/plain"})
     assert bad.status_code == 400
     ll.configure(datakit=collector)
     row = ll.metrics(service="json-svc", since=1_699_999_999).iloc[0]
     assert (row["name"], row["kind"], row["count"], row["sum"], row["min"], row["max"]) == (
-        "gen_ai.client.token.usage", "histogram", 3, 40.0, 4.0, 20.0)
+        "gen_ai.client.token.usage",
+        "histogram",
+        3,
+        40.0,
+        4.0,
+        20.0,
+    )
     assert row["bucket_bounds"] == [16.0, float("inf")] and row["bucket_counts"] == [2, 1]
     assert row["gen_ai_token_type"] == "output" and row["time"] == pd.Timestamp(1_700_000_000_000, unit="ms", tz="UTC")

@@ -26,20 +26,35 @@ import pandas as pd
 import pytest
 
 import llmlab as ll
-from llmlab._server import BackgroundServer
-from llmlab.dashboard import dashboard_frame
+from llmlab.analysis.dashboard import dashboard_frame
 from llmlab.localmodel import create_app as model_app
-from llmlab.traces import span_tree
+from llmlab.readback.traces import span_tree
+from llmlab.serving import BackgroundServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "seed_app" / "app.py"
 SERVICE = "seed_openllmetry_stream_flask"
-QUESTIONS = ["What is a span?", "Why trace LLM calls?", "What does DataKit collect?", "What is a token?",
-             "How is cost computed?", "What is time to first token?"]  # fmt: skip
+QUESTIONS = [
+    "What is a span?",
+    "Why trace LLM calls?",
+    "What does DataKit collect?",
+    "What is a token?",
+    "How is cost computed?",
+    "What is time to first token?",
+]
 PRICES = {"tiny": {"input": 1.0, "output": 2.0}, "small": {"input": 3.0, "output": 6.0}}
 # what the OTel SDK / exporters / Traceloop print when an export fails
-EXPORT_ERRORS = ("Failed to export", "Exception while exporting", "Transient error", "Traceback", "Error:",
-                 "error exporting", "Invalid type", "ConnectionError", "Max retries")  # fmt: skip
+EXPORT_ERRORS = (
+    "Failed to export",
+    "Exception while exporting",
+    "Transient error",
+    "Traceback",
+    "Error:",
+    "error exporting",
+    "Invalid type",
+    "ConnectionError",
+    "Max retries",
+)
 
 
 def _free_port() -> int:
@@ -52,7 +67,9 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"{proc.args} exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
         try:
             httpx.get(url, timeout=1.0)
             return
@@ -74,8 +91,11 @@ def collector(tmp_path_factory):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmlab", "collector", "--port", str(port), "--home", str(tmp / "collector")],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     model = BackgroundServer(model_app(delay_ms=1.0), name="seed-model").start()
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/ping", proc)
@@ -94,10 +114,18 @@ def _start_app(port: int, model_url: str, cwd: Path, service: str, **env: str) -
     app_port = _free_port()
     app = subprocess.Popen(
         [sys.executable, str(APP), "--port", str(app_port)],
-        env=_env(OPENAI_BASE_URL=model_url, TRACELOOP_BASE_URL=f"http://127.0.0.1:{port}/otel", SEED_APP_NAME=service,
-                 PYTHONUNBUFFERED="1", **env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(cwd),
-    )  # fmt: skip
+        env=_env(
+            OPENAI_BASE_URL=model_url,
+            TRACELOOP_BASE_URL=f"http://127.0.0.1:{port}/otel",
+            SEED_APP_NAME=service,
+            PYTHONUNBUFFERED="1",
+            **env,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(cwd),
+    )
     _wait_http(f"http://127.0.0.1:{app_port}/", app)
     return app, f"http://127.0.0.1:{app_port}/ask"
 
@@ -126,8 +154,9 @@ def seed_run(collector):
                 sent.append({"prompt": q, "body": r.text, "usage": True})
             # exactly the seed's request: no stream_options, so no usage comes back
             q = "Tell me about OpenLLMetry."
-            r = client.post(url, json={"messages": [{"role": "user", "content": q}], "max_tokens": 24,
-                                       "include_usage": False})  # fmt: skip
+            r = client.post(
+                url, json={"messages": [{"role": "user", "content": q}], "max_tokens": 24, "include_usage": False}
+            )
             assert r.status_code == 200, r.text
             sent.append({"prompt": q, "body": r.text, "usage": False})
             # a failing call: the model server rejects max_tokens beyond its window (HTTP 400)
@@ -185,8 +214,13 @@ def test_metrics_come_back_and_agree_with_spans(datakit):
     df = ll.spans(source="datakit", service=SERVICE)
     m = ll.metrics(service=SERVICE)
     names = set(m["name"])
-    assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration", "gen_ai.server.time_to_first_token",
-            "gen_ai.client.generation.choices", "llm.openai.chat_completions.exceptions"} <= names  # fmt: skip
+    assert {
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "gen_ai.server.time_to_first_token",
+        "gen_ai.client.generation.choices",
+        "llm.openai.chat_completions.exceptions",
+    } <= names
     assert (m["service"] == SERVICE).all()
 
     tokens = m[m["name"] == "gen_ai.client.token.usage"]
@@ -199,8 +233,23 @@ def test_metrics_come_back_and_agree_with_spans(datakit):
     assert per_type.loc["output", "sum_delta"] == with_usage["output_tokens"].sum()
     last = tokens.sort_values("time").groupby("gen_ai_token_type").tail(1)
     for _, row in last.iterrows():
-        assert row["bucket_bounds"] == [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                                        16777216, 67108864, float("inf")]  # OpenLLMetry's token view  # fmt: skip
+        assert row["bucket_bounds"] == [
+            1,
+            4,
+            16,
+            64,
+            256,
+            1024,
+            4096,
+            16384,
+            65536,
+            262144,
+            1048576,
+            4194304,
+            16777216,
+            67108864,
+            float("inf"),
+        ]  # OpenLLMetry's token view
         assert sum(row["bucket_counts"]) == row["count"]
         assert row["min"] <= row["sum"] / row["count"] <= row["max"]
 
@@ -234,7 +283,7 @@ def test_dashboard_of_the_app(datakit):
     assert set(rates) == {"tiny", "small"}  # the failing call asked for more tokens: select_model chose small
     assert [v for v in rates["small"].y if v == v] == [1.0]
     assert all(v == 0.0 for v in rates["tiny"].y if v == v)
-    cost = [t for t in fig.data if t.meta["panel"] == "cost" and t.meta["group"] == "tiny"][0]
+    cost = next(t for t in fig.data if t.meta["panel"] == "cost" and t.meta["group"] == "tiny")
     assert cost.y[-1] == pytest.approx(df.loc[df["model"] == "tiny", "cost_usd"].sum())
 
 
@@ -246,14 +295,24 @@ def test_trace_view_shows_workflow_task_chat_tree_and_messages(datakit):
     tree = [(depth, span["name"]) for depth, span in span_tree(view.trace(first_ok))]
     # with opentelemetry-instrumentation-flask installed (as in the seed) a server span is the root
     root = 1 if tree and tree[0][1] == "POST /ask" else 0
-    assert tree[root:] == [(root, "ask_workflow.workflow"), (root + 1, "select_model.task"), (root + 1, "call_model.task"), (root + 2, "openai.chat")]
+    assert tree[root:] == [
+        (root, "ask_workflow.workflow"),
+        (root + 1, "select_model.task"),
+        (root + 1, "call_model.task"),
+        (root + 2, "openai.chat"),
+    ]
     assert view.tree(first_ok).splitlines()[3 + root].startswith("  " * (root + 2) + "openai.chat  ")
     html = view._repr_html_()
     row = view.calls.loc[first_ok]
     assert row["prompt"] in html and row["completion"].split()[0] in html
     assert "ask_workflow.workflow" in html and "openai.chat" in html
     spans = view.trace(first_ok)
-    assert set(spans["name"]) - {"POST /ask"} == {"ask_workflow.workflow", "select_model.task", "call_model.task", "openai.chat"}
+    assert set(spans["name"]) - {"POST /ask"} == {
+        "ask_workflow.workflow",
+        "select_model.task",
+        "call_model.task",
+        "openai.chat",
+    }
     assert spans["trace_id"].nunique() == 1
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import llmlab as ll
 from llmlab.errors import ValidationError
-from llmlab.traces import messages, span_tree, trace_spans
+from llmlab.readback.traces import messages, span_tree, trace_spans
 
 EVIL = "<b>hi</b> & <script>alert(1)</script>"
 
@@ -16,8 +16,9 @@ EVIL = "<b>hi</b> & <script>alert(1)</script>"
 @pytest.fixture
 def sweep_df():
     ll.configure(datakit=None)
-    res = ll.Sweep(prompts=[EVIL, "What is a span?"], models=["local/tiny"], temperature=[0.0], max_tokens=8,
-                   name="traces").run(display=False)  # fmt: skip
+    res = ll.Sweep(
+        prompts=[EVIL, "What is a span?"], models=["local/tiny"], temperature=[0.0], max_tokens=8, name="traces"
+    ).run(display=False)
     return res.df
 
 
@@ -52,13 +53,21 @@ def test_widget_selection_shows_the_call(sweep_df):
 
 def test_span_tree_orders_children_and_survives_orphans():
     t = pd.Timestamp("2026-01-01", tz="UTC")
-    spans = pd.DataFrame({
-        "span_id": ["r", "b", "a", "c", "o"], "parent_id": [None, "r", "r", "a", "missing"],
-        "name": ["root", "second", "first", "leaf", "orphan"],
-        "start_time": [t, t + pd.Timedelta("2ms"), t + pd.Timedelta("1ms"), t + pd.Timedelta("1ms"), t],
-    })  # fmt: skip
+    spans = pd.DataFrame(
+        {
+            "span_id": ["r", "b", "a", "c", "o"],
+            "parent_id": [None, "r", "r", "a", "missing"],
+            "name": ["root", "second", "first", "leaf", "orphan"],
+            "start_time": [t, t + pd.Timedelta("2ms"), t + pd.Timedelta("1ms"), t + pd.Timedelta("1ms"), t],
+        }
+    )
     assert [(d, s["name"]) for d, s in span_tree(spans)] == [
-        (0, "root"), (1, "first"), (2, "leaf"), (1, "second"), (0, "orphan")]
+        (0, "root"),
+        (1, "first"),
+        (2, "leaf"),
+        (1, "second"),
+        (0, "orphan"),
+    ]
 
 
 def test_bad_input_is_named(sweep_df):

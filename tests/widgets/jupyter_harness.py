@@ -18,12 +18,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -35,8 +41,17 @@ def free_port() -> int:
 def write_notebook(path: Path, cells: list[str]) -> Path:
     """A notebook with kernelspec metadata (else JupyterLab asks for a kernel and blocks clicks)."""
     nb = {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [],
-                   "source": src} for i, src in enumerate(cells)],  # fmt: skip
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell-{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
+            for i, src in enumerate(cells)
+        ],
         "metadata": {
             "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
@@ -72,14 +87,29 @@ def jupyter_lab(root: Path, timeout_s: float = 60.0) -> Iterator[Lab]:
     notes = settings / "user" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text(json.dumps({"fetchNews": "false"}), encoding="utf-8")  # no news toast over the page
-    env = {**os.environ, "JUPYTERLAB_WORKSPACES_DIR": str(settings / "workspaces"),
-           "JUPYTERLAB_SETTINGS_DIR": str(settings / "user"), "JUPYTER_CONFIG_DIR": str(settings / "config"),
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "JUPYTERLAB_WORKSPACES_DIR": str(settings / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings / "user"),
+        "JUPYTER_CONFIG_DIR": str(settings / "config"),
+        "PYTHONUNBUFFERED": "1",
+    }
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", f"--port={port}",
-           "--ServerApp.port_retries=0", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.news_url=None"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--allow-root",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     try:

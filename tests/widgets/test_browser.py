@@ -52,8 +52,10 @@ sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis.", "Why 
 print("SETUP-OK")""",
     # 1: the blocking form, display defaults to the grid inside Jupyter
     "t1 = time.monotonic()\nres = sweep.run(concurrency=3)\nt1 = time.monotonic() - t1",
-    ("print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped, round(t1, 3), "
-     "int(res.df.output_tokens.sum()))"),
+    (
+        "print('RUN-RESULT', len(res.df), int((res.df.status == 'ok').sum()), res.stopped, round(t1, 3), "
+        "int(res.df.output_tokens.sum()))"
+    ),
     # 3: the awaitable form as a background task: the kernel is free while it streams
     """long = ll.Sweep(prompts=[f"Tell me a story about planet {i}." for i in range(8)], models=["local/tiny"],
                 temperature=[0.0, 1.0], max_tokens=64, seed=2)
@@ -204,7 +206,9 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             drawn = page.evaluate("window.__llg.updates[3]")
             _wait(lambda: page.evaluate("window.__llg.updates[3]") >= drawn + 3, 60, "three more redraws")
             assert reopened.get_attribute("open") is not None
-            assert reopened.locator(".llg-more").is_visible() and "call_id" in reopened.locator(".llg-more").inner_text()
+            assert (
+                reopened.locator(".llg-more").is_visible() and "call_id" in reopened.locator(".llg-more").inner_text()
+            )
             page.screenshot(path=str(ARTIFACTS / "grid-streaming.png"), full_page=True)
             grid2.locator("button.llmlab-cancel").click()
             _wait(lambda: "ARUN-RESULT" in out(5).inner_text(), 120, "the cancelled sweep to return")
@@ -267,12 +271,18 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             assert len(seen6) == 4 and all("retrying" in [s for s, _ in steps] for steps in seen6.values()), seen6
             assert sorted(steps[-1][0] for steps in seen6.values()) == ["done", "done", "error", "error"], seen6
             # the states look different: each has its own badge colour
-            colours = {state: grid6.locator(f".st-{state} .llg-badge").first.evaluate(
-                "e => getComputedStyle(e).backgroundColor") for state in ("done", "error")}  # fmt: skip
+            colours = {
+                state: grid6.locator(f".st-{state} .llg-badge").first.evaluate(
+                    "e => getComputedStyle(e).backgroundColor"
+                )
+                for state in ("done", "error")
+            }
             colours["cached"] = grid5.locator(".st-cached .llg-badge").first.evaluate(
-                "e => getComputedStyle(e).backgroundColor")
+                "e => getComputedStyle(e).backgroundColor"
+            )
             colours["cancelled"] = grid4.locator(".st-cancelled .llg-badge").first.evaluate(
-                "e => getComputedStyle(e).backgroundColor")
+                "e => getComputedStyle(e).backgroundColor"
+            )
             assert len(set(colours.values())) == 4, colours
 
             # 6. a big sweep at full speed: bounded redraws, one page of cells, paging in the browser
@@ -292,8 +302,10 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             assert grid7.locator(".llg-cell.st-done").count() == 80
 
             # what the browser saw, for a human reading the artifacts
-            (ARTIFACTS / "grid-updates.json").write_text(json.dumps(
-                {"run_s": run_s, "tokens": tokens, **page.evaluate("window.__llg")}, indent=1), encoding="utf-8")
+            (ARTIFACTS / "grid-updates.json").write_text(
+                json.dumps({"run_s": run_s, "tokens": tokens, **page.evaluate("window.__llg")}, indent=1),
+                encoding="utf-8",
+            )
             page.screenshot(path=str(ARTIFACTS / "grid-final.png"), full_page=True)
             cells.nth(6).screenshot(path=str(ARTIFACTS / "grid-details.png"))  # scrolls the cell into view
             cells.nth(7).screenshot(path=str(ARTIFACTS / "grid-run-cancelled.png"))

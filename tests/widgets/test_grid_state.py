@@ -14,15 +14,29 @@ import pytest
 
 import llmlab as ll
 from llmlab.events import Event, EventBus
-from llmlab.runner import RunHandle, run_async, run_sync
-from llmlab.widgets import (MAX_BYTES_PER_S, MAX_CELLS_PER_PAGE, MAX_UPDATES_PER_S, CellSpec, GridState, SweepGrid,
-                            render_html, route_clicks_to_subshell, specs_from_calls)
-
+from llmlab.run.runner import RunHandle, run_async, run_sync
+from llmlab.view.widgets import (
+    MAX_BYTES_PER_S,
+    MAX_CELLS_PER_PAGE,
+    MAX_UPDATES_PER_S,
+    CellSpec,
+    GridState,
+    SweepGrid,
+    render_html,
+    route_clicks_to_subshell,
+    specs_from_calls,
+)
 
 
 def _specs() -> list[CellSpec]:
-    sweep = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky <b>blue</b>?"], models=["local/tiny"],
-                     temperature=[0.0, 1.0], max_tokens=8, repeats=2, seed=5)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=["What is a rainbow?", "Why is the sky <b>blue</b>?"],
+        models=["local/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+        repeats=2,
+        seed=5,
+    )
     return specs_from_calls(sweep.calls)
 
 
@@ -31,8 +45,16 @@ def _ev(kind: str, call_id: str | None = None, **data) -> Event:
 
 
 def _row(call_id: str, completion: str = "A bow.", status: str = "ok", **extra) -> dict:
-    return {"call_id": call_id, "completion": completion if status == "ok" else None, "status": status,
-            "error": extra.pop("error", ""), "latency_ms": 123.4, "output_tokens": 3, "cost_usd": 0.0015, **extra}  # fmt: skip
+    return {
+        "call_id": call_id,
+        "completion": completion if status == "ok" else None,
+        "status": status,
+        "error": extra.pop("error", ""),
+        "latency_ms": 123.4,
+        "output_tokens": 3,
+        "cost_usd": 0.0015,
+        **extra,
+    }
 
 
 def test_layout_one_row_per_prompt_one_column_per_setting_repeats_grouped():
@@ -45,7 +67,7 @@ def test_layout_one_row_per_prompt_one_column_per_setting_repeats_grouped():
     assert [st.column_label(c) for c in range(len(st.columns))] == ["T=0", "T=1"]
     assert all(len(ids) == 2 for ids in st.layout.values())  # both repeats share a cell
     html = render_html(st)
-    assert html.count("<tr><th class=\"llg-prompt\"") == 2
+    assert html.count('<tr><th class="llg-prompt"') == 2
     assert "Why is the sky &lt;b&gt;blue&lt;/b&gt;?" in html and "<b>blue</b>" not in html  # escaped
 
 
@@ -77,8 +99,16 @@ def test_state_machine_follows_runner_events():
     st.apply(_ev("token", b, text="late"))  # a straggler after cancel changes nothing
     st.apply(_ev("skipped", f, reason="cancelled"))
     states = {cid: st.cells[cid].state for cid in ids}
-    assert states == {a: "done", b: "cancelled", c: "error", d: "cached", e: "skipped", f: "cancelled",
-                      g: "queued", h: "queued"}  # fmt: skip
+    assert states == {
+        a: "done",
+        b: "cancelled",
+        c: "error",
+        d: "cached",
+        e: "skipped",
+        f: "cancelled",
+        g: "queued",
+        h: "queued",
+    }
     assert st.cells[b].text == ""
     assert st.cells[a].text == "A rainbow is light."
     clock[0] = 103.5
@@ -134,8 +164,12 @@ def _count_front_end_messages(monkeypatch) -> list[float]:
 
 
 def test_token_storm_is_coalesced_under_30_updates_per_second_and_final_state_is_exact(monkeypatch):
-    sweep = ll.Sweep(prompts=[f"prompt {i}" for i in range(50)], models=["local/tiny"], temperature=[0.0, 0.5, 1.0, 1.5],
-                     max_tokens=8)  # 200 cells  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=[f"prompt {i}" for i in range(50)],
+        models=["local/tiny"],
+        temperature=[0.0, 0.5, 1.0, 1.5],
+        max_tokens=8,
+    )  # 200 cells
     sent = _count_front_end_messages(monkeypatch)
     grid = SweepGrid(sweep, handle=RunHandle(), page_size=50)
     ids = [c.call_id for c in sweep.calls]
@@ -177,8 +211,12 @@ def test_a_heavy_page_is_sent_less_often_so_bytes_per_second_stay_bounded(monkey
     from ipywidgets import Widget
 
     document = "Summarize this report. " + "The quarterly figures rose while costs held steady. " * 80  # ~4 KB
-    sweep = ll.Sweep(prompts=[f"{i}. {document}" for i in range(20)], models=["local/tiny"],
-                     temperature=[0.0, 0.25, 0.5, 0.75, 1.0], max_tokens=8)  # 100 cells, each with its prompt
+    sweep = ll.Sweep(
+        prompts=[f"{i}. {document}" for i in range(20)],
+        models=["local/tiny"],
+        temperature=[0.0, 0.25, 0.5, 0.75, 1.0],
+        max_tokens=8,
+    )  # 100 cells, each with its prompt
     sent: list[tuple[float, int]] = []
     original = Widget._send
 
@@ -215,8 +253,13 @@ def _delay(monkeypatch, ms: int) -> None:
 
 async def test_cancel_button_stops_the_sweep_keeps_results_and_rerun_resumes_from_cache(monkeypatch):
     _delay(monkeypatch, 25)
-    sweep = ll.Sweep(prompts=[f"Tell me about topic {i}." for i in range(6)], models=["local/tiny"],
-                     temperature=[0.0, 1.0], max_tokens=24, seed=1)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=[f"Tell me about topic {i}." for i in range(6)],
+        models=["local/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=24,
+        seed=1,
+    )
     bus, handle = EventBus(), RunHandle()
     grid = SweepGrid(sweep, handle=handle)
     unsubscribe = bus.subscribe(grid.on_event)
@@ -247,8 +290,12 @@ async def test_cancel_button_stops_the_sweep_keeps_results_and_rerun_resumes_fro
 
 
 def test_thousands_of_calls_render_one_page_and_page_on(monkeypatch):
-    sweep = ll.Sweep(prompts=[f"question number {i}" for i in range(600)], models=["local/tiny", "local/small"],
-                     temperature=[0.0, 1.0], max_tokens=8)  # 2400 calls  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=[f"question number {i}" for i in range(600)],
+        models=["local/tiny", "local/small"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+    )  # 2400 calls
     grid = SweepGrid(sweep, handle=RunHandle(), page_size=25)
     assert len(sweep.calls) == 2400
     html = grid.html
@@ -263,13 +310,17 @@ def test_thousands_of_calls_render_one_page_and_page_on(monkeypatch):
     assert route_clicks_to_subshell([grid._cancel]) is False  # no kernel here: clicks stay on the main shell
 
 
-
-
 def test_a_wide_sweep_pages_over_settings_too():
     # 2 prompts x 2000 settings x 2 repeats: without column paging one page would hold 8000 calls
-    sweep = ll.Sweep(prompts=["a question", "another question"], models=["local/tiny"],
-                     temperature=[i / 100 for i in range(100)], top_p=[0.5 + i / 40 for i in range(20)],
-                     max_tokens=8, repeats=2, seed=1)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=["a question", "another question"],
+        models=["local/tiny"],
+        temperature=[i / 100 for i in range(100)],
+        top_p=[0.5 + i / 40 for i in range(20)],
+        max_tokens=8,
+        repeats=2,
+        seed=1,
+    )
     assert len(sweep.calls) == 8000
     grid = SweepGrid(sweep, handle=RunHandle())
     html = grid.html
@@ -287,8 +338,14 @@ def test_a_wide_sweep_pages_over_settings_too():
         seen += re.findall(r'data-call="(\w+)"', grid.html)
     assert sorted(seen) == sorted(c.call_id for c in sweep.calls)
     # many repeats of few settings: fewer prompts per page, the whole cell's repeats together
-    tall = ll.Sweep(prompts=[f"q{i}" for i in range(40)], models=["local/tiny"], temperature=[0.0, 1.0],
-                    max_tokens=8, repeats=10, seed=1)  # fmt: skip
+    tall = ll.Sweep(
+        prompts=[f"q{i}" for i in range(40)],
+        models=["local/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+        repeats=10,
+        seed=1,
+    )
     st = GridState(specs_from_calls(tall.calls))
     assert st.page_shape(20) == (10, 2) and st.pages(20) == 4
     assert render_html(st).count('class="llg-cell ') == 200
@@ -296,8 +353,13 @@ def test_a_wide_sweep_pages_over_settings_too():
 
 def test_result_show_rerenders_from_stored_rows_without_requests(counting_provider, capsys):
     counted = counting_provider("counted")
-    sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis."], models=["counted/tiny"],
-                     temperature=[0.0, 0.8], max_tokens=10, seed=2)  # fmt: skip
+    sweep = ll.Sweep(
+        prompts=["What is a rainbow?", "Explain photosynthesis."],
+        models=["counted/tiny"],
+        temperature=[0.0, 0.8],
+        max_tokens=10,
+        seed=2,
+    )
     res = sweep.run(display=False)
     assert counted.requests == 4
     grid = SweepGrid.from_result(res)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .config import Config, get_config
-from .errors import ConfigError
+from llmlab import schema
+from llmlab.config import Config, get_config
+from llmlab.errors import ConfigError
 
 SOURCES = ("local", "datakit")
 
@@ -44,10 +45,12 @@ def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return _finish(pd.DataFrame(list(rows)), points=True)
 
 
-def _local(config: Config, sweep_id: str | None, since: int | None, until: int | None, limit: int | None) -> pd.DataFrame:
+def _local(
+    config: Config, sweep_id: str | None, since: int | None, until: int | None, limit: int | None
+) -> pd.DataFrame:
     """LLM spans from the store, read column-wise (Parquet segments + the SQLite tail)."""
-    from .store import get_store
-    from .store.columnar import SpanColumns, arrow_filter
+    from llmlab.store import get_store
+    from llmlab.store.columnar import SpanColumns, arrow_filter
 
     store = get_store(config.home)
     where, params = ["1 = 1"], []
@@ -60,7 +63,9 @@ def _local(config: Config, sweep_id: str | None, since: int | None, until: int |
     if until is not None:
         where.append("start_ns < ?")
         params.append(until)
-    table = SpanColumns(config.home).read(store.connection(), " AND ".join(where), params, arrow_filter(sweep_id, since, until))
+    table = SpanColumns(config.home).read(
+        store.connection(), " AND ".join(where), params, arrow_filter(sweep_id, since, until)
+    )
     if table.num_rows:
         table = table.sort_by([("start_ns", "ascending")])
     if limit is not None and table.num_rows > limit:
@@ -103,8 +108,11 @@ def _frame_from_arrow(table: Any) -> pd.DataFrame:
 
 
 _PANDAS3 = int(pd.__version__.split(".", 1)[0]) >= 3
-_TEXT_COLUMNS = [c for c in schema.CANONICAL_COLUMNS + schema.EXTRA_COLUMNS
-                 if c not in schema.FLOAT_COLUMNS | schema.INT_COLUMNS | schema.BOOL_COLUMNS | schema.TIME_COLUMNS]  # fmt: skip
+_TEXT_COLUMNS = [
+    c
+    for c in schema.CANONICAL_COLUMNS + schema.EXTRA_COLUMNS
+    if c not in schema.FLOAT_COLUMNS | schema.INT_COLUMNS | schema.BOOL_COLUMNS | schema.TIME_COLUMNS
+]
 
 
 def _text_dtypes(df: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +136,7 @@ def _dedupe_points(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _finish(df: pd.DataFrame, points: bool = False) -> pd.DataFrame:
-    from .pricing import price
+    from llmlab.pricing import price
 
     df = schema.coerce(df)
     if points:  # the local store keys spans by (trace_id, span_id): only DataKit can repeat one
@@ -140,8 +148,15 @@ def _finish(df: pd.DataFrame, points: bool = False) -> pd.DataFrame:
     return df
 
 
-def spans(sweep_id: str | None = None, since: Any = None, until: Any = None, source: str | None = None,
-          limit: int | None = None, *, service: str | None = None) -> pd.DataFrame:  # fmt: skip
+def spans(
+    sweep_id: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    source: str | None = None,
+    limit: int | None = None,
+    *,
+    service: str | None = None,
+) -> pd.DataFrame:
     """LLM spans as one tidy DataFrame with the canonical columns (one row per LLM call).
 
     Args:
@@ -164,11 +179,13 @@ def spans(sweep_id: str | None = None, since: Any = None, until: Any = None, sou
         raise ConfigError(f"limit={limit!r}: expected a positive integer")
     # bounds on whole µs (rounded up), the precision of start_time in every source: then the
     # store's ns start and DataKit's µs start fall on the same side of them
-    since_ns, until_ns = (None if t is None else -(-t // 1000) * 1000 for t in (_to_ns(since, "since"), _to_ns(until, "until")))
+    since_ns, until_ns = (
+        None if t is None else -(-t // 1000) * 1000 for t in (_to_ns(since, "since"), _to_ns(until, "until"))
+    )
     if source == "local":
         df = _local(config, sweep_id, since_ns, until_ns, limit)
     else:
-        from .datakit_query import query_spans
+        from llmlab.readback.datakit_query import query_spans
 
         df = query_spans(config, sweep_id=sweep_id, since_ns=since_ns, until_ns=until_ns, limit=limit, service=service)
     if service is not None and source == "local" and not df.empty:

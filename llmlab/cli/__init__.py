@@ -7,13 +7,14 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from .config import LLMLAB_DEBUG
-from .errors import LlmlabError, redact
+from llmlab.config import LLMLAB_DEBUG
+from llmlab.errors import LlmlabError, redact
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,11 +31,13 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--home", type=click.Path(file_okay=False), default=None, help="Data directory [LLMLAB_HOME].")(fn)
+    return click.option("--home", type=click.Path(file_okay=False), default=None, help="Data directory [LLMLAB_HOME].")(
+        fn
+    )
 
 
 def _configure(home: str | None, **kwargs: Any) -> Any:
-    from .config import configure
+    from llmlab.config import configure
 
     return configure(home=home, **kwargs) if home else configure(**kwargs)
 
@@ -47,12 +50,20 @@ def cli() -> None:
 
 @cli.command()
 @_home_option
-@click.option("--out", type=click.Path(file_okay=False), default="llmlab-demo", show_default=True, help="Folder for the HTML charts.")
-@click.option("--delay-ms", type=float, default=None, help="Per-token delay of the embedded model [LLMLAB_LOCAL_DELAY_MS; 4].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="llmlab-demo",
+    show_default=True,
+    help="Folder for the HTML charts.",
+)
+@click.option(
+    "--delay-ms", type=float, default=None, help="Per-token delay of the embedded model [LLMLAB_LOCAL_DELAY_MS; 4]."
+)
 @_friendly
 def demo(home: str | None, out: str, delay_ms: float | None) -> None:
     """Offline demo: sweep the embedded models, trace to the embedded collector, chart the spans."""
-    from .demo import run_demo
+    from llmlab.demo import run_demo
 
     run_demo(home=home, out=Path(out), delay_ms=delay_ms)
 
@@ -64,10 +75,12 @@ def demo(home: str | None, out: str, delay_ms: float | None) -> None:
 @_friendly
 def collector(host: str, port: int, home: str | None) -> None:
     """Run the embedded DataKit-compatible collector in the foreground."""
-    from .collector import serve
+    from llmlab.collector import serve
 
     config = _configure(home, datakit=None)
-    click.echo(f"llmlab collector on http://{host}:{port} (OTLP at /otel/v1/traces, DQL at /v1/query/raw), data in {config.collector_db_path}")
+    click.echo(
+        f"llmlab collector on http://{host}:{port} (OTLP at /otel/v1/traces, DQL at /v1/query/raw), data in {config.collector_db_path}"
+    )
     serve(host, port, config.home)
 
 
@@ -78,8 +91,8 @@ def collector(host: str, port: int, home: str | None) -> None:
 @_friendly
 def serve_model(host: str, port: int, delay_ms: float | None) -> None:
     """Run the embedded OpenAI-compatible model server in the foreground."""
-    from ._server import serve_forever
-    from .localmodel import MODELS, create_app
+    from llmlab.localmodel import MODELS, create_app
+    from llmlab.serving import serve_forever
 
     click.echo(f"llmlab model server on http://{host}:{port}/v1 (models: {', '.join(MODELS)})")
     serve_forever(create_app(delay_ms=delay_ms), host, port)
@@ -90,11 +103,13 @@ def serve_model(host: str, port: int, delay_ms: float | None) -> None:
 @_home_option
 @click.option("--concurrency", type=int, default=None, help="Override the spec's concurrency.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the results (.csv/.parquet/.jsonl).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Also write the results (.csv/.parquet/.jsonl)."
+)
 @_friendly
 def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: bool, out: str | None) -> None:
     """Run a sweep described in a YAML file, with a progress bar."""
-    from .specfile import load_spec
+    from llmlab.cli.specfile import load_spec
 
     _configure(home)
     loaded = load_spec(Path(spec))
@@ -108,8 +123,11 @@ def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: boo
         _write_frame(res.df, Path(out))
         click.echo(f"wrote {len(res.df)} rows to {out}")
     if res.stopped == "cancelled":
-        click.echo(f"Cancelled: {len(res.df)} of {len(loaded.sweep.calls)} calls finished and are stored; "
-                   "run the same command again to send only the rest.", err=True)  # fmt: skip
+        click.echo(
+            f"Cancelled: {len(res.df)} of {len(loaded.sweep.calls)} calls finished and are stored; "
+            "run the same command again to send only the rest.",
+            err=True,
+        )
         raise click.exceptions.Exit(130)  # the shell's code for "stopped by Ctrl-C"
 
 
@@ -121,9 +139,11 @@ def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: boo
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="FILE.csv, .parquet or .jsonl")
 @_home_option
 @_friendly
-def spans_cmd(sweep_id: str | None, source: str | None, since: str | None, limit: int | None, out: str | None, home: str | None) -> None:
+def spans_cmd(
+    sweep_id: str | None, source: str | None, since: str | None, limit: int | None, out: str | None, home: str | None
+) -> None:
     """Pull LLM spans back as a table (print, or write CSV/Parquet/JSONL)."""
-    from .spans import spans
+    from llmlab.readback.spans import spans
 
     _configure(home)
     if out:
@@ -133,7 +153,17 @@ def spans_cmd(sweep_id: str | None, source: str | None, since: str | None, limit
         _write_frame(df, Path(out))
         click.echo(f"wrote {len(df)} spans to {out}")
     else:
-        cols = ["start_time", "service", "model", "temperature", "top_p", "latency_ms", "ttft_ms", "output_tokens", "status"]
+        cols = [
+            "start_time",
+            "service",
+            "model",
+            "temperature",
+            "top_p",
+            "latency_ms",
+            "ttft_ms",
+            "output_tokens",
+            "status",
+        ]
         _print_table(df[cols].tail(50) if len(df) else df)
         click.echo(f"{len(df)} spans")
 
@@ -143,8 +173,8 @@ def spans_cmd(sweep_id: str | None, source: str | None, since: str | None, limit
 @_friendly
 def replay(home: str | None) -> None:
     """Re-send spooled (undelivered) spans to DataKit."""
-    from .errors import ConfigError
-    from .tracing.export import drain
+    from llmlab.errors import ConfigError
+    from llmlab.tracing.export import drain
 
     config = _configure(home)
     if config.datakit is None:
@@ -172,7 +202,7 @@ def store_path(home: str | None) -> None:
 @_friendly
 def store_status(home: str | None) -> None:
     """Counts of sweeps, calls, cached responses, spans and pending exports."""
-    from .store import get_store
+    from llmlab.store import get_store
 
     config = _configure(home, datakit=None)
     st = get_store(config.home)
@@ -185,7 +215,7 @@ def store_status(home: str | None) -> None:
 
 
 def _check_out(path: Path) -> None:
-    from .errors import ConfigError
+    from llmlab.errors import ConfigError
 
     if path.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
         raise ConfigError(f"--out={str(path)!r}: expected a .csv, .parquet or .jsonl file name")
@@ -214,7 +244,7 @@ def _print_table(df: Any) -> None:
         click.echo(df.to_string(index=False) if len(df) else "(no rows)")
 
 
-from .cli_history import register as _register_history  # noqa: E402  (sweeps, show, export, import, ...)
+from llmlab.cli.history import register as _register_history  # noqa: E402  (sweeps, show, export, import, ...)
 
 _register_history(cli)
 

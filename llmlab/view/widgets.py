@@ -34,10 +34,11 @@ import json
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from .events import Event
-from .pricing import format_usd
+from llmlab.events import Event
+from llmlab.pricing import format_usd
 
 STATES = ("queued", "running", "retrying", "done", "error", "cached", "cancelled", "skipped")
 FINAL_STATES = frozenset({"done", "error", "cached", "cancelled", "skipped"})
@@ -87,12 +88,18 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-def _settings_of(model: Any, temperature: Any, top_p: Any, max_tokens: Any, seed: Any, repeat: int,
-                 params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:  # fmt: skip
+def _settings_of(
+    model: Any, temperature: Any, top_p: Any, max_tokens: Any, seed: Any, repeat: int, params: Mapping[str, Any]
+) -> tuple[tuple[str, Any], ...]:
     # a seeded sweep gives repeat r the seed base+r: the column keeps the base so repeats group
     base_seed = seed - repeat if isinstance(seed, int) and not isinstance(seed, bool) else seed
-    pairs = [("model", model), ("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens),
-             ("seed", base_seed)]  # fmt: skip
+    pairs = [
+        ("model", model),
+        ("temperature", temperature),
+        ("top_p", top_p),
+        ("max_tokens", max_tokens),
+        ("seed", base_seed),
+    ]
     pairs += sorted((str(k), v) for k, v in params.items())
     return tuple((k, None if _isna(v) else v) for k, v in pairs)
 
@@ -107,11 +114,16 @@ def _isna(value: Any) -> bool:
 def specs_from_calls(calls: Sequence[Any]) -> list[CellSpec]:
     """Cell specs from a sweep's planned ``Call`` objects."""
     return [
-        CellSpec(c.call_id, c.prompt_index, c.prompt_id, c.prompt,
-                 _settings_of(c.qualified_model, c.temperature, c.top_p, c.max_tokens, c.seed, c.repeat, c.params),
-                 c.repeat)
+        CellSpec(
+            c.call_id,
+            c.prompt_index,
+            c.prompt_id,
+            c.prompt,
+            _settings_of(c.qualified_model, c.temperature, c.top_p, c.max_tokens, c.seed, c.repeat, c.params),
+            c.repeat,
+        )
         for c in calls
-    ]  # fmt: skip
+    ]
 
 
 def specs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CellSpec]:
@@ -128,12 +140,24 @@ def specs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CellSpec]:
         seed = row.get("seed")
         seed = None if _isna(seed) else int(seed)
         prompt = row.get("prompt")
-        specs.append(CellSpec(
-            str(row["call_id"]), p_index, prompt_id, "" if _isna(prompt) else str(prompt),
-            _settings_of(row.get("model"), row.get("temperature"), row.get("top_p"), row.get("max_tokens"), seed,
-                         repeat, params),
-            repeat,
-        ))  # fmt: skip
+        specs.append(
+            CellSpec(
+                str(row["call_id"]),
+                p_index,
+                prompt_id,
+                "" if _isna(prompt) else str(prompt),
+                _settings_of(
+                    row.get("model"),
+                    row.get("temperature"),
+                    row.get("top_p"),
+                    row.get("max_tokens"),
+                    seed,
+                    repeat,
+                    params,
+                ),
+                repeat,
+            )
+        )
     return specs
 
 
@@ -151,8 +175,9 @@ class GridState:
         ('running', 'Hel')
     """
 
-    def __init__(self, specs: Sequence[CellSpec], budget_usd: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, specs: Sequence[CellSpec], budget_usd: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.clock = clock
         self.budget_usd = budget_usd
         self.cells: dict[str, Cell] = {s.call_id: Cell(s) for s in specs}
@@ -184,7 +209,7 @@ class GridState:
         self.cancel_requested = False
         self.spent_usd = 0.0
         self.retries = 0
-        self.counts = {state: 0 for state in STATES}
+        self.counts = dict.fromkeys(STATES, 0)
         self.counts["queued"] = self.total
         self.dirty: set[str] = set()
         self.header_dirty = True
@@ -273,8 +298,9 @@ class GridState:
         self.dirty.add(cell.spec.call_id)
         return True
 
-    def load_rows(self, rows: Iterable[Mapping[str, Any]], skipped: Iterable[Mapping[str, Any]] = (),
-                  stopped: str | None = None) -> None:  # fmt: skip
+    def load_rows(
+        self, rows: Iterable[Mapping[str, Any]], skipped: Iterable[Mapping[str, Any]] = (), stopped: str | None = None
+    ) -> None:
         """Fill the grid from stored rows (a finished sweep): no events, no requests."""
         for row in rows:
             row = dict(row)
@@ -322,8 +348,13 @@ class GridState:
         if self.budget_usd is not None:
             spend += f" of ${self.budget_usd:g} budget"
         parts.append(spend)
-        for state, label in (("running", "running"), ("error", "errors"), ("cached", "cached"),
-                             ("cancelled", "cancelled"), ("skipped", "skipped")):  # fmt: skip
+        for state, label in (
+            ("running", "running"),
+            ("error", "errors"),
+            ("cached", "cached"),
+            ("cancelled", "cancelled"),
+            ("skipped", "skipped"),
+        ):
             if self.counts[state] or state == "error":
                 parts.append(f"{self.counts[state]} {label}")
         if self.retries:
@@ -340,8 +371,9 @@ class GridState:
             self.header_dirty = False
             return dirty
 
-    def page_shape(self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE,
-                   max_columns: int = MAX_COLUMNS_PER_PAGE) -> tuple[int, int]:  # fmt: skip
+    def page_shape(
+        self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE
+    ) -> tuple[int, int]:
         """(prompts, columns) on one page: at most ``page_size`` prompts, ``max_columns`` settings
         and about ``max_cells`` calls, so a wide sweep (many settings × repeats) pages too."""
         reps = max((len(ids) for ids in self.layout.values()), default=1)
@@ -349,17 +381,22 @@ class GridState:
         rows = max(1, min(page_size, max_cells // (cols * reps)))
         return rows, cols
 
-    def page_window(self, page: int, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE,
-                    max_columns: int = MAX_COLUMNS_PER_PAGE) -> tuple[list[int], range]:  # fmt: skip
+    def page_window(
+        self, page: int, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE
+    ) -> tuple[list[int], range]:
         """The prompt indices and column indices of page ``page`` (prompts page first, then settings)."""
         rows, cols = self.page_shape(page_size, max_cells, max_columns)
         row_blocks = max(1, math.ceil(len(self.prompt_order) / rows))
         col_block, row_block = divmod(page, row_blocks)
         first = col_block * cols
-        return (self.prompt_order[row_block * rows : (row_block + 1) * rows],
-                range(first, min(first + cols, len(self.columns))))  # fmt: skip
+        return (
+            self.prompt_order[row_block * rows : (row_block + 1) * rows],
+            range(first, min(first + cols, len(self.columns))),
+        )
 
-    def pages(self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE) -> int:
+    def pages(
+        self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE
+    ) -> int:
         rows, cols = self.page_shape(page_size, max_cells, max_columns)
         return max(1, math.ceil(len(self.prompt_order) / rows)) * max(1, math.ceil(len(self.columns) / cols))
 
@@ -457,12 +494,30 @@ def render_cell(cell: Cell) -> str:
 def _details(cell: Cell) -> str:
     esc = html.escape
     row = cell.row or {}
-    items: list[tuple[str, Any]] = [("call_id", cell.spec.call_id), ("prompt_id", cell.spec.prompt_id),
-                                    ("state", cell.state), ("repeat", cell.spec.repeat)]  # fmt: skip
+    items: list[tuple[str, Any]] = [
+        ("call_id", cell.spec.call_id),
+        ("prompt_id", cell.spec.prompt_id),
+        ("state", cell.state),
+        ("repeat", cell.spec.repeat),
+    ]
     items += [(k, v) for k, v in cell.spec.settings if v is not None]
-    for key in ("response_model", "finish_reason", "input_tokens", "output_tokens", "tokens_estimated", "latency_ms",
-                "ttft_ms", "tokens_per_s", "cost_usd", "attempts", "retries", "cached", "trace_id", "span_id",
-                "error"):  # fmt: skip
+    for key in (
+        "response_model",
+        "finish_reason",
+        "input_tokens",
+        "output_tokens",
+        "tokens_estimated",
+        "latency_ms",
+        "ttft_ms",
+        "tokens_per_s",
+        "cost_usd",
+        "attempts",
+        "retries",
+        "cached",
+        "trace_id",
+        "span_id",
+        "error",
+    ):
         value = row.get(key)
         if value is not None and not _isna(value) and value != "":
             if key == "cost_usd" and isinstance(value, (int, float)):
@@ -472,8 +527,10 @@ def _details(cell: Cell) -> str:
         items.append(("note", cell.note))
     table = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(_fmt_value(v))}</td></tr>" for k, v in items)
     text = cell.text if cell.text or cell.row else ""
-    return (f'<div class="llg-more"><b>prompt</b><pre>{esc(cell.spec.prompt)}</pre>'
-            f"<b>completion</b><pre>{esc(text)}</pre><table>{table}</table></div>")  # fmt: skip
+    return (
+        f'<div class="llg-more"><b>prompt</b><pre>{esc(cell.spec.prompt)}</pre>'
+        f"<b>completion</b><pre>{esc(text)}</pre><table>{table}</table></div>"
+    )
 
 
 class HtmlView:
@@ -568,7 +625,7 @@ def _widget_subshell() -> str | None:
             def make() -> None:  # must run on the shell channel thread
                 try:
                     made.set_result(create())
-                except BaseException as exc:  # noqa: BLE001 - reported through the future
+                except BaseException as exc:
                     made.set_exception(exc)
 
             channel.io_loop.add_callback(make)
@@ -630,7 +687,6 @@ def _grid_html_widget() -> type:
     return _grid_widget_class[0]
 
 
-
 class SweepGrid:
     """The live grid shown by ``sweep.run(display=True)`` in Jupyter (see the module docstring).
 
@@ -643,9 +699,17 @@ class SweepGrid:
         max_rate: front-end updates per second at most (capped at 30).
     """
 
-    def __init__(self, sweep: Any, handle: Any = None, budget_usd: float | None = None, *, page_size: int = 20,
-                 max_rate: float = 15.0, specs: Sequence[CellSpec] | None = None,
-                 max_cells: int = MAX_CELLS_PER_PAGE) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sweep: Any,
+        handle: Any = None,
+        budget_usd: float | None = None,
+        *,
+        page_size: int = 20,
+        max_rate: float = 15.0,
+        specs: Sequence[CellSpec] | None = None,
+        max_cells: int = MAX_CELLS_PER_PAGE,
+    ) -> None:
         import ipywidgets as w
 
         self.state = GridState(specs if specs is not None else specs_from_calls(sweep.calls), budget_usd)
@@ -655,9 +719,14 @@ class SweepGrid:
         self.updates = 0  # HTML pushes to the front end
         self._html = _grid_html_widget()(layout=w.Layout(width="100%"))
         self._html.add_class("llmlab-grid")
-        self._cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
-                                tooltip="stop dispatching and cancel calls in flight", disabled=handle is None,
-                                layout=w.Layout(width="auto", display=None if handle is not None else "none"))  # fmt: skip
+        self._cancel = w.Button(
+            description="Cancel",
+            icon="stop",
+            button_style="danger",
+            tooltip="stop dispatching and cancel calls in flight",
+            disabled=handle is None,
+            layout=w.Layout(width="auto", display=None if handle is not None else "none"),
+        )
         self._cancel.add_class("llmlab-cancel")
         self._cancel.on_click(lambda _b: self.cancel())
         self._prev = w.Button(description="◀", layout=w.Layout(width="36px"))
@@ -679,7 +748,7 @@ class SweepGrid:
         self._push(force=True)
 
     @classmethod
-    def from_result(cls, result: Any, page_size: int = 20) -> "SweepGrid":
+    def from_result(cls, result: Any, page_size: int = 20) -> SweepGrid:
         """A finished grid rebuilt from a ``SweepResult``'s stored rows (nothing is sent)."""
         records = result.df.to_dict("records")
         skipped = result.skipped.to_dict("records") if result.skipped is not None else []
@@ -792,5 +861,20 @@ class SweepGrid:
         return f"SweepGrid({self.state.header_text()})"
 
 
-__all__ = ["MAX_BYTES_PER_S", "MAX_CELLS_PER_PAGE", "MAX_COLUMNS_PER_PAGE", "MAX_UPDATES_PER_S", "STATES", "Cell", "CellSpec", "GridState", "HtmlView", "SweepGrid", "render_cell",
-           "render_html", "route_clicks_to_subshell", "specs_from_calls", "specs_from_rows"]
+__all__ = [
+    "MAX_BYTES_PER_S",
+    "MAX_CELLS_PER_PAGE",
+    "MAX_COLUMNS_PER_PAGE",
+    "MAX_UPDATES_PER_S",
+    "STATES",
+    "Cell",
+    "CellSpec",
+    "GridState",
+    "HtmlView",
+    "SweepGrid",
+    "render_cell",
+    "render_html",
+    "route_clicks_to_subshell",
+    "specs_from_calls",
+    "specs_from_rows",
+]

@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -32,19 +33,19 @@ import pandas as pd
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from . import schema
-from .config import get_config
-from .errors import ReplayMissError, redact
-from .cassette import CallInfo, call_scope
-from .events import Event, EventBus
-from .providers import get_provider, make_client
-from .store import get_store
-from .sweep import Call, Sweep
-from .tracing import call_context, ensure_tracing
-from .tracing.setup import schema_attrs_for_call
+from llmlab import schema
+from llmlab.config import get_config
+from llmlab.errors import ReplayMissError, redact
+from llmlab.events import Event, EventBus
+from llmlab.plan.providers import get_provider, make_client
+from llmlab.run.cassette import CallInfo, call_scope
+from llmlab.store import get_store
+from llmlab.sweep import Call, Sweep
+from llmlab.tracing import call_context, ensure_tracing
+from llmlab.tracing.setup import schema_attrs_for_call
 
 if TYPE_CHECKING:
-    from .results import SweepResult
+    from llmlab.results import SweepResult
 
 log = logging.getLogger("llmlab.runner")
 
@@ -280,8 +281,15 @@ class _Limits:
         return win
 
     def summary(self) -> dict[str, Any]:
-        return {key: {"window": round(w.size, 2), "rate_share": round(w.rate_share, 3), "rate_limited": w.rate_limited,
-                      "cuts": w.cuts} for key, w in self.windows.items()}  # fmt: skip
+        return {
+            key: {
+                "window": round(w.size, 2),
+                "rate_share": round(w.rate_share, 3),
+                "rate_limited": w.rate_limited,
+                "cuts": w.cuts,
+            }
+            for key, w in self.windows.items()
+        }
 
 
 #: sweeps running in this process now (their claims are live; any other claim made here is stale)
@@ -324,8 +332,11 @@ class _ClaimWaiter:
             try:
                 hits = await asyncio.to_thread(self.store.cached_responses, waiting)
                 rest = [cid for cid in waiting if cid not in hits]
-                still_elsewhere = (await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
-                                   if rest else set())  # fmt: skip
+                still_elsewhere = (
+                    await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
+                    if rest
+                    else set()
+                )
             except Exception:  # e.g. the store briefly locked by another process: ask again next round
                 log.warning("could not check calls claimed by another sweep; retrying", exc_info=True)
                 continue
@@ -346,19 +357,48 @@ class _ClaimWaiter:
 
 def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
     return {
-        "sweep_id": sweep_id, "call_id": call.call_id, "trace_id": None, "span_id": None, "service": None,
-        "start_time": None, "end_time": None, "latency_ms": None, "ttft_ms": None, "tokens_per_s": None,
-        "provider": call.provider, "model": call.qualified_model, "response_model": None,
-        "temperature": call.temperature, "top_p": call.top_p, "max_tokens": call.max_tokens, "seed": call.seed,
-        "repeat": call.repeat, "prompt_id": call.prompt_id, "prompt": call.prompt, "completion": None,
-        "finish_reason": None, "input_tokens": None, "output_tokens": None, "total_tokens": None,
-        "tokens_estimated": False, "cost_usd": None, "status": "ok", "error": "", "cached": False,
-        "queue_ms": None, "attempts": 0, "retries": 0, "itl_ms": None,
+        "sweep_id": sweep_id,
+        "call_id": call.call_id,
+        "trace_id": None,
+        "span_id": None,
+        "service": None,
+        "start_time": None,
+        "end_time": None,
+        "latency_ms": None,
+        "ttft_ms": None,
+        "tokens_per_s": None,
+        "provider": call.provider,
+        "model": call.qualified_model,
+        "response_model": None,
+        "temperature": call.temperature,
+        "top_p": call.top_p,
+        "max_tokens": call.max_tokens,
+        "seed": call.seed,
+        "repeat": call.repeat,
+        "prompt_id": call.prompt_id,
+        "prompt": call.prompt,
+        "completion": None,
+        "finish_reason": None,
+        "input_tokens": None,
+        "output_tokens": None,
+        "total_tokens": None,
+        "tokens_estimated": False,
+        "cost_usd": None,
+        "status": "ok",
+        "error": "",
+        "cached": False,
+        "queue_ms": None,
+        "attempts": 0,
+        "retries": 0,
+        "itl_ms": None,
         "params": json.dumps(call.params, sort_keys=True) if call.params else "",
         **{k: v for k, v in call.params.items() if k not in schema.CANONICAL_COLUMNS},
-        **{k if k not in schema.CANONICAL_COLUMNS else f"data.{k}": v for k, v in call.data.items()
-           if k not in ("prompt_id", "id", "messages")},
-    }  # fmt: skip
+        **{
+            k if k not in schema.CANONICAL_COLUMNS else f"data.{k}": v
+            for k, v in call.data.items()
+            if k not in ("prompt_id", "id", "messages")
+        },
+    }
 
 
 class SweepRunner:
@@ -405,13 +445,14 @@ class SweepRunner:
         """An http client whose transport records to / replays from the cassette. Replay needs
         no key and no server: the provider is swapped for a key-less one whose URL is never
         dialled (for ``local`` this also keeps the model server from starting)."""
-        from .cassette import CassetteTransport
+        from llmlab.run.cassette import CassetteTransport
 
         if self.options.cassette_mode == "replay":
             base_url = prov.base_url if prov.base_url and not prov.is_local else "http://replay.invalid/v1"
             name = prov.name
-            prov = dataclasses.replace(prov, name=f"{name}-replay", base_url=base_url, api_key_env=None,
-                                       base_url_env=None)  # fmt: skip
+            prov = dataclasses.replace(
+                prov, name=f"{name}-replay", base_url=base_url, api_key_env=None, base_url_env=None
+            )
             transport = CassetteTransport(self._cassette, provider=name, base_url=base_url)
         else:
             base_url = prov.resolve_base_url()
@@ -419,7 +460,7 @@ class SweepRunner:
         return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
 
     def _cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
-        from .pricing import cost_for, load_prices
+        from llmlab.pricing import cost_for, load_prices
 
         if self._prices is None:
             self._prices = load_prices()
@@ -432,18 +473,18 @@ class SweepRunner:
         the cassette (replay needs no key: it never sends)."""
         cache, cassette = self.options.cache, self.options.cassette
         if not isinstance(cache, bool) and cache not in ("record", "replay"):
-            from .errors import ValidationError
+            from llmlab.errors import ValidationError
 
             raise ValidationError("cache", cache, "expected True, False, 'record' or 'replay'")
         if self.options.cassette_mode is not None:
-            from .cassette import Cassette
-            from .errors import ValidationError
+            from llmlab.errors import ValidationError
+            from llmlab.run.cassette import Cassette
 
             if cassette is None:
                 raise ValidationError("cassette", cassette, f"cache={cache!r} needs cassette=<path of a .json file>")
             self._cassette = Cassette(cassette, cache)  # replay: ConfigError if the file is missing
         elif cassette is not None:
-            from .errors import ValidationError
+            from llmlab.errors import ValidationError
 
             raise ValidationError("cassette", str(cassette), "a cassette is used only with cache='record' or 'replay'")
         if self.options.cassette_mode != "replay":
@@ -451,29 +492,39 @@ class SweepRunner:
                 get_provider(prov).api_key()  # raises ConfigError naming the env var
         budget = self.options.budget_usd
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-            from .errors import ValidationError
+            from llmlab.errors import ValidationError
 
             raise ValidationError("budget_usd", budget, "must be a non-negative number of US dollars")
         conc = self.options.concurrency
         if isinstance(conc, bool) or not isinstance(conc, int) or conc <= 0:
-            from .errors import ValidationError
+            from llmlab.errors import ValidationError
 
             raise ValidationError("concurrency", conc, "must be a positive integer")
         if budget is not None:
             # a reply without a length bound has no worst-case cost: the budget could be passed
             unbounded = next((c for c in self.sweep.calls if c.max_output_tokens is None), None)
             if unbounded is not None:
-                from .errors import ValidationError
+                from llmlab.errors import ValidationError
 
-                raise ValidationError("budget_usd", budget, "max_tokens=None leaves the length, and so the cost, of a "
-                                      "reply unbounded; set max_tokens to use a budget")  # fmt: skip
+                raise ValidationError(
+                    "budget_usd",
+                    budget,
+                    "max_tokens=None leaves the length, and so the cost, of a "
+                    "reply unbounded; set max_tokens to use a budget",
+                )
             # a model without a price would make the budget silently unenforceable
-            unpriced = sorted({c.qualified_model for c in self.sweep.calls if self._cost(c.qualified_model, 1, 1) is None})
+            unpriced = sorted(
+                {c.qualified_model for c in self.sweep.calls if self._cost(c.qualified_model, 1, 1) is None}
+            )
             if unpriced:
-                from .errors import ValidationError
+                from llmlab.errors import ValidationError
 
-                raise ValidationError("budget_usd", budget, f"model {unpriced[0]!r} has no price, so spend cannot be "
-                                      f"estimated; add it to {self.config.home / 'prices.json'}")  # fmt: skip
+                raise ValidationError(
+                    "budget_usd",
+                    budget,
+                    f"model {unpriced[0]!r} has no price, so spend cannot be "
+                    f"estimated; add it to {self.config.home / 'prices.json'}",
+                )
 
     async def run(self) -> None:
         """Send the sweep's calls and record the outcome (see the module docstring)."""
@@ -491,7 +542,7 @@ class SweepRunner:
         spec = self.sweep.spec()
         if not self.config.trace_content:
             spec["prompts"] = spec["template"] = spec["system"] = None  # prompt text stays out of the store
-        from .history import experiment_context, finish_experiment, start_experiment
+        from llmlab.history import experiment_context, finish_experiment, start_experiment
 
         started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
         start_experiment(self.store, self.sweep_id, self.sweep.name, spec, {**info, **experiment_context(self.sweep)})
@@ -501,8 +552,12 @@ class SweepRunner:
             todo = [c.call_id for c in calls if c.call_id not in cached]
             elsewhere = self.store.claim_calls(todo, self.sweep_id, _ACTIVE_SWEEPS) if todo else set()
             self._claims = _ClaimWaiter(self.store, self.sweep_id, elsewhere)
-        self._emit("sweep_started", total=len(calls), budget_usd=self.options.budget_usd,
-                   calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls])  # fmt: skip
+        self._emit(
+            "sweep_started",
+            total=len(calls),
+            budget_usd=self.options.budget_usd,
+            calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls],
+        )
         sem = asyncio.Semaphore(self.options.concurrency)
         tasks = []
         for call in calls:
@@ -538,12 +593,24 @@ class SweepRunner:
             self.stopped = "cancelled"
         self.store.flush()
         ok = sum(1 for r in self.rows.values() if r["status"] == "ok")
-        counts = {"ok": ok, "error": len(self.rows) - ok, "skipped": len(self.skipped),
-                  "spent_usd": round(self.spent_usd, 6), "stopped": self.stopped,
-                  "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
-                  "limits": self._limits.summary()}  # fmt: skip
-        finish_experiment(self.store, self.sweep_id, "replay-miss" if self.replay_misses else self.stopped or "finished",
-                          counts, list(self.rows.values()), self.skipped, time.monotonic() - started)
+        counts = {
+            "ok": ok,
+            "error": len(self.rows) - ok,
+            "skipped": len(self.skipped),
+            "spent_usd": round(self.spent_usd, 6),
+            "stopped": self.stopped,
+            "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
+            "limits": self._limits.summary(),
+        }
+        finish_experiment(
+            self.store,
+            self.sweep_id,
+            "replay-miss" if self.replay_misses else self.stopped or "finished",
+            counts,
+            list(self.rows.values()),
+            self.skipped,
+            time.monotonic() - started,
+        )
         self._emit("sweep_finished", **counts)
         if interrupted:
             raise asyncio.CancelledError
@@ -553,8 +620,18 @@ class SweepRunner:
     def _finish_cached(self, call: Call, hit: dict[str, Any], index: int) -> None:
         row = _base_row(call, self.sweep_id)
         row.update({k: v for k, v in hit.items() if k in row or k in schema.EXTRA_COLUMNS})
-        row.update({"sweep_id": self.sweep_id, "cached": True, "status": "ok", "error": "", "cost_usd": 0.0,
-                    "queue_ms": 0.0, "attempts": 0, "retries": 0})  # fmt: skip
+        row.update(
+            {
+                "sweep_id": self.sweep_id,
+                "cached": True,
+                "status": "ok",
+                "error": "",
+                "cost_usd": 0.0,
+                "queue_ms": 0.0,
+                "attempts": 0,
+                "retries": 0,
+            }
+        )
         self.rows[call.call_id] = row
         stored = _for_store(row, call, self.config.trace_content)
         self.store.put_call(self.sweep_id, index, stored, None)
@@ -566,7 +643,7 @@ class SweepRunner:
             return True
         if self.stopped == "budget":
             return False  # once the budget is reached, nothing more is dispatched
-        from .planning import estimate_call_tokens
+        from llmlab.plan.estimate import estimate_call_tokens
 
         est = self._cost(call.qualified_model, *estimate_call_tokens(call)) or 0.0  # replies bounded: see preflight
         if self.spent_usd + self._reserved_usd + est > budget + 1e-12:
@@ -631,7 +708,7 @@ class SweepRunner:
         self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
-        from .planning import estimate_call_tokens
+        from llmlab.plan.estimate import estimate_call_tokens
 
         est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
@@ -650,11 +727,13 @@ class SweepRunner:
             retry=retry_if_exception(is_transient),
             reraise=True,
             before_sleep=lambda st: self._emit(
-                "retry", call.call_id, attempt=st.attempt_number,
+                "retry",
+                call.call_id,
+                attempt=st.attempt_number,
                 error=redact(str(st.outcome.exception()) if st.outcome else ""),
                 wait_s=st.next_action.sleep if st.next_action else 0.0,
             ),
-        )  # fmt: skip
+        )
         try:
             async for attempt_state in retrying:
                 with attempt_state:
@@ -678,8 +757,16 @@ class SweepRunner:
         except (asyncio.CancelledError, ReplayMissError):
             raise
         except Exception as exc:
-            row.update({"status": "error", "error": _describe(exc), "completion": None, "finish_reason": None,
-                        "attempts": attempt, "retries": max(0, attempt - 1)})  # fmt: skip
+            row.update(
+                {
+                    "status": "error",
+                    "error": _describe(exc),
+                    "completion": None,
+                    "finish_reason": None,
+                    "attempts": attempt,
+                    "retries": max(0, attempt - 1),
+                }
+            )
             if row.get("end_time") is None:
                 row["end_time"] = pd.Timestamp.now(tz="UTC").isoformat()
 
@@ -689,17 +776,26 @@ class SweepRunner:
         sent_at = time.perf_counter()
         queue_ms = (sent_at - queued_at) * 1000.0
         attrs = schema_attrs_for_call(
-            sweep_id=self.sweep_id, call_id=call.call_id, prompt_id=call.prompt_id, repeat=call.repeat,
-            seed=call.seed, provider=call.provider, attempts=attempt, queue_ms=round(queue_ms, 3),
+            sweep_id=self.sweep_id,
+            call_id=call.call_id,
+            prompt_id=call.prompt_id,
+            repeat=call.repeat,
+            seed=call.seed,
+            provider=call.provider,
+            attempts=attempt,
+            queue_ms=round(queue_ms, 3),
             params=json.dumps(call.params, sort_keys=True) if call.params else None,
-        )  # fmt: skip
+        )
         start_wall = time.time_ns()
         parts: list[str] = []
         ttft_ms = None
         finish = None
         usage = None
         response_model = None
-        with call_context(attrs) as ctrace, call_scope(CallInfo(call.call_id, call.qualified_model, call.prompt, call.repeat)):
+        with (
+            call_context(attrs) as ctrace,
+            call_scope(CallInfo(call.call_id, call.qualified_model, call.prompt, call.repeat)),
+        ):
             stream = await client.chat.completions.create(
                 **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
             )
@@ -732,24 +828,36 @@ class SweepRunner:
             tokens_in, tokens_out = usage.prompt_tokens, usage.completion_tokens
             total = usage.total_tokens
         else:
-            from .tokens import estimate_messages_tokens, estimate_tokens
+            from llmlab.tokens import estimate_messages_tokens, estimate_tokens
 
             tokens_in = estimate_messages_tokens(list(call.messages))
             tokens_out = estimate_tokens(completion)
             total = tokens_in + tokens_out
         gen_ms = latency_ms - (ttft_ms or 0.0)
-        row.update({
-            "trace_id": trace_id, "span_id": span_id, "service": self.config.app_name,
-            "start_time": pd.Timestamp(start_wall, unit="ns", tz="UTC").isoformat(),
-            "end_time": pd.Timestamp(start_wall + int(latency_ms * 1e6), unit="ns", tz="UTC").isoformat(),
-            "latency_ms": latency_ms, "ttft_ms": ttft_ms,
-            "tokens_per_s": (tokens_out / (gen_ms / 1000.0)) if tokens_out and gen_ms > 0 else None,
-            "response_model": response_model, "completion": completion,
-            "finish_reason": finish, "input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": total,
-            "tokens_estimated": estimated, "cost_usd": self._cost(call.qualified_model, tokens_in, tokens_out),
-            "status": "ok", "error": "", "queue_ms": queue_ms,
-            "itl_ms": (gen_ms / (tokens_out - 1)) if tokens_out and tokens_out > 1 else None,
-        })  # fmt: skip
+        row.update(
+            {
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "service": self.config.app_name,
+                "start_time": pd.Timestamp(start_wall, unit="ns", tz="UTC").isoformat(),
+                "end_time": pd.Timestamp(start_wall + int(latency_ms * 1e6), unit="ns", tz="UTC").isoformat(),
+                "latency_ms": latency_ms,
+                "ttft_ms": ttft_ms,
+                "tokens_per_s": (tokens_out / (gen_ms / 1000.0)) if tokens_out and gen_ms > 0 else None,
+                "response_model": response_model,
+                "completion": completion,
+                "finish_reason": finish,
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "total_tokens": total,
+                "tokens_estimated": estimated,
+                "cost_usd": self._cost(call.qualified_model, tokens_in, tokens_out),
+                "status": "ok",
+                "error": "",
+                "queue_ms": queue_ms,
+                "itl_ms": (gen_ms / (tokens_out - 1)) if tokens_out and tokens_out > 1 else None,
+            }
+        )
 
 
 def _for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[str, Any]:
@@ -761,9 +869,25 @@ def _for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[str
     return {**row, "prompt": None, "completion": None, **{k: None for k in data_keys if k in row}}
 
 
-_CACHE_FIELDS = ("completion", "finish_reason", "input_tokens", "output_tokens", "total_tokens", "tokens_estimated",
-                 "response_model", "latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "trace_id", "span_id",
-                 "start_time", "end_time", "service", "cost_usd")  # fmt: skip
+_CACHE_FIELDS = (
+    "completion",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "tokens_estimated",
+    "response_model",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_per_s",
+    "itl_ms",
+    "trace_id",
+    "span_id",
+    "start_time",
+    "end_time",
+    "service",
+    "cost_usd",
+)
 
 
 def _combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError:
@@ -788,7 +912,7 @@ def _describe(exc: BaseException) -> str:
 
 def _default_display() -> bool:
     """On in a Jupyter kernel (the grid) and when stderr is a terminal (the bar); off when piped or logged."""
-    from .display import in_notebook
+    from llmlab.view.display import in_notebook
 
     if in_notebook():
         return True
@@ -798,22 +922,38 @@ def _default_display() -> bool:
         return False
 
 
-async def run_async(sweep: Sweep, concurrency: int = 8, display: bool | None = None, budget_usd: float | None = None,
-                    cache: bool | str = True, *, http_client: httpx.AsyncClient | None = None,
-                    retry: RetryPolicy | None = None, bus: EventBus | None = None, handle: RunHandle | None = None,
-                    sweep_id: str | None = None, cassette: Any = None) -> "SweepResult":
+async def run_async(
+    sweep: Sweep,
+    concurrency: int = 8,
+    display: bool | None = None,
+    budget_usd: float | None = None,
+    cache: bool | str = True,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    retry: RetryPolicy | None = None,
+    bus: EventBus | None = None,
+    handle: RunHandle | None = None,
+    sweep_id: str | None = None,
+    cassette: Any = None,
+) -> SweepResult:
     """Run ``sweep`` on the current event loop (``await sweep.arun()``).
 
     ``cache``: True reuses stored responses, False always sends, ``"record"`` sends and writes
     every response to ``cassette`` (a .json path), ``"replay"`` answers every call from
     ``cassette`` without a model, a key or any request (a call it lacks raises ReplayMissError).
     """
-    from .display import attach_display
-    from .results import SweepResult
+    from llmlab.results import SweepResult
+    from llmlab.view.display import attach_display
 
-    options = RunOptions(concurrency=concurrency, budget_usd=budget_usd, cache=cache,
-                         retry=retry or RetryPolicy(), http_client=http_client, sweep_id=sweep_id,
-                         cassette=cassette)  # fmt: skip
+    options = RunOptions(
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        cache=cache,
+        retry=retry or RetryPolicy(),
+        http_client=http_client,
+        sweep_id=sweep_id,
+        cassette=cassette,
+    )
     bus = bus or EventBus()
     handle = handle or RunHandle()
     runner = SweepRunner(sweep, options, bus, handle)
@@ -827,7 +967,7 @@ async def run_async(sweep: Sweep, concurrency: int = 8, display: bool | None = N
     return SweepResult.from_rows(runner.sweep_id, rows, sweep=sweep, skipped=runner.skipped, stopped=runner.stopped)
 
 
-def run_sync(sweep: Sweep, **kwargs: Any) -> "SweepResult":
+def run_sync(sweep: Sweep, **kwargs: Any) -> SweepResult:
     """Run ``sweep`` to completion from synchronous code, also when a loop already runs here
     (a Jupyter kernel): then the sweep runs on a fresh loop in a worker thread while this
     thread waits.
@@ -873,7 +1013,10 @@ def _cancel_on_first_sigint(handle: RunHandle) -> Iterator[None]:
     """In a script's main thread, make the first SIGINT cancel the sweep (keeping what finished)
     instead of unwinding it; the next one raises KeyboardInterrupt as usual. Elsewhere (another
     thread, a handler the user installed) signals are left alone."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
 

@@ -13,18 +13,31 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
-from . import schema
-from .config import get_config
-from .errors import ConfigError, ValidationError
+from llmlab import schema
+from llmlab.config import get_config
+from llmlab.errors import ConfigError, ValidationError
 
 __all__ = ["TraceView", "span_tree", "trace_spans", "traces"]
 
-SPAN_COLUMNS = ["trace_id", "span_id", "parent_id", "name", "service", "kind", "start_time", "end_time",
-                "duration_ms", "status", "error", "attributes"]  # fmt: skip
+SPAN_COLUMNS = [
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "name",
+    "service",
+    "kind",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status",
+    "error",
+    "attributes",
+]
 _ID_CHUNK = 50
 _MAX_TEXT = 4000
 
@@ -48,31 +61,42 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
-    from .store import get_store
+    from llmlab.store import get_store
 
     store = get_store(get_config().home)
     rows: list[dict[str, Any]] = []
     for i in range(0, len(ids), _ID_CHUNK):
         chunk = ids[i : i + _ID_CHUNK]
-        sql = ("SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, row_json, attrs_json FROM spans"
-               f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns")  # fmt: skip
+        sql = (
+            "SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, row_json, attrs_json FROM spans"
+            f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns"
+        )
         for trace_id, span_id, parent_id, name, service, start, end, row_json, attrs_json in store.read(sql, chunk):
             row = json.loads(row_json) if row_json else {}
             start, end = schema.datakit_times(start, end)
-            rows.append({
-                "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id or None, "name": name,
-                "service": service, "kind": None, "start_time": pd.Timestamp(start, unit="ns", tz="UTC"),
-                "end_time": pd.Timestamp(end, unit="ns", tz="UTC"), "duration_ms": (end - start) / 1e6,
-                "status": row.get("status") or "ok", "error": row.get("error") or "",
-                "attributes": json.loads(attrs_json) if attrs_json else {},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "parent_id": parent_id or None,
+                    "name": name,
+                    "service": service,
+                    "kind": None,
+                    "start_time": pd.Timestamp(start, unit="ns", tz="UTC"),
+                    "end_time": pd.Timestamp(end, unit="ns", tz="UTC"),
+                    "duration_ms": (end - start) / 1e6,
+                    "status": row.get("status") or "ok",
+                    "error": row.get("error") or "",
+                    "attributes": json.loads(attrs_json) if attrs_json else {},
+                }
+            )
     return rows
 
 
 def _datakit_spans(ids: list[str], since_ns: int | None, until_ns: int | None) -> list[dict[str, Any]]:
     import time
 
-    from .datakit_query import decode_point, iter_points
+    from llmlab.readback.datakit_query import decode_point, iter_points
 
     config = get_config()
     now_ms = int(time.time() * 1000)
@@ -88,19 +112,28 @@ def _datakit_spans(ids: list[str], since_ns: int | None, until_ns: int | None) -
         for point in iter_points(config, query, (start_ms, end_ms), None):
             p = decode_point(point)
             start, end = schema.datakit_times(p.start_ns, p.end_ns)  # as ll.spans(): whole µs in every source
-            rows.append({
-                "trace_id": p.trace_id, "span_id": p.span_id, "parent_id": p.parent_id, "name": p.name,
-                "service": p.service, "kind": p.kind,
-                "start_time": pd.Timestamp(start or 0, unit="ns", tz="UTC"),
-                "end_time": pd.Timestamp(end or start or 0, unit="ns", tz="UTC"),
-                "duration_ms": ((end or 0) - (start or 0)) / 1e6 if end else 0.0,
-                "status": "error" if p.is_error else "ok", "error": p.error, "attributes": p.attrs,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "trace_id": p.trace_id,
+                    "span_id": p.span_id,
+                    "parent_id": p.parent_id,
+                    "name": p.name,
+                    "service": p.service,
+                    "kind": p.kind,
+                    "start_time": pd.Timestamp(start or 0, unit="ns", tz="UTC"),
+                    "end_time": pd.Timestamp(end or start or 0, unit="ns", tz="UTC"),
+                    "duration_ms": ((end or 0) - (start or 0)) / 1e6 if end else 0.0,
+                    "status": "error" if p.is_error else "ok",
+                    "error": p.error,
+                    "attributes": p.attrs,
+                }
+            )
     return rows
 
 
-def trace_spans(trace_ids: str | Iterable[str], source: str | None = None, since: Any = None,
-                until: Any = None) -> pd.DataFrame:  # fmt: skip
+def trace_spans(
+    trace_ids: str | Iterable[str], source: str | None = None, since: Any = None, until: Any = None
+) -> pd.DataFrame:
     """Every span of the given traces (workflow, task, LLM and any other span), one row each.
 
     Args:
@@ -113,7 +146,7 @@ def trace_spans(trace_ids: str | Iterable[str], source: str | None = None, since
         columns ``trace_id, span_id, parent_id, name, service, kind, start_time, end_time,
         duration_ms, status, error, attributes`` (a dict), ordered by trace and start time.
     """
-    from .spans import SOURCES, _to_ns
+    from llmlab.readback.spans import SOURCES, _to_ns
 
     ids = _ids(trace_ids)
     config = get_config()
@@ -174,8 +207,12 @@ def messages(attrs: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[s
     def legacy(prefix: str) -> list[tuple[str, str]]:
         out, i = [], 0
         while any(f"{prefix}.{i}.{k}" in attrs for k in ("content", "role")):
-            out.append((str(attrs.get(f"{prefix}.{i}.role") or ("assistant" if "completion" in prefix else "")),
-                        str(attrs.get(f"{prefix}.{i}.content") or "")))  # fmt: skip
+            out.append(
+                (
+                    str(attrs.get(f"{prefix}.{i}.role") or ("assistant" if "completion" in prefix else "")),
+                    str(attrs.get(f"{prefix}.{i}.content") or ""),
+                )
+            )
             i += 1
         return out
 
@@ -243,8 +280,12 @@ class TraceView:
                 self._spans = _frame([])
             else:
                 t = self.calls["start_time"]
-                self._spans = trace_spans(self.calls["trace_id"].astype(str).tolist(), source=self.source,
-                                          since=t.min() - pd.Timedelta("1h"), until=t.max() + pd.Timedelta("1h"))  # fmt: skip
+                self._spans = trace_spans(
+                    self.calls["trace_id"].astype(str).tolist(),
+                    source=self.source,
+                    since=t.min() - pd.Timedelta("1h"),
+                    until=t.max() + pd.Timedelta("1h"),
+                )
         return self._spans
 
     def __len__(self) -> int:
@@ -276,10 +317,15 @@ class TraceView:
         status = _text(row.get("status"))
         color = "#c0392b" if status == "error" else "#1e8449"
         return [
-            _esc(t.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(t) else ""), _esc(row.get("service")),
-            _esc(row.get("workflow")), _esc(row.get("model")), f"{_num(row.get('latency_ms'), '.0f')} ms", tokens,
-            f"${_num(row.get('cost_usd'), '.6f')}", f'<span style="color:{color}">{_esc(status)}</span>',
-        ]  # fmt: skip
+            _esc(t.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(t) else ""),
+            _esc(row.get("service")),
+            _esc(row.get("workflow")),
+            _esc(row.get("model")),
+            f"{_num(row.get('latency_ms'), '.0f')} ms",
+            tokens,
+            f"${_num(row.get('cost_usd'), '.6f')}",
+            f'<span style="color:{color}">{_esc(status)}</span>',
+        ]
 
     def detail_html(self, i: int) -> str:
         """The detail pane of the i-th call: input and output messages, span tree (waterfall)."""
@@ -297,9 +343,13 @@ class TraceView:
             if not msgs:
                 parts.append('<div style="color:#888">(not recorded: content tracing off?)</div>')
             for role, text in msgs:
-                parts.append(f'<div style="white-space:pre-wrap;border-left:3px solid #ccc;padding-left:.5em;margin:.2em 0">'
-                             f'<span style="color:#888">{_esc(role)}</span> {_esc(text)}</div>')  # fmt: skip
-        params = [f"{k}={_num(row.get(k), 'g')}" for k in ("temperature", "top_p", "max_tokens") if pd.notna(row.get(k))]
+                parts.append(
+                    f'<div style="white-space:pre-wrap;border-left:3px solid #ccc;padding-left:.5em;margin:.2em 0">'
+                    f'<span style="color:#888">{_esc(role)}</span> {_esc(text)}</div>'
+                )
+        params = [
+            f"{k}={_num(row.get(k), 'g')}" for k in ("temperature", "top_p", "max_tokens") if pd.notna(row.get(k))
+        ]
         if pd.notna(row.get("ttft_ms")):
             params.append(f"ttft={_num(row.get('ttft_ms'), '.0f')} ms")
         if params:
@@ -320,28 +370,35 @@ class TraceView:
                 parts.append(
                     '<div style="display:flex;align-items:center;gap:.5em">'
                     f'<div style="width:22em;box-sizing:border-box;padding-left:{depth * 1.2}em;white-space:nowrap;overflow:hidden">'
-                    f'{_esc(s["name"])}{mark}</div>'
+                    f"{_esc(s['name'])}{mark}</div>"
                     f'<div style="width:6em;text-align:right">{_num(s["duration_ms"], ".1f")} ms</div>'
                     f'<div style="flex:1;position:relative;height:.8em;background:#f4f4f4;min-width:12em">'
                     f'<div style="position:absolute;left:{left:.2f}%;width:{width:.2f}%;height:100%;background:{color}"></div>'
                     "</div></div>"
-                )  # fmt: skip
+                )
             parts.append("</div>")
         parts.append("</div>")
         return "".join(parts)
 
     def _repr_html_(self) -> str:
         head = ["time", "service", "workflow", "model", "latency", "tokens", "cost", "status"]
-        out = [f'<div class="llmlab-traces"><div style="margin-bottom:.3em">{len(self)} call(s)'
-               + (f" (newest {len(self)} of {self.total})" if self.total > len(self) else "")
-               + " — click a row for its messages and span tree</div>",
-               f'<div style="{_GRID};font-weight:bold;margin-left:1.1em">'
-               + "".join(f"<div>{h}</div>" for h in head) + "</div>"]  # fmt: skip
+        out = [
+            f'<div class="llmlab-traces"><div style="margin-bottom:.3em">{len(self)} call(s)'
+            + (f" (newest {len(self)} of {self.total})" if self.total > len(self) else "")
+            + " — click a row for its messages and span tree</div>",
+            f'<div style="{_GRID};font-weight:bold;margin-left:1.1em">'
+            + "".join(f"<div>{h}</div>" for h in head)
+            + "</div>",
+        ]
         for i in range(len(self)):
-            cells = "".join(f'<div style="{_CELL}" title="{c}">{c}</div>' if "<" not in c else f"<div>{c}</div>"
-                            for c in self._summary_cells(self.calls.loc[i]))  # fmt: skip
-            out.append(f'<details><summary style="cursor:pointer"><div style="{_GRID};display:inline-grid">{cells}</div>'
-                       f"</summary>{self.detail_html(i)}</details>")  # fmt: skip
+            cells = "".join(
+                f'<div style="{_CELL}" title="{c}">{c}</div>' if "<" not in c else f"<div>{c}</div>"
+                for c in self._summary_cells(self.calls.loc[i])
+            )
+            out.append(
+                f'<details><summary style="cursor:pointer"><div style="{_GRID};display:inline-grid">{cells}</div>'
+                f"</summary>{self.detail_html(i)}</details>"
+            )
         out.append("</div>")
         return "".join(out)
 
@@ -353,8 +410,13 @@ class TraceView:
         for i in range(len(self)):
             r = self.calls.loc[i]
             t = r["start_time"].strftime("%H:%M:%S") if pd.notna(r["start_time"]) else ""
-            options.append((f"{t}  {_text(r.get('workflow'))}  {_text(r.get('model'))}  "
-                            f"{_num(r.get('latency_ms'), '.0f')} ms  {_text(r.get('status'))}", i))  # fmt: skip
+            options.append(
+                (
+                    f"{t}  {_text(r.get('workflow'))}  {_text(r.get('model'))}  "
+                    f"{_num(r.get('latency_ms'), '.0f')} ms  {_text(r.get('status'))}",
+                    i,
+                )
+            )
         select = w.Select(options=options, rows=min(12, max(len(options), 1)), layout=w.Layout(width="100%"))
         pane = w.HTML(self.detail_html(0) if len(self) else "no calls")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .sweep import Call, Sweep
+    from llmlab.sweep import Call, Sweep
 
 #: Reply length assumed for a call that sets no max_tokens (used in the plan and for TPM limits).
 DEFAULT_OUTPUT_TOKENS = 256
@@ -18,17 +18,17 @@ _DEFAULT_SECONDS_PER_CALL = {"local": 0.05}
 _REMOTE_SECONDS_PER_CALL = 2.0
 
 
-def estimate_call_tokens(call: "Call") -> tuple[int, int]:
+def estimate_call_tokens(call: Call) -> tuple[int, int]:
     """(input, output) tokens of ``call`` estimated before sending: the prompt by the offline
     estimator, the reply at its bound (``max_tokens``), else :data:`DEFAULT_OUTPUT_TOKENS`."""
-    from .tokens import estimate_messages_tokens
+    from llmlab.tokens import estimate_messages_tokens
 
     return estimate_messages_tokens(list(call.messages)), call.max_output_tokens or DEFAULT_OUTPUT_TOKENS
 
 
-def estimate_plan(sweep: "Sweep", concurrency: int = 8) -> pd.DataFrame:
+def estimate_plan(sweep: Sweep, concurrency: int = 8) -> pd.DataFrame:
     """Build the plan frame for ``sweep`` (see :meth:`Sweep.plan`)."""
-    from .pricing import cost_for, load_prices
+    from llmlab.pricing import cost_for, load_prices
 
     table = load_prices()
     rows = []

@@ -16,16 +16,25 @@ Conventions, so the numbers mean the same thing everywhere (charts use them too)
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import ValidationError
+from llmlab.errors import ValidationError
 
 __all__ = [
-    "boot_p_value", "compare", "effect_size", "group_label", "higher_is_better", "holm", "pareto_front", "summary", "MIN_N",
+    "MIN_N",
     "TIMING_METRICS",
+    "boot_p_value",
+    "compare",
+    "effect_size",
+    "group_label",
+    "higher_is_better",
+    "holm",
+    "pareto_front",
+    "summary",
 ]
 
 TIMING_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms")
@@ -36,9 +45,21 @@ TIMING_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms")
 MIN_N = 5
 
 SUMMARY_COLUMNS = [
-    "calls", "errors", "error_rate", "latency_mean", "latency_p50", "latency_p95", "ttft_p50", "ttft_p95",
-    "tokens_per_s", "input_tokens", "output_tokens", "cost_usd", "cost_complete", "cached",
-]  # fmt: skip
+    "calls",
+    "errors",
+    "error_rate",
+    "latency_mean",
+    "latency_p50",
+    "latency_p95",
+    "ttft_p50",
+    "ttft_p95",
+    "tokens_per_s",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cost_complete",
+    "cached",
+]
 
 
 # --- helpers shared with charts ----------------------------------------------------------------
@@ -191,8 +212,16 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
     out = pd.DataFrame(rows, columns=by_cols + SUMMARY_COLUMNS)
     for col in ("calls", "errors", "cached", "input_tokens", "output_tokens"):
         out[col] = pd.array(out[col].astype("float").round(), dtype="Int64")
-    for col in ("error_rate", "latency_mean", "latency_p50", "latency_p95", "ttft_p50", "ttft_p95",
-                "tokens_per_s", "cost_usd"):  # fmt: skip
+    for col in (
+        "error_rate",
+        "latency_mean",
+        "latency_p50",
+        "latency_p95",
+        "ttft_p50",
+        "ttft_p95",
+        "tokens_per_s",
+        "cost_usd",
+    ):
         out[col] = pd.array(out[col].astype(float), dtype="Float64")
     out["cost_complete"] = out["cost_complete"].astype("boolean")
     return out
@@ -329,7 +358,9 @@ def compare(
         want = baseline if isinstance(baseline, tuple) else (baseline,)
         base_idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
         if base_idx is None:
-            raise ValidationError("baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}")
+            raise ValidationError(
+                "baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}"
+            )
 
     binary = metric in ("error", "error_rate", "errors")
     rows = []
@@ -340,16 +371,39 @@ def compare(
         if base_idx is not None and i != base_idx:
             d = boots - groups[base_idx][3]
             dlo, dhi = _interval(d, alpha)
-            row.update(diff=est - groups[base_idx][2], diff_low=dlo, diff_high=dhi, p_value=boot_p_value(d),
-                       effect_size=effect_size(groups[base_idx][4], v, binary))  # fmt: skip
+            row.update(
+                diff=est - groups[base_idx][2],
+                diff_low=dlo,
+                diff_high=dhi,
+                p_value=boot_p_value(d),
+                effect_size=effect_size(groups[base_idx][4], v, binary),
+            )
         else:
-            row.update(diff=float("nan"), diff_low=float("nan"), diff_high=float("nan"), p_value=float("nan"),
-                       effect_size=float("nan"))  # fmt: skip
+            row.update(
+                diff=float("nan"),
+                diff_low=float("nan"),
+                diff_high=float("nan"),
+                p_value=float("nan"),
+                effect_size=float("nan"),
+            )
         row["baseline"] = i == base_idx
         row["small_sample"] = n < int(min_n)
         rows.append(row)
-    cols = by_cols + ["group", "n", "estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value",
-                      "p_adj", "effect_size", "baseline", "small_sample"]  # fmt: skip
+    cols = by_cols + [
+        "group",
+        "n",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "diff",
+        "diff_low",
+        "diff_high",
+        "p_value",
+        "p_adj",
+        "effect_size",
+        "baseline",
+        "small_sample",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
     out["n"] = out["n"].astype("int64")
@@ -359,10 +413,16 @@ def compare(
     out["small_sample"] = out["small_sample"].astype(bool)
     best_label, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
     out.attrs.update(
-        verdict=verdict, best=best_label, metric=metric, stat=stat_name, ci=ci, higher_is_better=hib,
+        verdict=verdict,
+        best=best_label,
+        metric=metric,
+        stat=stat_name,
+        ci=ci,
+        higher_is_better=hib,
         baseline=None if base_idx is None else group_label(by_cols, keys[base_idx]),
-        effect_size="cohens_h" if binary else "hedges_g", min_n=int(min_n),
-    )  # fmt: skip
+        effect_size="cohens_h" if binary else "hedges_g",
+        min_n=int(min_n),
+    )
     return out
 
 
@@ -449,8 +509,9 @@ def _interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float,
-             min_n: int = MIN_N) -> tuple[str | None, str]:  # fmt: skip
+def _verdict(
+    groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float, min_n: int = MIN_N
+) -> tuple[str | None, str]:
     with_data = [(k, n, e, b) for k, n, e, b, _ in groups if n]
     what = f"{stat} {metric}"
     level = f"{ci:.0%}"
@@ -460,7 +521,9 @@ def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float
         k, n, e, b = with_data[0]
         lo, hi = _interval(b, alpha)
         label = group_label(by, k)
-        interval = f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, " if n > 1 else "no interval from one value, "
+        interval = (
+            f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, " if n > 1 else "no interval from one value, "
+        )
         return label, f"Only one group ({label}): {what} {_unit(metric, e)} ({interval}n={n}); nothing to compare."
     pick = max if hib else min
     best = pick(with_data, key=lambda g: g[2])
@@ -469,11 +532,13 @@ def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float
     small = [(group_label(by, k), n) for k, n, *_ in with_data if n < min_n]
     if small:
         names = ", ".join(f"{label} (n={n})" for label, n in small)
-        return None, (f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
-                      f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
-                      f"{what} ({_unit(metric, best[2])}) in this sample. Add repeats to tell.")  # fmt: skip
+        return None, (
+            f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
+            f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
+            f"{what} ({_unit(metric, best[2])}) in this sample. Add repeats to tell."
+        )
     overlaps = []
-    for k, n, e, b in with_data:
+    for k, _n, _e, b in with_data:
         if k is best[0]:
             continue
         lo, hi = _interval(b - best[3], alpha)
@@ -483,10 +548,15 @@ def _verdict(groups: list[Any], by: list[str], metric: str, stat: str, ci: float
     if not overlaps:
         others = len(with_data) - 1
         scope = "the other group" if others == 1 else f"all {others} other groups"
-        return best_label, f"{head}; it beats {scope} with {level} confidence (bootstrap CI of the difference excludes 0)."
+        return (
+            best_label,
+            f"{head}; it beats {scope} with {level} confidence (bootstrap CI of the difference excludes 0).",
+        )
     names = ", ".join(overlaps)
-    return best_label, (f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
-                        f"(the difference in {what} could be 0); {head} in this sample.")
+    return best_label, (
+        f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
+        f"(the difference in {what} could be 0); {head} in this sample."
+    )
 
 
 # --- Pareto front --------------------------------------------------------------------------------

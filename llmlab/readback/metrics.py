@@ -29,21 +29,37 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
-from .config import get_config
-from .errors import ConfigError
+from llmlab.config import get_config
+from llmlab.errors import ConfigError
 
-__all__ = ["metrics", "points_to_frame", "METRIC_COLUMNS"]
+__all__ = ["METRIC_COLUMNS", "metrics", "points_to_frame"]
 
 MEASUREMENT = "otel_service"
 #: Leading columns of ``ll.metrics()``; attribute columns (DataKit tag names) follow, sorted.
 METRIC_COLUMNS = [
-    "time", "service", "name", "kind", "unit", "temporality", "value", "count", "sum", "min", "max", "avg",
-    "bucket_bounds", "bucket_counts", "value_delta", "count_delta", "sum_delta",
-]  # fmt: skip
+    "time",
+    "service",
+    "name",
+    "kind",
+    "unit",
+    "temporality",
+    "value",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "bucket_bounds",
+    "bucket_counts",
+    "value_delta",
+    "count_delta",
+    "sum_delta",
+]
 _STATS = ("count", "sum", "min", "max", "avg")
 _NOT_ATTRS = {"time", "le", "unit", "__temporality", "service_name"}
 
@@ -94,8 +110,9 @@ def points_to_frame(points: Iterable[dict[str, Any]]) -> pd.DataFrame:
             kind = "sum" if "__temporality" in tags else "gauge"
             if "quantile" in tags:  # a summary's quantile point: keep it as its own row
                 kind = "summary_quantile"
-            row = rows.setdefault((t, f, attrs + ((("quantile", tags["quantile"]),) if "quantile" in tags else ())),
-                                  {"kind": kind})  # fmt: skip
+            row = rows.setdefault(
+                (t, f, attrs + ((("quantile", tags["quantile"]),) if "quantile" in tags else ())), {"kind": kind}
+            )
             row["value"] = float(v)
     out = []
     for (t, name, attrs), row in rows.items():
@@ -105,13 +122,21 @@ def points_to_frame(points: Iterable[dict[str, Any]]) -> pd.DataFrame:
         for _, cum in bk:
             counts.append(cum - prev)
             prev = cum
-        out.append({
-            "time": t, "service": tags.get("service_name"), "name": name, "kind": row["kind"],
-            "unit": tags.get("unit"), "temporality": tags.get("__temporality"),
-            "value": row.get("value"), **{s: row.get(s) for s in _STATS},
-            "bucket_bounds": [b for b, _ in bk] if bk else None, "bucket_counts": counts if bk else None,
-            **{k: v for k, v in tags.items() if k not in _NOT_ATTRS},
-        })  # fmt: skip
+        out.append(
+            {
+                "time": t,
+                "service": tags.get("service_name"),
+                "name": name,
+                "kind": row["kind"],
+                "unit": tags.get("unit"),
+                "temporality": tags.get("__temporality"),
+                "value": row.get("value"),
+                **{s: row.get(s) for s in _STATS},
+                "bucket_bounds": [b for b, _ in bk] if bk else None,
+                "bucket_counts": counts if bk else None,
+                **{k: v for k, v in tags.items() if k not in _NOT_ATTRS},
+            }
+        )
     return _frame(out)
 
 
@@ -141,7 +166,8 @@ def _deltas(df: pd.DataFrame, attrs: list[str]) -> pd.DataFrame:
     """
     keys = ["service", "name", *attrs]
     cumulative = df["temporality"].fillna("cumulative").eq("cumulative") & df["kind"].isin(
-        ["sum", "histogram", "exponential_histogram"])  # fmt: skip
+        ["sum", "histogram", "exponential_histogram"]
+    )
     for col, out in (("value", "value_delta"), ("count", "count_delta"), ("sum", "sum_delta")):
         values = df[col].astype("float64")
         grouped = values.groupby([df[k].astype("string").fillna("") for k in keys], sort=False)
@@ -161,8 +187,14 @@ def _name_filter(names: Sequence[str]) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def metrics(name: str | Sequence[str] | None = None, since: Any = None, until: Any = None, service: str | None = None,
-            source: str | None = None, limit: int | None = None) -> pd.DataFrame:  # fmt: skip
+def metrics(
+    name: str | Sequence[str] | None = None,
+    since: Any = None,
+    until: Any = None,
+    service: str | None = None,
+    source: str | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
     """OpenTelemetry metric data points as a tidy DataFrame (one row per data point).
 
     Args:
@@ -185,8 +217,8 @@ def metrics(name: str | Sequence[str] | None = None, since: Any = None, until: A
         >>> m = ll.metrics("gen_ai.client.token.usage")                      # doctest: +SKIP
         >>> m.groupby("gen_ai_token_type")["sum_delta"].sum()                 # doctest: +SKIP
     """
-    from .datakit_query import iter_points
-    from .spans import _to_ns
+    from llmlab.readback.datakit_query import iter_points
+    from llmlab.readback.spans import _to_ns
 
     names: list[str] | None
     if name is None:
@@ -207,8 +239,10 @@ def metrics(name: str | Sequence[str] | None = None, since: Any = None, until: A
     config = get_config()
     source = source or "datakit"
     if source == "local":
-        raise ConfigError("source='local': metrics are not kept in the local store, only by the collector "
-                          "(DataKit or the embedded one); use source='datakit'")  # fmt: skip
+        raise ConfigError(
+            "source='local': metrics are not kept in the local store, only by the collector "
+            "(DataKit or the embedded one); use source='datakit'"
+        )
     if source != "datakit":
         raise ConfigError(f"source={source!r}: expected 'datakit'")
     since_ns, until_ns = _to_ns(since, "since"), _to_ns(until, "until")

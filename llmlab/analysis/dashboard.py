@@ -28,14 +28,32 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .errors import ValidationError
-from .stats import is_cached, is_error
+from llmlab.analysis.stats import is_cached, is_error
+from llmlab.errors import ValidationError
 
 __all__ = ["INTERVALS", "MAX_BUCKETS", "PANELS", "choose_interval", "dashboard", "dashboard_frame"]
 
 #: Candidate intervals, shortest first (pandas offset aliases).
-INTERVALS: tuple[str, ...] = ("1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
-                              "1h", "2h", "6h", "12h", "1D", "7D")  # fmt: skip
+INTERVALS: tuple[str, ...] = (
+    "1s",
+    "2s",
+    "5s",
+    "10s",
+    "15s",
+    "30s",
+    "1min",
+    "2min",
+    "5min",
+    "10min",
+    "15min",
+    "30min",
+    "1h",
+    "2h",
+    "6h",
+    "12h",
+    "1D",
+    "7D",
+)
 #: The automatic interval gives at most this many intervals; consecutive candidates differ by at
 #: most 3x, so it gives at least 20 too (spans shorter than 20 s, or longer than 60 days, aside).
 MAX_BUCKETS = 60
@@ -44,10 +62,13 @@ MAX_DRAWN = 20_000
 #: Panel keys, in drawing order (also the ``meta["panel"]`` of each trace).
 PANELS: tuple[str, ...] = ("requests", "latency", "ttft", "tokens", "cost", "error_rate")
 _TITLES = {
-    "requests": "requests per interval", "latency": "latency ms (p50 solid, p95 dotted)",
-    "ttft": "time to first token ms (p50 solid, p95 dotted)", "tokens": "tokens per interval (in light, out dark)",
-    "cost": "cumulative cost (USD)", "error_rate": "error rate",
-}  # fmt: skip
+    "requests": "requests per interval",
+    "latency": "latency ms (p50 solid, p95 dotted)",
+    "ttft": "time to first token ms (p50 solid, p95 dotted)",
+    "tokens": "tokens per interval (in light, out dark)",
+    "cost": "cumulative cost (USD)",
+    "error_rate": "error rate",
+}
 
 
 def _interval(interval: Any) -> pd.Timedelta:
@@ -91,14 +112,29 @@ def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "se
     if not isinstance(df, pd.DataFrame):
         raise ValidationError("df", type(df).__name__, "expected a pandas DataFrame")
     if "start_time" not in df.columns:
-        raise ValidationError("df", list(df.columns)[:8], "has no 'start_time' column: pass a call frame (ll.spans() or res.df)")
+        raise ValidationError(
+            "df", list(df.columns)[:8], "has no 'start_time' column: pass a call frame (ll.spans() or res.df)"
+        )
     if by is not None and by not in df.columns:
         raise ValidationError("by", by, "no such column (try 'service' or 'model')")
     times = pd.to_datetime(df["start_time"], utc=True)
     ok = times.notna()
     df, times = df[ok], times[ok]
-    columns = ["time", "group", "requests", "errors", "error_rate", "latency_p50", "latency_p95", "ttft_p50",
-               "ttft_p95", "input_tokens", "output_tokens", "cost_usd", "cum_cost_usd"]  # fmt: skip
+    columns = [
+        "time",
+        "group",
+        "requests",
+        "errors",
+        "error_rate",
+        "latency_p50",
+        "latency_p95",
+        "ttft_p50",
+        "ttft_p95",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "cum_cost_usd",
+    ]
     if df.empty:
         out = pd.DataFrame(columns=columns)
         out.attrs["interval"] = None if interval is None else str(interval)
@@ -117,15 +153,24 @@ def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "se
     def col(name: str) -> pd.Series:
         if name not in df.columns:
             return pd.Series(np.nan, index=df.index)
-        return pd.Series(pd.to_numeric(df[name], errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan),
-                         index=df.index)  # fmt: skip
+        return pd.Series(
+            pd.to_numeric(df[name], errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan),
+            index=df.index,
+        )
 
-    data = pd.DataFrame({
-        "time": bucket, "group": groups, "requests": 1, "errors": err.astype(int),
-        "latency": col("latency_ms").where(live), "ttft": col("ttft_ms").where(live),
-        "input_tokens": col("input_tokens").fillna(0.0), "output_tokens": col("output_tokens").fillna(0.0),
-        "cost_usd": col("cost_usd").fillna(0.0),
-    })  # fmt: skip
+    data = pd.DataFrame(
+        {
+            "time": bucket,
+            "group": groups,
+            "requests": 1,
+            "errors": err.astype(int),
+            "latency": col("latency_ms").where(live),
+            "ttft": col("ttft_ms").where(live),
+            "input_tokens": col("input_tokens").fillna(0.0),
+            "output_tokens": col("output_tokens").fillna(0.0),
+            "cost_usd": col("cost_usd").fillna(0.0),
+        }
+    )
     grouped = data.groupby(["group", "time"], sort=True)
     agg = grouped[["requests", "errors", "input_tokens", "output_tokens", "cost_usd"]].sum()
     # quantile() interpolates linearly, as numpy's percentile does
@@ -146,7 +191,9 @@ def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "se
     return out
 
 
-def dashboard(df: pd.DataFrame, interval: Any = None, by: str | None = "service", title: str | None = None) -> go.Figure:
+def dashboard(
+    df: pd.DataFrame, interval: Any = None, by: str | None = "service", title: str | None = None
+) -> go.Figure:
     """One figure with the overview panels of LLM traffic over time, split by service or model.
 
     Panels: requests per interval, latency p50/p95 per interval, TTFT p50/p95, tokens in/out per
@@ -166,13 +213,22 @@ def dashboard(df: pd.DataFrame, interval: Any = None, by: str | None = "service"
     """
     frame = dashboard_frame(df, interval=interval, by=by)
     alias = frame.attrs.get("interval")
-    fig = make_subplots(rows=3, cols=2, shared_xaxes=True, vertical_spacing=0.09, horizontal_spacing=0.08,
-                        subplot_titles=[_TITLES[p] for p in PANELS])  # fmt: skip
+    fig = make_subplots(
+        rows=3,
+        cols=2,
+        shared_xaxes=True,
+        vertical_spacing=0.09,
+        horizontal_spacing=0.08,
+        subplot_titles=[_TITLES[p] for p in PANELS],
+    )
     fig.update_layout(
         title=title or (f"LLM traffic, {alias} intervals" + (f", by {by}" if by else "") if alias else "LLM traffic"),
-        barmode="stack", height=820, hovermode="x unified", meta={"interval": alias, "by": by},
+        barmode="stack",
+        height=820,
+        hovermode="x unified",
+        meta={"interval": alias, "by": by},
         legend={"orientation": "h", "y": -0.08},
-    )  # fmt: skip
+    )
     if frame.empty:
         fig.add_annotation(text="no data", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 16})
         return fig
@@ -183,21 +239,47 @@ def dashboard(df: pd.DataFrame, interval: Any = None, by: str | None = "service"
         x = g["time"]
 
         def add(trace: Any, panel: str, stat: str, first: bool = False) -> None:
-            trace.update(legendgroup=group, showlegend=first, meta={"panel": panel, "group": group, "stat": stat})
+            trace.update(legendgroup=group, showlegend=first, meta={"panel": panel, "group": group, "stat": stat})  # noqa: B023 (called within this iteration)
             fig.add_trace(trace, row=pos[panel][0], col=pos[panel][1])
 
         add(go.Bar(x=x, y=g["requests"], name=group, marker_color=color), "requests", "requests", first=True)
         for stat, dash in (("p50", "solid"), ("p95", "dot")):
-            add(go.Scatter(x=x, y=g[f"latency_{stat}"], name=f"{group} {stat}", mode="lines+markers",
-                           line={"color": color, "dash": dash}, connectgaps=False), "latency", stat)  # fmt: skip
-            add(go.Scatter(x=x, y=g[f"ttft_{stat}"], name=f"{group} {stat}", mode="lines+markers",
-                           line={"color": color, "dash": dash}, connectgaps=False), "ttft", stat)  # fmt: skip
+            add(
+                go.Scatter(
+                    x=x,
+                    y=g[f"latency_{stat}"],
+                    name=f"{group} {stat}",
+                    mode="lines+markers",
+                    line={"color": color, "dash": dash},
+                    connectgaps=False,
+                ),
+                "latency",
+                stat,
+            )
+            add(
+                go.Scatter(
+                    x=x,
+                    y=g[f"ttft_{stat}"],
+                    name=f"{group} {stat}",
+                    mode="lines+markers",
+                    line={"color": color, "dash": dash},
+                    connectgaps=False,
+                ),
+                "ttft",
+                stat,
+            )
         add(go.Bar(x=x, y=g["input_tokens"], name=f"{group} in", marker_color=color, opacity=0.55), "tokens", "input")
         add(go.Bar(x=x, y=g["output_tokens"], name=f"{group} out", marker_color=color), "tokens", "output")
-        add(go.Scatter(x=x, y=g["cum_cost_usd"], name=group, mode="lines", line={"color": color, "shape": "hv"}),
-            "cost", "cum_cost_usd")  # fmt: skip
-        add(go.Scatter(x=x, y=g["error_rate"], name=group, mode="lines+markers", line={"color": color}),
-            "error_rate", "error_rate")  # fmt: skip
+        add(
+            go.Scatter(x=x, y=g["cum_cost_usd"], name=group, mode="lines", line={"color": color, "shape": "hv"}),
+            "cost",
+            "cum_cost_usd",
+        )
+        add(
+            go.Scatter(x=x, y=g["error_rate"], name=group, mode="lines+markers", line={"color": color}),
+            "error_rate",
+            "error_rate",
+        )
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=3, col=2)
     return fig

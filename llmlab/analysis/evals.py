@@ -22,18 +22,31 @@ import re
 import unicodedata
 import warnings
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import LlmlabError, ValidationError
-from .stats import is_error
+from llmlab.analysis.stats import is_error
+from llmlab.errors import LlmlabError, ValidationError
 
 __all__ = [
-    "DEFAULT_RUBRIC", "JudgeWarning", "contains", "custom", "evaluate", "exact_match", "json_schema",
-    "llm_judge", "normalize_text", "parse_judge_score", "regex", "score", "similarity", "valid_json",
-]  # fmt: skip
+    "DEFAULT_RUBRIC",
+    "JudgeWarning",
+    "contains",
+    "custom",
+    "evaluate",
+    "exact_match",
+    "json_schema",
+    "llm_judge",
+    "normalize_text",
+    "parse_judge_score",
+    "regex",
+    "score",
+    "similarity",
+    "valid_json",
+]
 
 Evaluator = Callable[[pd.DataFrame], pd.DataFrame]
 
@@ -202,7 +215,9 @@ def _parse_json(text: str, strip_fences: bool) -> tuple[bool, Any]:
         return False, None
 
 
-def valid_json(df: pd.DataFrame, column: str = "completion", strip_fences: bool = True, name: str = "valid_json") -> pd.DataFrame:
+def valid_json(
+    df: pd.DataFrame, column: str = "completion", strip_fences: bool = True, name: str = "valid_json"
+) -> pd.DataFrame:
     """1.0 when the completion parses as JSON (a surrounding Markdown code fence is allowed)."""
     return _apply(df, name, lambda text, pos: float(_parse_json(text, strip_fences)[0]), column)
 
@@ -277,7 +292,11 @@ def custom(df: pd.DataFrame, fn: Callable[[Any], Any], name: str = "custom", on:
                 return None
             if 0.0 <= float(value) <= 1.0:
                 return float(value)
-        raise ValidationError(name, value, f"scorer returned this for row {df.index[pos]!r}; scores must be bool, a number in [0, 1] or None")
+        raise ValidationError(
+            name,
+            value,
+            f"scorer returned this for row {df.index[pos]!r}; scores must be bool, a number in [0, 1] or None",
+        )
 
     return _apply(df, name, run, "completion", need_text=on == "completion")
 
@@ -359,7 +378,9 @@ DEFAULT_RUBRIC = (
 _JUDGE_TEMPLATE = "{rubric}\n\nQuestion:\n{prompt}\n\n{reference_block}Answer:\n{completion}\n\nScore ({lo}-{hi}):"
 
 _FRACTION = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-_LABELLED = re.compile(r"(?:score|rating|grade|评分|得分|分数)\s*(?:is|=|:|：)?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+_LABELLED = re.compile(
+    r"(?:score|rating|grade|评分|得分|分数)\s*(?:is|=|:|：)?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE
+)
 _NUMBER = re.compile(r"(?<![\w.\-])(-?\d+(?:\.\d+)?)(?!\w)")
 
 
@@ -412,12 +433,18 @@ def judge_prompt(
     lo, hi = _scale(scale)
     fmt = {"lo": f"{lo:g}", "hi": f"{hi:g}"}
     has_ref = not _is_na(reference)
-    body = rubric.format(reference_hint="Compare it with the reference answer. " if has_ref else "", **fmt) \
-        if "{" in rubric else rubric  # fmt: skip
+    body = (
+        rubric.format(reference_hint="Compare it with the reference answer. " if has_ref else "", **fmt)
+        if "{" in rubric
+        else rubric
+    )
     return _JUDGE_TEMPLATE.format(
-        rubric=body, prompt="" if _is_na(prompt) else str(prompt), completion=completion,
-        reference_block=f"Reference answer:\n{reference}\n\n" if has_ref else "", **fmt,
-    )  # fmt: skip
+        rubric=body,
+        prompt="" if _is_na(prompt) else str(prompt),
+        completion=completion,
+        reference_block=f"Reference answer:\n{reference}\n\n" if has_ref else "",
+        **fmt,
+    )
 
 
 def llm_judge(
@@ -459,7 +486,7 @@ def llm_judge(
     replies: dict[str, Any] = {}
     failures: dict[str, Any] = {}
     if unique:
-        from .sweep import Sweep
+        from llmlab.sweep import Sweep
 
         sweep = Sweep(prompts=unique, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
         res = sweep.run(concurrency=concurrency, display=False, **run_kwargs)
@@ -471,13 +498,21 @@ def llm_judge(
     bad = sum(1 for p, s in zip(per_row, scores) if p is not None and s is None and p not in failures)
     if failed:
         first = next(iter(failures.values()))
-        warnings.warn(f"{failed} of {sum(p is not None for p in per_row)} judge calls to {model} failed "
-                      f"(e.g. {first}); those rows score NA", JudgeWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{failed} of {sum(p is not None for p in per_row)} judge calls to {model} failed "
+            f"(e.g. {first}); those rows score NA",
+            JudgeWarning,
+            stacklevel=2,
+        )
     if bad:
         lo, hi = _scale(scale)
-        warnings.warn(f"{bad} of {sum(p is not None for p in per_row)} judge replies had no score on the "
-                      f"{lo:g}-{hi:g} scale; "
-                      f"those rows score NA (see the {name}_raw column)", JudgeWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{bad} of {sum(p is not None for p in per_row)} judge replies had no score on the "
+            f"{lo:g}-{hi:g} scale; "
+            f"those rows score NA (see the {name}_raw column)",
+            JudgeWarning,
+            stacklevel=2,
+        )
     out = df.copy()
     out[name] = pd.array(scores, dtype="Float64")
     out[f"{name}_raw"] = pd.array([None if r is None or _is_na(r) else str(r) for r in raw], dtype="string")
@@ -497,8 +532,11 @@ def _replies_by_prompt(res_df: pd.DataFrame, sweep: Any, prompts: list[str], fai
             if isinstance(p, str) and p in prompts:
                 out.setdefault(p, c)
     if len(out) < len(prompts) and "prompt_id" in ok.columns and hasattr(sweep, "calls"):
-        by_id = {getattr(c, "prompt_id", None): prompts[c.prompt_index] for c in sweep.calls
-                 if getattr(c, "prompt_index", None) is not None and c.prompt_index < len(prompts)}  # fmt: skip
+        by_id = {
+            getattr(c, "prompt_id", None): prompts[c.prompt_index]
+            for c in sweep.calls
+            if getattr(c, "prompt_index", None) is not None and c.prompt_index < len(prompts)
+        }
         for pid, c in zip(ok["prompt_id"].tolist(), ok[column].tolist()):
             if pid in by_id:
                 out.setdefault(by_id[pid], c)

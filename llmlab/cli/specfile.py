@@ -22,10 +22,22 @@ from typing import Any
 
 import yaml
 
-from .errors import ValidationError
-from .sweep import Sweep
+from llmlab.errors import ValidationError
+from llmlab.sweep import Sweep
 
-SWEEP_KEYS = {"name", "prompts", "template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "params"}
+SWEEP_KEYS = {
+    "name",
+    "prompts",
+    "template",
+    "system",
+    "models",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "repeats",
+    "seed",
+    "params",
+}
 RUN_KEYS = {"concurrency", "budget_usd", "cache", "cassette"}
 
 
@@ -51,7 +63,11 @@ def load_spec(path: Path) -> LoadedSpec:
         raise ValidationError("spec", str(path), "the top level must be a mapping of keys like prompts:, models:")
     unknown = sorted(set(data) - SWEEP_KEYS - {"run"})
     if unknown:
-        raise ValidationError(f"{path.name}: {unknown[0]}", data[unknown[0]], f"unknown key; known keys: {', '.join(sorted(SWEEP_KEYS | {'run'}))}")
+        raise ValidationError(
+            f"{path.name}: {unknown[0]}",
+            data[unknown[0]],
+            f"unknown key; known keys: {', '.join(sorted(SWEEP_KEYS | {'run'}))}",
+        )
     if "prompts" not in data:
         raise ValidationError(f"{path.name}: prompts", None, "required key is missing")
     run = data.pop("run", None) or {}
@@ -59,7 +75,9 @@ def load_spec(path: Path) -> LoadedSpec:
         raise ValidationError(f"{path.name}: run", run, "must be a mapping (concurrency, budget_usd, cache)")
     bad = sorted(set(run) - RUN_KEYS)
     if bad:
-        raise ValidationError(f"{path.name}: run.{bad[0]}", run[bad[0]], f"unknown key; known: {', '.join(sorted(RUN_KEYS))}")
+        raise ValidationError(
+            f"{path.name}: run.{bad[0]}", run[bad[0]], f"unknown key; known: {', '.join(sorted(RUN_KEYS))}"
+        )
     _check_run(path, run)
     if isinstance(run.get("cassette"), str) and not Path(run["cassette"]).is_absolute():
         run["cassette"] = str(path.parent / run["cassette"])  # relative to the spec, like prompts

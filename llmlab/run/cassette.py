@@ -41,20 +41,21 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 
-from .errors import ConfigError, ReplayMissError
+from llmlab.errors import ConfigError, ReplayMissError
 
 __all__ = [
     "CASSETTE_VERSION",
     "MODES",
     "VOLATILE_FIELDS",
+    "CallInfo",
     "Cassette",
     "CassetteTransport",
-    "CallInfo",
     "call_scope",
     "request_key",
 ]
@@ -177,8 +178,10 @@ class Cassette:
         if not isinstance(data, dict) or not isinstance(data.get("interactions"), dict):
             raise ConfigError(f"cassette={str(self.path)!r}: not a cassette (no 'interactions' mapping)")
         if data.get("version") != CASSETTE_VERSION:
-            raise ConfigError(f"cassette={str(self.path)!r}: version {data.get('version')!r} is not supported "
-                              f"(expected {CASSETTE_VERSION}); re-record it with cache='record'")  # fmt: skip
+            raise ConfigError(
+                f"cassette={str(self.path)!r}: version {data.get('version')!r} is not supported "
+                f"(expected {CASSETTE_VERSION}); re-record it with cache='record'"
+            )
         self.interactions = dict(data["interactions"])
 
     def __len__(self) -> int:
@@ -283,14 +286,17 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             Replay mode never uses or builds one.
     """
 
-    def __init__(self, cassette: Cassette, *, provider: str, base_url: str = "",
-                 inner: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, cassette: Cassette, *, provider: str, base_url: str = "", inner: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.cassette = cassette
         self.provider = provider
         self._base_path = httpx.URL(base_url).path.rstrip("/") if base_url else ""
         self._inner = inner if cassette.mode == "record" else None
         if cassette.mode == "record" and self._inner is None:
-            self._inner = httpx.AsyncHTTPTransport(trust_env=False) if provider == "local" else httpx.AsyncHTTPTransport()
+            self._inner = (
+                httpx.AsyncHTTPTransport(trust_env=False) if provider == "local" else httpx.AsyncHTTPTransport()
+            )
 
     def _path(self, request: httpx.Request) -> str:
         path = request.url.path
@@ -347,14 +353,23 @@ class CassetteTransport(httpx.AsyncBaseTransport):
                     response["events"] = _split_sse(text)
                 else:
                     response["body"] = text
-            request_info: dict[str, Any] = {"provider": self.provider, "method": request.method, "path": path,
-                                            "body": parsed}  # fmt: skip
+            request_info: dict[str, Any] = {
+                "provider": self.provider,
+                "method": request.method,
+                "path": path,
+                "body": parsed,
+            }
             if info is not None:
                 request_info.update({"call_id": info.call_id, "repeat": info.repeat})
             self.cassette.put(key, {"request": request_info, "response": response})
 
-        return httpx.Response(status, headers=live.headers, stream=_RecordingStream(live.stream, on_complete),  # type: ignore[arg-type]
-                              extensions=live.extensions, request=request)  # fmt: skip
+        return httpx.Response(
+            status,
+            headers=live.headers,
+            stream=_RecordingStream(live.stream, on_complete),  # type: ignore[arg-type]
+            extensions=live.extensions,
+            request=request,
+        )
 
     async def aclose(self) -> None:
         if self._inner is not None:

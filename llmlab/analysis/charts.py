@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .errors import ValidationError
-from .stats import (
+from llmlab.analysis.stats import (
     _as_list,
     _check_columns,
     _groups,
@@ -35,8 +35,9 @@ from .stats import (
     numeric,
     pareto_front,
 )
+from llmlab.errors import ValidationError
 
-__all__ = ["cost", "dashboard", "diversity", "heatmap", "latency", "pareto", "ttft", "GRID_COLUMNS", "LARGE"]
+__all__ = ["GRID_COLUMNS", "LARGE", "cost", "dashboard", "diversity", "heatmap", "latency", "pareto", "ttft"]
 
 #: Above this many rows, box plots are aggregated and scatters use WebGL.
 LARGE = 5000
@@ -49,11 +50,18 @@ _GREY = "#b0b0b0"
 
 def _titles(metric: str) -> str:
     units = {
-        "latency_ms": "latency (ms)", "ttft_ms": "time to first token (ms)", "itl_ms": "inter-token latency (ms)",
-        "queue_ms": "queue time (ms)", "cost_usd": "cost (USD)", "tokens_per_s": "throughput (tokens/s)",
-        "input_tokens": "input tokens", "output_tokens": "output tokens", "total_tokens": "total tokens",
-        "error": "error rate", "error_rate": "error rate",
-    }  # fmt: skip
+        "latency_ms": "latency (ms)",
+        "ttft_ms": "time to first token (ms)",
+        "itl_ms": "inter-token latency (ms)",
+        "queue_ms": "queue time (ms)",
+        "cost_usd": "cost (USD)",
+        "tokens_per_s": "throughput (tokens/s)",
+        "input_tokens": "input tokens",
+        "output_tokens": "output tokens",
+        "total_tokens": "total tokens",
+        "error": "error rate",
+        "error_rate": "error rate",
+    }
     return units.get(metric, metric)
 
 
@@ -70,7 +78,9 @@ def _no_values(df: pd.DataFrame, metric: str) -> str:
     cached = ~errors & ~live_mask(df)
     parts = []
     if errors.any():
-        first = next((e for e in df.loc[errors, "error"].tolist() if isinstance(e, str) and e), "") if "error" in df else ""
+        first = (
+            next((e for e in df.loc[errors, "error"].tolist() if isinstance(e, str) and e), "") if "error" in df else ""
+        )
         parts.append(f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {_snip(first)})" if first else ""))
     if cached.any() and metric in ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms"):
         parts.append(f"{int(cached.sum())} cache hit(s) have no timing")
@@ -78,8 +88,16 @@ def _no_values(df: pd.DataFrame, metric: str) -> str:
 
 
 def _note(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(text=text, showarrow=False, x=0, y=-0.18, xref="paper", yref="paper", xanchor="left",
-                       font={"size": 11, "color": "#666"})  # fmt: skip
+    fig.add_annotation(
+        text=text,
+        showarrow=False,
+        x=0,
+        y=-0.18,
+        xref="paper",
+        yref="paper",
+        xanchor="left",
+        font={"size": 11, "color": "#666"},
+    )
 
 
 def _snip(value: Any) -> str:
@@ -122,17 +140,34 @@ def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title:
     fig = go.Figure()
     if len(sub) > LARGE:
         q = [np.percentile(v, [0, 25, 50, 75, 100], method="linear") for _, v in stats_rows]
-        fig.add_trace(go.Box(
-            x=order, q1=[r[1] for r in q], median=[r[2] for r in q], q3=[r[3] for r in q],
-            lowerfence=[r[0] for r in q], upperfence=[r[4] for r in q], mean=[float(v.mean()) for _, v in stats_rows],
-            name=metric, marker_color=_FRONT,
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Box(
+                x=order,
+                q1=[r[1] for r in q],
+                median=[r[2] for r in q],
+                q3=[r[3] for r in q],
+                lowerfence=[r[0] for r in q],
+                upperfence=[r[4] for r in q],
+                mean=[float(v.mean()) for _, v in stats_rows],
+                name=metric,
+                marker_color=_FRONT,
+            )
+        )
     else:
-        fig.add_trace(go.Box(
-            x=labels, y=ys, text=hover, name=metric, boxpoints="all", jitter=0.4, pointpos=0, boxmean=True,
-            marker={"color": _FRONT, "size": 5, "opacity": 0.6},
-            hovertemplate="%{x}<br>" + _titles(metric) + ": %{y:.1f}<br>%{text}<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Box(
+                x=labels,
+                y=ys,
+                text=hover,
+                name=metric,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                boxmean=True,
+                marker={"color": _FRONT, "size": 5, "opacity": 0.6},
+                hovertemplate="%{x}<br>" + _titles(metric) + ": %{y:.1f}<br>%{text}<extra></extra>",
+            )
+        )
     fig.update_layout(title=title, showlegend=False, xaxis_title=", ".join(by_cols) or "", yaxis_title=_titles(metric))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
     if dropped:
@@ -180,10 +215,17 @@ def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
             texts.append(f"${total:.4g}*")
         else:
             texts.append(f"${total:.4g}")
-    fig = go.Figure(go.Bar(
-        x=xs, y=ys, text=texts, textposition="outside", marker_color=_FRONT,
-        hovertemplate="%{x}<br>cost: $%{y:.6f}<extra></extra>", name="cost_usd",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=xs,
+            y=ys,
+            text=texts,
+            textposition="outside",
+            marker_color=_FRONT,
+            hovertemplate="%{x}<br>cost: $%{y:.6f}<extra></extra>",
+            name="cost_usd",
+        )
+    )
     fig.update_layout(title=title, xaxis_title=", ".join(by_cols), yaxis_title="cost (USD)", showlegend=False)
     fig.update_xaxes(type="category")
     notes = []
@@ -197,9 +239,15 @@ def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
 
 
 _AGGS = {
-    "mean": np.mean, "median": np.median, "sum": np.sum, "min": np.min, "max": np.max, "count": len,
-    "p50": lambda v: np.percentile(v, 50, method="linear"), "p95": lambda v: np.percentile(v, 95, method="linear"),
-}  # fmt: skip
+    "mean": np.mean,
+    "median": np.median,
+    "sum": np.sum,
+    "min": np.min,
+    "max": np.max,
+    "count": len,
+    "p50": lambda v: np.percentile(v, 50, method="linear"),
+    "p95": lambda v: np.percentile(v, 95, method="linear"),
+}
 
 
 def heatmap(
@@ -226,11 +274,17 @@ def heatmap(
     for (xv, yv), g in sub.groupby([x, y], sort=True):
         v = values.loc[g.index].to_numpy(dtype=float)
         z[ykeys.index(yv)][xkeys.index(xv)] = float(_AGGS[agg](v))
-    fig = go.Figure(go.Heatmap(
-        x=[group_label(x, k) for k in xkeys], y=[group_label(y, k) for k in ykeys], z=z,
-        colorscale="Viridis", texttemplate="%{z:.4g}", colorbar={"title": {"text": _titles(value)}},
-        hovertemplate="%{x}<br>%{y}<br>" + f"{agg} {_titles(value)}" + ": %{z:.4g}<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            x=[group_label(x, k) for k in xkeys],
+            y=[group_label(y, k) for k in ykeys],
+            z=z,
+            colorscale="Viridis",
+            texttemplate="%{z:.4g}",
+            colorbar={"title": {"text": _titles(value)}},
+            hovertemplate="%{x}<br>%{y}<br>" + f"{agg} {_titles(value)}" + ": %{z:.4g}<extra></extra>",
+        )
+    )
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y)
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
@@ -286,15 +340,23 @@ def pareto(
     l_vals = metric_values(work, latency) if latency and latency in work.columns else None
     rows = []
     for key, g in _groups(work, by_cols):
+
         def m(vals: pd.Series | None) -> float:
             if vals is None:
                 return float("nan")
-            v = vals.loc[g.index].to_numpy(dtype=float)
+            v = vals.loc[g.index].to_numpy(dtype=float)  # noqa: B023 (called within this iteration)
             v = v[~np.isnan(v)]
             return float(v.mean()) if v.size else float("nan")
 
-        rows.append({"setting": group_label(by_cols, key) if by_cols else "all", "quality": m(q_vals),
-                     "cost": m(c_vals), "latency": m(l_vals), "n": len(g)})  # fmt: skip
+        rows.append(
+            {
+                "setting": group_label(by_cols, key) if by_cols else "all",
+                "quality": m(q_vals),
+                "cost": m(c_vals),
+                "latency": m(l_vals),
+                "n": len(g),
+            }
+        )
     points = pd.DataFrame(rows)
     rated = points[points["quality"].notna()]
     if not len(rated):
@@ -313,12 +375,17 @@ def pareto(
     hover = [
         f"{r.setting}<br>{quality}: {r.quality:.3g}<br>cost/call: "
         + ("NA" if np.isnan(r.cost) else f"${r.cost:.6g}")
-        + "<br>latency: " + ("NA" if np.isnan(r.latency) else f"{r.latency:.1f} ms") + f"<br>n={r.n}"
+        + "<br>latency: "
+        + ("NA" if np.isnan(r.latency) else f"{r.latency:.1f} ms")
+        + f"<br>n={r.n}"
         for r in points.itertuples()
-    ]  # fmt: skip
+    ]
     scatter = go.Scattergl if len(points) > 1000 else go.Scatter
     fig = go.Figure()
-    for mask, name, color in ((~front & points["quality"].notna(), "dominated", _GREY), (front, "Pareto front", _FRONT)):
+    for mask, name, color in (
+        (~front & points["quality"].notna(), "dominated", _GREY),
+        (front, "Pareto front", _FRONT),
+    ):
         sel = points[mask.to_numpy()]
         on_front = name == "Pareto front"
         if on_front:
@@ -327,14 +394,20 @@ def pareto(
         # dominated settings keep their label for hover. No line: the front is over cost, latency and
         # quality, so joining its points in this 2-D view would draw a frontier that isn't there.
         labelled = on_front and len(points) <= 30
-        fig.add_trace(scatter(
-            x=sel["x"].tolist(), y=sel["quality"].tolist(), mode="markers+text" if labelled else "markers",
-            text=sel["setting"].tolist(), name=name,
-            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(sel))],
-            marker={"color": color, "size": 11 if on_front else 8},
-            hovertext=[hover[i] for i in sel.index], hoverinfo="text",
-            **({} if scatter is go.Scattergl else {"cliponaxis": False}),
-        ))  # fmt: skip
+        fig.add_trace(
+            scatter(
+                x=sel["x"].tolist(),
+                y=sel["quality"].tolist(),
+                mode="markers+text" if labelled else "markers",
+                text=sel["setting"].tolist(),
+                name=name,
+                textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(sel))],
+                marker={"color": color, "size": 11 if on_front else 8},
+                hovertext=[hover[i] for i in sel.index],
+                hoverinfo="text",
+                **({} if scatter is go.Scattergl else {"cliponaxis": False}),
+            )
+        )
     fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=f"{quality} (mean)")
     notes = []
     missing = int(points["quality"].isna().sum())
@@ -376,7 +449,7 @@ def diversity_table(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -
     work = _hashable(ok, cell_cols)
     per_group: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
     for key, g in work.groupby(cell_cols, dropna=False, sort=True):
-        comps = [c for c in g["completion"].tolist()]
+        comps = list(g["completion"].tolist())
         if len(comps) < 2:
             continue
         distinct = len(set(comps)) / len(comps)
@@ -387,8 +460,15 @@ def diversity_table(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -
     rows = []
     for gkey in sorted(per_group, key=lambda k: tuple((pd.isna(v), v) for v in k)):
         vals = np.array(per_group[gkey])
-        rows.append({**dict(zip(by_cols, gkey)), "group": group_label(by_cols, gkey), "cells": len(vals),
-                     "distinct_share": float(vals[:, 0].mean()), "jaccard_distance": float(vals[:, 1].mean())})  # fmt: skip
+        rows.append(
+            {
+                **dict(zip(by_cols, gkey)),
+                "group": group_label(by_cols, gkey),
+                "cells": len(vals),
+                "distinct_share": float(vals[:, 0].mean()),
+                "jaccard_distance": float(vals[:, 1].mean()),
+            }
+        )
     return pd.DataFrame(rows, columns=by_cols + ["group", "cells", "distinct_share", "jaccard_distance"])
 
 
@@ -405,15 +485,31 @@ def diversity(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.F
     if not len(table):
         return _empty(title, "no repeated calls: run the sweep with repeats > 1")
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=table["group"].tolist(), y=table["distinct_share"].tolist(), name="distinct completions (share)",
-                         hovertemplate="%{x}<br>distinct share: %{y:.2f}<extra></extra>"))  # fmt: skip
-    fig.add_trace(go.Bar(x=table["group"].tolist(), y=table["jaccard_distance"].tolist(),
-                         name="mean pairwise Jaccard distance",
-                         hovertemplate="%{x}<br>Jaccard distance: %{y:.2f}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=title, barmode="group", xaxis_title=", ".join(_as_list(by)),
-                      yaxis_title="diversity (0 = identical, 1 = all different)", yaxis_range=[0, 1.05])  # fmt: skip
+    fig.add_trace(
+        go.Bar(
+            x=table["group"].tolist(),
+            y=table["distinct_share"].tolist(),
+            name="distinct completions (share)",
+            hovertemplate="%{x}<br>distinct share: %{y:.2f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=table["group"].tolist(),
+            y=table["jaccard_distance"].tolist(),
+            name="mean pairwise Jaccard distance",
+            hovertemplate="%{x}<br>Jaccard distance: %{y:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        barmode="group",
+        xaxis_title=", ".join(_as_list(by)),
+        yaxis_title="diversity (0 = identical, 1 = all different)",
+        yaxis_range=[0, 1.05],
+    )
     fig.update_xaxes(type="category")
     return fig
 
 
-from .dashboard import dashboard  # noqa: E402  (ll.charts.dashboard: the traffic overview, see dashboard.py)
+from llmlab.analysis.dashboard import dashboard  # noqa: E402  (ll.charts.dashboard: the traffic overview, see dashboard.py)

@@ -49,7 +49,13 @@ def word_ops(a: str | None, b: str | None) -> list[WordOp]:
     ops: list[WordOp] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         op: WordOp = (tag, "".join(ta[i1:i2]), "".join(tb[j1:j2]))  # type: ignore[assignment]
-        if tag != "equal" and len(ops) >= 2 and ops[-1][0] == "equal" and ops[-1][1].isspace() and ops[-2][0] != "equal":
+        if (
+            tag != "equal"
+            and len(ops) >= 2
+            and ops[-1][0] == "equal"
+            and ops[-1][1].isspace()
+            and ops[-2][0] != "equal"
+        ):
             gap, prev = ops[-1], ops[-2]
             left, right = prev[1] + gap[1] + op[1], prev[2] + gap[2] + op[2]
             if left.strip() and right.strip():  # both sides keep real words: one readable replacement
@@ -73,7 +79,7 @@ def _split_edge_space(text: str) -> tuple[str, str, str]:
     if not core:
         return text, "", ""
     start = text.index(core)
-    return text[:start], core, text[start + len(core):]
+    return text[:start], core, text[start + len(core) :]
 
 
 def mark_plain(a: str | None, b: str | None) -> str:

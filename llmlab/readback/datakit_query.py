@@ -13,32 +13,55 @@ import binascii
 import dataclasses
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pandas as pd
 
-from . import schema
-from .config import EMBEDDED, Config
-from .errors import ConfigError, QueryError, redact
+from llmlab import schema
+from llmlab.config import EMBEDDED, Config
+from llmlab.errors import ConfigError, QueryError, redact
 
 PAGE = 1000
-_STANDARD = {"time", "trace_id", "span_id", "parent_id", "resource", "operation", "start", "duration", "message",
-             "service", "status", "span_kind", "source", "error_message", "error_type", "error_stack"}  # fmt: skip
+_STANDARD = {
+    "time",
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "resource",
+    "operation",
+    "start",
+    "duration",
+    "message",
+    "service",
+    "status",
+    "span_kind",
+    "source",
+    "error_message",
+    "error_type",
+    "error_stack",
+}
 
 
 def base_url(config: Config) -> str:
     if config.datakit is None:
         raise ConfigError("datakit=None: there is no DataKit to query; use source='local' or configure datakit=...")
     if config.datakit == EMBEDDED:
-        from .collector import ensure_embedded
+        from llmlab.collector import ensure_embedded
 
         return ensure_embedded(config)
     return config.datakit
 
 
-def raw_query(config: Config, query: str, time_range: tuple[int, int] | None = None, limit: int | None = None,
-              offset: int | None = None, client: httpx.Client | None = None) -> dict[str, Any]:  # fmt: skip
+def raw_query(
+    config: Config,
+    query: str,
+    time_range: tuple[int, int] | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
     """Run one DQL query; returns ``content[0]`` (``series`` and ``total_hits``)."""
     q: dict[str, Any] = {"query": query}
     if time_range is not None:
@@ -56,7 +79,9 @@ def raw_query(config: Config, query: str, time_range: tuple[int, int] | None = N
     try:
         response = client.post(url, json=body)
     except httpx.HTTPError as exc:
-        raise QueryError(redact(f"DataKit at {config.datakit} is unreachable for DQL: {type(exc).__name__}: {exc}")) from None
+        raise QueryError(
+            redact(f"DataKit at {config.datakit} is unreachable for DQL: {type(exc).__name__}: {exc}")
+        ) from None
     finally:
         if own:
             client.close()
@@ -134,14 +159,32 @@ def decode_point(point: dict[str, Any]) -> DecodedPoint:
     for key, value in point.items():  # customer_tags columns (underscore form)
         if key not in _STANDARD and value is not None and key not in attrs:
             attrs[key] = value
-    start_ns = int(message["startTimeUnixNano"]) if message.get("startTimeUnixNano") else (
-        int(point["start"]) * 1000 if point.get("start") is not None else None)  # fmt: skip
-    end_ns = int(message["endTimeUnixNano"]) if message.get("endTimeUnixNano") else (
-        start_ns + int(point["duration"]) * 1000 if start_ns is not None and point.get("duration") is not None else None)  # fmt: skip
-    first_chunk = next((int(e["timeUnixNano"]) for e in message.get("events", []) if e.get("name") == schema.CHUNK_EVENT
-                        and e.get("timeUnixNano")), None)  # fmt: skip
+    start_ns = (
+        int(message["startTimeUnixNano"])
+        if message.get("startTimeUnixNano")
+        else (int(point["start"]) * 1000 if point.get("start") is not None else None)
+    )
+    end_ns = (
+        int(message["endTimeUnixNano"])
+        if message.get("endTimeUnixNano")
+        else (
+            start_ns + int(point["duration"]) * 1000
+            if start_ns is not None and point.get("duration") is not None
+            else None
+        )
+    )
+    first_chunk = next(
+        (
+            int(e["timeUnixNano"])
+            for e in message.get("events", [])
+            if e.get("name") == schema.CHUNK_EVENT and e.get("timeUnixNano")
+        ),
+        None,
+    )
     status_obj = message.get("status") or {}
-    resource_attrs = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in (message.get("resource") or {}).get("attributes", [])}
+    resource_attrs = {
+        kv["key"]: _anyvalue(kv.get("value", {})) for kv in (message.get("resource") or {}).get("attributes", [])
+    }
     # DataKit's hex id columns first: its message writes ids in base64 (Go protojson), or not at
     # all (clean_message, the default)
     parent = point.get("parent_id") or _hex_id(message.get("parentSpanId"))
@@ -150,12 +193,16 @@ def decode_point(point: dict[str, Any]) -> DecodedPoint:
         span_id=point.get("span_id") or _hex_id(message.get("spanId")),
         parent_id=None if parent in (None, "", "0") else parent,
         name=message.get("name") or point.get("resource") or point.get("operation"),
-        service=point.get("service") or resource_attrs.get("service.name"), kind=point.get("span_kind"),
-        start_ns=start_ns, end_ns=end_ns,
+        service=point.get("service") or resource_attrs.get("service.name"),
+        kind=point.get("span_kind"),
+        start_ns=start_ns,
+        end_ns=end_ns,
         is_error=point.get("status") == "error" or status_obj.get("code") in ("STATUS_CODE_ERROR", 2),
         # with clean_message DataKit drops the status and keeps the exception's text as error_message
-        error=status_obj.get("message") or point.get("error_message") or "", attrs=attrs, first_chunk_ns=first_chunk,
-    )  # fmt: skip
+        error=status_obj.get("message") or point.get("error_message") or "",
+        attrs=attrs,
+        first_chunk_ns=first_chunk,
+    )
 
 
 def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
@@ -164,13 +211,23 @@ def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
     if not schema.is_llm_span(p.name, p.attrs):
         return None
     return schema.row_from_span(
-        p.attrs, trace_id=p.trace_id, span_id=p.span_id, parent_id=p.parent_id, name=p.name, service=p.service,
-        start_ns=p.start_ns, end_ns=p.end_ns, status="error" if p.is_error else "ok", error=p.error,
+        p.attrs,
+        trace_id=p.trace_id,
+        span_id=p.span_id,
+        parent_id=p.parent_id,
+        name=p.name,
+        service=p.service,
+        start_ns=p.start_ns,
+        end_ns=p.end_ns,
+        status="error" if p.is_error else "ok",
+        error=p.error,
         first_chunk_ns=p.first_chunk_ns,
-    )  # fmt: skip
+    )
 
 
-def iter_points(config: Config, query: str, time_range: tuple[int, int] | None, limit: int | None) -> Iterator[dict[str, Any]]:
+def iter_points(
+    config: Config, query: str, time_range: tuple[int, int] | None, limit: int | None
+) -> Iterator[dict[str, Any]]:
     """Page through a query's points (LIMIT/OFFSET), yielding dicts of column → value."""
     offset = 0
     with httpx.Client(timeout=60.0, trust_env=False) as client:
@@ -192,10 +249,16 @@ def iter_points(config: Config, query: str, time_range: tuple[int, int] | None, 
                 return
 
 
-def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
-                limit: int | None = None, service: str | None = None) -> pd.DataFrame:  # fmt: skip
+def query_spans(
+    config: Config,
+    sweep_id: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    limit: int | None = None,
+    service: str | None = None,
+) -> pd.DataFrame:
     """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame."""
-    from .spans import rows_to_frame
+    from llmlab.readback.spans import rows_to_frame
 
     exact = (since_ns, until_ns)  # the DQL time range is whole ms; rows are filtered exactly below
     if sweep_id is not None and since_ns is None:
@@ -216,8 +279,9 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
         if row is None or (sweep_id is not None and row.get("sweep_id") != sweep_id):
             continue
         start = row.get("start_time")
-        if start is not None and ((exact[0] is not None and start.value < exact[0])
-                                  or (exact[1] is not None and start.value >= exact[1])):  # fmt: skip
+        if start is not None and (
+            (exact[0] is not None and start.value < exact[0]) or (exact[1] is not None and start.value >= exact[1])
+        ):
             continue
         rows.append(row)
         if limit is not None and len(rows) >= limit and last_ms is None:
@@ -230,7 +294,7 @@ def query_spans(config: Config, sweep_id: str | None = None, since_ns: int | Non
 def _sweep_window(config: Config, sweep_id: str, until_ns: int | None) -> tuple[int | None, int | None]:
     """The sweep's time window from the local store, to narrow the DQL time range."""
     try:
-        from .store import get_store
+        from llmlab.store import get_store
 
         record = get_store(config.home).sweep_record(sweep_id)
     except Exception:

@@ -4,7 +4,8 @@ in a terminal, nothing when ``display=False``. Both are event subscribers."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def in_notebook() -> bool:
@@ -23,7 +24,7 @@ def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd:
         return lambda: None
     if in_notebook():
         try:
-            from .widgets import SweepGrid
+            from llmlab.view.widgets import SweepGrid
         except ImportError:
             pass
         else:
@@ -31,7 +32,7 @@ def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd:
             grid.show()
             unsubscribe = bus.subscribe(grid.on_event)
             return lambda: (unsubscribe(), grid.close_feed())
-    from .progress import ProgressBar
+    from llmlab.view.progress import ProgressBar
 
     bar = ProgressBar(total=len(sweep.calls), budget_usd=budget_usd, file=sys.stderr)
     unsubscribe = bus.subscribe(bar.on_event)

@@ -37,22 +37,36 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .errors import StoreError, ValidationError, redact
-from .results import SweepResult
-from .store import Store, get_store
+from llmlab import schema
+from llmlab.errors import StoreError, ValidationError, redact
+from llmlab.results import SweepResult
+from llmlab.store import Store, get_store
 
 __all__ = [
-    "SweepComparison", "SweepDiff", "compare_sweeps", "delete", "diff", "experiment_context", "export_sweep",
-    "finish_experiment", "import_sweep", "load", "note_sweep", "record", "start_experiment", "sweeps",
-    "tag_sweep", "untag_sweep",
-]  # fmt: skip
+    "SweepComparison",
+    "SweepDiff",
+    "compare_sweeps",
+    "delete",
+    "diff",
+    "experiment_context",
+    "export_sweep",
+    "finish_experiment",
+    "import_sweep",
+    "load",
+    "note_sweep",
+    "record",
+    "start_experiment",
+    "sweeps",
+    "tag_sweep",
+    "untag_sweep",
+]
 
 EXPORT_FORMAT = "llmlab.experiment"
 EXPORT_VERSION = 1
@@ -75,13 +89,25 @@ def _git_info(cwd: Path) -> dict[str, Any] | None:
     """
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD", "--show-toplevel"], cwd=cwd,
-                              env=env, capture_output=True, text=True, timeout=5)  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD", "--show-toplevel"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if head.returncode != 0:
             return None
         commit, branch, top = (head.stdout.splitlines() + ["", "", ""])[:3]
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, env=env,
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):  # no git installed, or it hung
         return None
@@ -139,7 +165,7 @@ def _versions() -> dict[str, str | None]:
 
 def _providers(sweep: Any) -> dict[str, Any]:
     """Endpoint of every provider the sweep uses (never a key; URLs are redacted anyway)."""
-    from .providers import get_provider
+    from llmlab.plan.providers import get_provider
 
     out: dict[str, Any] = {}
     for name in sorted({c.provider for c in getattr(sweep, "calls", [])}):
@@ -166,8 +192,12 @@ def experiment_context(sweep: Any = None) -> dict[str, Any]:
         A JSON-able dict merged into the sweep's ``info_json``.
     """
     ctx: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "cwd": str(Path.cwd())}
-    for key, fn in (("source", _run_source), ("git", lambda: _git_info(Path.cwd())), ("versions", lambda: dict(_versions())),
-                    ("providers", lambda: _providers(sweep))):  # fmt: skip
+    for key, fn in (
+        ("source", _run_source),
+        ("git", lambda: _git_info(Path.cwd())),
+        ("versions", lambda: dict(_versions())),
+        ("providers", lambda: _providers(sweep)),
+    ):
         try:
             ctx[key] = fn()
         except Exception as exc:  # recording must never stop a sweep
@@ -182,16 +212,32 @@ def start_experiment(store: Store, sweep_id: str, name: str | None, spec: dict[s
     git = info.get("git") if isinstance(info.get("git"), dict) else {}
     versions = info.get("versions") if isinstance(info.get("versions"), dict) else {}
     dirty = git.get("dirty")
-    values = (source.get("path") or source.get("kind"), git.get("commit"), None if dirty is None else int(bool(dirty)),
-              versions.get("llmlab"), info.get("calls"), sweep_id)  # fmt: skip
-    store.write(lambda db: db.execute(
-        "UPDATE sweeps SET source=?, git_commit=?, git_dirty=?, llmlab_version=?, n_calls=?, wall_s=NULL WHERE sweep_id=?",
-        values))  # fmt: skip
+    values = (
+        source.get("path") or source.get("kind"),
+        git.get("commit"),
+        None if dirty is None else int(bool(dirty)),
+        versions.get("llmlab"),
+        info.get("calls"),
+        sweep_id,
+    )
+    store.write(
+        lambda db: db.execute(
+            "UPDATE sweeps SET source=?, git_commit=?, git_dirty=?, llmlab_version=?, n_calls=?, wall_s=NULL WHERE sweep_id=?",
+            values,
+        )
+    )
 
 
 def _skipped_record(call: Any, reason: str) -> dict[str, Any]:
-    return {"call_id": call.call_id, "prompt_id": call.prompt_id, "model": call.qualified_model,
-            "temperature": call.temperature, "top_p": call.top_p, "repeat": call.repeat, "reason": reason}  # fmt: skip
+    return {
+        "call_id": call.call_id,
+        "prompt_id": call.prompt_id,
+        "model": call.qualified_model,
+        "temperature": call.temperature,
+        "top_p": call.top_p,
+        "repeat": call.repeat,
+        "reason": reason,
+    }
 
 
 def _sum(values: Iterable[Any]) -> float | None:
@@ -199,8 +245,15 @@ def _sum(values: Iterable[Any]) -> float | None:
     return sum(known) if known else None
 
 
-def finish_experiment(store: Store, sweep_id: str, status: str, counts: dict[str, Any],
-                      rows: Sequence[Mapping[str, Any]], skipped: Sequence[tuple[Any, str]], wall_s: float) -> None:  # fmt: skip
+def finish_experiment(
+    store: Store,
+    sweep_id: str,
+    status: str,
+    counts: dict[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    skipped: Sequence[tuple[Any, str]],
+    wall_s: float,
+) -> None:
     """Record a finished sweep: status, counts, skipped calls, token/cost totals and wall time."""
     totals = {
         "wall_s": round(wall_s, 6),
@@ -211,17 +264,30 @@ def finish_experiment(store: Store, sweep_id: str, status: str, counts: dict[str
         "skipped_calls": [_skipped_record(c, reason) for c, reason in skipped],
         # what the providers answered as (dated model versions), and the commonest failures
         "response_models": sorted({str(r["response_model"]) for r in rows if r.get("response_model")}),
-        "error_kinds": collections.Counter(str(r.get("error") or "")[:200] for r in rows
-                                           if r.get("status") == "error").most_common(5),
+        "error_kinds": collections.Counter(
+            str(r.get("error") or "")[:200] for r in rows if r.get("status") == "error"
+        ).most_common(5),
     }
     store.finish_sweep(sweep_id, status, {**counts, **totals})
     n_err = sum(1 for r in rows if r.get("status") == "error")
-    values = (totals["wall_s"], len(rows) - n_err, n_err, totals["cached"], len(skipped),
-              None if totals["input_tokens"] is None else int(totals["input_tokens"]),
-              None if totals["output_tokens"] is None else int(totals["output_tokens"]), totals["cost_usd"], sweep_id)  # fmt: skip
-    store.write(lambda db: db.execute(
-        "UPDATE sweeps SET wall_s=?, n_ok=?, n_errors=?, n_cached=?, n_skipped=?, input_tokens=?, output_tokens=?, "
-        "cost_usd=? WHERE sweep_id=?", values))  # fmt: skip
+    values = (
+        totals["wall_s"],
+        len(rows) - n_err,
+        n_err,
+        totals["cached"],
+        len(skipped),
+        None if totals["input_tokens"] is None else int(totals["input_tokens"]),
+        None if totals["output_tokens"] is None else int(totals["output_tokens"]),
+        totals["cost_usd"],
+        sweep_id,
+    )
+    store.write(
+        lambda db: db.execute(
+            "UPDATE sweeps SET wall_s=?, n_ok=?, n_errors=?, n_cached=?, n_skipped=?, input_tokens=?, output_tokens=?, "
+            "cost_usd=? WHERE sweep_id=?",
+            values,
+        )
+    )
 
 
 # --- finding sweeps -----------------------------------------------------------------------------
@@ -245,16 +311,26 @@ def _resolve(store: Store, ref: Any, *, by_name: bool = True, field: str = "swee
     if store.read("SELECT 1 FROM sweeps WHERE sweep_id=?", (ref,)):
         return ref
     escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    hits = [r[0] for r in store.read("SELECT sweep_id FROM sweeps WHERE sweep_id LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT 6", (escaped + "%",))]
+    hits = [
+        r[0]
+        for r in store.read(
+            "SELECT sweep_id FROM sweeps WHERE sweep_id LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT 6",
+            (escaped + "%",),
+        )
+    ]
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
         raise ValidationError(field, ref, f"ambiguous: matches {', '.join(hits[:5])}{' …' if len(hits) > 5 else ''}")
     if by_name:
-        named = store.read("SELECT sweep_id FROM sweeps WHERE name=? ORDER BY created_at DESC, rowid DESC LIMIT 1", (ref,))
+        named = store.read(
+            "SELECT sweep_id FROM sweeps WHERE name=? ORDER BY created_at DESC, rowid DESC LIMIT 1", (ref,)
+        )
         if named:
             return str(named[0][0])
-    raise ValidationError(field, ref, f"no such sweep in {_home_hint(store)} (ll.sweeps() / `llmlab sweeps` lists them)")
+    raise ValidationError(
+        field, ref, f"no such sweep in {_home_hint(store)} (ll.sweeps() / `llmlab sweeps` lists them)"
+    )
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -269,15 +345,35 @@ def _pid_alive(pid: Any) -> bool:
 
 def _effective_status(status: str, info: Mapping[str, Any]) -> str:
     """``running`` sweeps whose process (on this host) is gone are reported as ``interrupted``."""
-    if status == "running" and info.get("host") == socket.gethostname() and info.get("pid") is not None:
-        if not _pid_alive(info["pid"]):
-            return "interrupted"
+    mine = status == "running" and info.get("host") == socket.gethostname() and info.get("pid") is not None
+    if mine and not _pid_alive(info["pid"]):
+        return "interrupted"
     return status
 
 
-_AGE_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60, "minute": 60,
-              "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600, "d": 86400,
-              "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}  # fmt: skip
+_AGE_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
+}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(_AGE_UNITS, key=len, reverse=True)) + ")")
 
 
@@ -298,17 +394,41 @@ def _parse_since(since: Any) -> str | None:
             ts = pd.Timestamp(since)
             ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     except (ValueError, TypeError):
-        raise ValidationError("since", since, "expected a datetime, an ISO time, epoch seconds, or an age like '7d' / '12h'") from None
+        raise ValidationError(
+            "since", since, "expected a datetime, an ISO time, epoch seconds, or an age like '7d' / '12h'"
+        ) from None
     return ts.isoformat()
 
 
-_LIST_COLUMNS = ["sweep_id", "name", "status", "started_at", "finished_at", "wall_s", "calls", "ok", "errors", "cached",
-                 "skipped", "input_tokens", "output_tokens", "cost_usd", "models", "prompts", "tags", "note", "source",
-                 "git_commit", "git_dirty", "llmlab_version"]  # fmt: skip
+_LIST_COLUMNS = [
+    "sweep_id",
+    "name",
+    "status",
+    "started_at",
+    "finished_at",
+    "wall_s",
+    "calls",
+    "ok",
+    "errors",
+    "cached",
+    "skipped",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "models",
+    "prompts",
+    "tags",
+    "note",
+    "source",
+    "git_commit",
+    "git_dirty",
+    "llmlab_version",
+]
 
 
-def sweeps(name: str | None = None, tag: str | Sequence[str] | None = None, since: Any = None, *,
-           limit: int | None = None) -> pd.DataFrame:  # fmt: skip
+def sweeps(
+    name: str | None = None, tag: str | Sequence[str] | None = None, since: Any = None, *, limit: int | None = None
+) -> pd.DataFrame:
     """Every recorded experiment of the home, newest first (``ll.sweeps``).
 
     Args:
@@ -340,15 +460,17 @@ def sweeps(name: str | None = None, tag: str | Sequence[str] | None = None, sinc
         params.append(since_iso)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValidationError("limit", limit, "expected a positive integer")
-    sql = ("SELECT s.sweep_id, s.name, s.status, s.created_at, s.finished_at, s.wall_s, s.n_calls, s.n_ok, s.n_errors, "
-           "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, "
-           # only the few fields listed are pulled out (in C): spec_json may carry a whole prompt set
-           "CASE WHEN json_valid(s.spec_json) THEN json_object('models', json_extract(s.spec_json, '$.models'), "
-           "'prompt_count', json_extract(s.spec_json, '$.prompt_count')) END, "
-           "CASE WHEN json_valid(s.info_json) THEN json_object('host', json_extract(s.info_json, '$.host'), "
-           "'pid', json_extract(s.info_json, '$.pid')) END, "
-           "(SELECT group_concat(t.tag, char(31)) FROM sweep_tags t WHERE t.sweep_id = s.sweep_id), s.note, s.source, "
-           "s.git_commit, s.git_dirty, s.llmlab_version FROM sweeps s")  # fmt: skip
+    sql = (
+        "SELECT s.sweep_id, s.name, s.status, s.created_at, s.finished_at, s.wall_s, s.n_calls, s.n_ok, s.n_errors, "
+        "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, "
+        # only the few fields listed are pulled out (in C): spec_json may carry a whole prompt set
+        "CASE WHEN json_valid(s.spec_json) THEN json_object('models', json_extract(s.spec_json, '$.models'), "
+        "'prompt_count', json_extract(s.spec_json, '$.prompt_count')) END, "
+        "CASE WHEN json_valid(s.info_json) THEN json_object('host', json_extract(s.info_json, '$.host'), "
+        "'pid', json_extract(s.info_json, '$.pid')) END, "
+        "(SELECT group_concat(t.tag, char(31)) FROM sweep_tags t WHERE t.sweep_id = s.sweep_id), s.note, s.source, "
+        "s.git_commit, s.git_dirty, s.llmlab_version FROM sweeps s"
+    )
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY s.created_at DESC, s.rowid DESC"
@@ -357,14 +479,32 @@ def sweeps(name: str | None = None, tag: str | Sequence[str] | None = None, sinc
     rows = []
     for r in _store().read(sql, params):
         spec, info = _loads(r[14]), _loads(r[15])
-        rows.append({
-            "sweep_id": r[0], "name": r[1], "status": _effective_status(r[2], info), "started_at": r[3],
-            "finished_at": r[4], "wall_s": r[5], "calls": r[6], "ok": r[7], "errors": r[8], "cached": r[9],
-            "skipped": r[10], "input_tokens": r[11], "output_tokens": r[12], "cost_usd": r[13],
-            "models": list(spec.get("models") or []), "prompts": spec.get("prompt_count"),
-            "tags": sorted(r[16].split("\x1f")) if r[16] else [], "note": r[17], "source": r[18],
-            "git_commit": r[19], "git_dirty": None if r[20] is None else bool(r[20]), "llmlab_version": r[21],
-        })  # fmt: skip
+        rows.append(
+            {
+                "sweep_id": r[0],
+                "name": r[1],
+                "status": _effective_status(r[2], info),
+                "started_at": r[3],
+                "finished_at": r[4],
+                "wall_s": r[5],
+                "calls": r[6],
+                "ok": r[7],
+                "errors": r[8],
+                "cached": r[9],
+                "skipped": r[10],
+                "input_tokens": r[11],
+                "output_tokens": r[12],
+                "cost_usd": r[13],
+                "models": list(spec.get("models") or []),
+                "prompts": spec.get("prompt_count"),
+                "tags": sorted(r[16].split("\x1f")) if r[16] else [],
+                "note": r[17],
+                "source": r[18],
+                "git_commit": r[19],
+                "git_dirty": None if r[20] is None else bool(r[20]),
+                "llmlab_version": r[21],
+            }
+        )
     df = pd.DataFrame(rows, columns=_LIST_COLUMNS)
     df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
     df["finished_at"] = pd.to_datetime(df["finished_at"], utc=True, format="ISO8601")
@@ -396,18 +536,38 @@ def record(sweep_id: Any) -> dict[str, Any]:
     """
     store = _store()
     sid = _resolve(store, sweep_id)
-    r = store.read("SELECT sweep_id, name, created_at, finished_at, status, spec_json, info_json, note, source, "
-                   "git_commit, git_dirty, llmlab_version, wall_s, n_calls, n_ok, n_errors, n_cached, n_skipped, "
-                   "input_tokens, output_tokens, cost_usd FROM sweeps WHERE sweep_id=?", (sid,))[0]  # fmt: skip
+    r = store.read(
+        "SELECT sweep_id, name, created_at, finished_at, status, spec_json, info_json, note, source, "
+        "git_commit, git_dirty, llmlab_version, wall_s, n_calls, n_ok, n_errors, n_cached, n_skipped, "
+        "input_tokens, output_tokens, cost_usd FROM sweeps WHERE sweep_id=?",
+        (sid,),
+    )[0]
     info = _loads(r[6])
     tags = sorted(t[0] for t in store.read("SELECT tag FROM sweep_tags WHERE sweep_id=?", (sid,)))
     return {
-        "sweep_id": r[0], "name": r[1], "started_at": r[2], "finished_at": r[3], "status": _effective_status(r[4], info),
-        "spec": _loads(r[5]), "info": info, "note": r[7], "source": r[8], "git_commit": r[9],
-        "git_dirty": None if r[10] is None else bool(r[10]), "llmlab_version": r[11], "wall_s": r[12],
-        "calls": r[13], "ok": r[14], "errors": r[15], "cached": r[16], "skipped": r[17], "input_tokens": r[18],
-        "output_tokens": r[19], "cost_usd": r[20], "tags": tags,
-    }  # fmt: skip
+        "sweep_id": r[0],
+        "name": r[1],
+        "started_at": r[2],
+        "finished_at": r[3],
+        "status": _effective_status(r[4], info),
+        "spec": _loads(r[5]),
+        "info": info,
+        "note": r[7],
+        "source": r[8],
+        "git_commit": r[9],
+        "git_dirty": None if r[10] is None else bool(r[10]),
+        "llmlab_version": r[11],
+        "wall_s": r[12],
+        "calls": r[13],
+        "ok": r[14],
+        "errors": r[15],
+        "cached": r[16],
+        "skipped": r[17],
+        "input_tokens": r[18],
+        "output_tokens": r[19],
+        "cost_usd": r[20],
+        "tags": tags,
+    }
 
 
 _SKIPPED_COLUMNS = ["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"]
@@ -461,8 +621,12 @@ def tag_sweep(sweep_id: Any, *tags: str) -> list[str]:
     store = _store()
     sid = _resolve(store, sweep_id, by_name=False)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-    store.write(lambda db: db.executemany("INSERT OR IGNORE INTO sweep_tags (sweep_id, tag, created_at) VALUES (?,?,?)",
-                                          [(sid, t, now) for t in clean]))  # fmt: skip
+    store.write(
+        lambda db: db.executemany(
+            "INSERT OR IGNORE INTO sweep_tags (sweep_id, tag, created_at) VALUES (?,?,?)",
+            [(sid, t, now) for t in clean],
+        )
+    )
     return sorted(r[0] for r in store.read("SELECT tag FROM sweep_tags WHERE sweep_id=?", (sid,)))
 
 
@@ -471,7 +635,9 @@ def untag_sweep(sweep_id: Any, *tags: str) -> list[str]:
     clean = [_check_tag(t) for t in tags]
     store = _store()
     sid = _resolve(store, sweep_id, by_name=False)
-    store.write(lambda db: db.executemany("DELETE FROM sweep_tags WHERE sweep_id=? AND tag=?", [(sid, t) for t in clean]))
+    store.write(
+        lambda db: db.executemany("DELETE FROM sweep_tags WHERE sweep_id=? AND tag=?", [(sid, t) for t in clean])
+    )
     return sorted(r[0] for r in store.read("SELECT tag FROM sweep_tags WHERE sweep_id=?", (sid,)))
 
 
@@ -507,14 +673,19 @@ def _delete_in(db: sqlite3.Connection, sid: str, keep_cache: bool) -> dict[str, 
     if not keep_cache:
         counts["cache"] = db.execute(
             "DELETE FROM cache WHERE call_id IN (SELECT call_id FROM calls WHERE sweep_id = ?) AND NOT EXISTS "
-            "(SELECT 1 FROM calls o WHERE o.call_id = cache.call_id AND o.sweep_id != ?)", (sid, sid)).rowcount  # fmt: skip
+            "(SELECT 1 FROM calls o WHERE o.call_id = cache.call_id AND o.sweep_id != ?)",
+            (sid, sid),
+        ).rowcount
     counts["spans"] = db.execute(
-        f"DELETE FROM spans WHERE sweep_id = ? AND (call_id IS NULL OR NOT {_SPAN_USED_ELSEWHERE})", (sid, sid)).rowcount
+        f"DELETE FROM spans WHERE sweep_id = ? AND (call_id IS NULL OR NOT {_SPAN_USED_ELSEWHERE})", (sid, sid)
+    ).rowcount
     # spans this sweep's cached rows kept alive after their own sweep was deleted: now orphans
     counts["spans"] += db.execute(
         "DELETE FROM spans WHERE span_id IN (SELECT json_extract(row_json, '$.span_id') FROM calls WHERE sweep_id = ? "
         "AND json_valid(row_json)) AND sweep_id != ? AND sweep_id NOT IN (SELECT sweep_id FROM sweeps) "
-        f"AND NOT {_SPAN_USED_ELSEWHERE}", (sid, sid, sid)).rowcount  # fmt: skip
+        f"AND NOT {_SPAN_USED_ELSEWHERE}",
+        (sid, sid, sid),
+    ).rowcount
     counts["calls"] = db.execute("DELETE FROM calls WHERE sweep_id = ?", (sid,)).rowcount
     counts["tags"] = db.execute("DELETE FROM sweep_tags WHERE sweep_id = ?", (sid,)).rowcount
     counts["sweeps"] = db.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sid,)).rowcount
@@ -544,8 +715,13 @@ def delete(*sweep_ids: Any, keep_cache: bool = False, force: bool = False) -> di
     for sid in sids:
         rec = store.sweep_record(sid)
         if rec and not force and _effective_status(rec["status"], rec["info"] or {}) == "running":
-            raise ValidationError("sweep_id", sid, "still running (pid %s on %s); wait for it or pass force=True"
-                                  % (rec["info"].get("pid"), rec["info"].get("host")))  # fmt: skip
+            raise ValidationError(
+                "sweep_id",
+                sid,
+                "still running (pid {} on {}); wait for it or pass force=True".format(
+                    rec["info"].get("pid"), rec["info"].get("host")
+                ),
+            )
 
     def fn(db: sqlite3.Connection) -> dict[str, int]:
         total = {"sweeps": 0, "calls": 0, "spans": 0, "cache": 0, "tags": 0}
@@ -571,7 +747,10 @@ class _Side:
         else:
             res = load(_resolve(store, ref, field=label))
             self.sweep_id, self.df, self.spec = res.sweep_id, res.df, dict(res.spec or {})
-        self.seq = {cid: int(seq) for cid, seq in store.read("SELECT call_id, seq FROM calls WHERE sweep_id=?", (self.sweep_id,))}
+        self.seq = {
+            cid: int(seq)
+            for cid, seq in store.read("SELECT call_id, seq FROM calls WHERE sweep_id=?", (self.sweep_id,))
+        }
         self.label = label
 
     def prompt_index(self) -> pd.Series | None:
@@ -630,15 +809,18 @@ def _pair(a: _Side, b: _Side, match: str) -> tuple[pd.DataFrame, str, int, int]:
     how = match
     if match == "auto":
         shared = set(a.df["prompt_id"].dropna().astype(str)) & set(b.df["prompt_id"].dropna().astype(str))
-        same_prompts = (a.spec.get("prompt_fingerprint") is not None
-                        and a.spec.get("prompt_fingerprint") == b.spec.get("prompt_fingerprint"))  # fmt: skip
+        same_prompts = a.spec.get("prompt_fingerprint") is not None and a.spec.get("prompt_fingerprint") == b.spec.get(
+            "prompt_fingerprint"
+        )
         how = "prompt_id"
         if not shared and same_prompts and a.prompt_index() is not None and b.prompt_index() is not None:
             how = "prompt_index"  # same prompt rows, but template/system changed every prompt_id
     if how == "prompt_index":
         pa, pb = a.prompt_index(), b.prompt_index()
         if pa is None or pb is None:
-            raise ValidationError("match", match, "prompt positions are unknown for one sweep (not in this home's store)")
+            raise ValidationError(
+                "match", match, "prompt positions are unknown for one sweep (not in this home's store)"
+            )
     else:
         pa, pb = a.df["prompt_id"].astype("string").fillna(""), b.df["prompt_id"].astype("string").fillna("")
     ka, kb = _cell_keys(a.df, pa), _cell_keys(b.df, pb)
@@ -657,7 +839,9 @@ def _pair(a: _Side, b: _Side, match: str) -> tuple[pd.DataFrame, str, int, int]:
     out = pd.DataFrame(pairs, columns=["ia", "ib"], dtype="int64")
     for col in ["prompt_id"] + CELL_SETTINGS:
         if col in a.df.columns:
-            out[col] = a.df[col].iloc[out["ia"].to_numpy()].reset_index(drop=True) if len(out) else pd.Series(dtype=object)
+            out[col] = (
+                a.df[col].iloc[out["ia"].to_numpy()].reset_index(drop=True) if len(out) else pd.Series(dtype=object)
+            )
     if how == "prompt_index" and len(out):
         out.insert(1, "prompt_id_b", b.df["prompt_id"].iloc[out["ib"].to_numpy()].reset_index(drop=True))
     return out, how, len(seen) - len(out), len(set(kb)) - len(out)
@@ -669,7 +853,9 @@ def _json_str(value: Any) -> str:
 
 def _spec_changes(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
     fields = ["name", "template", "system", *_GRID_FIELDS, "params", "prompt_count", "prompt_fingerprint"]
-    rows = [{"field": f, "a": sa.get(f), "b": sb.get(f)} for f in fields if _json_str(sa.get(f)) != _json_str(sb.get(f))]
+    rows = [
+        {"field": f, "a": sa.get(f), "b": sb.get(f)} for f in fields if _json_str(sa.get(f)) != _json_str(sb.get(f))
+    ]
     return pd.DataFrame(rows, columns=["field", "a", "b"])
 
 
@@ -692,15 +878,22 @@ def _grid_diff(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
         removed = [v for v, k in zip(la, ka) if k not in kb]
         added = [v for v, k in zip(lb, kb) if k not in ka]
         kept = [v for v, k in zip(la, ka) if k in kb]
-        rows.append({"parameter": name, "removed": removed, "added": added, "kept": kept, "changed": bool(removed or added)})
+        rows.append(
+            {"parameter": name, "removed": removed, "added": added, "kept": kept, "changed": bool(removed or added)}
+        )
     return pd.DataFrame(rows, columns=["parameter", "removed", "added", "kept", "changed"])
 
 
 def _text_diff(a: str | None, b: str | None, label_a: str, label_b: str) -> str:
     if (a or "") == (b or ""):
         return ""
-    lines = difflib.unified_diff((a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
-                                 fromfile=label_a, tofile=label_b, lineterm="")  # fmt: skip
+    lines = difflib.unified_diff(
+        (a or "").splitlines(keepends=True),
+        (b or "").splitlines(keepends=True),
+        fromfile=label_a,
+        tofile=label_b,
+        lineterm="",
+    )
     return "\n".join(line.rstrip("\n") for line in lines)
 
 
@@ -742,11 +935,19 @@ class SweepComparison:
 
     def to_text(self) -> str:
         """The report as plain text."""
-        lines = [f"compare {self.a} (a) → {self.b} (b): {len(self.cells)} common cells "
-                 f"(matched by {self.match}; {self.only_a} only in a, {self.only_b} only in b)", ""]  # fmt: skip
+        lines = [
+            f"compare {self.a} (a) → {self.b} (b): {len(self.cells)} common cells "
+            f"(matched by {self.match}; {self.only_a} only in a, {self.only_b} only in b)",
+            "",
+        ]
         lines.append(self.verdict)
         if len(self.metrics):
-            lines += ["", self.metrics[["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "better"]].to_string(index=False)]
+            lines += [
+                "",
+                self.metrics[["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "better"]].to_string(
+                    index=False
+                ),
+            ]
         if len(self.spec_changes):
             lines += ["", "spec changes: " + ", ".join(self.spec_changes["field"])]
         if self.template_words:
@@ -762,13 +963,19 @@ class SweepComparison:
         return self.to_text()
 
     def _repr_html_(self) -> str:
-        parts = [f"<div><b>{html.escape(self.a)}</b> (a) → <b>{html.escape(self.b)}</b> (b): {len(self.cells)} common cells "
-                 f"(matched by {html.escape(self.match)}; {self.only_a} only in a, {self.only_b} only in b)</div>",
-                 f"<p>{html.escape(self.verdict)}</p>"]  # fmt: skip
+        parts = [
+            f"<div><b>{html.escape(self.a)}</b> (a) → <b>{html.escape(self.b)}</b> (b): {len(self.cells)} common cells "
+            f"(matched by {html.escape(self.match)}; {self.only_a} only in a, {self.only_b} only in b)</div>",
+            f"<p>{html.escape(self.verdict)}</p>",
+        ]
         if len(self.metrics):
-            parts.append(self.metrics.drop(columns=["verdict"]).to_html(index=False, na_rep="NA", float_format=lambda v: f"{v:.4g}"))
+            parts.append(
+                self.metrics.drop(columns=["verdict"]).to_html(
+                    index=False, na_rep="NA", float_format=lambda v: f"{v:.4g}"
+                )
+            )
         if self.template_words:
-            from .diffing import html_pair
+            from llmlab.analysis.diffing import html_pair
 
             ta, tb = html_pair(*self._templates)
             parts.append(f"<div>template a: <code>{ta}</code><br>template b: <code>{tb}</code></div>")
@@ -778,22 +985,34 @@ class SweepComparison:
         return "\n".join(parts)
 
 
-def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boot: int, ci: float,
-                   rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+def _paired_metric(
+    va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boot: int, ci: float, rng: np.random.Generator
+) -> dict[str, Any]:
     """Estimate of ``metric`` on both sides over the cells where both have a value, and the paired
     bootstrap interval of the difference (cells resampled together, so prompt difficulty cancels)."""
-    from .stats import MIN_N, _interval, _stat_fn, _unit, boot_p_value, higher_is_better
+    from llmlab.analysis.stats import MIN_N, _interval, _stat_fn, _unit, boot_p_value, higher_is_better
 
     _, fn = _stat_fn(stat)
     both = ~np.isnan(va) & ~np.isnan(vb)
     x, y = va[both], vb[both]
     n = int(x.size)
     hib = higher_is_better(metric)
-    row: dict[str, Any] = {"metric": metric, "n": n, "a": np.nan, "b": np.nan, "diff": np.nan, "diff_low": np.nan,
-                           "diff_high": np.nan, "p_value": np.nan, "rel_diff": np.nan, "better": "neither"}  # fmt: skip
+    row: dict[str, Any] = {
+        "metric": metric,
+        "n": n,
+        "a": np.nan,
+        "b": np.nan,
+        "diff": np.nan,
+        "diff_low": np.nan,
+        "diff_high": np.nan,
+        "p_value": np.nan,
+        "rel_diff": np.nan,
+        "better": "neither",
+    }
     if not n:
         row["verdict"] = f"{metric}: no cell has a value in both sweeps" + (
-            " (timings leave out errors and cache hits)" if metric.endswith("_ms") else "")
+            " (timings leave out errors and cache hits)" if metric.endswith("_ms") else ""
+        )
         return row
     ea, eb = float(fn(x[None, :])[0]), float(fn(y[None, :])[0])
     idx = rng.integers(0, n, size=(int(n_boot), n))
@@ -801,27 +1020,49 @@ def _paired_metric(va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boo
     if n < 2:  # one cell resamples to itself: no interval rather than a zero-width one
         boots = np.full(int(n_boot), np.nan)
     lo, hi = _interval(np.asarray(boots, dtype=float), (1 - ci) / 2)
-    row.update(a=ea, b=eb, diff=eb - ea, diff_low=lo, diff_high=hi, p_value=boot_p_value(np.asarray(boots, dtype=float)),
-               rel_diff=(eb - ea) / abs(ea) if ea else np.nan)  # fmt: skip
+    row.update(
+        a=ea,
+        b=eb,
+        diff=eb - ea,
+        diff_low=lo,
+        diff_high=hi,
+        p_value=boot_p_value(np.asarray(boots, dtype=float)),
+        rel_diff=(eb - ea) / abs(ea) if ea else np.nan,
+    )
     level = f"{ci:.0%}"
     if n < MIN_N:
-        row["verdict"] = (f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
-                          f"b {_unit(metric, eb)} vs a {_unit(metric, ea)}).")  # fmt: skip
+        row["verdict"] = (
+            f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
+            f"b {_unit(metric, eb)} vs a {_unit(metric, ea)})."
+        )
     elif lo > 0 or hi < 0:
         b_better = (lo > 0) == hib
         row["better"] = "b" if b_better else "a"
         word = "higher" if lo > 0 else "lower"
-        row["verdict"] = (f"{metric}: b is {word} ({_unit(metric, eb)} vs {_unit(metric, ea)}, diff {_unit(metric, eb - ea)}, "
-                          f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, n={n}) — "
-                          f"{'better' if b_better else 'worse'}.")  # fmt: skip
+        row["verdict"] = (
+            f"{metric}: b is {word} ({_unit(metric, eb)} vs {_unit(metric, ea)}, diff {_unit(metric, eb - ea)}, "
+            f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, n={n}) — "
+            f"{'better' if b_better else 'worse'}."
+        )
     else:
-        row["verdict"] = (f"{metric}: no clear difference ({_unit(metric, eb)} vs {_unit(metric, ea)}; {level} CI of the "
-                          f"difference {_unit(metric, lo)} to {_unit(metric, hi)} includes 0, n={n}).")  # fmt: skip
+        row["verdict"] = (
+            f"{metric}: no clear difference ({_unit(metric, eb)} vs {_unit(metric, ea)}; {level} CI of the "
+            f"difference {_unit(metric, lo)} to {_unit(metric, hi)} includes 0, n={n})."
+        )
     return row
 
 
-def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *, match: str = "auto",
-                   stat: str = "mean", n_boot: int = 2000, ci: float = 0.95, seed: int | None = 0) -> SweepComparison:  # fmt: skip
+def compare_sweeps(
+    a: Any,
+    b: Any,
+    metric: str | Sequence[str] | None = None,
+    *,
+    match: str = "auto",
+    stat: str = "mean",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int | None = 0,
+) -> SweepComparison:
     """Compare experiment ``b`` against ``a`` over their common cells, and what changed in the spec.
 
     A cell is one prompt at one setting: the same prompt (``prompt_id``) and the same model,
@@ -846,7 +1087,7 @@ def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *,
     Returns:
         A :class:`SweepComparison`.
     """
-    from .stats import metric_values
+    from llmlab.analysis.stats import metric_values
 
     if not 0 < ci < 1:
         raise ValidationError("ci", ci, "expected a confidence level between 0 and 1, e.g. 0.95")
@@ -869,19 +1110,24 @@ def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *,
         vb = metric_values(sb.df, m).to_numpy(dtype=float)[ib] if len(sb.df) else np.array([])
         cells[f"{m}_a"], cells[f"{m}_b"] = va, vb
         rows.append(_paired_metric(va, vb, m, stat, n_boot, ci, rng))
-    metrics_df = pd.DataFrame(rows, columns=["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff",
-                                             "better", "verdict"])  # fmt: skip
+    metrics_df = pd.DataFrame(
+        rows,
+        columns=["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff", "better", "verdict"],
+    )
     for col in ("a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff"):
         metrics_df[col] = pd.array(metrics_df[col].astype(float), dtype="Float64")
     spec_a, spec_b = sa.spec, sb.spec
-    from .diffing import mark_plain
+    from llmlab.analysis.diffing import mark_plain
 
     t_a, t_b = spec_a.get("template"), spec_b.get("template")
     template_words = mark_plain(t_a, t_b) if (t_a or "") != (t_b or "") else ""
     changes = _spec_changes(spec_a, spec_b)
     if not len(cells):
-        why = ("the prompt sets differ" if spec_a.get("prompt_fingerprint") != spec_b.get("prompt_fingerprint")
-               else "no setting is shared")  # fmt: skip
+        why = (
+            "the prompt sets differ"
+            if spec_a.get("prompt_fingerprint") != spec_b.get("prompt_fingerprint")
+            else "no setting is shared"
+        )
         verdict = f"No common cells: {why}; nothing to compare pairwise."
     else:
         decided = [r["verdict"] for r in rows]
@@ -889,12 +1135,24 @@ def compare_sweeps(a: Any, b: Any, metric: str | Sequence[str] | None = None, *,
         if len(changes):
             verdict = f"Changed: {', '.join(changes['field'])}. " + verdict
     return SweepComparison(
-        a=sa.sweep_id, b=sb.sweep_id, match=how, cells=cells.drop(columns=["ia", "ib"]), metrics=metrics_df,
-        spec_changes=changes, template_diff=_text_diff(t_a, t_b, f"{sa.sweep_id} template", f"{sb.sweep_id} template"),
-        system_diff=_text_diff(spec_a.get("system"), spec_b.get("system"), f"{sa.sweep_id} system", f"{sb.sweep_id} system"),
-        template_words=template_words, grid_diff=_grid_diff(spec_a, spec_b), only_a=only_a, only_b=only_b, ci=ci,
-        verdict=verdict, templates=(t_a, t_b),
-    )  # fmt: skip
+        a=sa.sweep_id,
+        b=sb.sweep_id,
+        match=how,
+        cells=cells.drop(columns=["ia", "ib"]),
+        metrics=metrics_df,
+        spec_changes=changes,
+        template_diff=_text_diff(t_a, t_b, f"{sa.sweep_id} template", f"{sb.sweep_id} template"),
+        system_diff=_text_diff(
+            spec_a.get("system"), spec_b.get("system"), f"{sa.sweep_id} system", f"{sb.sweep_id} system"
+        ),
+        template_words=template_words,
+        grid_diff=_grid_diff(spec_a, spec_b),
+        only_a=only_a,
+        only_b=only_b,
+        ci=ci,
+        verdict=verdict,
+        templates=(t_a, t_b),
+    )
 
 
 # --- side-by-side output diff -------------------------------------------------------------------
@@ -922,7 +1180,7 @@ class SweepDiff:
     @staticmethod
     def _prompt(row: Any, quote: bool = False) -> str:
         """The start of the cell's prompt (a's text), so a reader knows what was asked."""
-        from .charts import _snip
+        from llmlab.analysis.charts import _snip
 
         text = _snip(row.get("prompt"))
         return (f' "{text}"' if quote else text) if text else ""
@@ -934,7 +1192,9 @@ class SweepDiff:
         lines = [head]
         for _, row in shown.iterrows():
             lines.append("")
-            lines.append(f"── {row['prompt_id']}{self._prompt(row, quote=True)}  {self._setting(row)}  (similarity {row['similarity']:.2f})")
+            lines.append(
+                f"── {row['prompt_id']}{self._prompt(row, quote=True)}  {self._setting(row)}  (similarity {row['similarity']:.2f})"
+            )
             lines.append(f"a: {_shown_text(row['completion_a'])}")
             lines.append(f"b: {_shown_text(row['completion_b'])}")
             if not row["same"]:
@@ -950,12 +1210,14 @@ class SweepDiff:
         return self.to_text()
 
     def _repr_html_(self) -> str:
-        from .diffing import html_pair
+        from llmlab.analysis.diffing import html_pair
 
         shown = self._shown()
-        out = [f"<div>diff <b>{html.escape(self.a)}</b> (a) → <b>{html.escape(self.b)}</b> (b): {len(self.cells)} cells, "
-               f"{int((~self.cells['same']).sum()) if len(self.cells) else 0} differ</div>",
-               '<table class="llmlab-diff"><thead><tr><th>prompt / setting</th><th>a</th><th>b</th><th>sim.</th></tr></thead><tbody>']  # fmt: skip
+        out = [
+            f"<div>diff <b>{html.escape(self.a)}</b> (a) → <b>{html.escape(self.b)}</b> (b): {len(self.cells)} cells, "
+            f"{int((~self.cells['same']).sum()) if len(self.cells) else 0} differ</div>",
+            '<table class="llmlab-diff"><thead><tr><th>prompt / setting</th><th>a</th><th>b</th><th>sim.</th></tr></thead><tbody>',
+        ]
         for _, row in shown.iterrows():
             ha, hb = html_pair(row["completion_a"], row["completion_b"])
             out.append(
@@ -965,7 +1227,7 @@ class SweepDiff:
                 f"<td style='text-align:left;vertical-align:top;white-space:pre-wrap'>{ha}</td>"
                 f"<td style='text-align:left;vertical-align:top;white-space:pre-wrap'>{hb}</td>"
                 f"<td style='vertical-align:top'>{row['similarity']:.2f}</td></tr>"
-            )  # fmt: skip
+            )
         out.append("</tbody></table>")
         if len(shown) < len(self.cells):
             out.append(f"<div>… {len(self.cells) - len(shown)} more cells (see <code>.cells</code>)</div>")
@@ -978,8 +1240,16 @@ def _shown_text(value: Any) -> str:
     return str(value)
 
 
-def diff(a: Any, b: Any, prompt_id: str | Sequence[str] | None = None, *, match: str = "auto",
-         only_changed: bool = False, limit: int | None = 20, **where: Any) -> SweepDiff:  # fmt: skip
+def diff(
+    a: Any,
+    b: Any,
+    prompt_id: str | Sequence[str] | None = None,
+    *,
+    match: str = "auto",
+    only_changed: bool = False,
+    limit: int | None = 20,
+    **where: Any,
+) -> SweepDiff:
     """Outputs of two sweeps side by side, word-level differences highlighted (``ll.diff``).
 
     Cells are matched like :func:`compare_sweeps` (same prompt and setting). In a notebook the
@@ -998,11 +1268,13 @@ def diff(a: Any, b: Any, prompt_id: str | Sequence[str] | None = None, *, match:
     Returns:
         A :class:`SweepDiff`.
     """
-    from .diffing import mark_plain, similarity
+    from llmlab.analysis.diffing import mark_plain, similarity
 
     unknown = [k for k in where if k not in CELL_SETTINGS]
     if unknown:
-        raise ValidationError(unknown[0], where[unknown[0]], f"not a setting; filter on one of {', '.join(CELL_SETTINGS)}")
+        raise ValidationError(
+            unknown[0], where[unknown[0]], f"not a setting; filter on one of {', '.join(CELL_SETTINGS)}"
+        )
     sa, sb = _Side(a, "a"), _Side(b, "b")
     cells, how, _, _ = _pair(sa, sb, match)
     ia, ib = cells["ia"].to_numpy(), cells["ib"].to_numpy()
@@ -1017,7 +1289,11 @@ def diff(a: Any, b: Any, prompt_id: str | Sequence[str] | None = None, *, match:
         if "prompt_id_b" in cells:
             hit |= cells["prompt_id_b"].astype(str).isin(wanted)
         if not hit.any():
-            raise ValidationError("prompt_id", prompt_id, f"not among the {cells['prompt_id'].nunique() if len(cells) else 0} prompts common to both sweeps")
+            raise ValidationError(
+                "prompt_id",
+                prompt_id,
+                f"not among the {cells['prompt_id'].nunique() if len(cells) else 0} prompts common to both sweeps",
+            )
         mask &= hit
     for key, value in where.items():
         mask &= cells[key].map(_norm) == _norm(value)
@@ -1043,7 +1319,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _span_value_columns() -> list[str]:
-    from .store import migrations
+    from llmlab.store import migrations
 
     return [name for name, _ in getattr(migrations, "SPAN_VALUE_COLUMNS", [])]
 
@@ -1074,30 +1350,51 @@ def export_sweep(sweep_id: Any, out: str | Path, *, include_cache: bool = True) 
         raise ValidationError("out", str(out), "expected a file name ending in .json or .json.gz")
     store = _store()
     sid = _resolve(store, sweep_id)
-    cols = [c for c in _columns(store.read, "sweeps")]
+    cols = list(_columns(store.read, "sweeps"))
     rec = dict(zip(cols, store.read(f"SELECT {', '.join(cols)} FROM sweeps WHERE sweep_id=?", (sid,))[0]))
-    tags = [{"tag": t, "created_at": c} for t, c in store.read("SELECT tag, created_at FROM sweep_tags WHERE sweep_id=? ORDER BY tag", (sid,))]
-    calls = [{"call_id": c, "seq": s, "status": st, "created_at": ca, "row_json": rj}
-             for c, s, st, ca, rj in store.read("SELECT call_id, seq, status, created_at, row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sid,))]  # fmt: skip
+    tags = [
+        {"tag": t, "created_at": c}
+        for t, c in store.read("SELECT tag, created_at FROM sweep_tags WHERE sweep_id=? ORDER BY tag", (sid,))
+    ]
+    calls = [
+        {"call_id": c, "seq": s, "status": st, "created_at": ca, "row_json": rj}
+        for c, s, st, ca, rj in store.read(
+            "SELECT call_id, seq, status, created_at, row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sid,)
+        )
+    ]
     # every stored column (later migrations materialise span values out of row_json), minus outbox state
     span_cols = [c for c in _columns(store.read, "spans") if c not in ("otlp", "export_state", "lease_until")]
     quoted = ", ".join(f'"{c}"' for c in span_cols)
     spans = []
-    for r in store.read(f"SELECT {quoted}, otlp FROM spans WHERE sweep_id = ? OR trace_id IN "
-                        "(SELECT trace_id FROM spans WHERE sweep_id = ?) ORDER BY start_ns", (sid, sid)):  # fmt: skip
+    for r in store.read(
+        f"SELECT {quoted}, otlp FROM spans WHERE sweep_id = ? OR trace_id IN "
+        "(SELECT trace_id FROM spans WHERE sweep_id = ?) ORDER BY start_ns",
+        (sid, sid),
+    ):
         span = dict(zip(span_cols, r[:-1]))
         span["otlp_b64"] = base64.b64encode(bytes(r[-1])).decode("ascii") if r[-1] is not None else None
         spans.append(span)
     cache = []
     if include_cache:
-        cache = [{"call_id": c, "model": m, "created_at": ca, "response_json": rj} for c, m, ca, rj in store.read(
-            "SELECT call_id, model, created_at, response_json FROM cache WHERE call_id IN "
-            "(SELECT call_id FROM calls WHERE sweep_id=?)", (sid,))]  # fmt: skip
+        cache = [
+            {"call_id": c, "model": m, "created_at": ca, "response_json": rj}
+            for c, m, ca, rj in store.read(
+                "SELECT call_id, model, created_at, response_json FROM cache WHERE call_id IN "
+                "(SELECT call_id FROM calls WHERE sweep_id=?)",
+                (sid,),
+            )
+        ]
     doc = {
-        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "llmlab_version": _versions().get("llmlab"), "sweep": rec, "tags": tags, "calls": calls, "spans": spans,
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "llmlab_version": _versions().get("llmlab"),
+        "sweep": rec,
+        "tags": tags,
+        "calls": calls,
+        "spans": spans,
         "cache": cache,
-    }  # fmt: skip
+    }
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -1122,7 +1419,11 @@ def _read_export(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise ValidationError("file", str(path), "not an llmlab export (no 'format': 'llmlab.experiment')")
     if not isinstance(doc.get("version"), int) or doc["version"] > EXPORT_VERSION:
-        raise ValidationError("file", str(path), f"export format version {doc.get('version')!r} is newer than this llmlab reads ({EXPORT_VERSION}); upgrade llmlab")
+        raise ValidationError(
+            "file",
+            str(path),
+            f"export format version {doc.get('version')!r} is newer than this llmlab reads ({EXPORT_VERSION}); upgrade llmlab",
+        )
     sweep = doc.get("sweep")
     if not isinstance(sweep, dict) or not isinstance(sweep.get("sweep_id"), str) or "spec_json" not in sweep:
         raise ValidationError("file", str(path), "the export has no sweep record")
@@ -1160,13 +1461,23 @@ def import_sweep(path: str | Path, *, replace: bool = False) -> str:
     def fn(db: sqlite3.Connection) -> None:
         if db.execute("SELECT 1 FROM sweeps WHERE sweep_id=?", (sid,)).fetchone():
             if not replace:
-                raise ValidationError("file", str(path), f"sweep {sid} is already in {_home_hint(store)}; delete it first or pass replace=True (--replace)")
+                raise ValidationError(
+                    "file",
+                    str(path),
+                    f"sweep {sid} is already in {_home_hint(store)}; delete it first or pass replace=True (--replace)",
+                )
             _delete_in(db, sid, keep_cache=True)
-        db.execute(f"INSERT INTO sweeps ({', '.join(keep)}) VALUES ({', '.join('?' * len(keep))})", [rec[c] for c in keep])
-        db.executemany("INSERT OR IGNORE INTO sweep_tags (sweep_id, tag, created_at) VALUES (?,?,?)",
-                       [(sid, t["tag"], t["created_at"]) for t in doc.get("tags", [])])  # fmt: skip
-        db.executemany("INSERT INTO calls (sweep_id, call_id, seq, status, created_at, row_json) VALUES (?,?,?,?,?,?)",
-                       [(sid, c["call_id"], c["seq"], c["status"], c["created_at"], c["row_json"]) for c in doc["calls"]])  # fmt: skip
+        db.execute(
+            f"INSERT INTO sweeps ({', '.join(keep)}) VALUES ({', '.join('?' * len(keep))})", [rec[c] for c in keep]
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO sweep_tags (sweep_id, tag, created_at) VALUES (?,?,?)",
+            [(sid, t["tag"], t["created_at"]) for t in doc.get("tags", [])],
+        )
+        db.executemany(
+            "INSERT INTO calls (sweep_id, call_id, seq, status, created_at, row_json) VALUES (?,?,?,?,?,?)",
+            [(sid, c["call_id"], c["seq"], c["status"], c["created_at"], c["row_json"]) for c in doc["calls"]],
+        )
         spans = doc.get("spans", [])
         if spans:
             local = [c for c in span_cols if c not in ("otlp", "export_state", "lease_until")]
@@ -1174,16 +1485,20 @@ def import_sweep(path: str | Path, *, replace: bool = False) -> str:
             db.executemany(
                 f"INSERT OR IGNORE INTO spans ({', '.join(chr(34) + c + chr(34) for c in names)}, otlp, export_state) "
                 f"VALUES ({', '.join('?' * len(names))}, ?, NULL)",  # imported spans are not re-exported from here
-                [[sp.get(c) for c in names] + [base64.b64decode(sp["otlp_b64"]) if sp.get("otlp_b64") else b""]
-                 for sp in spans],
-            )  # fmt: skip
+                [
+                    [sp.get(c) for c in names] + [base64.b64decode(sp["otlp_b64"]) if sp.get("otlp_b64") else b""]
+                    for sp in spans
+                ],
+            )
             # an export from an older schema carries these values only inside row_json
             missing = [c for c in _span_value_columns() if c in local and c not in names]
             if missing:
                 sets = ", ".join(f"\"{c}\" = json_extract(row_json, '$.{c}')" for c in missing)
                 db.execute(f"UPDATE spans SET {sets} WHERE sweep_id = ? AND json_valid(row_json)", (sid,))
-        db.executemany("INSERT OR IGNORE INTO cache (call_id, model, created_at, response_json) VALUES (?,?,?,?)",
-                       [(c["call_id"], c["model"], c["created_at"], c["response_json"]) for c in doc.get("cache", [])])  # fmt: skip
+        db.executemany(
+            "INSERT OR IGNORE INTO cache (call_id, model, created_at, response_json) VALUES (?,?,?,?)",
+            [(c["call_id"], c["model"], c["created_at"], c["response_json"]) for c in doc.get("cache", [])],
+        )
 
     try:
         store.write(fn)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli import _configure, _friendly, _home_option, _print_table
+from llmlab.cli import _configure, _friendly, _home_option, _print_table
 
 __all__ = ["register"]
 
@@ -30,14 +30,18 @@ def _fmt(value: Any) -> str:
 @click.command("sweeps")
 @click.option("--name", default=None, help="Only sweeps of this name (* and ? wildcards).")
 @click.option("--tag", "tags", multiple=True, help="Only sweeps with this tag (repeatable: all of them).")
-@click.option("--since", default=None, help="Only sweeps started since: ISO time, epoch seconds, or an age like 7d / 12h.")
+@click.option(
+    "--since", default=None, help="Only sweeps started since: ISO time, epoch seconds, or an age like 7d / 12h."
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @_home_option
 @_friendly
-def sweeps_cmd(name: str | None, tags: tuple[str, ...], since: str | None, limit: int, as_json: bool, home: str | None) -> None:
+def sweeps_cmd(
+    name: str | None, tags: tuple[str, ...], since: str | None, limit: int, as_json: bool, home: str | None
+) -> None:
     """List recorded experiments, newest first."""
-    from .history import sweeps
+    from llmlab.history import sweeps
 
     _configure(home, datakit=None)
     df = sweeps(name=name, tag=list(tags) or None, since=since, limit=limit)
@@ -45,7 +49,22 @@ def sweeps_cmd(name: str | None, tags: tuple[str, ...], since: str | None, limit
         for row in json.loads(df.to_json(orient="records", date_format="iso")):
             click.echo(json.dumps(row))
         return
-    view = df[["sweep_id", "name", "status", "started_at", "wall_s", "calls", "ok", "errors", "cached", "cost_usd", "tags", "note"]].copy()
+    view = df[
+        [
+            "sweep_id",
+            "name",
+            "status",
+            "started_at",
+            "wall_s",
+            "calls",
+            "ok",
+            "errors",
+            "cached",
+            "cost_usd",
+            "tags",
+            "note",
+        ]
+    ].copy()
     view["started_at"] = view["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
     view["tags"] = view["tags"].map(lambda t: ",".join(t))
     view["note"] = view["note"].map(lambda n: "" if not isinstance(n, str) else (n if len(n) <= 30 else n[:29] + "…"))
@@ -59,7 +78,7 @@ def sweeps_cmd(name: str | None, tags: tuple[str, ...], since: str | None, limit
 @_friendly
 def show_cmd(sweep_id: str, home: str | None) -> None:
     """Summary of one experiment: metadata, spec and per-setting statistics."""
-    from .history import load, record
+    from llmlab.history import load, record
 
     _configure(home, datakit=None)
     rec = record(sweep_id)
@@ -73,11 +92,20 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
         ("finished", rec["finished_at"] or "-"),
         ("wall time", f"{_fmt(rec['wall_s'])} s"),
         ("source", source.get("path") or source.get("kind") or rec["source"] or "-"),
-        ("git", f"{git.get('commit') or rec['git_commit'] or '-'}{' (dirty)' if git.get('dirty') or rec['git_dirty'] else ''}"
-                f"{' on ' + git['branch'] if git.get('branch') else ''}"),
-        ("versions", ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items() if v) or rec["llmlab_version"] or "-"),
-        ("calls", f"{_fmt(rec['calls'])} planned: {_fmt(rec['ok'])} ok, {_fmt(rec['errors'])} errors, "
-                  f"{_fmt(rec['cached'])} cached, {_fmt(rec['skipped'])} skipped"),
+        (
+            "git",
+            f"{git.get('commit') or rec['git_commit'] or '-'}{' (dirty)' if git.get('dirty') or rec['git_dirty'] else ''}"
+            f"{' on ' + git['branch'] if git.get('branch') else ''}",
+        ),
+        (
+            "versions",
+            ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items() if v) or rec["llmlab_version"] or "-",
+        ),
+        (
+            "calls",
+            f"{_fmt(rec['calls'])} planned: {_fmt(rec['ok'])} ok, {_fmt(rec['errors'])} errors, "
+            f"{_fmt(rec['cached'])} cached, {_fmt(rec['skipped'])} skipped",
+        ),
         ("tokens", f"{_fmt(rec['input_tokens'])} in, {_fmt(rec['output_tokens'])} out"),
         ("cost", f"${_fmt(rec['cost_usd'])}"),
         ("tags", ", ".join(rec["tags"]) or "-"),
@@ -85,9 +113,12 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
         ("prompts", f"{_fmt(spec.get('prompt_count'))} (fingerprint {spec.get('prompt_fingerprint') or '-'})"),
         ("template", repr(spec.get("template")) if spec.get("template") else "-"),
         ("system", repr(spec.get("system")) if spec.get("system") else "-"),
-        ("grid", ", ".join(f"{k}={spec.get(k)}" for k in ("models", "temperature", "top_p", "max_tokens", "seed", "repeats"))
-                 + "".join(f", {k}={v}" for k, v in (spec.get("params") or {}).items())),
-    ]  # fmt: skip
+        (
+            "grid",
+            ", ".join(f"{k}={spec.get(k)}" for k in ("models", "temperature", "top_p", "max_tokens", "seed", "repeats"))
+            + "".join(f", {k}={v}" for k, v in (spec.get("params") or {}).items()),
+        ),
+    ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key:<{width}}  {value}")
@@ -105,7 +136,7 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
 @_friendly
 def export_cmd(sweep_id: str, out: str, no_cache: bool, home: str | None) -> None:
     """Write one experiment (spec, calls, spans) to a self-contained file."""
-    from .history import export_sweep
+    from llmlab.history import export_sweep
 
     _configure(home, datakit=None)
     path = export_sweep(sweep_id, out, include_cache=not no_cache)
@@ -119,7 +150,7 @@ def export_cmd(sweep_id: str, out: str, no_cache: bool, home: str | None) -> Non
 @_friendly
 def import_cmd(file: str, replace: bool, home: str | None) -> None:
     """Load an exported experiment file into this home."""
-    from .history import import_sweep, record
+    from llmlab.history import import_sweep, record
 
     _configure(home, datakit=None)
     sid = import_sweep(Path(file), replace=replace)
@@ -135,7 +166,7 @@ def import_cmd(file: str, replace: bool, home: str | None) -> None:
 @_friendly
 def delete_cmd(sweep_ids: tuple[str, ...], keep_cache: bool, yes: bool, home: str | None) -> None:
     """Delete experiments with their calls and spans (cache entries other sweeps share stay)."""
-    from .history import delete
+    from llmlab.history import delete
 
     _configure(home, datakit=None)
     if not yes:
@@ -147,12 +178,17 @@ def delete_cmd(sweep_ids: tuple[str, ...], keep_cache: bool, yes: bool, home: st
 @click.command("compare")
 @click.argument("a")
 @click.argument("b")
-@click.option("--metric", "metrics", multiple=True, help="Metric column (repeatable); default latency, ttft, tokens, cost, errors.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metric column (repeatable); default latency, ttft, tokens, cost, errors.",
+)
 @_home_option
 @_friendly
 def compare_cmd(a: str, b: str, metrics: tuple[str, ...], home: str | None) -> None:
     """Compare experiment B against A over their common cells."""
-    from .history import compare_sweeps
+    from llmlab.history import compare_sweeps
 
     _configure(home, datakit=None)
     click.echo(compare_sweeps(a, b, metric=list(metrics) or None).to_text())
@@ -168,7 +204,7 @@ def compare_cmd(a: str, b: str, metrics: tuple[str, ...], home: str | None) -> N
 @_friendly
 def diff_cmd(a: str, b: str, prompt_id: str | None, changed: bool, limit: int, home: str | None) -> None:
     """Outputs of two experiments side by side with [-removed-]{+added+} word markers."""
-    from .history import diff
+    from llmlab.history import diff
 
     _configure(home, datakit=None)
     click.echo(diff(a, b, prompt_id=prompt_id, only_changed=changed, limit=limit).to_text())

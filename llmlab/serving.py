@@ -55,7 +55,7 @@ class BackgroundServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "BackgroundServer":
+    def start(self, timeout: float = 10.0) -> BackgroundServer:
         """Start serving and wait until the server accepts connections."""
 
         def run() -> None:

@@ -7,8 +7,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from .events import Event
-from .pricing import format_usd
+from llmlab.events import Event
+from llmlab.pricing import format_usd
 
 
 class ProgressBar:
@@ -17,8 +17,16 @@ class ProgressBar:
     def __init__(self, total: int, budget_usd: float | None = None, file: IO[str] | None = None) -> None:
         # a terminal that reports no width (a pty under `script`, `docker exec -t`) would get a 0-column bar
         sized = _reports_width(file)
-        self.bar = tqdm(total=total, unit="call", file=file, dynamic_ncols=sized, ncols=None if sized else 100, nrows=None if sized else 24,
-                        desc="sweep", leave=True)  # fmt: skip
+        self.bar = tqdm(
+            total=total,
+            unit="call",
+            file=file,
+            dynamic_ncols=sized,
+            ncols=None if sized else 100,
+            nrows=None if sized else 24,
+            desc="sweep",
+            leave=True,
+        )
         self.budget_usd = budget_usd
         self.counts = {"ok": 0, "error": 0, "cached": 0, "retries": 0, "skipped": 0}
         self.spent = 0.0
@@ -26,7 +34,13 @@ class ProgressBar:
     def on_event(self, event: Event) -> None:
         kind = event.kind
         if kind in ("finished", "failed", "cached", "skipped", "cancelled"):
-            key = {"finished": "ok", "failed": "error", "cached": "cached", "skipped": "skipped", "cancelled": "skipped"}[kind]
+            key = {
+                "finished": "ok",
+                "failed": "error",
+                "cached": "cached",
+                "skipped": "skipped",
+                "cancelled": "skipped",
+            }[kind]
             self.counts[key] += 1
             row: dict[str, Any] = event.data.get("row") or {}
             cost = row.get("cost_usd")
@@ -43,7 +57,9 @@ class ProgressBar:
     def _postfix(self) -> None:
         post = {k: v for k, v in self.counts.items() if v}
         if self.spent or self.budget_usd is not None:
-            post["spent"] = format_usd(self.spent) + (f" of ${self.budget_usd:g}" if self.budget_usd is not None else "")
+            post["spent"] = format_usd(self.spent) + (
+                f" of ${self.budget_usd:g}" if self.budget_usd is not None else ""
+            )
         self.bar.set_postfix(post, refresh=False)
 
     def close(self) -> None:

@@ -22,14 +22,15 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import CheckFailed, ValidationError
-from .stats import is_error, metric_values
+from llmlab.analysis.stats import is_error, metric_values
+from llmlab.errors import CheckFailed, ValidationError
 
 __all__ = ["BASELINE_VERSION", "Check", "CheckReport", "Report", "expect", "load_baseline", "report", "save_baseline"]
 
@@ -82,8 +83,11 @@ class CheckReport:
 
     def __str__(self) -> str:
         n_failed = len(self.failed)
-        head = (f"{len(self.checks)} checks passed on {self.calls} calls" if not n_failed
-                else f"{n_failed} of {len(self.checks)} checks failed on {self.calls} calls")  # fmt: skip
+        head = (
+            f"{len(self.checks)} checks passed on {self.calls} calls"
+            if not n_failed
+            else f"{n_failed} of {len(self.checks)} checks failed on {self.calls} calls"
+        )
         lines = [head]
         for c in self.checks:
             if c.passed:
@@ -202,7 +206,9 @@ def load_baseline(baseline: Any) -> dict[str, str]:
     if isinstance(baseline, (str, os.PathLike)):
         path = Path(baseline)
         if not path.exists():
-            raise ValidationError("baseline", str(path), "file not found; create it with ll.save_baseline(res.df, path)")
+            raise ValidationError(
+                "baseline", str(path), "file not found; create it with ll.save_baseline(res.df, path)"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return {k: v.get("completion") for k, v in data["calls"].items()}
@@ -278,9 +284,15 @@ def expect(
 
     if no_errors:
         bad = errors.to_numpy()
-        checks.append(Check("no_errors", "no errors", not bad.any(),
-                            f"{int(bad.sum())} of {len(frame)} calls failed",
-                            _offending(frame, bad, "error", frame["error"] if "error" in frame else None)))  # fmt: skip
+        checks.append(
+            Check(
+                "no_errors",
+                "no errors",
+                not bad.any(),
+                f"{int(bad.sum())} of {len(frame)} calls failed",
+                _offending(frame, bad, "error", frame.get("error", None)),
+            )
+        )
 
     for kind, spec in (("min_score", min_score), ("min_mean_score", min_mean_score)):
         if spec is None:
@@ -289,23 +301,41 @@ def expect(
         for col, minimum in items.items():
             t = _threshold(f"{kind}[{col!r}]", minimum)
             if col not in frame.columns:
-                raise ValidationError(f"{kind}[{col!r}]", col, "no such score column in the frame (add it with llmlab.evals)")
+                raise ValidationError(
+                    f"{kind}[{col!r}]", col, "no such score column in the frame (add it with llmlab.evals)"
+                )
             values = pd.to_numeric(frame[col], errors="coerce").astype(float)
             limit = t - _slack(t, rel_tol, abs_tol)
             if kind == "min_score":
                 bad = (values.isna() | (values < limit)).to_numpy()
-                checks.append(Check(f"min_score[{col}]", f"{col} >= {t:g} on every call{tol}", not bad.any(),
-                                    f"{int(bad.sum())} calls below", _offending(frame, bad, col, values)))  # fmt: skip
+                checks.append(
+                    Check(
+                        f"min_score[{col}]",
+                        f"{col} >= {t:g} on every call{tol}",
+                        not bad.any(),
+                        f"{int(bad.sum())} calls below",
+                        _offending(frame, bad, col, values),
+                    )
+                )
             else:
                 mean = float(values.mean()) if values.notna().any() else float("nan")
                 ok = not math.isnan(mean) and mean >= limit
                 low = (values < t).to_numpy() & ~values.isna().to_numpy()
-                checks.append(Check(f"min_mean_score[{col}]", f"mean {col} >= {t:g}{tol}", ok,
-                                    f"mean {_fmt(mean)}", _offending(frame, low, col, values)))  # fmt: skip
+                checks.append(
+                    Check(
+                        f"min_mean_score[{col}]",
+                        f"mean {col} >= {t:g}{tol}",
+                        ok,
+                        f"mean {_fmt(mean)}",
+                        _offending(frame, low, col, values),
+                    )
+                )
 
     if max_cost_usd is not None or max_call_cost_usd is not None:
         if "cost_usd" not in frame.columns:
-            raise ValidationError("max_cost_usd", "cost_usd", "no cost_usd column in the frame (price it with ll.price)")
+            raise ValidationError(
+                "max_cost_usd", "cost_usd", "no cost_usd column in the frame (price it with ll.price)"
+            )
         cost = pd.to_numeric(frame["cost_usd"], errors="coerce").astype(float)
         if max_cost_usd is not None:
             t = _threshold("max_cost_usd", max_cost_usd)
@@ -315,13 +345,23 @@ def expect(
             top = cost.fillna(np.inf).sort_values(ascending=False).index[:_MAX_LISTED]
             mask = frame.index.isin(top) if not ok else np.zeros(len(frame), bool)
             problem = f"total ${total:.6g}" + (f", {unknown} calls without a price" if unknown else "")
-            checks.append(Check("max_cost_usd", f"total cost <= ${t:g}{tol}", ok, problem,
-                                _offending(frame, mask, "cost_usd", cost)))  # fmt: skip
+            checks.append(
+                Check(
+                    "max_cost_usd", f"total cost <= ${t:g}{tol}", ok, problem, _offending(frame, mask, "cost_usd", cost)
+                )
+            )
         if max_call_cost_usd is not None:
             t = _threshold("max_call_cost_usd", max_call_cost_usd)
             bad = (cost > t + _slack(t, rel_tol, abs_tol)).to_numpy() | (cost.isna() & ~errors).to_numpy()
-            checks.append(Check("max_call_cost_usd", f"cost per call <= ${t:g}{tol}", not bad.any(),
-                                f"{int(bad.sum())} calls above", _offending(frame, bad, "cost_usd", cost)))  # fmt: skip
+            checks.append(
+                Check(
+                    "max_call_cost_usd",
+                    f"cost per call <= ${t:g}{tol}",
+                    not bad.any(),
+                    f"{int(bad.sum())} calls above",
+                    _offending(frame, bad, "cost_usd", cost),
+                )
+            )
 
     if max_p95_latency_ms is not None:
         t = _threshold("max_p95_latency_ms", max_p95_latency_ms)
@@ -332,10 +372,19 @@ def expect(
         ok = not math.isnan(p95) and p95 <= limit
         slow = (lat > limit).to_numpy() if not ok else np.zeros(len(frame), bool)
         problem = f"p95 latency {p95:.1f} ms" if not math.isnan(p95) else "no live successful calls to measure"
-        checks.append(Check("max_p95_latency_ms", f"p95 latency <= {t:g} ms{tol}", ok, problem,
-                            _offending(frame, slow, "latency_ms", lat.round(1))))  # fmt: skip
+        checks.append(
+            Check(
+                "max_p95_latency_ms",
+                f"p95 latency <= {t:g} ms{tol}",
+                ok,
+                problem,
+                _offending(frame, slow, "latency_ms", lat.round(1)),
+            )
+        )
 
-    completions = frame["completion"] if "completion" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+    completions = (
+        frame["completion"] if "completion" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+    )
     if match is not None:
         try:
             pattern = re.compile(match) if isinstance(match, str) else match
@@ -343,11 +392,18 @@ def expect(
             raise ValidationError("match", match, f"invalid regex: {exc}") from None
         texts = completions.astype("string")
         bad = np.array([not e and (t is pd.NA or pattern.search(str(t)) is None) for t, e in zip(texts, errors)], bool)
-        checks.append(Check("match", f"every completion matches /{pattern.pattern}/", not bad.any(),
-                            f"{int(bad.sum())} completions do not match", _offending(frame, bad, "completion", completions)))  # fmt: skip
+        checks.append(
+            Check(
+                "match",
+                f"every completion matches /{pattern.pattern}/",
+                not bad.any(),
+                f"{int(bad.sum())} completions do not match",
+                _offending(frame, bad, "completion", completions),
+            )
+        )
 
     if baseline is not None:
-        from .evals import _SIMILARITY
+        from llmlab.analysis.evals import _SIMILARITY
 
         if similarity not in _SIMILARITY:
             raise ValidationError("similarity", similarity, f"expected one of {sorted(_SIMILARITY)}")
@@ -368,14 +424,23 @@ def expect(
         limit = bound - _slack(bound, rel_tol, abs_tol)
         bad = (sim < limit).to_numpy()
         missing = int((sim == -1.0).sum())
-        problem = f"{int(bad.sum())} calls below" + (f" ({missing} not in the baseline: re-save it with ll.save_baseline)" if missing else "")
+        problem = f"{int(bad.sum())} calls below" + (
+            f" ({missing} not in the baseline: re-save it with ll.save_baseline)" if missing else ""
+        )
         shown = sim.where(sim >= 0).round(3)
         off = _offending(frame, bad, "similarity", shown)
         if bad.any():
             off["completion"] = completions[bad].reset_index(drop=True)
             off["baseline"] = [ref.get(c) for c in off["call_id"].astype(str)] if "call_id" in off else None
-        checks.append(Check("baseline", f"completions >= {bound:g} similar to the baseline by {similarity}{tol}",
-                            not bad.any(), problem, off))  # fmt: skip
+        checks.append(
+            Check(
+                "baseline",
+                f"completions >= {bound:g} similar to the baseline by {similarity}{tol}",
+                not bad.any(),
+                problem,
+                off,
+            )
+        )
 
     result = CheckReport(checks, len(frame))
     if raise_on_failure and not result.passed:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from .errors import ConfigError, register_secret
+from llmlab.errors import ConfigError, register_secret
 
-__all__ = ["Provider", "provider", "get_provider", "split_model", "make_client", "providers"]
+__all__ = ["Provider", "get_provider", "make_client", "provider", "providers", "split_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Provider:
     def resolve_base_url(self) -> str:
         """The endpoint URL to send to; starts the embedded model server for ``local``."""
         if self.is_local:
-            from .localmodel import ensure_server
+            from llmlab.localmodel import ensure_server
 
             return ensure_server()
         if self.base_url_env and os.environ.get(self.base_url_env):
@@ -120,13 +120,17 @@ def provider(
     for label, value in (("rpm", rpm), ("tpm", tpm), ("timeout", timeout)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
             raise ConfigError(f"provider {name!r}: {label}={value!r} must be a positive number")
-    if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env.replace("_", "a").isalnum()
-                                    or api_key_env[0].isdigit()):  # fmt: skip
+    if api_key_env is not None and (
+        not isinstance(api_key_env, str) or not api_key_env.replace("_", "a").isalnum() or api_key_env[0].isdigit()
+    ):
         register_secret(str(api_key_env))  # often the key itself, pasted by mistake: never echo it
-        raise ConfigError(f"provider {name!r}: api_key_env must be the name of an environment variable, like "
-                          "'MOONSHOT_API_KEY', not the key itself (the value given is not shown)")  # fmt: skip
-    if headers is not None and (not isinstance(headers, dict)
-                                or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):  # fmt: skip
+        raise ConfigError(
+            f"provider {name!r}: api_key_env must be the name of an environment variable, like "
+            "'MOONSHOT_API_KEY', not the key itself (the value given is not shown)"
+        )
+    if headers is not None and (
+        not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
         # named by type only: the values are credentials
         raise ConfigError(f"provider {name!r}: headers must be a dict of header name to string value")
     for value in (headers or {}).values():
@@ -168,9 +172,11 @@ def split_model(model: str) -> tuple[str, str]:
     with _lock:
         known = sorted(_registry)
     if head not in known:
-        raise ConfigError(f"model={model!r}: provider {head!r} is unknown; known: {', '.join(known)} (register it with "
-                          f"ll.provider({head!r}, base_url=...), or write 'openai/{model}' for a model of that name "
-                          "on the openai provider)")  # fmt: skip
+        raise ConfigError(
+            f"model={model!r}: provider {head!r} is unknown; known: {', '.join(known)} (register it with "
+            f"ll.provider({head!r}, base_url=...), or write 'openai/{model}' for a model of that name "
+            "on the openai provider)"
+        )
     if not tail:
         raise ConfigError(f"model={model!r}: missing the model name after '{head}/'")
     return head, tail

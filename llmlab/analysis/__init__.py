@@ -1,0 +1,1 @@
+"""Analysis of call frames: statistics, checks, evaluators, charts, output diffs."""

@@ -1,0 +1,1 @@
+"""Running calls: the concurrent runner, retries, rate limits, cross-process claims, cassettes."""
