@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmlab._paths import DATA_DIR
+from llmlab.paths import DATA_DIR
 from llmlab.errors import ConfigError
 
 __all__ = ["SHIPPED_PRICES", "PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table"]

@@ -48,7 +48,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from llmlab._paths import DATA_DIR
+from llmlab.paths import DATA_DIR
 from llmlab.tokens import message_text  # one reading of message content, shared with the estimates
 
 __all__ = [

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from llmlab import charts
+from llmlab.analysis import charts
 from llmlab.errors import ValidationError
 from llmlab.schema import coerce
 

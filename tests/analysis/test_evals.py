@@ -7,7 +7,7 @@ import functools
 import pandas as pd
 import pytest
 
-from llmlab import evals
+from llmlab.analysis import evals
 from llmlab.errors import LlmlabError, ValidationError
 from llmlab.schema import coerce
 

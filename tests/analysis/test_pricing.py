@@ -29,7 +29,7 @@ def frame(**cols):
 
 
 def test_shipped_table_shape_and_coverage():
-    raw = json.loads((__import__("llmlab._paths", fromlist=["DATA_DIR"]).DATA_DIR / "prices.json").read_text())
+    raw = json.loads((__import__("llmlab.paths", fromlist=["DATA_DIR"]).DATA_DIR / "prices.json").read_text())
     assert raw["currency"] == "USD" and raw["version"]
     models = raw["models"]
     for name in [

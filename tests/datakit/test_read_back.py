@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import llmlab as ll
-from llmlab import datakit_query
+from llmlab.readback import datakit_query
 from llmlab.collector import ensure_embedded
 
 NEW_GEN = {

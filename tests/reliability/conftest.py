@@ -16,7 +16,7 @@ FAST = {"initial_s": 0.01, "max_s": 0.05}
 @pytest.fixture
 def fault():
     """A started FaultServer (no faults until the test sets them) behind provider ``fault``."""
-    from llmlab import providers
+    from llmlab.plan import providers
 
     providers._registry.pop("fault", None)  # a clean registry: no provider left over from another test
     server = FaultServer().start()

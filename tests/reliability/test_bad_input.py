@@ -549,7 +549,7 @@ def collector(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fault():
     """One fault server (no faults: it only counts requests) for the whole table."""
-    from llmlab import providers
+    from llmlab.plan import providers
     from llmlab.testing import FaultServer
 
     server = FaultServer().start()
