@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmlab.paths import DATA_DIR
 from llmlab.errors import ConfigError
+from llmlab.paths import DATA_DIR
 
 __all__ = ["SHIPPED_PRICES", "PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table"]
 

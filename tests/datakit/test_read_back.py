@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import llmlab as ll
-from llmlab.readback import datakit_query
 from llmlab.collector import ensure_embedded
+from llmlab.readback import datakit_query
 
 NEW_GEN = {
     "gen_ai.provider.name": "openai",
