@@ -2,7 +2,7 @@
 
 A 200-call sweep on the embedded model (no per-token delay: tokens arrive as fast as the server
 sends them) runs in this process, alternately with ``display=False`` (the baseline) and with a
-:class:`llmlab.widgets.SweepGrid` subscribed to the runner's events. Every message a widget sends
+:class:`llmlab.view.widgets.SweepGrid` subscribed to the runner's events. Every message a widget sends
 to the front end goes through ``Widget._send``; the benchmark counts them and JSON-encodes each,
 as the kernel's comm would. Reported: front-end messages per second, token events per message,
 and process CPU seconds with the grid / without it (same run, same machine).
