@@ -25,6 +25,7 @@ from llmlab.errors import (
     StoreError,
     ValidationError,
 )
+from llmlab.errors import install_log_redaction as _install_log_redaction
 from llmlab.history import compare_sweeps, delete, diff, load, sweeps
 from llmlab.plan.providers import provider
 from llmlab.pricing import price
@@ -35,6 +36,9 @@ from llmlab.results import SweepResult
 from llmlab.sweep import Sweep
 
 __version__ = "0.1.0"
+
+# no API key in any log line of this process, whichever library writes it (see errors.install_log_redaction)
+_install_log_redaction()
 
 
 def pending_exports() -> int:

@@ -20,7 +20,10 @@ from the outside (an HTTP error body, an exception string) is wrapped.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "BudgetError",
@@ -33,6 +36,7 @@ __all__ = [
     "ReplayMissError",
     "StoreError",
     "ValidationError",
+    "install_log_redaction",
     "redact",
     "register_secret",
 ]
@@ -98,18 +102,83 @@ _SECRETS: set[str] = set()
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|tkn_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,})")
 # credentials passed in a URL's query string (DataKit's ?token=tkn_…, ?api_key=…) or a key=value log line
 _QUERY_SECRET = re.compile(r"(?i)\b((?:access_|api_?|x-api-)?(?:token|key|secret|password))=([^&\s'\"]{4,})")
+#: A provider quoting part of a key ("sk-abc…xyz", key[8:20]) still leaks it: any run of this many characters of a
+#: registered secret is masked, not only the whole secret.
+PARTIAL_SECRET_CHARS = 8
+_partial: re.Pattern[str] | None = None
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret (an API key, a token) so that :func:`redact` masks it everywhere."""
-    if value and len(value) >= 4:
+    """Remember a secret (an API key, a token) so that :func:`redact` masks it everywhere, whole or in part."""
+    global _partial
+    if value and len(value) >= 4 and value not in _SECRETS:
         _SECRETS.add(value)
+        grams = sorted(
+            {s[i : i + PARTIAL_SECRET_CHARS] for s in _SECRETS for i in range(len(s) - PARTIAL_SECRET_CHARS + 1)}
+        )
+        # a lookahead finds every (overlapping) start of a secret's 8-character window
+        _partial = re.compile("(?=(" + "|".join(map(re.escape, grams)) + "))") if grams else None
+
+
+def _mask_partial(text: str) -> str:
+    if _partial is None:
+        return text
+    covered: list[tuple[int, int]] = []
+    for m in _partial.finditer(text):
+        start, end = m.start(), m.start() + PARTIAL_SECRET_CHARS
+        if covered and start <= covered[-1][1]:
+            covered[-1] = (covered[-1][0], max(covered[-1][1], end))
+        else:
+            covered.append((start, end))
+    if not covered:
+        return text
+    out, pos = [], 0
+    for start, end in covered:
+        out += [text[pos:start], "***"]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def redact(text: str) -> str:
-    """Mask registered secrets and anything shaped like an API key or bearer token in ``text``."""
+    """Mask registered secrets (whole, or any run of 8+ of their characters) and key-shaped strings in ``text``.
+
+    Example:
+        >>> register_secret("sk-test-0123456789abcdef")
+        >>> redact("Incorrect API key provided: 0123456789ab****")
+        'Incorrect API key provided: *******'
+    """
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
+    text = _mask_partial(text)
     text = _QUERY_SECRET.sub(r"\1=***", text)
     return _KEYLIKE.sub("***", text)
+
+
+def _redacting_record_factory(base: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's to report, not ours
+            return record
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    factory.__llmlab_redacting__ = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_log_redaction() -> None:
+    """Mask secrets in every log record of this process, whatever logger or handler writes it.
+
+    A record factory rather than a handler filter: filters only see the handlers they are attached to, while
+    third-party DEBUG loggers (httpcore writes response headers) reach whatever handlers the user installed.
+    Idempotent; called when llmlab is imported.
+    """
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "__llmlab_redacting__", False):
+        logging.setLogRecordFactory(_redacting_record_factory(current))

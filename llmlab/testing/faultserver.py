@@ -71,6 +71,7 @@ class Faults:
         max_faults_per_request: after this many faults a request key is always answered (None: no cap).
         max_concurrent: answer 429 when more chat requests than this are in flight (a real limit).
         echo_auth: put the caller's ``Authorization`` header in error bodies (a careless provider).
+        echo_auth_slice: quote only ``key[start:end]`` of it in error bodies (providers that show part of a key).
         quota_exhausted: answer every chat request 429 ``insufficient_quota``, as OpenAI does when
             the account is out of credit (waiting does not help).
         delay_ms: per-token delay of the wrapped model server.
@@ -87,6 +88,7 @@ class Faults:
     max_faults_per_request: int | None = None
     max_concurrent: int | None = None
     echo_auth: bool = False
+    echo_auth_slice: tuple[int, int] | None = None
     quota_exhausted: bool = False
     delay_ms: float = 0.0
 
@@ -258,8 +260,10 @@ class FaultApp:
         headers: list[tuple[bytes, bytes]] | None = None,
         code: str | None = None,
     ) -> None:
-        if self.faults.echo_auth and auth:
+        if (self.faults.echo_auth or self.faults.echo_auth_slice) and auth:
             key = auth.split(" ", 1)[-1]  # like providers that quote the key back ("Incorrect API key: …")
+            if self.faults.echo_auth_slice:
+                key = key[slice(*self.faults.echo_auth_slice)]
             message = f"{message} (your API key {key} was used)"
         payload = json.dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}}).encode()
         await send(
