@@ -36,6 +36,7 @@ __all__ = [
     "ReplayMissError",
     "StoreError",
     "ValidationError",
+    "contains_secret",
     "install_log_redaction",
     "redact",
     "register_secret",
@@ -108,13 +109,24 @@ PARTIAL_SECRET_CHARS = 8
 _partial: re.Pattern[str] | None = None
 
 
+def _looks_random(window: str) -> bool:
+    """A window of a real key mixes character classes; "cassette" or "01234567" in a test key is a word, and
+    masking every path or number that shares it would garble messages. A random base62 window is one class only
+    about once in 500."""
+    classes = (any(c.islower() for c in window), any(c.isupper() for c in window), any(c.isdigit() for c in window))
+    return sum(classes) >= 2
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret (an API key, a token) so that :func:`redact` masks it everywhere, whole or in part."""
     global _partial
     if value and len(value) >= 4 and value not in _SECRETS:
         _SECRETS.add(value)
         grams = sorted(
-            {s[i : i + PARTIAL_SECRET_CHARS] for s in _SECRETS for i in range(len(s) - PARTIAL_SECRET_CHARS + 1)}
+            gram
+            for s in _SECRETS
+            for i in range(len(s) - PARTIAL_SECRET_CHARS + 1)
+            if _looks_random(gram := s[i : i + PARTIAL_SECRET_CHARS])
         )
         # a lookahead finds every (overlapping) start of a secret's 8-character window
         _partial = re.compile("(?=(" + "|".join(map(re.escape, grams)) + "))") if grams else None
@@ -138,6 +150,13 @@ def _mask_partial(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+def contains_secret(text: str) -> bool:
+    """True when ``text`` still holds a registered secret, whole or any run of 8+ of its characters."""
+    if any(secret in text for secret in _SECRETS):
+        return True
+    return _partial is not None and _partial.search(text) is not None
 
 
 def redact(text: str) -> str:

@@ -18,7 +18,9 @@ a cassette recorded against the local model server on one port replays anywhere.
 What is stored: per interaction the request (provider, method, path, body) for humans reading a
 diff, and the response status, content type and body — a streamed (SSE) body as its list of
 events. Request headers are never stored (no ``Authorization``, no key, no cookie), nor any
-response header other than the content type. Transient failures (408/409/425/429/5xx) are not
+response header other than the content type. Bodies are redacted like every other text llmlab
+keeps (a 401 that quotes the key stores ``***``), and a cassette whose bytes would still hold a
+configured secret is refused rather than written. Transient failures (408/409/425/429/5xx) are not
 recorded: the retried attempt that succeeds is.
 
 Re-recording. The first recording to a path in a process starts the file afresh, so a re-recorded
@@ -47,7 +49,7 @@ from typing import Any
 
 import httpx
 
-from llmlab.errors import ConfigError, ReplayMissError
+from llmlab.errors import ConfigError, ReplayMissError, contains_secret, redact
 
 __all__ = [
     "CASSETTE_VERSION",
@@ -203,6 +205,11 @@ class Cassette:
         with self._lock:
             data = {"version": CASSETTE_VERSION, "interactions": dict(sorted(self.interactions.items()))}
             text = json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
+        if contains_secret(text):  # the last check on the bytes that would be committed
+            raise ConfigError(
+                f"cassette={str(self.path)!r}: not written, it would contain a configured API key or token "
+                f"(a recorded body quoted it in a form redaction could not mask)"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cassette-", dir=self.path.parent)
         try:
@@ -349,6 +356,8 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             except UnicodeDecodeError:
                 response["body_b64"] = base64.b64encode(raw).decode("ascii")
             else:
+                # a provider may quote the key in an error body: the cassette is a file users commit
+                text = redact(text)
                 if kept.get("content-type", "").startswith("text/event-stream"):
                     response["events"] = _split_sse(text)
                 else:

@@ -74,6 +74,7 @@ class Faults:
         echo_auth_slice: quote only ``key[start:end]`` of it in error bodies (providers that show part of a key).
         quota_exhausted: answer every chat request 429 ``insufficient_quota``, as OpenAI does when
             the account is out of credit (waiting does not help).
+        invalid_key: answer every chat request 401 ``invalid_api_key``, as OpenAI does for a wrong key.
         delay_ms: per-token delay of the wrapped model server.
     """
 
@@ -90,6 +91,7 @@ class Faults:
     echo_auth: bool = False
     echo_auth_slice: tuple[int, int] | None = None
     quota_exhausted: bool = False
+    invalid_key: bool = False
     delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
@@ -153,6 +155,8 @@ class FaultApp:
         f = self.faults
         if f.quota_exhausted:
             return "quota"
+        if f.invalid_key:
+            return "401"
         if f.max_faults_per_request is not None and self.faults_by_key[key] >= f.max_faults_per_request:
             return "ok"
         u = random.Random(f"{f.seed}:{key}:{attempt}").random()
@@ -205,6 +209,11 @@ class FaultApp:
     ) -> None:
         f = self.faults
         rng = random.Random(f"{f.seed}:{key}:{attempt}:how")
+        if kind == "401":
+            await self._error(
+                send, 401, "Incorrect API key provided.", "invalid_request_error", auth, code="invalid_api_key"
+            )
+            return
         if kind == "quota":
             await self._error(
                 send,

@@ -56,3 +56,32 @@ def test_partial_key_quoted_by_a_provider_reaches_no_row_or_store(tmp_path, monk
     ).decode("latin-1")
     for i in range(len(KEY) - 7):
         assert KEY[i : i + 8] not in blob, KEY[i : i + 8]
+
+
+@pytest.mark.parametrize("quote", [None, (8, 20)])
+def test_a_recorded_cassette_holds_no_key_a_provider_quoted(tmp_path, monkeypatch, quote):
+    """A 401 body quoting the key (whole or part) is recorded as ``***``; the file never holds the key."""
+    monkeypatch.setenv("FRAGMENT_API_KEY", KEY)
+    ll.configure(home=tmp_path / "home", datakit=None)
+    cassette = tmp_path / "c.json"
+    with FaultServer(invalid_key=True, echo_auth=quote is None, echo_auth_slice=quote) as server:
+        ll.provider("frag", base_url=server.base_url, api_key_env="FRAGMENT_API_KEY")
+        sweep = ll.Sweep(prompts=["rain", "snow"], models=["frag/tiny"], temperature=0.0, max_tokens=4)
+        res = sweep.run(display=False, cache="record", cassette=cassette)
+    assert (res.df["status"] == "error").all()
+    text = cassette.read_text()
+    assert "Incorrect API key provided" in text and "***" in text  # the answer was recorded, masked
+    for i in range(len(KEY) - 7):
+        assert KEY[i : i + 8] not in text
+
+
+def test_a_cassette_that_would_still_hold_the_key_is_refused(tmp_path):
+    from llmlab.errors import ConfigError
+    from llmlab.run.cassette import Cassette
+
+    register_secret(KEY)
+    cassette = Cassette(tmp_path / "c.json", "record")
+    cassette.put("k", {"request": {}, "response": {"status": 401, "body_b64": "", "note": KEY}})
+    with pytest.raises(ConfigError, match="would contain a configured API key"):
+        cassette.save()
+    assert not (tmp_path / "c.json").exists()
