@@ -466,6 +466,7 @@ class Report:
 def _digest(texts: Sequence[Any]) -> str:
     h = hashlib.sha256()
     for t in texts:
+        # not text.is_na(): saved notebooks pin this digest, and a NaN completion has always hashed as "nan"
         h.update(("\x00" if t is None or t is pd.NA else str(t)).encode("utf-8") + b"\x1e")
     return h.hexdigest()[:8]
 

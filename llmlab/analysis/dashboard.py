@@ -245,30 +245,19 @@ def dashboard(
 
         add(go.Bar(x=x, y=g["requests"], name=group, marker_color=color), "requests", "requests", first=True)
         for stat, dash in (("p50", "solid"), ("p95", "dot")):
-            add(
-                go.Scatter(
-                    x=x,
-                    y=g[f"latency_{stat}"],
-                    name=f"{group} {stat}",
-                    mode="lines+markers",
-                    line={"color": color, "dash": dash},
-                    connectgaps=False,
-                ),
-                "latency",
-                stat,
-            )
-            add(
-                go.Scatter(
-                    x=x,
-                    y=g[f"ttft_{stat}"],
-                    name=f"{group} {stat}",
-                    mode="lines+markers",
-                    line={"color": color, "dash": dash},
-                    connectgaps=False,
-                ),
-                "ttft",
-                stat,
-            )
+            for panel in ("latency", "ttft"):
+                add(
+                    go.Scatter(
+                        x=x,
+                        y=g[f"{panel}_{stat}"],
+                        name=f"{group} {stat}",
+                        mode="lines+markers",
+                        line={"color": color, "dash": dash},
+                        connectgaps=False,
+                    ),
+                    panel,
+                    stat,
+                )
         add(go.Bar(x=x, y=g["input_tokens"], name=f"{group} in", marker_color=color, opacity=0.55), "tokens", "input")
         add(go.Bar(x=x, y=g["output_tokens"], name=f"{group} out", marker_color=color), "tokens", "output")
         add(
