@@ -2,7 +2,7 @@
 
 No tokenizer is downloaded (llmlab never fetches anything at run time), so this is a
 heuristic calibrated against OpenAI's BPE vocabularies (cl100k/o200k). Text is split the way
-those tokenizers pre-split it, and each piece is charged:
+those tokenizers pre-split it (:func:`llmlab.text.pieces`, a word's letters and digits apart), and each piece is charged:
 
 - an ASCII word (with its leading space): 1 token up to 8 letters, +1 per further 8 letters
   ("Hello world" → 2; common English comes out near 1.3 tokens per word);
@@ -26,8 +26,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+from llmlab.text import pieces
 
 __all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "estimate_messages_tokens", "estimate_tokens", "message_text"]
 
@@ -38,18 +40,8 @@ REPLY_PRIMING_TOKENS = 3
 #: Extra token when a message carries a ``name``.
 TOKENS_PER_NAME = 1
 
-_CJK = (
-    r"\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-    r"\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef"
-)
-_PIECE = re.compile(
-    rf"(?P<cjk>[{_CJK}])"
-    rf"|(?P<word>[^\W\d_{_CJK}]+)"
-    r"|(?P<digits>\d+)"
-    r"|(?P<space>\s+)"
-    r"|(?P<other>.)",
-    re.UNICODE | re.DOTALL,
-)
+# a word piece is charged by its letter runs and digit runs separately (tokenizers split them)
+_DIGITS_OR_LETTERS = re.compile(r"(?P<digits>\d+)|(?P<word>\D+)", re.UNICODE)
 _O200K = re.compile(r"^(?:.*/)?(gpt-4o|gpt-4\.1|gpt-5|o1|o3|o4|chatgpt-4o)", re.IGNORECASE)
 
 
@@ -59,6 +51,16 @@ def _word_cost(word: str) -> float:
     if all(unicodedata.name(ch, "").startswith("LATIN") for ch in word):
         return max(1.0, math.ceil(len(word) / 3))
     return max(1.0, math.ceil(len(word) / 2))
+
+
+def _split(text: str) -> Iterator[tuple[str, str]]:
+    """The text's pieces (:func:`llmlab.text.pieces`), a word split further into its letter and digit runs."""
+    for kind, piece in pieces(text):
+        if kind == "word" and not piece.isalpha():
+            for m in _DIGITS_OR_LETTERS.finditer(piece):
+                yield m.lastgroup or "word", m.group()
+        else:
+            yield kind, piece
 
 
 def estimate_tokens(text: str | None, model: str | None = None) -> int:
@@ -86,9 +88,7 @@ def estimate_tokens(text: str | None, model: str | None = None) -> int:
     def flush_run() -> float:
         return 0.0 if run == 0 else (1.0 if run == 1 else max(1.0, math.ceil(run / 4)))
 
-    for m in _PIECE.finditer(text):
-        kind = m.lastgroup
-        piece = m.group()
+    for kind, piece in _split(text):
         if kind == "other" and piece == prev_other:
             run += 1
             continue

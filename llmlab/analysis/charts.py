@@ -16,7 +16,6 @@ caller's business). Shared rules:
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +23,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from llmlab.analysis.dashboard import dashboard
+from llmlab.analysis.plotting import empty_figure
+from llmlab.analysis.similarity import jaccard, word_set
 from llmlab.analysis.stats import (
-    _as_list,
     _check_columns,
     _groups,
     group_label,
@@ -36,6 +37,7 @@ from llmlab.analysis.stats import (
     pareto_front,
 )
 from llmlab.errors import ValidationError
+from llmlab.text import as_list, snip
 
 __all__ = ["GRID_COLUMNS", "LARGE", "cost", "dashboard", "diversity", "heatmap", "latency", "pareto", "ttft"]
 
@@ -65,13 +67,6 @@ def _titles(metric: str) -> str:
     return units.get(metric, metric)
 
 
-def _empty(title: str, message: str = "no data") -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 16})
-    return fig
-
-
 def _no_values(df: pd.DataFrame, metric: str) -> str:
     """Why a frame has nothing to plot for ``metric``: say what was left out, and the first error."""
     errors = is_error(df)
@@ -81,7 +76,9 @@ def _no_values(df: pd.DataFrame, metric: str) -> str:
         first = (
             next((e for e in df.loc[errors, "error"].tolist() if isinstance(e, str) and e), "") if "error" in df else ""
         )
-        parts.append(f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {_snip(first)})" if first else ""))
+        parts.append(
+            f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {snip(first, SNIPPET)})" if first else "")
+        )
     if cached.any() and metric in ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms"):
         parts.append(f"{int(cached.sum())} cache hit(s) have no timing")
     return f"no {metric} values" + (": " + "; ".join(parts) if parts else "")
@@ -100,30 +97,29 @@ def _note(fig: go.Figure, text: str) -> None:
     )
 
 
-def _snip(value: Any) -> str:
-    if not isinstance(value, str):
-        return ""
-    text = " ".join(value.split())
-    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+_snip = snip  # the old name: history reads it until the merge (use llmlab.text.snip)
 
 
 def _hover(df: pd.DataFrame) -> list[str]:
     prompts = df["prompt"] if "prompt" in df.columns else pd.Series([None] * len(df), index=df.index)
     comps = df["completion"] if "completion" in df.columns else pd.Series([None] * len(df), index=df.index)
-    return [f"prompt: {_snip(p)}<br>completion: {_snip(c)}" for p, c in zip(prompts.tolist(), comps.tolist())]
+    return [
+        f"prompt: {snip(p, SNIPPET)}<br>completion: {snip(c, SNIPPET)}"
+        for p, c in zip(prompts.tolist(), comps.tolist())
+    ]
 
 
 def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title: str) -> go.Figure:
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     if df is None or not len(df):
-        return _empty(title)
+        return empty_figure(title)
     _check_columns(df, by_cols + [metric], "by/metric")
     values = metric_values(df, metric)
     keep = values.notna()
     dropped = int((~live_mask(df) & df[metric].notna()).sum()) if metric in df.columns else 0
     sub = df[keep]
     if not len(sub):
-        return _empty(title, _no_values(df, metric))
+        return empty_figure(title, _no_values(df, metric))
     labels: list[str] = []
     ys: list[float] = []
     order: list[str] = []
@@ -177,12 +173,12 @@ def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title:
 
 def latency(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.Figure:
     """Box plot with points of ``latency_ms`` per group (live successful calls)."""
-    return _distribution(df, by, "latency_ms", f"Latency by {', '.join(_as_list(by)) or 'all'}")
+    return _distribution(df, by, "latency_ms", f"Latency by {', '.join(as_list(by)) or 'all'}")
 
 
 def ttft(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
     """Box plot with points of time to first token (``ttft_ms``) per group."""
-    return _distribution(df, by, "ttft_ms", f"Time to first token by {', '.join(_as_list(by)) or 'all'}")
+    return _distribution(df, by, "ttft_ms", f"Time to first token by {', '.join(as_list(by)) or 'all'}")
 
 
 def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
@@ -192,10 +188,10 @@ def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
     a group with some NA costs shows the sum of the known ones, marked incomplete. Run
     ``ll.price(df)`` first to (re)compute costs.
     """
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     title = f"Cost by {', '.join(by_cols) or 'all'}"
     if df is None or not len(df):
-        return _empty(title)
+        return empty_figure(title)
     _check_columns(df, by_cols + ["cost_usd"], "by/cost")
     xs, ys, texts, unknown, partial = [], [], [], [], []
     for key, g in _groups(df, by_cols):
@@ -262,12 +258,12 @@ def heatmap(
     if agg not in _AGGS:
         raise ValidationError("agg", agg, f"expected one of {sorted(_AGGS)}")
     if df is None or not len(df):
-        return _empty(title)
+        return empty_figure(title)
     _check_columns(df, [x, y], "x/y")
     values = metric_values(df, value)
     sub = df[values.notna()]
     if not len(sub):
-        return _empty(title, _no_values(df, value))
+        return empty_figure(title, _no_values(df, value))
     xkeys = sorted(sub[x].dropna().unique().tolist())
     ykeys = sorted(sub[y].dropna().unique().tolist())
     z = [[None for _ in xkeys] for _ in ykeys]
@@ -327,12 +323,12 @@ def pareto(
     """
     title = f"{quality} vs cost and latency"
     if df is None or not len(df):
-        return _empty(title)
+        return empty_figure(title)
     if quality not in df.columns:
         raise ValidationError(
             "quality", quality, "no such column; add a score first, e.g. df = ll.evals.exact_match(df)"
         )
-    by_cols = _as_list(by) if by is not None else setting_columns(df)
+    by_cols = as_list(by) if by is not None else setting_columns(df)
     _check_columns(df, by_cols, "by")
     work = _hashable(df, by_cols)
     q_vals = metric_values(work, quality)
@@ -360,7 +356,7 @@ def pareto(
     points = pd.DataFrame(rows)
     rated = points[points["quality"].notna()]
     if not len(rated):
-        return _empty(title, _no_values(df, quality))
+        return empty_figure(title, _no_values(df, quality))
     # an objective takes part only when every rated setting has it (an unknown cost is not a low one)
     minimize = [c for c in ("cost", "latency") if len(rated) and rated[c].notna().all()]
     left_out = [c for c in ("cost", "latency") if c not in minimize and rated[c].notna().any()]
@@ -420,26 +416,15 @@ def pareto(
     return fig
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _token_set(text: Any) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower())) if isinstance(text, str) else frozenset()
-
-
-def _jaccard_distance(a: frozenset[str], b: frozenset[str]) -> float:
-    union = a | b
-    return 0.0 if not union else 1.0 - len(a & b) / len(union)
-
-
 def diversity_table(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> pd.DataFrame:
     """Per group: mean share of distinct completions and mean pairwise token-Jaccard distance.
 
     Computed per (prompt, setting) cell over successful calls — setting being ``by`` plus the
     other grid columns that vary — for cells with at least 2 completions (repeats), then averaged
-    per ``by`` group. Tokens are lower-cased ``\\w+`` words.
+    per ``by`` group. Words are those of :func:`llmlab.analysis.similarity.word_set` (case-folded;
+    each CJK character a word).
     """
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     _check_columns(df, by_cols, "by")
     ok = df[~is_error(df) & df["completion"].notna()] if "completion" in df.columns else df.iloc[0:0]
     prompt_key = "prompt_id" if "prompt_id" in ok.columns and ok["prompt_id"].notna().all() else "prompt"
@@ -453,8 +438,8 @@ def diversity_table(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -
         if len(comps) < 2:
             continue
         distinct = len(set(comps)) / len(comps)
-        sets = [_token_set(c) for c in comps]
-        dists = [_jaccard_distance(a, b) for a, b in itertools.combinations(sets, 2)]
+        sets = [word_set(c) for c in comps]
+        dists = [1.0 - jaccard(a, b) for a, b in itertools.combinations(sets, 2)]
         gkey = tuple(key[1 : 1 + len(by_cols)])
         per_group.setdefault(gkey, []).append((distinct, float(np.mean(dists))))
     rows = []
@@ -478,12 +463,12 @@ def diversity(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.F
     ``fig.data[0]``: mean share of distinct completions; ``fig.data[1]``: mean pairwise
     token-Jaccard distance; both 0..1, x = group labels.
     """
-    title = f"Output diversity by {', '.join(_as_list(by))}"
+    title = f"Output diversity by {', '.join(as_list(by))}"
     if df is None or not len(df):
-        return _empty(title)
+        return empty_figure(title)
     table = diversity_table(df, by)
     if not len(table):
-        return _empty(title, "no repeated calls: run the sweep with repeats > 1")
+        return empty_figure(title, "no repeated calls: run the sweep with repeats > 1")
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
@@ -504,12 +489,9 @@ def diversity(df: pd.DataFrame, by: str | Sequence[str] = "temperature") -> go.F
     fig.update_layout(
         title=title,
         barmode="group",
-        xaxis_title=", ".join(_as_list(by)),
+        xaxis_title=", ".join(as_list(by)),
         yaxis_title="diversity (0 = identical, 1 = all different)",
         yaxis_range=[0, 1.05],
     )
     fig.update_xaxes(type="category")
     return fig
-
-
-from llmlab.analysis.dashboard import dashboard  # noqa: E402  (ll.charts.dashboard: the traffic overview, see dashboard.py)

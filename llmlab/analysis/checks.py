@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmlab.analysis.similarity import measure
 from llmlab.analysis.stats import is_error, metric_values
 from llmlab.errors import CheckFailed, ValidationError
+from llmlab.text import is_na, snip
 
 __all__ = ["BASELINE_VERSION", "Check", "CheckReport", "Report", "expect", "load_baseline", "report", "save_baseline"]
 
@@ -126,18 +128,11 @@ def _slack(threshold: float, rel_tol: float, abs_tol: float) -> float:
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+    if is_na(v):
         return "NA"
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.{digits}g}"
     return str(v)
-
-
-def _snip(text: Any, limit: int = 40) -> str:
-    if text is None or text is pd.NA or (isinstance(text, float) and math.isnan(text)):
-        return ""
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 _ID_COLUMNS = ("call_id", "model", "temperature", "top_p", "repeat", "prompt")
@@ -158,11 +153,11 @@ def _describe_calls(off: pd.DataFrame) -> list[str]:
         for col in off.columns:
             v = row[col]
             if col == "prompt":
-                parts.append(f"prompt={_snip(v)!r}")
+                parts.append(f"prompt={snip(v, 40)!r}")
             elif col == "repeat" and (v == 0 or v is None):
                 continue
             elif col in ("completion", "error", "baseline"):
-                parts.append(f"{col}={_snip(v, 60)!r}")
+                parts.append(f"{col}={snip(v, 60)!r}")
             else:
                 parts.append(f"{col}={_fmt(v)}")
         lines.append(" ".join(parts))
@@ -391,7 +386,7 @@ def expect(
         except re.error as exc:
             raise ValidationError("match", match, f"invalid regex: {exc}") from None
         texts = completions.astype("string")
-        bad = np.array([not e and (t is pd.NA or pattern.search(str(t)) is None) for t, e in zip(texts, errors)], bool)
+        bad = np.array([not e and (is_na(t) or pattern.search(str(t)) is None) for t, e in zip(texts, errors)], bool)
         checks.append(
             Check(
                 "match",
@@ -403,15 +398,11 @@ def expect(
         )
 
     if baseline is not None:
-        from llmlab.analysis.evals import _SIMILARITY
-
-        if similarity not in _SIMILARITY:
-            raise ValidationError("similarity", similarity, f"expected one of {sorted(_SIMILARITY)}")
+        sim_fn = measure(similarity, "similarity")
         bound = _threshold("min_similarity", min_similarity)
         if not 0 <= bound <= 1:
             raise ValidationError("min_similarity", min_similarity, "must be in [0, 1]")
         ref = load_baseline(baseline)
-        sim_fn = _SIMILARITY[similarity]
         sims = []
         for cid, text, err in zip(frame["call_id"].astype(str), completions, errors):
             if err:
@@ -419,7 +410,7 @@ def expect(
             elif cid not in ref or ref[cid] is None:
                 sims.append(-1.0)  # not in the baseline: always offending
             else:
-                sims.append(float(sim_fn("" if text is None or text is pd.NA else str(text), str(ref[cid]))))
+                sims.append(float(sim_fn("" if is_na(text) else str(text), str(ref[cid]))))
         sim = pd.Series(sims, index=frame.index, dtype=float)
         limit = bound - _slack(bound, rel_tol, abs_tol)
         bad = (sim < limit).to_numpy()
@@ -475,6 +466,7 @@ class Report:
 def _digest(texts: Sequence[Any]) -> str:
     h = hashlib.sha256()
     for t in texts:
+        # not text.is_na(): saved notebooks pin this digest, and a NaN completion has always hashed as "nan"
         h.update(("\x00" if t is None or t is pd.NA else str(t)).encode("utf-8") + b"\x1e")
     return h.hexdigest()[:8]
 

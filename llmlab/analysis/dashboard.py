@@ -28,8 +28,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from llmlab.analysis.plotting import say_empty
 from llmlab.analysis.stats import is_cached, is_error
 from llmlab.errors import ValidationError
+from llmlab.text import is_na
 
 __all__ = ["INTERVALS", "MAX_BUCKETS", "PANELS", "choose_interval", "dashboard", "dashboard_frame"]
 
@@ -91,7 +93,7 @@ def choose_interval(start: pd.Timestamp, end: pd.Timestamp) -> str:
 
 
 def _label(value: Any) -> str:
-    return "(none)" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+    return "(none)" if is_na(value) else str(value)
 
 
 def dashboard_frame(df: pd.DataFrame, interval: Any = None, by: str | None = "service") -> pd.DataFrame:
@@ -230,8 +232,7 @@ def dashboard(
         legend={"orientation": "h", "y": -0.08},
     )
     if frame.empty:
-        fig.add_annotation(text="no data", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 16})
-        return fig
+        return say_empty(fig)
     palette = qualitative.Plotly
     pos = {p: (i // 2 + 1, i % 2 + 1) for i, p in enumerate(PANELS)}
     for gi, (group, g) in enumerate(frame.groupby("group", sort=True)):
@@ -244,30 +245,19 @@ def dashboard(
 
         add(go.Bar(x=x, y=g["requests"], name=group, marker_color=color), "requests", "requests", first=True)
         for stat, dash in (("p50", "solid"), ("p95", "dot")):
-            add(
-                go.Scatter(
-                    x=x,
-                    y=g[f"latency_{stat}"],
-                    name=f"{group} {stat}",
-                    mode="lines+markers",
-                    line={"color": color, "dash": dash},
-                    connectgaps=False,
-                ),
-                "latency",
-                stat,
-            )
-            add(
-                go.Scatter(
-                    x=x,
-                    y=g[f"ttft_{stat}"],
-                    name=f"{group} {stat}",
-                    mode="lines+markers",
-                    line={"color": color, "dash": dash},
-                    connectgaps=False,
-                ),
-                "ttft",
-                stat,
-            )
+            for panel in ("latency", "ttft"):
+                add(
+                    go.Scatter(
+                        x=x,
+                        y=g[f"{panel}_{stat}"],
+                        name=f"{group} {stat}",
+                        mode="lines+markers",
+                        line={"color": color, "dash": dash},
+                        connectgaps=False,
+                    ),
+                    panel,
+                    stat,
+                )
         add(go.Bar(x=x, y=g["input_tokens"], name=f"{group} in", marker_color=color, opacity=0.55), "tokens", "input")
         add(go.Bar(x=x, y=g["output_tokens"], name=f"{group} out", marker_color=color), "tokens", "output")
         add(

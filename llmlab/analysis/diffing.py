@@ -1,7 +1,8 @@
 """Word-level differences between two texts, as plain-text markers or highlighted HTML.
 
-Used by ``ll.diff`` to put two sweeps' outputs side by side. The texts are split into words
-(each CJK character on its own), whitespace runs and single punctuation marks, so joining the tokens gives the text back exactly;
+Used by ``ll.diff`` to put two sweeps' outputs side by side. The texts are split by
+:func:`llmlab.text.tokenize` into words (each CJK character on its own), whitespace runs and single
+punctuation marks, so joining the tokens gives the text back exactly;
 :class:`difflib.SequenceMatcher` (standard library, no junk heuristic, so repeated words in long
 outputs are still matched) finds the longest matching runs. Plain text uses git's
 ``--word-diff=plain`` markers: ``[-removed-]`` and ``{+added+}``.
@@ -11,24 +12,18 @@ from __future__ import annotations
 
 import difflib
 import html
-import re
 from typing import Literal
 
-__all__ = ["WordOp", "html_pair", "mark_plain", "similarity", "tokenize", "word_ops"]
+from llmlab.analysis.similarity import word_ratio as similarity  # the old name: history reads it until the merge
+from llmlab.text import tokenize
 
-# CJK ideographs and kana are words of their own (those scripts put no spaces between words)
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+|\s+|[^\w\s]", re.UNICODE)
+__all__ = ["WordOp", "html_pair", "mark_plain", "similarity", "word_ops"]
 
 #: (tag, text in a, text in b); tag is "equal", "delete", "insert" or "replace".
 WordOp = tuple[Literal["equal", "delete", "insert", "replace"], str, str]
 
 _DEL_STYLE = "background:#ffd7d5;color:#82071e;text-decoration:line-through"
 _INS_STYLE = "background:#ccffd8;color:#055d20;text-decoration:none"
-
-
-def tokenize(text: str) -> list[str]:
-    """Words, whitespace runs and punctuation marks of ``text`` (``"".join`` gives it back)."""
-    return _TOKEN.findall(text or "")
 
 
 def word_ops(a: str | None, b: str | None) -> list[WordOp]:
@@ -44,7 +39,7 @@ def word_ops(a: str | None, b: str | None) -> list[WordOp]:
         apart only by whitespace become one replacement (``[-a computer-]{+their DNA+}``, not
         ``[-a-]{+their+} [-computer-]{+DNA+}``), as git's word diff reads.
     """
-    ta, tb = tokenize(a or ""), tokenize(b or "")
+    ta, tb = tokenize(a), tokenize(b)
     matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
     ops: list[WordOp] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -63,14 +58,6 @@ def word_ops(a: str | None, b: str | None) -> list[WordOp]:
                 op = ("replace", left, right)
         ops.append(op)
     return ops
-
-
-def similarity(a: str | None, b: str | None) -> float:
-    """Share of words the two texts have in common (1.0 identical, 0.0 nothing in common)."""
-    ta, tb = tokenize(a or ""), tokenize(b or "")
-    if not ta and not tb:
-        return 1.0
-    return difflib.SequenceMatcher(None, ta, tb, autojunk=False).ratio()
 
 
 def _split_edge_space(text: str) -> tuple[str, str, str]:

@@ -15,21 +15,20 @@ completion), e.g. ``evaluate(df, [exact_match, partial(contains, substring="Pari
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 import re
 import unicodedata
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from llmlab.analysis.similarity import measure
 from llmlab.analysis.stats import is_error
 from llmlab.errors import LlmlabError, ValidationError
+from llmlab.text import is_na, normalize_text
 
 __all__ = [
     "DEFAULT_RUBRIC",
@@ -49,6 +48,7 @@ __all__ = [
 ]
 
 Evaluator = Callable[[pd.DataFrame], pd.DataFrame]
+_is_na = is_na  # the judge's name for it (judge_prompt, llm_judge): branch a rewrites that part, left as it was
 
 
 class JudgeWarning(UserWarning):
@@ -56,15 +56,6 @@ class JudgeWarning(UserWarning):
 
 
 # --- plumbing ----------------------------------------------------------------------------------
-
-
-def _is_na(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    try:
-        return isinstance(value, float) and math.isnan(value)
-    except TypeError:
-        return False
 
 
 def _column(df: pd.DataFrame, column: str, field: str = "column") -> pd.Series:
@@ -101,7 +92,7 @@ def _apply(
     errors = is_error(df).to_numpy()
     scores: list[float | None] = []
     for pos, (text, err) in enumerate(zip(texts, errors)):
-        if err or (need_text and _is_na(text)):
+        if err or (need_text and is_na(text)):
             scores.append(None)
             continue
         value = fn(text if not need_text else str(text), pos)
@@ -109,20 +100,6 @@ def _apply(
     out = df.copy()
     out[name] = pd.array(scores, dtype="Float64")
     return out
-
-
-_TRAILING = " \t\n.!?;:,。！？；：，\"'“”‘’`"
-
-
-def normalize_text(text: str) -> str:
-    """Normalisation used by ``exact_match`` (and ``contains``/``similarity`` with ``normalize``).
-
-    Unicode NFKC, case-folded, whitespace collapsed to single spaces, and surrounding whitespace,
-    quotes and sentence punctuation (ASCII and CJK full-width) stripped: ``' "Paris." '`` → ``paris``.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = " ".join(text.split())
-    return text.strip(_TRAILING)
 
 
 # --- evaluators ----------------------------------------------------------------------------------
@@ -145,7 +122,7 @@ def exact_match(
 
     def fn(text: str, pos: int) -> float | None:
         ref = refs[pos]
-        if _is_na(ref):
+        if is_na(ref):
             return None
         a, b = (normalize_text(text), normalize_text(str(ref))) if normalize else (text, str(ref))
         return float(a == b)
@@ -283,15 +260,12 @@ def custom(df: pd.DataFrame, fn: Callable[[Any], Any], name: str = "custom", on:
             value = fn(arg)
         except Exception as exc:
             raise LlmlabError(f"custom scorer {name!r} failed on row {df.index[pos]!r}: {exc!r}") from exc
-        if value is None or value is pd.NA:
+        if is_na(value):
             return None
         if isinstance(value, (bool, np.bool_)):
             return float(value)
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            if math.isnan(float(value)):
-                return None
-            if 0.0 <= float(value) <= 1.0:
-                return float(value)
+        if isinstance(value, (int, float, np.integer, np.floating)) and 0.0 <= float(value) <= 1.0:
+            return float(value)
         raise ValidationError(
             name,
             value,
@@ -301,44 +275,6 @@ def custom(df: pd.DataFrame, fn: Callable[[Any], Any], name: str = "custom", on:
     return _apply(df, name, run, "completion", need_text=on == "completion")
 
 
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+", re.UNICODE)
-
-
-def _tokens(text: str) -> list[str]:
-    """Word tokens of normalised text; each CJK character is its own token."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def _token_f1(a: str, b: str) -> float:
-    ta, tb = _tokens(a), _tokens(b)
-    if not ta and not tb:
-        return 1.0
-    if not ta or not tb:
-        return 0.0
-    common = sum((Counter(ta) & Counter(tb)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(ta), common / len(tb)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _cosine(a: str, b: str) -> float:
-    ca, cb = Counter(_tokens(a)), Counter(_tokens(b))
-    if not ca and not cb:
-        return 1.0
-    if not ca or not cb:
-        return 0.0
-    dot = sum(ca[t] * cb[t] for t in ca)
-    return dot / math.sqrt(sum(v * v for v in ca.values()) * sum(v * v for v in cb.values()))
-
-
-def _difflib(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, normalize_text(a), normalize_text(b), autojunk=False).ratio()
-
-
-_SIMILARITY = {"f1": _token_f1, "cosine": _cosine, "difflib": _difflib}
-
-
 def similarity(
     df: pd.DataFrame,
     reference: str | Sequence[Any] | pd.Series = "reference",
@@ -346,7 +282,8 @@ def similarity(
     method: str = "f1",
     name: str = "similarity",
 ) -> pd.DataFrame:
-    """Offline similarity of completion and reference, 0..1 (no embeddings, nothing downloaded).
+    """Offline similarity of completion and reference, 0..1 (no embeddings, nothing downloaded; the
+    measures are those of :mod:`llmlab.analysis.similarity`).
 
     Methods:
         ``"f1"`` (default): SQuAD-style token F1 over case-folded word tokens (each CJK character
@@ -356,14 +293,12 @@ def similarity(
         character-level, order-sensitive.
         Two empty texts are identical (1.0); one empty text scores 0.0.
     """
-    if method not in _SIMILARITY:
-        raise ValidationError("method", method, f"expected one of {sorted(_SIMILARITY)}")
+    sim = measure(method)
     refs = _reference(df, reference).tolist()
-    sim = _SIMILARITY[method]
 
     def fn(text: str, pos: int) -> float | None:
         ref = refs[pos]
-        return None if _is_na(ref) else float(sim(text, str(ref)))
+        return None if is_na(ref) else float(sim(text, str(ref)))
 
     return _apply(df, name, fn, column)
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from llmlab.errors import ValidationError
+from llmlab.text import as_list, is_na
 
 __all__ = [
     "MIN_N",
@@ -63,12 +64,6 @@ SUMMARY_COLUMNS = [
 
 
 # --- helpers shared with charts ----------------------------------------------------------------
-
-
-def _as_list(by: str | Sequence[str] | None) -> list[str]:
-    if by is None:
-        return []
-    return [by] if isinstance(by, str) else list(by)
 
 
 def _check_columns(df: pd.DataFrame, cols: Sequence[str], field: str) -> None:
@@ -117,7 +112,7 @@ def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def _fmt_value(v: Any) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+    if is_na(v):
         return "NA"
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
@@ -131,7 +126,7 @@ def _fmt_value(v: Any) -> str:
 
 def group_label(by: str | Sequence[str], key: Any) -> str:
     """A readable label of a group: ``temperature=0.7`` or ``model=gpt-4o, temperature=0.0``."""
-    cols = _as_list(by)
+    cols = as_list(by)
     keys = key if isinstance(key, tuple) else (key,)
     return ", ".join(f"{c}={_fmt_value(k)}" for c, k in zip(cols, keys))
 
@@ -180,7 +175,7 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
         ``cost_complete`` (every row has a cost) and ``cached`` (llmlab cache hits). Timing columns
         cover live successful calls only; percentiles interpolate linearly.
     """
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     _check_columns(df, by_cols, "by")
     rows = []
     for key, g in _groups(df, by_cols):
@@ -325,7 +320,7 @@ def compare(
         ``ci``, ``higher_is_better``, ``baseline``, ``effect_size`` (``"hedges_g"`` or
         ``"cohens_h"``), ``min_n``.
     """
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     if not by_cols:
         raise ValidationError("by", by, "name at least one column to group by")
     _check_columns(df, by_cols, "by")

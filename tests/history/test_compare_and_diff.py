@@ -9,7 +9,9 @@ import pytest
 
 import llmlab as ll
 from llmlab import schema
-from llmlab.analysis.diffing import html_pair, mark_plain, similarity, tokenize, word_ops
+from llmlab.analysis.diffing import html_pair, mark_plain, word_ops
+from llmlab.analysis.similarity import word_ratio
+from llmlab.text import tokenize
 
 
 def _result(sweep_id: str, rows: list[dict], **spec) -> ll.SweepResult:
@@ -60,12 +62,12 @@ def test_word_diff_markers(a, b, marked):
     assert "".join(x for _, x, _ in ops) == a and "".join(y for _, _, y in ops) == b
 
 
-def test_tokenize_round_trips_and_similarity():
+def test_tokenize_round_trips_and_word_ratio():
     for text in ["", "  spaced  out\n\nlines\t", "naïve café — ok?", "x=1; y=[2, 3]", "混合 text 和 中文。"]:
         assert "".join(tokenize(text)) == text
-    assert similarity("a b c", "a b c") == 1.0
-    assert similarity("a b c", "x y z") < similarity("a b c", "a b z") < 1.0
-    assert similarity(None, "") == 1.0
+    assert word_ratio("a b c", "a b c") == 1.0
+    assert word_ratio("a b c", "x y z") < word_ratio("a b c", "a b z") < 1.0
+    assert word_ratio(None, "") == 1.0
 
 
 def test_html_pair_escapes_and_highlights():

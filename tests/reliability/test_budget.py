@@ -10,8 +10,8 @@ import llmlab as ll
 from llmlab.errors import ValidationError
 from llmlab.events import EventBus
 from llmlab.store import get_store
+from llmlab.view.grid_state import GridState, specs_from_calls
 from llmlab.view.progress import ProgressBar
-from llmlab.view.widgets import GridState, specs_from_calls
 from tests.reliability.conftest import price_fault_models
 
 

@@ -15,17 +15,16 @@ import pytest
 import llmlab as ll
 from llmlab.events import Event, EventBus
 from llmlab.run.runner import RunHandle, run_async, run_sync
-from llmlab.view.widgets import (
+from llmlab.view.grid_html import render_html
+from llmlab.view.grid_state import (
     MAX_BYTES_PER_S,
     MAX_CELLS_PER_PAGE,
     MAX_UPDATES_PER_S,
     CellSpec,
     GridState,
-    SweepGrid,
-    render_html,
-    route_clicks_to_subshell,
     specs_from_calls,
 )
+from llmlab.view.widgets import SweepGrid, route_clicks_to_subshell
 
 
 def _specs() -> list[CellSpec]:
