@@ -14,7 +14,8 @@ import pytest
 
 import llmlab as ll
 from llmlab.events import Event, EventBus
-from llmlab.run.runner import RunHandle, run_async, run_sync
+from llmlab.run.runner import RunHandle
+from llmlab.sweep import run_async, run_sync
 from llmlab.view.widgets import (
     MAX_BYTES_PER_S,
     MAX_CELLS_PER_PAGE,
