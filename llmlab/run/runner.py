@@ -1,11 +1,14 @@
-"""Send a sweep's calls: asyncio, a concurrency limit, rate limits, retries, cache, budget.
+"""Send a grid's calls: asyncio, a concurrency limit, rate limits, retries, cache, budget.
 
 Each call is one asyncio task that streams its response (with ``include_usage``) through the
 real ``openai`` client, so TTFT and tokens/s are measured. Transient failures (429 honouring
 Retry-After, 5xx, timeouts, connection resets, streams cut before their end) are retried by
 tenacity; a call that fails for good becomes a ``status="error"`` row. Every finished call is
 persisted (row + cache entry) before it is reported, so a crash never loses it and a re-run
-never pays for it twice. The runner renders nothing: it publishes events on an EventBus.
+never pays for it twice. The runner renders nothing and builds no result: it publishes events
+on an EventBus and returns a plain :class:`RunOutcome` (the ``Sweep`` facade wraps it in a
+``SweepResult``). Retry decisions live in ``run/retry.py``, rate limits in ``run/limits.py``,
+waiting for calls another sweep is sending in ``run/claims.py``, entry points in ``run/entry.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
 
 @dataclasses.dataclass
 class RunOptions:
+    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport."""
+
     concurrency: int = 8
     budget_usd: float | None = None
     cache: bool | str = True
@@ -65,6 +70,7 @@ class RunHandle:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def cancel(self) -> None:
+        """Stop dispatching and cancel the calls in flight; safe from any thread (the loop is told threadsafe)."""
         self.cancelled.set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
