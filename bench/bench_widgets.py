@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llmlab as ll
 from llmlab.events import EventBus
-from llmlab.run.runner import RunHandle, run_sync
+from llmlab.run.runner import RunHandle
+from llmlab.sweep import run_sync
 from llmlab.view.widgets import SweepGrid
 
 

@@ -394,7 +394,7 @@ def llm_judge(
     concurrency: int = 8,
     **run_kwargs: Any,
 ) -> pd.DataFrame:
-    """Score each completion with a judge model (a small ``llmlab.Sweep`` at temperature 0).
+    """Score each completion with a judge model (a small grid of calls at temperature 0).
 
     One judge prompt per scoreable row (identical prompts are sent once); the reply is read with
     :func:`parse_judge_score`. Adds ``name`` (0..1) and ``{name}_raw`` (the judge's reply).
@@ -404,7 +404,7 @@ def llm_judge(
         rubric: instructions; ``{lo}``, ``{hi}`` and ``{reference_hint}`` are filled in.
         scale: 10 (0-10), 5 (1-5) or ``(lo, hi)``.
         reference: optional reference answers (column name or one per row), shown to the judge.
-        max_tokens, concurrency, run_kwargs: passed to the sweep / ``run()``.
+        max_tokens, concurrency, run_kwargs: passed to the judge grid / its run (``retry=``, ``cache=``, …).
 
     Warns:
         JudgeWarning: how many replies had no parseable score (those rows are NA).
@@ -421,12 +421,14 @@ def llm_judge(
     replies: dict[str, Any] = {}
     failures: dict[str, Any] = {}
     if unique:
-        from llmlab.sweep import Sweep
+        # the run layer, not the Sweep facade: a judge run shows no display and needs no SweepResult
+        from llmlab.plan.grid import build_grid
+        from llmlab.run.entry import run_grid_sync
 
-        sweep = Sweep(prompts=unique, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
-        res = sweep.run(concurrency=concurrency, display=False, **run_kwargs)
-        replies = _replies_by_prompt(res.df, sweep, unique)
-        failures = {p: e for p, e in _replies_by_prompt(res.df, sweep, unique, failed=True).items() if p not in replies}
+        grid = build_grid(prompts=unique, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
+        frame = run_grid_sync(grid, concurrency=concurrency, **run_kwargs).frame
+        replies = _replies_by_prompt(frame, grid, unique)
+        failures = {p: e for p, e in _replies_by_prompt(frame, grid, unique, failed=True).items() if p not in replies}
     raw = [None if p is None else replies.get(p) for p in per_row]
     scores = [None if p is None else parse_judge_score(r, scale) for p, r in zip(per_row, raw)]
     failed = sum(1 for p in per_row if p is not None and p in failures)
@@ -454,8 +456,8 @@ def llm_judge(
     return out
 
 
-def _replies_by_prompt(res_df: pd.DataFrame, sweep: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
-    """Judge replies keyed by judge prompt (by the prompt text, else via the sweep's prompt ids);
+def _replies_by_prompt(res_df: pd.DataFrame, grid: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
+    """Judge replies keyed by judge prompt (by the prompt text, else via the grid's prompt ids);
     with ``failed``, the error messages of the judge calls that failed instead."""
     ok = res_df[is_error(res_df) == failed] if len(res_df) else res_df
     column = "error" if failed else "completion"
@@ -466,10 +468,10 @@ def _replies_by_prompt(res_df: pd.DataFrame, sweep: Any, prompts: list[str], fai
         for p, c in zip(ok["prompt"].tolist(), ok[column].tolist()):
             if isinstance(p, str) and p in prompts:
                 out.setdefault(p, c)
-    if len(out) < len(prompts) and "prompt_id" in ok.columns and hasattr(sweep, "calls"):
+    if len(out) < len(prompts) and "prompt_id" in ok.columns and hasattr(grid, "calls"):
         by_id = {
             getattr(c, "prompt_id", None): prompts[c.prompt_index]
-            for c in sweep.calls
+            for c in grid.calls
             if getattr(c, "prompt_index", None) is not None and c.prompt_index < len(prompts)
         }
         for pid, c in zip(ok["prompt_id"].tolist(), ok[column].tolist()):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-if TYPE_CHECKING:
-    from llmlab.sweep import Call, Sweep
+from llmlab.plan.grid import Call, Grid
 
 #: Reply length assumed for a call that sets no max_tokens (used in the plan and for TPM limits).
 DEFAULT_OUTPUT_TOKENS = 256
@@ -26,8 +24,12 @@ def estimate_call_tokens(call: Call) -> tuple[int, int]:
     return estimate_messages_tokens(list(call.messages)), call.max_output_tokens or DEFAULT_OUTPUT_TOKENS
 
 
-def estimate_plan(sweep: Sweep, concurrency: int = 8) -> pd.DataFrame:
-    """Build the plan frame for ``sweep`` (see :meth:`Sweep.plan`)."""
+def estimate_plan(grid: Grid, concurrency: int = 8) -> pd.DataFrame:
+    """The plan frame of ``grid``: one row per call with estimated tokens and cost, totals in ``attrs``.
+
+    ``attrs`` holds ``calls``, ``est_cost_usd`` (None if a model has no price), ``unpriced_models``
+    and ``est_seconds`` (a rough figure at ``concurrency``); see ``Sweep.plan``.
+    """
     from llmlab.pricing import cost_for, load_prices
 
     table = load_prices()
@@ -35,7 +37,7 @@ def estimate_plan(sweep: Sweep, concurrency: int = 8) -> pd.DataFrame:
     total_cost = 0.0
     unpriced: set[str] = set()
     seconds = 0.0
-    for call in sweep.calls:
+    for call in grid.calls:
         est_in, est_out = estimate_call_tokens(call)
         cost = cost_for(call.qualified_model, est_in, est_out, table)
         if cost is None:

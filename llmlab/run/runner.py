@@ -1,133 +1,53 @@
-"""Send a sweep's calls: asyncio, a concurrency limit, rate limits, retries, cache, budget.
+"""Send a grid's calls: asyncio, a concurrency limit, rate limits, retries, cache, budget.
 
 Each call is one asyncio task that streams its response (with ``include_usage``) through the
 real ``openai`` client, so TTFT and tokens/s are measured. Transient failures (429 honouring
 Retry-After, 5xx, timeouts, connection resets, streams cut before their end) are retried by
 tenacity; a call that fails for good becomes a ``status="error"`` row. Every finished call is
 persisted (row + cache entry) before it is reported, so a crash never loses it and a re-run
-never pays for it twice. The runner renders nothing: it publishes events on an EventBus.
+never pays for it twice. The runner renders nothing and builds no result: it publishes events
+on an EventBus and returns a plain :class:`RunOutcome` (the ``Sweep`` facade wraps it in a
+``SweepResult``). Retry decisions live in ``run/retry.py``, rate limits in ``run/limits.py``,
+waiting for calls another sweep is sending in ``run/claims.py``, entry points in ``run/entry.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
-import datetime
-import email.utils
 import json
-import logging
-import random
-import signal
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import openai
 import pandas as pd
-from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from llmlab import schema
 from llmlab.config import get_config
-from llmlab.errors import ReplayMissError, redact
+from llmlab.errors import ReplayMissError, ValidationError, redact
 from llmlab.events import Event, EventBus
+from llmlab.plan.estimate import estimate_call_tokens
+from llmlab.plan.grid import Call, Grid
 from llmlab.plan.providers import get_provider, make_client
-from llmlab.run.cassette import CallInfo, call_scope
+from llmlab.run.cassette import CallInfo, Cassette, CassetteTransport, call_scope
+from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
+from llmlab.run.limits import Limits
+from llmlab.run.retry import RetryPolicy, StreamCut, describe_error, is_rate_limited, is_transient
 from llmlab.store import get_store
-from llmlab.sweep import Call, Sweep
 from llmlab.tracing import call_context, ensure_tracing
 from llmlab.tracing.setup import schema_attrs_for_call
 
-if TYPE_CHECKING:
-    from llmlab.results import SweepResult
-
-log = logging.getLogger("llmlab.runner")
-
-
-class StreamCut(Exception):
-    """The stream ended before a finish_reason: the partial output is discarded and retried."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed attempt is worth retrying."""
-    if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx.TransportError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota":
-            return False  # out of credit, not "too many requests": waiting will not help
-        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
-    return False
-
-
-def retry_after_seconds(exc: BaseException | None) -> float | None:
-    """The server's Retry-After hint in seconds, if any: ``retry-after-ms``, or ``Retry-After``
-    as seconds or as an HTTP-date (RFC 9110; some gateways send that form)."""
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    headers = response.headers
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP-date is always GMT
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-
-
-def is_rate_limited(exc: BaseException | None) -> bool:
-    """Whether a failed attempt was the provider saying "too many requests" (HTTP 429)."""
-    return isinstance(exc, openai.APIStatusError) and exc.status_code == 429
-
-
-@dataclasses.dataclass
-class RetryPolicy:
-    """How failed attempts are retried: exponential backoff with jitter, capped; Retry-After wins.
-
-    A 429 means "not yet", not "broken": rate-limited attempts are counted apart, up to
-    ``max_rate_limited`` of them, and neither use up ``max_attempts`` (the other transient
-    failures: 5xx, timeouts, cut streams) nor lengthen the backoff of those.
-    """
-
-    max_attempts: int = 6
-    initial_s: float = 0.25
-    max_s: float = 20.0
-    max_rate_limited: int = 20
-
-    def delay(self, exc: BaseException | None, failures: int) -> float:
-        """Seconds to wait after a failed attempt; ``failures`` counts the non-429 ones so far."""
-        hinted = retry_after_seconds(exc)
-        if hinted is not None:
-            return min(hinted, 60.0)
-        backoff = min(self.max_s, self.initial_s * (2 ** max(0, failures - 1)))
-        return backoff * (0.5 + random.random() / 2)
-
-    def wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return self.delay(exc, state.attempt_number)
+__all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
 
 
 @dataclasses.dataclass
 class RunOptions:
+    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport."""
+
     concurrency: int = 8
     budget_usd: float | None = None
     cache: bool | str = True
@@ -150,6 +70,7 @@ class RunHandle:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def cancel(self) -> None:
+        """Stop dispatching and cancel the calls in flight; safe from any thread (the loop is told threadsafe)."""
         self.cancelled.set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -158,201 +79,6 @@ class RunHandle:
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-
-
-class _Window:
-    """AIMD concurrency window of one provider+model, and the share of its RPM/TPM in use.
-
-    Starts at the sweep's concurrency. A 429 halves the window and the rate share, at most once
-    per round trip (a 429 answering a request sent before the last cut does not cut again, so
-    one burst of rejections counts once); each success grows the window by 1/window and the
-    rate share by 5 %, back up to the configured limits.
-    """
-
-    def __init__(self, ceiling: int) -> None:
-        self.ceiling = float(ceiling)
-        self.size = float(ceiling)
-        self.rate_share = 1.0
-        self.in_flight = 0
-        self.rate_limited = 0
-        self.cuts = 0
-        self._cut_at = 0.0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def limit(self) -> int:
-        return max(1, int(self.size))
-
-    async def acquire(self) -> None:
-        if self.in_flight < self.limit and not self._waiters:
-            self.in_flight += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled
-            elif fut in self._waiters:
-                self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.in_flight < self.limit:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1  # handed over: the woken task owns the slot
-                fut.set_result(None)
-
-    def on_rate_limited(self, sent_at: float) -> None:
-        self.rate_limited += 1
-        if sent_at >= self._cut_at:
-            self.size = max(1.0, self.size / 2)
-            self.rate_share = max(0.05, self.rate_share / 2)
-            self._cut_at = time.monotonic()
-            self.cuts += 1
-
-    def on_success(self) -> None:
-        self.size = min(self.ceiling, self.size + 1.0 / self.size)
-        self.rate_share = min(1.0, self.rate_share * 1.05)
-        self._wake()
-
-
-def _per_second_bucket(per_minute: float) -> AsyncLimiter:
-    # aiolimiter's bucket holds max_rate units; a whole minute's worth would allow a burst of the
-    # full RPM at once, which providers enforcing per-second windows reject: hold one second's worth
-    burst = max(1.0, per_minute / 60.0)
-    return AsyncLimiter(burst, burst * 60.0 / per_minute)
-
-
-async def _take(limiter: AsyncLimiter, amount: float) -> None:
-    """Acquire ``amount`` units, in pieces when it exceeds the bucket (a long prompt under a TPM limit)."""
-    while amount > 1e-9:
-        piece = min(amount, limiter.max_rate)
-        await limiter.acquire(piece)
-        amount -= piece
-
-
-class _Limits:
-    """Per provider+model limits: the provider's RPM and TPM (tokens estimated before the call,
-    prompt + max_tokens) on aiolimiter buckets, and an AIMD window that adapts down after 429s.
-    Time spent here is queueing, never latency: the runner starts the latency clock after it."""
-
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.windows: dict[str, _Window] = {}
-        # key -> (the per-minute rate it was built for, its bucket)
-        self._buckets: dict[tuple[str, str], tuple[float, AsyncLimiter]] = {}
-
-    def window(self, call: Call) -> _Window:
-        key = call.qualified_model
-        win = self.windows.get(key)
-        if win is None:
-            win = self.windows[key] = _Window(self.concurrency)
-        return win
-
-    def _bucket(self, kind: str, key: str, per_minute: float) -> AsyncLimiter:
-        """The bucket for ``per_minute``, rebuilt when the provider was re-registered with another rate."""
-        found = self._buckets.get((kind, key))
-        if found is None or found[0] != per_minute:
-            found = self._buckets[(kind, key)] = (per_minute, _per_second_bucket(per_minute))
-        return found[1]
-
-    async def acquire(self, call: Call, est_tokens: int) -> _Window:
-        """Wait for a slot and for rate capacity; the caller must ``release()`` the returned window."""
-        prov = get_provider(call.provider)  # looked up per request: a re-registered provider's limits apply at once
-        key = call.qualified_model
-        win = self.window(call)
-        await win.acquire()
-        try:
-            # a lower rate share makes each request take more of the bucket: the rate adapts down
-            if prov.rpm:
-                await _take(self._bucket("rpm", key, prov.rpm), 1.0 / win.rate_share)
-            if prov.tpm:
-                await _take(self._bucket("tpm", key, prov.tpm), min(float(est_tokens), prov.tpm) / win.rate_share)
-        except BaseException:
-            win.release()
-            raise
-        return win
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            key: {
-                "window": round(w.size, 2),
-                "rate_share": round(w.rate_share, 3),
-                "rate_limited": w.rate_limited,
-                "cuts": w.cuts,
-            }
-            for key, w in self.windows.items()
-        }
-
-
-#: sweeps running in this process now (their claims are live; any other claim made here is stale)
-_ACTIVE_SWEEPS: set[str] = set()
-
-
-class _ClaimWaiter:
-    """Waits for calls that another sweep (in this process or another one) claimed and is sending.
-
-    One poller reads the cache for all of them a few times a second; a call that is answered
-    is served from the cache, and a call whose claim went away without an answer (it failed
-    there, was skipped, or its process died) is claimed here and sent by this sweep.
-    """
-
-    interval_s = 0.2
-
-    def __init__(self, store: Any, owner: str, call_ids: set[str]) -> None:
-        self.store = store
-        self.owner = owner
-        self._ids = set(call_ids)
-        self._futures: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
-        self._poller: asyncio.Task[None] | None = None
-
-    def __contains__(self, call_id: str) -> bool:
-        return call_id in self._ids
-
-    async def wait(self, call_id: str) -> dict[str, Any] | None:
-        """The cached answer of ``call_id``, or None once it is this sweep's to send."""
-        fut = self._futures.setdefault(call_id, asyncio.get_running_loop().create_future())
-        if self._poller is None:
-            self._poller = asyncio.ensure_future(self._poll())
-        return await fut
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            waiting = [cid for cid, fut in self._futures.items() if not fut.done()]
-            if not waiting:
-                continue
-            try:
-                hits = await asyncio.to_thread(self.store.cached_responses, waiting)
-                rest = [cid for cid in waiting if cid not in hits]
-                still_elsewhere = (
-                    await asyncio.to_thread(self.store.claim_calls, rest, self.owner, set(_ACTIVE_SWEEPS))
-                    if rest
-                    else set()
-                )
-            except Exception:  # e.g. the store briefly locked by another process: ask again next round
-                log.warning("could not check calls claimed by another sweep; retrying", exc_info=True)
-                continue
-            for cid in waiting:
-                fut = self._futures[cid]
-                if fut.done():
-                    continue
-                if cid in hits:
-                    fut.set_result(hits[cid])
-                elif cid not in still_elsewhere:
-                    fut.set_result(None)
-
-    async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
 
 
 def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
@@ -401,11 +127,31 @@ def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
     }
 
 
-class SweepRunner:
-    """Runs one sweep's calls; see the module docstring."""
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run hands back: plain rows and facts, no display and no result object.
 
-    def __init__(self, sweep: Sweep, options: RunOptions, bus: EventBus, handle: RunHandle) -> None:
-        self.sweep = sweep
+    ``rows`` are in the grid's call order (calls that ran or came from the cache); ``skipped``
+    pairs each call not sent with why (``"budget"``, ``"cancelled"``, ``"replay-miss"``);
+    ``stopped`` is None when every call ran, else ``"budget"`` or ``"cancelled"``.
+    """
+
+    sweep_id: str
+    rows: list[dict[str, Any]]
+    skipped: list[tuple[Call, str]]
+    stopped: str | None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as the canonical call frame (``schema.frame``)."""
+        return schema.frame(self.rows)
+
+
+class SweepRunner:
+    """Runs one grid's calls; see the module docstring."""
+
+    def __init__(self, grid: Grid, options: RunOptions, bus: EventBus, handle: RunHandle) -> None:
+        self.grid = grid
         self.options = options
         self.bus = bus
         self.handle = handle
@@ -417,14 +163,14 @@ class SweepRunner:
         self.stopped: str | None = None
         self.spent_usd = 0.0
         self._reserved_usd = 0.0
-        self._limits = _Limits(options.concurrency)
+        self._limits = Limits(options.concurrency)
         self._clients: dict[str, Any] = {}
         self._seq = 0
         self._prices: dict[str, Any] | None = None
         self._reservations: dict[str, float] = {}
         self._cassette: Any = None
         self.replay_misses: list[ReplayMissError] = []
-        self._claims = _ClaimWaiter(self.store, self.sweep_id, set())
+        self._claims = ClaimWaiter(self.store, self.sweep_id, set())
 
     def _emit(self, kind: str, call_id: str | None = None, **data: Any) -> None:
         self.bus.publish(Event(kind, self.sweep_id, call_id, data))
@@ -445,8 +191,6 @@ class SweepRunner:
         """An http client whose transport records to / replays from the cassette. Replay needs
         no key and no server: the provider is swapped for a key-less one whose URL is never
         dialled (for ``local`` this also keeps the model server from starting)."""
-        from llmlab.run.cassette import CassetteTransport
-
         if self.options.cassette_mode == "replay":
             base_url = prov.base_url if prov.base_url and not prov.is_local else "http://replay.invalid/v1"
             name = prov.name
@@ -473,39 +217,26 @@ class SweepRunner:
         the cassette (replay needs no key: it never sends)."""
         cache, cassette = self.options.cache, self.options.cassette
         if not isinstance(cache, bool) and cache not in ("record", "replay"):
-            from llmlab.errors import ValidationError
-
             raise ValidationError("cache", cache, "expected True, False, 'record' or 'replay'")
         if self.options.cassette_mode is not None:
-            from llmlab.errors import ValidationError
-            from llmlab.run.cassette import Cassette
-
             if cassette is None:
                 raise ValidationError("cassette", cassette, f"cache={cache!r} needs cassette=<path of a .json file>")
             self._cassette = Cassette(cassette, cache)  # replay: ConfigError if the file is missing
         elif cassette is not None:
-            from llmlab.errors import ValidationError
-
             raise ValidationError("cassette", str(cassette), "a cassette is used only with cache='record' or 'replay'")
         if self.options.cassette_mode != "replay":
-            for prov in sorted({c.provider for c in self.sweep.calls}):
+            for prov in sorted({c.provider for c in self.grid.calls}):
                 get_provider(prov).api_key()  # raises ConfigError naming the env var
         budget = self.options.budget_usd
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-            from llmlab.errors import ValidationError
-
             raise ValidationError("budget_usd", budget, "must be a non-negative number of US dollars")
         conc = self.options.concurrency
         if isinstance(conc, bool) or not isinstance(conc, int) or conc <= 0:
-            from llmlab.errors import ValidationError
-
             raise ValidationError("concurrency", conc, "must be a positive integer")
         if budget is not None:
             # a reply without a length bound has no worst-case cost: the budget could be passed
-            unbounded = next((c for c in self.sweep.calls if c.max_output_tokens is None), None)
+            unbounded = next((c for c in self.grid.calls if c.max_output_tokens is None), None)
             if unbounded is not None:
-                from llmlab.errors import ValidationError
-
                 raise ValidationError(
                     "budget_usd",
                     budget,
@@ -514,11 +245,9 @@ class SweepRunner:
                 )
             # a model without a price would make the budget silently unenforceable
             unpriced = sorted(
-                {c.qualified_model for c in self.sweep.calls if self._cost(c.qualified_model, 1, 1) is None}
+                {c.qualified_model for c in self.grid.calls if self._cost(c.qualified_model, 1, 1) is None}
             )
             if unpriced:
-                from llmlab.errors import ValidationError
-
                 raise ValidationError(
                     "budget_usd",
                     budget,
@@ -526,32 +255,42 @@ class SweepRunner:
                     f"estimated; add it to {self.config.home / 'prices.json'}",
                 )
 
-    async def run(self) -> None:
-        """Send the sweep's calls and record the outcome (see the module docstring)."""
-        _ACTIVE_SWEEPS.add(self.sweep_id)
+    async def run(self) -> RunOutcome:
+        """Send the grid's calls, record them in the store, and return the outcome (see the module docstring).
+
+        Raises ReplayMissError when a replayed cassette lacked calls, and lets a cancellation of
+        the run itself go on once what finished is recorded.
+        """
+        ACTIVE_SWEEPS.add(self.sweep_id)
         try:
             await self._run()
         finally:
-            _ACTIVE_SWEEPS.discard(self.sweep_id)
+            ACTIVE_SWEEPS.discard(self.sweep_id)
+        return self.outcome()
+
+    def outcome(self) -> RunOutcome:
+        """The rows so far in call order, what was skipped, and why the run stopped early (if it did)."""
+        rows = [self.rows[c.call_id] for c in self.grid.calls if c.call_id in self.rows]
+        return RunOutcome(self.sweep_id, rows, list(self.skipped), self.stopped)
 
     async def _run(self) -> None:
-        calls = self.sweep.calls
+        calls = self.grid.calls
         self.handle._loop = asyncio.get_running_loop()
         ensure_tracing(self.config)
         info = {"calls": len(calls), "concurrency": self.options.concurrency, "budget_usd": self.options.budget_usd}
-        spec = self.sweep.spec()
+        spec = self.grid.spec()
         if not self.config.trace_content:
             spec["prompts"] = spec["template"] = spec["system"] = None  # prompt text stays out of the store
         from llmlab.history import experiment_context, finish_experiment, start_experiment
 
         started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
-        start_experiment(self.store, self.sweep_id, self.sweep.name, spec, {**info, **experiment_context(self.sweep)})
+        start_experiment(self.store, self.sweep_id, self.grid.name, spec, {**info, **experiment_context(self.grid)})
         # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
         if self.options.cache is True:  # calls another sweep is sending right now are awaited, not paid twice
             todo = [c.call_id for c in calls if c.call_id not in cached]
-            elsewhere = self.store.claim_calls(todo, self.sweep_id, _ACTIVE_SWEEPS) if todo else set()
-            self._claims = _ClaimWaiter(self.store, self.sweep_id, elsewhere)
+            elsewhere = self.store.claim_calls(todo, self.sweep_id, ACTIVE_SWEEPS) if todo else set()
+            self._claims = ClaimWaiter(self.store, self.sweep_id, elsewhere)
         self._emit(
             "sweep_started",
             total=len(calls),
@@ -643,7 +382,6 @@ class SweepRunner:
             return True
         if self.stopped == "budget":
             return False  # once the budget is reached, nothing more is dispatched
-        from llmlab.plan.estimate import estimate_call_tokens
 
         est = self._cost(call.qualified_model, *estimate_call_tokens(call)) or 0.0  # replies bounded: see preflight
         if self.spent_usd + self._reserved_usd + est > budget + 1e-12:
@@ -708,7 +446,6 @@ class SweepRunner:
         self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
-        from llmlab.plan.estimate import estimate_call_tokens
 
         est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
@@ -760,7 +497,7 @@ class SweepRunner:
             row.update(
                 {
                     "status": "error",
-                    "error": _describe(exc),
+                    "error": describe_error(exc),
                     "completion": None,
                     "finish_reason": None,
                     "attempts": attempt,
@@ -898,137 +635,3 @@ def _combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError
     err.misses = misses  # type: ignore[attr-defined]
     err.call_ids = [getattr(m, "call_id", None) for m in misses]  # type: ignore[attr-defined]
     return err
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body.get("message") if isinstance(exc.body, dict) else None
-        return redact(f"HTTP {exc.status_code}: {body if isinstance(body, str) and body else exc.message}")
-    return redact(f"{type(exc).__name__}: {exc}")
-
-
-# --- entry points -----------------------------------------------------------------------------
-
-
-def _default_display() -> bool:
-    """On in a Jupyter kernel (the grid) and when stderr is a terminal (the bar); off when piped or logged."""
-    from llmlab.view.display import in_notebook
-
-    if in_notebook():
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stderr
-        return False
-
-
-async def run_async(
-    sweep: Sweep,
-    concurrency: int = 8,
-    display: bool | None = None,
-    budget_usd: float | None = None,
-    cache: bool | str = True,
-    *,
-    http_client: httpx.AsyncClient | None = None,
-    retry: RetryPolicy | None = None,
-    bus: EventBus | None = None,
-    handle: RunHandle | None = None,
-    sweep_id: str | None = None,
-    cassette: Any = None,
-) -> SweepResult:
-    """Run ``sweep`` on the current event loop (``await sweep.arun()``).
-
-    ``cache``: True reuses stored responses, False always sends, ``"record"`` sends and writes
-    every response to ``cassette`` (a .json path), ``"replay"`` answers every call from
-    ``cassette`` without a model, a key or any request (a call it lacks raises ReplayMissError).
-    """
-    from llmlab.results import SweepResult
-    from llmlab.view.display import attach_display
-
-    options = RunOptions(
-        concurrency=concurrency,
-        budget_usd=budget_usd,
-        cache=cache,
-        retry=retry or RetryPolicy(),
-        http_client=http_client,
-        sweep_id=sweep_id,
-        cassette=cassette,
-    )
-    bus = bus or EventBus()
-    handle = handle or RunHandle()
-    runner = SweepRunner(sweep, options, bus, handle)
-    runner.preflight()
-    detach = attach_display(bus, handle, sweep, _default_display() if display is None else display, budget_usd)
-    try:
-        await runner.run()
-    finally:
-        detach()
-    rows = [runner.rows[c.call_id] for c in sweep.calls if c.call_id in runner.rows]
-    return SweepResult.from_rows(runner.sweep_id, rows, sweep=sweep, skipped=runner.skipped, stopped=runner.stopped)
-
-
-def run_sync(sweep: Sweep, **kwargs: Any) -> SweepResult:
-    """Run ``sweep`` to completion from synchronous code, also when a loop already runs here
-    (a Jupyter kernel): then the sweep runs on a fresh loop in a worker thread while this
-    thread waits.
-
-    An interrupt (Ctrl-C, the kernel's stop button) stops the sweep the way ``cancel()`` does:
-    nothing more is sent, calls in flight are cancelled, finished calls are kept, and the
-    partial result is returned with ``stopped == "cancelled"`` (a second Ctrl-C in a script
-    raises KeyboardInterrupt at once).
-    """
-    handle = kwargs.get("handle") or RunHandle()
-    kwargs["handle"] = handle
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        with _cancel_on_first_sigint(handle):
-            return asyncio.run(run_async(sweep, **kwargs))
-    result: dict[str, Any] = {}
-    # an Event, not Thread.join(): a join interrupted by KeyboardInterrupt may return at once when
-    # called again (CPython < 3.13), before the sweep has stopped
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(run_async(sweep, **kwargs))
-        except BaseException as exc:  # re-raised in the caller's thread
-            result["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="llmlab-sweep", daemon=True).start()
-    try:
-        done.wait()
-    except KeyboardInterrupt:  # the kernel's interrupt button: stop the sweep, keep what finished
-        handle.cancel()
-        done.wait()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-@contextlib.contextmanager
-def _cancel_on_first_sigint(handle: RunHandle) -> Iterator[None]:
-    """In a script's main thread, make the first SIGINT cancel the sweep (keeping what finished)
-    instead of unwinding it; the next one raises KeyboardInterrupt as usual. Elsewhere (another
-    thread, a handler the user installed) signals are left alone."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        handle.cancel()
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-__all__ = ["RetryPolicy", "RunHandle", "SweepRunner", "is_transient", "run_async", "run_sync"]

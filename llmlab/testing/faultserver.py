@@ -48,7 +48,7 @@ def request_key(body: Mapping[str, Any]) -> str:
 
 
 def request_key_for_call(call: Any) -> str:
-    """The :func:`request_key` a :class:`llmlab.sweep.Call` produces when it is sent."""
+    """The :func:`request_key` a :class:`llmlab.plan.grid.Call` produces when it is sent."""
     kwargs = call.request_kwargs()
     kwargs.update(kwargs.pop("extra_body", None) or {})  # the openai client sends these at the top level
     return request_key(json.loads(json.dumps(kwargs)))

@@ -152,13 +152,13 @@ def test_evaluate_and_score(df):
         evals.evaluate(df, ["nope"])
 
 
-def test_llm_judge_with_fake_sweep(df, monkeypatch):
-    sweep_mod = pytest.importorskip("llmlab.sweep")
+def test_llm_judge_with_fake_run(df, monkeypatch):
+    entry = pytest.importorskip("llmlab.run.entry")
     sent = {}
 
-    class FakeResult:
+    class FakeOutcome:
         def __init__(self, prompts):
-            self.df = pd.DataFrame(
+            self.frame = pd.DataFrame(
                 {
                     "prompt": prompts,
                     "completion": ["Score: 8" if "Paris" in p else "unsure" for p in prompts],
@@ -166,42 +166,37 @@ def test_llm_judge_with_fake_sweep(df, monkeypatch):
                 }
             )
 
-    class FakeSweep:
-        def __init__(self, prompts, models, temperature, max_tokens, name):
-            sent.update(prompts=prompts, models=models, temperature=temperature, max_tokens=max_tokens, name=name)
+    def fake_run_grid_sync(grid, concurrency=8, **kw):
+        # the judge's grid goes to the run layer, which has no display to switch off
+        prompts = [c.prompt for c in grid.calls]
+        sent.update(
+            prompts=prompts,
+            models=sorted({c.qualified_model for c in grid.calls}),
+            temperature=sorted({c.temperature for c in grid.calls}),
+            max_tokens=sorted({c.max_tokens for c in grid.calls}),
+            name=grid.name,
+            display=kw.get("display", False),
+        )
+        return FakeOutcome(prompts)
 
-        def run(self, concurrency=8, display=True, **kw):
-            sent["display"] = display
-            return FakeResult(sent["prompts"])
-
-    monkeypatch.setattr(sweep_mod, "Sweep", FakeSweep)
+    monkeypatch.setattr(entry, "run_grid_sync", fake_run_grid_sync)
     with pytest.warns(evals.JudgeWarning, match="3 of 4"):
         out = evals.llm_judge(df.iloc[:4], model="local/small")
     assert sent["models"] == ["local/small"] and sent["temperature"] == [0.0] and sent["display"] is False
-    assert len(sent["prompts"]) == 4 and sent["max_tokens"] == 8
+    assert len(sent["prompts"]) == 4 and sent["max_tokens"] == [8]
     assert scores(out, "judge") == [pytest.approx(0.8), None, None, None]
     assert out["judge_raw"][2] == "unsure"
 
 
 def test_llm_judge_skips_error_and_na_rows(df, monkeypatch):
-    sweep_mod = pytest.importorskip("llmlab.sweep")
+    entry = pytest.importorskip("llmlab.run.entry")
 
-    class FakeSweep:
-        def __init__(self, prompts, **kw):
-            self.prompts = prompts
+    def fake_run_grid_sync(grid, **kw):
+        prompts = [c.prompt for c in grid.calls]
+        frame = pd.DataFrame({"prompt": prompts, "completion": ["9/10"] * len(prompts), "status": "ok"})
+        return type("Outcome", (), {"frame": frame})()
 
-        def run(self, **kw):
-            return type(
-                "R",
-                (),
-                {
-                    "df": pd.DataFrame(
-                        {"prompt": self.prompts, "completion": ["9/10"] * len(self.prompts), "status": "ok"}
-                    )
-                },
-            )()
-
-    monkeypatch.setattr(sweep_mod, "Sweep", FakeSweep)
+    monkeypatch.setattr(entry, "run_grid_sync", fake_run_grid_sync)
     out = evals.llm_judge(df)
     assert scores(out, "judge") == [0.9, 0.9, 0.9, 0.9, None, None, 0.9]
 
@@ -210,7 +205,7 @@ def test_llm_judge_says_when_the_judge_calls_fail():
     """A judge that cannot be reached (a real closed port) is reported as failed calls with the
     error, not as replies "with no score"."""
     import llmlab as ll
-    from llmlab.run.runner import RetryPolicy
+    from llmlab.run.retry import RetryPolicy
 
     ll.provider("deadjudge", base_url="http://127.0.0.1:9/v1", api_key_env=None)
     frame = coerce(pd.DataFrame({"prompt": ["2+2?", "3+3?"], "completion": ["4", "6"], "status": ["ok", "ok"]}))

@@ -9,7 +9,7 @@ import pytest
 
 import llmlab as ll
 from llmlab.errors import ConfigError, ValidationError
-from llmlab.sweep import call_id_for
+from llmlab.plan.grid import call_id_for
 
 
 def test_grid_expands_models_temperature_top_p_params_repeats():

@@ -13,7 +13,7 @@ import pytest
 
 import llmlab as ll
 from llmlab import history
-from llmlab.run.runner import RetryPolicy
+from llmlab.run.retry import RetryPolicy
 from llmlab.store import get_store
 
 

@@ -9,7 +9,7 @@ import pytest
 import llmlab as ll
 from llmlab.events import EventBus
 from llmlab.localmodel import count_tokens, create_app, get_model
-from llmlab.run.runner import RetryPolicy
+from llmlab.run.retry import RetryPolicy
 from llmlab.store import get_store
 from llmlab.testing import request_key_for_call
 from tests.reliability.conftest import FAST

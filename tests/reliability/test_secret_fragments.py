@@ -8,7 +8,7 @@ import pytest
 
 import llmlab as ll
 from llmlab.errors import redact, register_secret
-from llmlab.run.runner import RetryPolicy
+from llmlab.run.retry import RetryPolicy
 from llmlab.testing import FaultServer
 
 KEY = "sk-proj-Zq81mNvB4tXw0yLc7Hd2Ke9Rf5Ua3Gi6"

@@ -18,7 +18,7 @@ import pytest
 import llmlab as ll
 from llmlab.errors import redact
 from llmlab.events import EventBus
-from llmlab.run.runner import RetryPolicy
+from llmlab.run.retry import RetryPolicy
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
 from llmlab.view.progress import ProgressBar
@@ -196,7 +196,7 @@ def test_planted_key_and_header_token_stay_out_of_notebook_outputs(fault, tmp_pa
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     fault.faults.rate_429, fault.faults.rate_5xx, fault.faults.seed, fault.faults.echo_auth = 0.5, 0.3, 7, True
     cells = [
-        f"import llmlab as ll\nfrom llmlab.run.runner import RetryPolicy\nll.configure(home={str(tmp_path / 'home')!r}, datakit=None)",
+        f"import llmlab as ll\nfrom llmlab.run.retry import RetryPolicy\nll.configure(home={str(tmp_path / 'home')!r}, datakit=None)",
         f"import os\np = ll.provider('fault', base_url={fault.base_url!r}, api_key_env='CANARY_API_KEY',\n"
         "                headers={'x-extra': os.environ['CANARY_HEADER']})\np",
         "sweep = ll.Sweep(prompts=[f'rain {i}' for i in range(6)], models=['fault/tiny'], temperature=0.0, max_tokens=4)\n"

@@ -14,7 +14,8 @@ import pytest
 
 import llmlab as ll
 from llmlab.events import Event, EventBus
-from llmlab.run.runner import RunHandle, run_async, run_sync
+from llmlab.run.runner import RunHandle
+from llmlab.sweep import run_async, run_sync
 from llmlab.view.grid_html import render_html
 from llmlab.view.grid_state import (
     MAX_BYTES_PER_S,

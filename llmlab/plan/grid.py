@@ -1,0 +1,415 @@
+"""A sweep's grid: the validated settings and the calls they expand to, each with a stable ``call_id``.
+
+Nothing here sends a request: every argument and prompt row is checked when the grid is built,
+so a bad value fails before anything is spent. :func:`build_grid` returns a frozen :class:`Grid`
+that the estimate (``llmlab.plan.estimate``) and the runner (``llmlab.run.runner``) take as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmlab.errors import ConfigError, ValidationError
+from llmlab.plan.prompts import check_messages, load_prompts
+from llmlab.plan.providers import get_provider, split_model
+
+__all__ = ["Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
+
+_RESERVED_PARAMS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "seed", "n"}
+#: options of the openai client, not of the request: headers may hold credentials, and a spec is stored
+_CLIENT_OPTIONS = {"extra_headers", "extra_query", "extra_body", "timeout"}
+
+
+@functools.lru_cache(maxsize=1)
+def _openai_chat_params() -> frozenset[str]:
+    """The request parameters the installed ``openai`` client takes as keywords; others (vLLM's
+    ``top_k``, ``repetition_penalty``, …) travel in ``extra_body``, as OpenAI-compatible servers expect."""
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"} - _CLIENT_OPTIONS
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the same value always gives the same text (ids and fingerprints hash it)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def call_id_for(messages: Sequence[Mapping[str, Any]], model: str, params: Mapping[str, Any], repeat: int) -> str:
+    """Stable id of one request: the same messages, model, parameters and repeat index always
+    give the same id (it is also the response-cache key)."""
+    payload = canonical_json({"messages": list(messages), "model": model, "params": dict(params), "repeat": repeat})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def _prompt_id_for(messages: Sequence[Mapping[str, Any]]) -> str:
+    return "p-" + hashlib.sha256(canonical_json(list(messages)).encode("utf-8")).hexdigest()[:10]
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One planned request."""
+
+    call_id: str
+    prompt_id: str
+    prompt_index: int
+    messages: tuple[dict[str, Any], ...]
+    provider: str
+    model: str  # the model name sent to the provider (without the provider prefix)
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    seed: int | None
+    repeat: int
+    params: dict[str, Any]
+    data: dict[str, Any]
+
+    @property
+    def qualified_model(self) -> str:
+        """The model as users name it: ``local/tiny``, ``moonshot/kimi-k2``; bare for openai."""
+        return self.model if self.provider == "openai" else f"{self.provider}/{self.model}"
+
+    @property
+    def prompt(self) -> str:
+        """The text of the last user message (what the grid shows as the prompt)."""
+        users = [m for m in self.messages if m.get("role") == "user"] or list(self.messages)
+        content = users[-1].get("content", "") if users else ""
+        return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The most tokens the reply may have: ``max_tokens``, else a swept ``max_completion_tokens``;
+        None when nothing bounds it (then its cost has no upper bound either)."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        bound = self.params.get("max_completion_tokens")
+        return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0 else None
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``client.chat.completions.create`` (without stream options)."""
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        if self.top_p is not None:
+            kwargs["top_p"] = self.top_p
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        known = _openai_chat_params()
+        kwargs.update({k: v for k, v in self.params.items() if k in known})
+        extra = {k: v for k, v in self.params.items() if k not in known}
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+
+# --- the grid ---------------------------------------------------------------------------------
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValidationError(name, value, "empty list; give at least one value")
+        return list(value)
+    return [value]
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+        raise ValidationError(name, value, "must be a number")
+    v = float(value)
+    if (v <= lo if lo_open else v < lo) or v > hi:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise ValidationError(name, value, f"must be in {interval}")
+    return v
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, float) and value.is_integer() and value > 0:
+            return int(value)
+        raise ValidationError(name, value, "must be a positive integer")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A validated sweep grid: the settings as given (lists), the prompt rows, and the calls they expand to.
+
+    Built by :func:`build_grid`, never by hand: a Grid that exists has passed every check, so
+    the estimate and the runner take it without checking again.
+    """
+
+    name: str | None
+    template: str | None
+    system: str | None
+    models: tuple[str, ...]
+    temperature: tuple[float | None, ...]
+    top_p: tuple[float | None, ...]
+    max_tokens: tuple[int | None, ...]
+    seed: tuple[int | None, ...]
+    repeats: int
+    params: Mapping[str, Any]
+    rows: tuple[Any, ...]  # prompt rows (dicts) or message lists, as load_prompts returned them
+    messages: tuple[tuple[list[dict[str, Any]], dict[str, Any]], ...]  # (messages, data) per prompt row
+    calls: tuple[Call, ...]
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def spec(self) -> dict[str, Any]:
+        """The grid's specification as plain data (stored with every run).
+
+        The prompt rows are kept in full only while small; a fingerprint always identifies them.
+        """
+        rows = list(self.rows)
+        text = canonical_json(rows)
+        fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return {
+            "name": self.name,
+            "template": self.template,
+            "system": self.system,
+            "models": list(self.models),
+            "temperature": list(self.temperature),
+            "top_p": list(self.top_p),
+            "max_tokens": list(self.max_tokens),
+            "seed": list(self.seed),
+            "repeats": self.repeats,
+            "params": dict(self.params),
+            "prompt_count": len(rows),
+            "prompt_fingerprint": fingerprint,
+            "prompts": rows if len(text) <= 256_000 else None,
+        }
+
+
+def build_grid(
+    prompts: Any,
+    template: str | None = None,
+    system: str | None = None,
+    models: str | Sequence[str] = ("local/tiny",),
+    temperature: float | Sequence[float] | None = (0.0, 0.7, 1.0),
+    top_p: float | Sequence[float] | None = (1.0,),
+    max_tokens: int | Sequence[int] | None = 64,
+    repeats: int = 1,
+    seed: int | Sequence[int] | None = None,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Grid:
+    """Validate a sweep's arguments and expand them into a :class:`Grid` of calls.
+
+    The grid is prompt rows × models × temperature × top_p × max_tokens × seed × params × repeats;
+    every argument and prompt row is checked first, and the first bad one raises ValidationError
+    naming it (``models[1]``, ``prompts[3].text``, ``file.csv:7``), so nothing is ever half-built.
+    """
+    model_list = [m.strip() if isinstance(m, str) else m for m in _as_list("models", models)]
+    temperatures = _as_list("temperature", temperature)
+    top_ps = _as_list("top_p", top_p)
+    max_tokens_list = _as_list("max_tokens", max_tokens)
+    seeds = _as_list("seed", seed)
+    if params is not None and not isinstance(params, Mapping):
+        raise ValidationError("params", params, "must be a dict of parameter name to a value or a list of values")
+    param_map = dict(params or {})
+    _check_text(name, template, system)
+    _check_models(model_list)
+    for v in temperatures:
+        if v is not None:
+            _check_number("temperature", v, 0.0, 2.0)
+    for v in top_ps:
+        if v is not None:
+            _check_number("top_p", v, 0.0, 1.0, lo_open=True)
+    max_tokens_list = [None if v is None else _check_positive_int("max_tokens", v) for v in max_tokens_list]
+    _check_local_max_tokens(model_list, max_tokens_list)
+    repeats = _check_positive_int("repeats", repeats)
+    for v in seeds:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValidationError("seed", v, "must be an integer or None")
+    _check_params(param_map)
+    rows = load_prompts(prompts)
+    messages = _build_messages(rows, template, system)
+    settings = list(itertools.product(model_list, temperatures, top_ps, max_tokens_list, seeds, _param_grid(param_map)))
+    return Grid(
+        name=name,
+        template=template,
+        system=system,
+        models=tuple(model_list),
+        temperature=tuple(temperatures),
+        top_p=tuple(top_ps),
+        max_tokens=tuple(max_tokens_list),
+        seed=tuple(seeds),
+        repeats=repeats,
+        params=param_map,
+        rows=tuple(rows),
+        messages=tuple(messages),
+        calls=tuple(_expand(messages, settings, repeats)),
+    )
+
+
+def _check_text(name: Any, template: Any, system: Any) -> None:
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("name", name, "must be a string")
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise ValidationError("system", system, "must be a non-empty string, or None for no system message")
+    if template is not None and (not isinstance(template, str) or not template.strip()):
+        raise ValidationError("template", template, "must be a non-empty string like 'Summarize: {text}'")
+
+
+def _check_models(models: list[Any]) -> None:
+    for i, model in enumerate(models):
+        where = "models" if len(models) == 1 else f"models[{i}]"
+        try:
+            prov, bare = split_model(model)
+            get_provider(prov)
+        except ConfigError as exc:
+            raise ValidationError(where, model, str(exc).split(": ", 1)[-1]) from None
+        if prov == "local":
+            from llmlab.localmodel import MODELS
+
+            if bare not in MODELS:
+                raise ValidationError(
+                    where, model, f"unknown local model; local models: {', '.join('local/' + m for m in MODELS)}"
+                )
+
+
+def _check_local_max_tokens(models: list[str], max_tokens: list[int | None]) -> None:
+    if any(split_model(m)[0] == "local" for m in models):
+        from llmlab.localmodel.server import MAX_TOKENS_LIMIT
+
+        too_big = next((v for v in max_tokens if v is not None and v > MAX_TOKENS_LIMIT), None)
+        if too_big is not None:  # the local server would refuse every call
+            raise ValidationError("max_tokens", too_big, f"the local models accept at most {MAX_TOKENS_LIMIT}")
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    for key, values in params.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValidationError("params", key, "parameter names must be strings like 'presence_penalty'")
+        if key in _RESERVED_PARAMS:
+            raise ValidationError(
+                f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument"
+            )
+        if key in _CLIENT_OPTIONS:
+            raise ValidationError(
+                f"params[{key!r}]",
+                "...",
+                f"'{key}' is an option of the openai client, not a request "
+                "parameter; pass other parameters by name (unknown ones are sent in the body)",
+            )
+        _as_list(f"params[{key!r}]", values)
+        try:
+            json.dumps(values)
+        except TypeError:
+            raise ValidationError(f"params[{key!r}]", values, "values must be JSON-serialisable") from None
+
+
+def _build_messages(
+    rows: list[Any], template: str | None, system: str | None
+) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """(messages, data) per prompt row, with the template filled and the system message added."""
+    out = []
+    fields: list[str] = []
+    if template is not None:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise ValidationError("template", template, f"malformed: {exc}") from None
+        for f in fields:
+            if not f:
+                raise ValidationError(
+                    "template",
+                    template,
+                    "placeholder {} must name a column, like {text}; write {{ and }} for literal braces",
+                )
+            if not f.isidentifier():
+                raise ValidationError("template", template, f"placeholder {{{f}}} must be a plain column name")
+    for i, row in enumerate(rows):
+        if isinstance(row, list):  # message list
+            msgs, data = [dict(m) for m in row], {}
+        elif "messages" in row and isinstance(row["messages"], list):
+            msgs = check_messages(row["messages"], f"prompts[{i}].messages")
+            data = {k: v for k, v in row.items() if k != "messages"}
+        else:
+            data = dict(row)
+            if template is not None:
+                missing = [f for f in fields if f not in data]
+                if missing:
+                    raise ValidationError(
+                        "template",
+                        template,
+                        f"variable {{{missing[0]}}} is missing from prompt row {i} (columns: {', '.join(map(str, data)) or 'none'})",
+                    )
+                empty = [f for f in fields if data[f] is None]
+                if empty:
+                    raise ValidationError(
+                        f"prompts[{i}].{empty[0]}", None, f"empty value for template variable {{{empty[0]}}}"
+                    )
+                content = template.format(**{f: data[f] for f in fields})
+            else:
+                content = data.get("prompt")
+                if content is None:
+                    raise ValidationError(
+                        f"prompts[{i}]",
+                        row,
+                        "no 'prompt' column; pass template='...{column}...' to build prompts from the row",
+                    )
+                content = str(content)
+            if not str(content).strip():
+                raise ValidationError(f"prompts[{i}]", content, "empty prompt")
+            msgs = [{"role": "user", "content": content}]
+        if system is not None and not any(m.get("role") == "system" for m in msgs):
+            msgs = [{"role": "system", "content": system}] + msgs
+        out.append((msgs, data))
+    return out
+
+
+def _param_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    keys = sorted(params)
+    combos = itertools.product(*[_as_list(k, params[k]) for k in keys])
+    return [dict(zip(keys, combo)) for combo in combos]
+
+
+def _expand(
+    messages: list[tuple[list[dict[str, Any]], dict[str, Any]]], settings: list[tuple[Any, ...]], repeats: int
+) -> list[Call]:
+    calls = []
+    for p_index, (msgs, data) in enumerate(messages):
+        prompt_id = str(data.get("prompt_id") or data.get("id") or _prompt_id_for(msgs))
+        for model, temp, top_p, max_tokens, seed, extra in settings:
+            prov, bare = split_model(model)
+            for r in range(repeats):
+                # a seeded sweep with repeats gets one seed per repeat, else repeats are copies
+                eff_seed = None if seed is None else seed + r
+                key_params = {
+                    "temperature": temp,
+                    "top_p": top_p,
+                    "max_tokens": max_tokens,
+                    "seed": eff_seed,
+                    **extra,
+                }
+                cid = call_id_for(msgs, f"{prov}/{bare}", key_params, r)
+                calls.append(
+                    Call(
+                        cid,
+                        prompt_id,
+                        p_index,
+                        tuple(msgs),
+                        prov,
+                        bare,
+                        None if temp is None else float(temp),
+                        None if top_p is None else float(top_p),
+                        max_tokens,
+                        eff_seed,
+                        r,
+                        dict(extra),
+                        {k: v for k, v in data.items() if k not in ("prompt",)},
+                    )
+                )
+    return calls
