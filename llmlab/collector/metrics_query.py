@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from llmlab.collector.storage import Storage, _compiled
+from llmlab.collector.storage import Storage, compiled_regex
 from llmlab.errors import QueryError
 
 __all__ = ["MEASUREMENT", "SUFFIXES", "points_of_row", "run_metrics_query"]
@@ -211,7 +211,7 @@ def _matches(point: dict[str, Any], node: Any) -> bool:
     if kind == "match":  # = re(...) / = wildcard(...); a point without the column matches neither
         _, col, pattern, negated = node
         value = point.get(col)
-        return value is not None and (_compiled(pattern).search(str(value)) is None) == negated
+        return value is not None and (compiled_regex(pattern).search(str(value)) is None) == negated
     _, col, values, negated = node
     if point.get(col) is None:
         return False
