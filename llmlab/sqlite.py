@@ -178,7 +178,7 @@ class Migrations:
             key = self._key(item)
             try:
                 with transaction(db):
-                    # checked inside the write lock: another process may have applied it since we looked
+                    # checked under the write lock: another process opening the same file may be applying it too
                     if db.execute(self._has, (key,)).fetchone():
                         continue
                     item.fn(db)
