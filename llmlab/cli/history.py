@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from llmlab.cli import _configure, _friendly, _home_option, _print_table
+from llmlab.cli.common import configure, friendly, home_option, print_table
 
 __all__ = ["register"]
 
@@ -35,15 +35,15 @@ def _fmt(value: Any) -> str:
 )
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@_home_option
-@_friendly
+@home_option
+@friendly
 def sweeps_cmd(
     name: str | None, tags: tuple[str, ...], since: str | None, limit: int, as_json: bool, home: str | None
 ) -> None:
     """List recorded experiments, newest first."""
     from llmlab.history import sweeps
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     df = sweeps(name=name, tag=list(tags) or None, since=since, limit=limit)
     if as_json:
         for row in json.loads(df.to_json(orient="records", date_format="iso")):
@@ -68,19 +68,19 @@ def sweeps_cmd(
     view["started_at"] = view["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
     view["tags"] = view["tags"].map(lambda t: ",".join(t))
     view["note"] = view["note"].map(lambda n: "" if not isinstance(n, str) else (n if len(n) <= 30 else n[:29] + "…"))
-    _print_table(view)
+    print_table(view)
     click.echo(f"{len(df)} sweeps")
 
 
 @click.command("show")
 @click.argument("sweep_id")
-@_home_option
-@_friendly
+@home_option
+@friendly
 def show_cmd(sweep_id: str, home: str | None) -> None:
     """Summary of one experiment: metadata, spec and per-setting statistics."""
     from llmlab.history import load, record
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     rec = record(sweep_id)
     info, spec = rec["info"], rec["spec"]
     git = info.get("git") or {}
@@ -125,20 +125,20 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
     res = load(rec["sweep_id"])
     if len(res.df):
         click.echo("")
-        _print_table(res.summary())
+        print_table(res.summary())
 
 
 @click.command("export")
 @click.argument("sweep_id")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.json or FILE.json.gz")
 @click.option("--no-cache", is_flag=True, help="Leave out the cached responses of the sweep's calls.")
-@_home_option
-@_friendly
+@home_option
+@friendly
 def export_cmd(sweep_id: str, out: str, no_cache: bool, home: str | None) -> None:
     """Write one experiment (spec, calls, spans) to a self-contained file."""
     from llmlab.history import export_sweep
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     path = export_sweep(sweep_id, out, include_cache=not no_cache)
     click.echo(f"wrote {path} ({path.stat().st_size} bytes)")
 
@@ -146,13 +146,13 @@ def export_cmd(sweep_id: str, out: str, no_cache: bool, home: str | None) -> Non
 @click.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--replace", is_flag=True, help="Replace the sweep if this home already has it.")
-@_home_option
-@_friendly
+@home_option
+@friendly
 def import_cmd(file: str, replace: bool, home: str | None) -> None:
     """Load an exported experiment file into this home."""
     from llmlab.history import import_sweep, record
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     sid = import_sweep(Path(file), replace=replace)
     rec = record(sid)
     click.echo(f"imported {sid} ({rec['name'] or 'unnamed'}): {_fmt(rec['ok'])} ok, {_fmt(rec['errors'])} errors")
@@ -162,13 +162,13 @@ def import_cmd(file: str, replace: bool, home: str | None) -> None:
 @click.argument("sweep_ids", nargs=-1, required=True)
 @click.option("--keep-cache", is_flag=True, help="Keep every cached response (a re-run is then free).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_home_option
-@_friendly
+@home_option
+@friendly
 def delete_cmd(sweep_ids: tuple[str, ...], keep_cache: bool, yes: bool, home: str | None) -> None:
     """Delete experiments with their calls and spans (cache entries other sweeps share stay)."""
     from llmlab.history import delete
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     if not yes:
         click.confirm(f"Delete {', '.join(sweep_ids)}?", abort=True)
     removed = delete(*sweep_ids, keep_cache=keep_cache)
@@ -184,13 +184,13 @@ def delete_cmd(sweep_ids: tuple[str, ...], keep_cache: bool, yes: bool, home: st
     multiple=True,
     help="Metric column (repeatable); default latency, ttft, tokens, cost, errors.",
 )
-@_home_option
-@_friendly
+@home_option
+@friendly
 def compare_cmd(a: str, b: str, metrics: tuple[str, ...], home: str | None) -> None:
     """Compare experiment B against A over their common cells."""
     from llmlab.history import compare_sweeps
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     click.echo(compare_sweeps(a, b, metric=list(metrics) or None).to_text())
 
 
@@ -200,13 +200,13 @@ def compare_cmd(a: str, b: str, metrics: tuple[str, ...], home: str | None) -> N
 @click.option("--prompt-id", default=None, help="Only this prompt.")
 @click.option("--changed", is_flag=True, help="Only cells whose outputs differ.")
 @click.option("--limit", type=int, default=20, show_default=True)
-@_home_option
-@_friendly
+@home_option
+@friendly
 def diff_cmd(a: str, b: str, prompt_id: str | None, changed: bool, limit: int, home: str | None) -> None:
     """Outputs of two experiments side by side with [-removed-]{+added+} word markers."""
     from llmlab.history import diff
 
-    _configure(home, datakit=None)
+    configure(home, datakit=None)
     click.echo(diff(a, b, prompt_id=prompt_id, only_changed=changed, limit=limit).to_text())
 
 

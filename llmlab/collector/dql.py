@@ -38,12 +38,13 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from llmlab.collector.ingest import build_message
+from llmlab.collector.metrics_query import run_metrics_query
+from llmlab.collector.params import DEFAULT_LIMIT, int_param, intersect_ranges, request_range
 from llmlab.collector.storage import Storage
 from llmlab.errors import QueryError
 
 __all__ = ["DEFAULT_LIMIT", "Query", "parse", "run_query", "run_request"]
 
-DEFAULT_LIMIT = 1000
 MEASUREMENT = "opentelemetry"
 
 GRAMMAR = r"""
@@ -462,48 +463,12 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
     return "(" + (" AND " if negated else " OR ").join(parts) + ")", params
 
 
-def _intersect(
-    a: tuple[int | None, int | None] | None, b: tuple[int | None, int | None] | None
-) -> tuple[int | None, int | None] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    lo = [x for x in (a[0], b[0]) if x is not None]
-    hi = [x for x in (a[1], b[1]) if x is not None]
-    return (max(lo) if lo else None, min(hi) if hi else None)
-
-
-def _request_range(value: Any) -> tuple[int | None, int | None] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)
-    ):
-        raise QueryError(f"time_range must be [start_ms, end_ms], got {json.dumps(value)[:80]}")
-    lo, hi = value
-    return (int(lo) if lo else None, int(hi) if hi else None)
-
-
-def _int_param(spec: dict[str, Any], key: str) -> int | None:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise QueryError(f"{key} must be a non-negative integer, got {value!r}")
-    return value
-
-
 def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None) -> dict[str, Any]:
     """Evaluate one entry of ``queries`` → ``{"series": [...], "total_hits": n}``."""
     if not isinstance(spec, dict) or not isinstance(spec.get("query"), str):
         raise QueryError('each query must be an object with a "query" string')
     q = parse(spec["query"], now_ms)
     if q.namespace == "M":
-        from llmlab.collector.metrics_query import run_metrics_query
-
         return run_metrics_query(storage, q, spec)
     where: list[str] = []
     params: list[Any] = []
@@ -516,7 +481,7 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
             params.append(v)
         where.append("(" + " OR ".join(parts) + ")")
 
-    rng = _intersect(q.time_range, _request_range(spec.get("time_range")))
+    rng = intersect_ranges(q.time_range, request_range(spec.get("time_range")))
     if rng is not None:
         if rng[0] is not None:
             where.append("time_ms >= ?")
@@ -539,8 +504,8 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
     first_desc = (q.order or [("time", True)])[0][1]
     order_sql.append(f"id {'DESC' if first_desc else 'ASC'}")
 
-    limit = q.limit if q.limit is not None else _int_param(spec, "limit")
-    offset = q.offset if q.offset is not None else _int_param(spec, "offset")
+    limit = q.limit if q.limit is not None else int_param(spec, "limit")
+    offset = q.offset if q.offset is not None else int_param(spec, "offset")
     limit = DEFAULT_LIMIT if limit is None else limit
     offset = offset or 0
 

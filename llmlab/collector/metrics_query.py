@@ -37,7 +37,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from llmlab.collector.storage import Storage, _compiled
+from llmlab.collector.params import DEFAULT_LIMIT, int_param, intersect_ranges, request_range
+from llmlab.collector.storage import Storage, compiled_regex
 from llmlab.errors import QueryError
 
 __all__ = ["MEASUREMENT", "SUFFIXES", "points_of_row", "run_metrics_query"]
@@ -211,7 +212,7 @@ def _matches(point: dict[str, Any], node: Any) -> bool:
     if kind == "match":  # = re(...) / = wildcard(...); a point without the column matches neither
         _, col, pattern, negated = node
         value = point.get(col)
-        return value is not None and (_compiled(pattern).search(str(value)) is None) == negated
+        return value is not None and (compiled_regex(pattern).search(str(value)) is None) == negated
     _, col, values, negated = node
     if point.get(col) is None:
         return False
@@ -325,11 +326,9 @@ def run_metrics_query(storage: Storage, q: Any, spec: dict[str, Any]) -> dict[st
         q: the parsed :class:`~llmlab.collector.dql.Query` (namespace ``M``).
         spec: the entry of the request's ``queries`` (``time_range``, ``limit``, ``offset``).
     """
-    from llmlab.collector.dql import DEFAULT_LIMIT, _int_param, _intersect, _request_range
-
-    time_range = _intersect(q.time_range, _request_range(spec.get("time_range")))
-    limit = q.limit if q.limit is not None else _int_param(spec, "limit")
-    offset = (q.offset if q.offset is not None else _int_param(spec, "offset")) or 0
+    time_range = intersect_ranges(q.time_range, request_range(spec.get("time_range")))
+    limit = q.limit if q.limit is not None else int_param(spec, "limit")
+    offset = (q.offset if q.offset is not None else int_param(spec, "offset")) or 0
     limit = DEFAULT_LIMIT if limit is None else limit
     for col, _desc in q.order:
         if col != "time":

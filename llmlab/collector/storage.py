@@ -2,7 +2,8 @@
 
 One file (``home/collector.db``) may be shared by several processes (a notebook kernel and
 ``llmlab collector`` on the same home): WAL journal, a busy timeout, and numbered migrations
-applied inside ``BEGIN IMMEDIATE`` so that two processes opening a fresh file do not race.
+applied inside ``BEGIN IMMEDIATE`` so that two processes opening a fresh file do not race
+(all three from :mod:`llmlab.sqlite`, shared with the local store).
 
 Spans are stored for fast ingest, not in their final query shape: the indexed point columns
 (time, service, status, ids, name, start, duration, customer-tag blob) are computed at ingest,
@@ -18,27 +19,24 @@ import json
 import re
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmlab import sqlite
 from llmlab.errors import StoreError
+from llmlab.sqlite import Migrations, run_script, transaction
 
-__all__ = ["SpanGroup", "Storage"]
+__all__ = ["MIGRATIONS", "SpanGroup", "Storage", "compiled_regex"]
 
-BUSY_TIMEOUT_MS = 30_000
-
-
-def _script(db: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT the migration transaction; run statement by statement instead
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
+#: Numbered schema migrations, recorded by number in ``migrations`` (the ledger collector files have always had);
+#: append, never edit.
+MIGRATIONS = Migrations("migrations", ledger="versions")
 
 
-def _m001_initial(db: sqlite3.Connection) -> None:
-    _script(
+@MIGRATIONS
+def m001_initial(db: sqlite3.Connection) -> None:
+    run_script(
         db,
         """
         CREATE TABLE contexts (
@@ -100,12 +98,6 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-#: Numbered schema migrations; append, never edit.
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
-    (1, "initial", _m001_initial),
-]
-
-
 class SpanGroup:
     """Spans of one (Resource, InstrumentationScope) pair, ready for insertion.
 
@@ -126,13 +118,15 @@ class SpanGroup:
 def _regexp(pattern: str, value: Any) -> bool:
     if value is None:
         return False
-    return _compiled(pattern).search(str(value)) is not None
+    return compiled_regex(pattern).search(str(value)) is not None
 
 
 _RE_CACHE: dict[str, re.Pattern[str]] = {}
 
 
-def _compiled(pattern: str) -> re.Pattern[str]:
+def compiled_regex(pattern: str) -> re.Pattern[str]:
+    """``re.compile(pattern)``, cached: the SQL ``regexp`` function and DQL filters see the same few patterns
+    once per row, and ``re``'s own cache is small and shared with everything else."""
     rx = _RE_CACHE.get(pattern)
     if rx is None:
         rx = re.compile(pattern)
@@ -200,17 +194,7 @@ class Storage:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
-            )
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            for _ in range(100):
-                try:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    break
-                except sqlite3.OperationalError:  # another process holds the lock while switching
-                    time.sleep(0.05)
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = sqlite.connect(self.path)
             db.create_function("regexp", 2, _regexp, deterministic=True)
             db.create_function("dql_num", 1, _num, deterministic=True)
         except sqlite3.Error as exc:
@@ -226,26 +210,8 @@ class Storage:
         return db
 
     def _migrate(self) -> None:
-        db = self._writer
         with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                    " applied_ms INTEGER NOT NULL)"
-                )
-                done = {row[0] for row in db.execute("SELECT version FROM migrations")}
-                for version, name, fn in MIGRATIONS:
-                    if version not in done:
-                        fn(db)
-                        db.execute(
-                            "INSERT INTO migrations (version, name, applied_ms) VALUES (?, ?, ?)",
-                            (version, name, int(time.time() * 1000)),
-                        )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            MIGRATIONS.apply(self._writer)
 
     def _checkpointer(self) -> None:
         db: sqlite3.Connection | None = None
@@ -270,7 +236,8 @@ class Storage:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def migrations(self) -> list[int]:
-        return [row[0] for row in self.reader().execute("SELECT version FROM migrations ORDER BY version")]
+        """Numbers of the migrations this database has."""
+        return [int(v) for v in MIGRATIONS.applied(self.reader())]
 
     def close(self) -> None:
         self._closed.set()
@@ -309,8 +276,7 @@ class Storage:
         db = self._writer
         with self._write_lock:
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(db):
                     stored = 0
                     new_ctx: dict[str, int] = {}
                     for group in groups:
@@ -321,10 +287,6 @@ class Storage:
                             row[0] = cid
                         cur = db.executemany(self._insert_sql, rows)
                         stored += max(cur.rowcount, 0)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write spans to {self.path}: {exc}") from exc
             self._ctx_cache.update(new_ctx)
@@ -337,13 +299,8 @@ class Storage:
         db = self._writer
         with self._write_lock:
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(db):
                     cur = db.executemany(sql, list(rows))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write to {self.path}: {exc}") from exc
             return cur.rowcount

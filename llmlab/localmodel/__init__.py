@@ -2,7 +2,8 @@
 
 llmlab's ``local`` provider points the ``openai`` client at :func:`ensure_server`, which
 starts one process-wide server on a free 127.0.0.1 port the first time it is needed.
-Models: ``tiny`` (bigram) and ``small`` (4-gram), see :mod:`llmlab.localmodel.model`.
+Models: ``tiny`` (bigram) and ``small`` (4-gram), see :mod:`llmlab.localmodel.model`; their tokenizer is
+:mod:`llmlab.localmodel.tokenizer`, their training text :mod:`llmlab.localmodel.corpus`.
 
 Example:
     >>> from llmlab.localmodel import get_model
@@ -15,19 +16,16 @@ from __future__ import annotations
 
 import threading
 
-from llmlab.localmodel.model import (
+from llmlab.localmodel.model import MODELS, Generation, NGramModel, get_model
+from llmlab.localmodel.server import create_app
+from llmlab.localmodel.tokenizer import (
     MESSAGE_OVERHEAD_TOKENS,
-    MODELS,
     REPLY_PRIMING_TOKENS,
-    Generation,
-    NGramModel,
     count_prompt_tokens,
     count_tokens,
     detokenize,
-    get_model,
     tokenize,
 )
-from llmlab.localmodel.server import create_app
 from llmlab.serving import BackgroundServer
 
 __all__ = [

@@ -9,10 +9,9 @@ meaningless.
 How it works:
 
 * **Corpus.** Original English paragraphs in ``data/corpus/*.txt`` (one topic per paragraph,
-  paragraphs separated by blank lines).
+  paragraphs separated by blank lines); see :mod:`llmlab.localmodel.corpus`.
 * **Tokenizer.** Deterministic regex: numbers, words (with inner apostrophes) and single
-  punctuation marks. Each token is rendered with its leading space (none before closing
-  punctuation, none after an opening bracket or around hyphens). :func:`count_tokens`
+  punctuation marks; see :mod:`llmlab.localmodel.tokenizer`. :func:`count_tokens`
   counts these tokens.
 * **Language model.** A word-level n-gram model with Witten-Bell interpolation down to
   unigrams. Each paragraph is a stream ``<s>… text …</s>``; generating ``</s>`` after a
@@ -39,16 +38,26 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from llmlab.paths import DATA_DIR
+from llmlab.localmodel.corpus import CORPUS_DIR, STOPWORDS, Corpus, content_words, normalize_word
+from llmlab.localmodel.tokenizer import (
+    BOS,
+    EOS,
+    MESSAGE_OVERHEAD_TOKENS,
+    REPLY_PRIMING_TOKENS,
+    count_prompt_tokens,
+    count_tokens,
+    detokenize,
+    token_piece,
+    tokenize,
+)
 from llmlab.tokens import message_text  # one reading of message content, shared with the estimates
 
 __all__ = [
@@ -66,318 +75,18 @@ __all__ = [
     "tokenize",
 ]
 
-CORPUS_DIR = DATA_DIR / "corpus"
-
-#: Tokens added per chat message to its content's tokens (role and separators, as OpenAI does).
-MESSAGE_OVERHEAD_TOKENS = 3
-#: Tokens added once per request for the assistant reply primer (as OpenAI does).
-REPLY_PRIMING_TOKENS = 3
-
-BOS = "<s>"
-EOS = "</s>"
-
-# --- tokenizer ---------------------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"\d+(?:[.,:]\d+)*|\w+(?:['’]\w+)*|[^\w\s]")
-_NO_SPACE_BEFORE = frozenset(".,;:!?)]}%'’”-/")
-_NO_SPACE_AFTER = frozenset("([{“-/$")
-
-
-def tokenize(text: str) -> list[str]:
-    """Split ``text`` into tokens: numbers, words (with inner apostrophes) and punctuation marks.
-
-    Args:
-        text: any string.
-
-    Returns:
-        The tokens, in order; whitespace is dropped.
-
-    Example:
-        >>> tokenize("Cats sleep, don't they?")
-        ['Cats', 'sleep', ',', "don't", 'they', '?']
-    """
-    return _TOKEN_RE.findall(text)
-
-
-def count_tokens(text: str) -> int:
-    """Number of tokens of ``text`` under :func:`tokenize`.
-
-    Example:
-        >>> count_tokens("Hello, world!")
-        4
-    """
-    return len(_TOKEN_RE.findall(text))
-
-
-def _piece(token: str, prev: str | None) -> str:
-    """The text of ``token`` with its leading space, given the previous token (None at start)."""
-    if prev is None or token in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER:
-        return token
-    return " " + token
-
-
-def detokenize(tokens: Iterable[str]) -> str:
-    """Join tokens back into text (inverse of :func:`tokenize` for normally spaced text)."""
-    out: list[str] = []
-    prev: str | None = None
-    for tok in tokens:
-        out.append(_piece(tok, prev))
-        prev = tok
-    return "".join(out)
-
-
-def count_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
-    """``usage.prompt_tokens`` of a chat request.
-
-    Every message counts its content's tokens plus :data:`MESSAGE_OVERHEAD_TOKENS` (plus one
-    more if it has a ``name``); the request adds :data:`REPLY_PRIMING_TOKENS` once, like
-    OpenAI's accounting.
-
-    Example:
-        >>> count_prompt_tokens([{"role": "user", "content": "Hello, world!"}])
-        10
-    """
-    total = REPLY_PRIMING_TOKENS
-    for msg in messages:
-        total += MESSAGE_OVERHEAD_TOKENS + count_tokens(message_text(msg.get("content")))
-        if msg.get("name"):
-            total += 1
-    return total
-
-
-# --- corpus ------------------------------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "then",
-        "else",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "with",
-        "from",
-        "into",
-        "onto",
-        "about",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "am",
-        "do",
-        "does",
-        "did",
-        "doing",
-        "have",
-        "has",
-        "had",
-        "having",
-        "it",
-        "its",
-        "it's",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "all",
-        "any",
-        "both",
-        "each",
-        "few",
-        "more",
-        "most",
-        "other",
-        "some",
-        "such",
-        "no",
-        "nor",
-        "not",
-        "only",
-        "own",
-        "same",
-        "so",
-        "than",
-        "too",
-        "very",
-        "can",
-        "will",
-        "just",
-        "should",
-        "would",
-        "could",
-        "may",
-        "might",
-        "must",
-        "shall",
-        "i",
-        "me",
-        "my",
-        "we",
-        "our",
-        "you",
-        "your",
-        "he",
-        "him",
-        "his",
-        "she",
-        "her",
-        "they",
-        "them",
-        "their",
-        "us",
-        "also",
-        "explain",
-        "describe",
-        "tell",
-        "please",
-        "write",
-        "give",
-        "summarize",
-        "summary",
-        "short",
-        "brief",
-        "briefly",
-        "simple",
-        "simply",
-        "words",
-        "word",
-        "sentence",
-        "sentences",
-        "paragraph",
-        "answer",
-        "question",
-        "what's",
-        "whats",
-        "is",
-        "it",
-        "one",
-        "two",
-        "like",
-        "use",
-        "used",
-        "using",
-        "make",
-        "makes",
-        "made",
-        "get",
-        "gets",
-        "much",
-        "many",
-        "way",
-        "ways",
-        "thing",
-        "things",
-        "something",
-        "someone",
-        "let",
-        "know",
-        "following",
-        "text",
-        "about",
-    ]
-)
-
-
-def _norm(word: str) -> str:
-    """Normalize a word for topic matching: lowercase, strip possessive and simple plurals."""
-    w = word.lower().replace("’", "'")
-    if w.endswith("'s"):
-        w = w[:-2]
-    if len(w) > 4 and w.endswith("ies"):
-        w = w[:-3] + "y"
-    elif len(w) > 4 and w.endswith(("ches", "shes", "sses", "xes")):
-        w = w[:-2]
-    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        w = w[:-1]
-    return w
-
-
-def _content_words(tokens: Iterable[str]) -> list[str]:
-    out = []
-    for tok in tokens:
-        if tok[0].isalpha():
-            w = _norm(tok)
-            if w not in _STOPWORDS and len(w) > 2:
-                out.append(w)
-    return out
-
-
-@dataclass
-class _Paragraph:
-    tokens: list[str]  # the paragraph's tokens, without <s>/</s>
-    sentence_starts: list[int]  # index in tokens of each sentence's first token
-    sentence_words: list[frozenset[str]]  # normalized content words of each sentence
-    words: frozenset[str]  # normalized content words of the paragraph
-    tf: dict[str, int]  # normalized content word -> count in the paragraph
-
-
-class _Corpus:
-    """The parsed corpus shared by all models (paragraphs, IDF)."""
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.paragraphs: list[_Paragraph] = []
-        for text in texts:
-            for block in re.split(r"\n\s*\n", text):
-                block = " ".join(block.split())
-                if not block or block.startswith("#"):
-                    continue
-                toks = tokenize(block)
-                starts = [0]
-                for i, tok in enumerate(toks[:-1]):
-                    if tok in (".", "!", "?"):
-                        starts.append(i + 1)
-                bounds = starts + [len(toks)]
-                sent_words = [frozenset(_content_words(toks[bounds[j] : bounds[j + 1]])) for j in range(len(starts))]
-                tf: dict[str, int] = {}
-                for w in _content_words(toks):
-                    tf[w] = tf.get(w, 0) + 1
-                self.paragraphs.append(_Paragraph(toks, starts, sent_words, frozenset(tf), tf))
-        if not self.paragraphs:
-            raise RuntimeError(f"the local model corpus in {CORPUS_DIR} is empty")
-        df: dict[str, int] = {}
-        for para in self.paragraphs:
-            for w in para.words:
-                df[w] = df.get(w, 0) + 1
-        n = len(self.paragraphs)
-        self.idf = {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
-
+# --- the corpus, parsed once per process (models are built on first use) ------------------
 
 _corpus_lock = threading.Lock()
-_corpus: _Corpus | None = None
+_corpus: Corpus | None = None
 
 
-def _load_corpus() -> _Corpus:
+def _load_corpus() -> Corpus:
     global _corpus
     with _corpus_lock:
         if _corpus is None:
             files = sorted(Path(CORPUS_DIR).glob("*.txt"))
-            _corpus = _Corpus([f.read_text(encoding="utf-8") for f in files])
+            _corpus = Corpus([f.read_text(encoding="utf-8") for f in files])
         return _corpus
 
 
@@ -464,7 +173,7 @@ class Generation:
 class NGramModel:
     """A word n-gram language model with Witten-Bell interpolation (see the module docstring)."""
 
-    def __init__(self, spec: ModelSpec, corpus: _Corpus) -> None:
+    def __init__(self, spec: ModelSpec, corpus: Corpus) -> None:
         self.spec = spec
         self.name = spec.name
         self.order = spec.order
@@ -486,9 +195,9 @@ class NGramModel:
                     table = self.counts[k].setdefault(ctx, {})
                     table[tok] = table.get(tok, 0) + 1
         self.totals = [{ctx: sum(t.values()) for ctx, t in level.items()} for level in self.counts]
-        self.norm_of = [_norm(t) for t in self.vocab]
+        self.norm_of = [normalize_word(t) for t in self.vocab]
         self.content_ids = frozenset(
-            i for i, t in enumerate(self.vocab) if t[0].isalpha() and self.norm_of[i] not in _STOPWORDS and len(t) > 2
+            i for i, t in enumerate(self.vocab) if t[0].isalpha() and self.norm_of[i] not in STOPWORDS and len(t) > 2
         )
         unigram = self.counts[0][()]
         self._frequent = sorted(unigram, key=lambda t: (-unigram[t], t))[: spec.top_k]
@@ -578,7 +287,7 @@ class NGramModel:
         weights: dict[str, float] = {}
         for i, msg in enumerate(messages):
             w = 1.0 if i == last_user else 0.3
-            for word in _content_words(tokenize(message_text(msg.get("content")))):
+            for word in content_words(tokenize(message_text(msg.get("content")))):
                 weights[word] = max(weights.get(word, 0.0), w)
         return weights
 
@@ -735,7 +444,7 @@ class NGramModel:
             if tok == self.eos_id:
                 break
             word = vocab[tok]
-            piece = _piece(word, prev)
+            piece = token_piece(word, prev)
             prev = word
             produced += 1  # noqa: SIM113 (counts only tokens that reach the caller)
             if not stops:

@@ -28,7 +28,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmlab.config import LLMLAB_LOCAL_DELAY_MS
-from llmlab.localmodel.model import MODELS, SPECS, count_prompt_tokens, get_model, resolve_model_name
+from llmlab.localmodel.model import MODELS, SPECS, get_model, resolve_model_name
+from llmlab.localmodel.tokenizer import count_prompt_tokens
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MAX_TOKENS_LIMIT", "create_app"]
 

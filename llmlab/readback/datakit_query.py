@@ -22,6 +22,7 @@ import pandas as pd
 from llmlab import schema
 from llmlab.config import EMBEDDED, Config
 from llmlab.errors import ConfigError, QueryError, redact
+from llmlab.readback.frames import rows_to_frame
 
 PAGE = 1000
 _STANDARD = {
@@ -258,8 +259,6 @@ def query_spans(
     service: str | None = None,
 ) -> pd.DataFrame:
     """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame."""
-    from llmlab.readback.spans import rows_to_frame
-
     exact = (since_ns, until_ns)  # the DQL time range is whole ms; rows are filtered exactly below
     if sweep_id is not None and since_ns is None:
         since_ns, until_ns = _sweep_window(config, sweep_id, until_ns)

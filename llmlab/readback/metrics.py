@@ -218,7 +218,7 @@ def metrics(
         >>> m.groupby("gen_ai_token_type")["sum_delta"].sum()                 # doctest: +SKIP
     """
     from llmlab.readback.datakit_query import iter_points
-    from llmlab.readback.spans import _to_ns
+    from llmlab.readback.frames import to_ns
 
     names: list[str] | None
     if name is None:
@@ -245,7 +245,7 @@ def metrics(
         )
     if source != "datakit":
         raise ConfigError(f"source={source!r}: expected 'datakit'")
-    since_ns, until_ns = _to_ns(since, "since"), _to_ns(until, "until")
+    since_ns, until_ns = to_ns(since, "since"), to_ns(until, "until")
     now_ms = int(time.time() * 1000)
     start_ms = since_ns // 1_000_000 if since_ns is not None else now_ms - 30 * 24 * 3600 * 1000
     end_ms = until_ns // 1_000_000 if until_ns is not None else now_ms + 60_000

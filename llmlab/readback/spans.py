@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from llmlab import schema
 from llmlab.config import Config, get_config
 from llmlab.errors import ConfigError
-
-SOURCES = ("local", "datakit")
-
-
-def _to_ns(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1e9) if value < 1e11 else int(value)  # seconds, or already ns
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{name}={value!r}: expected a datetime, a timestamp string or epoch seconds") from None
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.value)
-
-
-def _dedupe_attempts(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep the last attempt of each llmlab call (retried attempts share sweep_id+call_id)."""
-    if df.empty or "call_id" not in df:
-        return df
-    mask = df["call_id"].notna() & df["sweep_id"].notna()
-    ours = df[mask].sort_values("start_time").drop_duplicates(["sweep_id", "call_id"], keep="last")
-    return pd.concat([ours, df[~mask]]).sort_values("start_time", kind="stable").reset_index(drop=True)
-
-
-def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Canonical frame from canonical row dicts read from DataKit (priced, one row per span,
-    attempts deduplicated)."""
-    return _finish(pd.DataFrame(list(rows)), points=True)
+from llmlab.readback.datakit_query import query_spans
+from llmlab.readback.frames import SOURCES, frame_from_arrow, rows_to_frame, to_ns
 
 
 def _local(
@@ -75,77 +42,7 @@ def _local(
         us = pc.divide(table["start_ns"], 1000)
         order = pc.sort_indices(table.append_column("_us", us), [("_us", "ascending"), ("span_id", "ascending")])
         table = table.take(order.slice(0, limit)).sort_by([("start_ns", "ascending")])
-    return _frame_from_arrow(table)
-
-
-def _frame_from_arrow(table: Any) -> pd.DataFrame:
-    import pyarrow as pa
-
-    n = table.num_rows
-    extras = table["extras"].to_pylist() if table["extras"].null_count < n else []
-    # DataKit's microsecond precision, as schema.datakit_times does for the other sources
-    start_ns = table["start_ns"].to_numpy()
-    start = start_ns // 1000 * 1000
-    end = start + (table["end_ns"].to_numpy() - start_ns) // 1000 * 1000
-    table = table.drop_columns(["rowid", "start_ns", "end_ns", "extras"])
-    df = table.to_pandas(types_mapper=lambda t: {pa.float64(): pd.Float64Dtype(), pa.int64(): pd.Int64Dtype()}.get(t))
-    df["start_time"] = pd.to_datetime(start, unit="ns", utc=True)
-    df["end_time"] = pd.to_datetime(end, unit="ns", utc=True)
-    df = df.rename(columns={"name": "span_name"})
-    df["tokens_estimated"] = df["tokens_estimated"].fillna(0).astype(bool)
-    df["cached"] = False
-    df["cost_usd"] = np.nan
-    df["retries"] = df["attempts"].sub(1).clip(lower=0)
-    for i, raw in enumerate(extras):  # association properties of other apps' spans (and m001 rows)
-        if not raw:
-            continue
-        for key, value in json.loads(raw).items():
-            if key.startswith("assoc."):
-                if key not in df:
-                    df[key] = pd.Series([None] * n, dtype=object)
-                df.at[i, key] = value
-    return _finish(df)
-
-
-_PANDAS3 = int(pd.__version__.split(".", 1)[0]) >= 3
-_TEXT_COLUMNS = [
-    c
-    for c in schema.CANONICAL_COLUMNS + schema.EXTRA_COLUMNS
-    if c not in schema.FLOAT_COLUMNS | schema.INT_COLUMNS | schema.BOOL_COLUMNS | schema.TIME_COLUMNS
-]
-
-
-def _text_dtypes(df: pd.DataFrame) -> pd.DataFrame:
-    """One dtype for the text columns whatever the source (an all-NA column would otherwise be
-    ``object`` from one source and ``str`` from another), so frames from the local store and
-    from DataKit compare equal."""
-    for col in _TEXT_COLUMNS:
-        s = df[col]
-        df[col] = s.astype("str") if _PANDAS3 else s.astype(object).where(s.notna(), None)
-    return df
-
-
-def _dedupe_points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per span: a span DataKit stored twice (an export whose answer was lost and was
-    re-sent; DataKit does not de-duplicate) is one call."""
-    if df.empty:
-        return df
-    keyed = df["span_id"].notna() & df["trace_id"].notna()
-    dup = keyed & df.duplicated(["trace_id", "span_id"], keep="first")
-    return df[~dup].reset_index(drop=True) if dup.any() else df
-
-
-def _finish(df: pd.DataFrame, points: bool = False) -> pd.DataFrame:
-    from llmlab.pricing import price
-
-    df = schema.coerce(df)
-    if points:  # the local store keys spans by (trace_id, span_id): only DataKit can repeat one
-        df = _dedupe_points(df)
-    df = _text_dtypes(df)
-    df = _dedupe_attempts(df)
-    if not df.empty:
-        df = price(df)
-    return df
+    return frame_from_arrow(table)
 
 
 def spans(
@@ -180,13 +77,11 @@ def spans(
     # bounds on whole µs (rounded up), the precision of start_time in every source: then the
     # store's ns start and DataKit's µs start fall on the same side of them
     since_ns, until_ns = (
-        None if t is None else -(-t // 1000) * 1000 for t in (_to_ns(since, "since"), _to_ns(until, "until"))
+        None if t is None else -(-t // 1000) * 1000 for t in (to_ns(since, "since"), to_ns(until, "until"))
     )
     if source == "local":
         df = _local(config, sweep_id, since_ns, until_ns, limit)
     else:
-        from llmlab.readback.datakit_query import query_spans
-
         df = query_spans(config, sweep_id=sweep_id, since_ns=since_ns, until_ns=until_ns, limit=limit, service=service)
     if service is not None and source == "local" and not df.empty:
         df = df[df["service"] == service].reset_index(drop=True)

@@ -146,7 +146,7 @@ def trace_spans(
         columns ``trace_id, span_id, parent_id, name, service, kind, start_time, end_time,
         duration_ms, status, error, attributes`` (a dict), ordered by trace and start time.
     """
-    from llmlab.readback.spans import SOURCES, _to_ns
+    from llmlab.readback.frames import SOURCES, to_ns
 
     ids = _ids(trace_ids)
     config = get_config()
@@ -158,7 +158,7 @@ def trace_spans(
         return _frame([])
     if source == "local":
         return _frame(_local_spans(ids))
-    return _frame(_datakit_spans(ids, _to_ns(since, "since"), _to_ns(until, "until")))
+    return _frame(_datakit_spans(ids, to_ns(since, "since"), to_ns(until, "until")))
 
 
 def span_tree(spans: pd.DataFrame) -> list[tuple[int, pd.Series]]:

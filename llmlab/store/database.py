@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmlab import sqlite
 from llmlab.errors import StoreError
 from llmlab.store.migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
 
@@ -59,37 +60,20 @@ def utcnow_iso() -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open ``path`` with the settings every llmlab connection uses."""
+    """Open the store's database at ``path`` (created with its folder if missing) with the shared llmlab settings.
+
+    See :func:`llmlab.sqlite.connect`; the store also enforces foreign keys. Raises :class:`StoreError`.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
+        return sqlite.connect(path, foreign_keys=True)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the store at {path}: {exc}") from None
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply pending numbered migrations; returns the names applied."""
-    applied: list[str] = []
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for name, fn in MIGRATIONS:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                db.execute("COMMIT")
-                continue
-            fn(db)
-            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utcnow_iso()))
-            db.execute("COMMIT")
-            applied.append(name)
-        except Exception as exc:
-            db.execute("ROLLBACK")
-            raise StoreError(f"migration {name} failed: {exc}") from None
-    return applied
+    """Apply the store's pending numbered migrations to ``db``; returns the names applied (none when up to date)."""
+    return MIGRATIONS.apply(db)
 
 
 #: a claim from another host cannot be checked for liveness; after this long it is presumed dead
@@ -190,6 +174,8 @@ class Store:
             self._run_batch(db, batch)
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[tuple[WriteFn, concurrent.futures.Future[Any]]]) -> None:
+        # Not sqlite.transaction(): a group commit settles each queued write on its own (a savepoint per
+        # item, so one failing write does not undo the others) and tells "locked" apart from "commit failed".
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         for attempt in range(20):
             try:

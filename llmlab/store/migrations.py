@@ -1,27 +1,20 @@
 """Numbered schema migrations of the local store (applied in order, recorded in ``_migrations``).
 
 Never edit a released migration: add the next number. Each function gets an open connection
-inside a transaction.
+inside a transaction; :func:`llmlab.sqlite.Migrations.apply` runs them.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = []
+from llmlab.sqlite import Migrations, run_script
 
+__all__ = ["MIGRATIONS", "SPAN_VALUE_COLUMNS", "run_script"]
 
-def run_script(db: sqlite3.Connection, script: str) -> None:
-    """Execute ``;``-separated statements inside the caller's transaction (executescript would commit)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
-    MIGRATIONS.append((fn.__name__, fn))
-    return fn
+#: The store's migrations, recorded by name in ``_migrations`` (the ledger every home has had since m001).
+MIGRATIONS = Migrations("_migrations", ledger="names")
+migration = MIGRATIONS  # the decorator registering the next migration
 
 
 @migration

@@ -59,6 +59,26 @@ def _status(span: ReadableSpan) -> tuple[str, str]:
     return code, (span.status.description or "") if span.status is not None else ""
 
 
+#: Attributes that carry prompt or completion text (OpenLLMetry's names, old and new conventions).
+_CONTENT_PREFIXES = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+)
+
+
+def strip_content(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` without the prompt/completion text attributes, for ``trace_content=False``.
+
+    Applied here, where a finished span becomes its stored record, so that neither the store nor DataKit
+    receives the text whichever instrumentation made the span.
+    """
+    return {k: v for k, v in attrs.items() if not k.startswith(_CONTENT_PREFIXES)}
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -73,8 +93,6 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
-    from llmlab.tracing.setup import strip_content
-
     attrs = dict(span.attributes or {})
     events, status_ = list(span.events), span.status
     if not config.trace_content:

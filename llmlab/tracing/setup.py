@@ -28,6 +28,7 @@ from opentelemetry.trace import Span
 
 from llmlab import schema
 from llmlab.config import Config, get_config, on_configure
+from llmlab.tracing.export import SpanSink
 
 log = logging.getLogger("llmlab.tracing")
 
@@ -66,21 +67,6 @@ def call_context(attributes: dict[str, Any]) -> Iterator[CallTrace]:
         _CURRENT_CALL.reset(token)
 
 
-_CONTENT_PREFIXES = (
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.prompt.",
-    "gen_ai.completion.",
-    "traceloop.entity.input",
-    "traceloop.entity.output",
-)
-
-
-def strip_content(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Attributes without prompt/completion text (for ``trace_content=False``)."""
-    return {k: v for k, v in attrs.items() if not k.startswith(_CONTENT_PREFIXES)}
-
-
 class LlmlabProcessor(SpanProcessor):
     """The one span processor llmlab installs; its targets change with ``configure()``."""
 
@@ -88,11 +74,9 @@ class LlmlabProcessor(SpanProcessor):
         self._lock = threading.Lock()
         self.config: Config | None = None
         self.resource: Resource | None = None
-        self.sink: Any = None  # llmlab.tracing.export.SpanSink
+        self.sink: SpanSink | None = None
 
     def retarget(self, config: Config) -> None:
-        from llmlab.tracing.export import SpanSink
-
         with self._lock:
             old = self.sink
             self.config = config

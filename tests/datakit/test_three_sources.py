@@ -89,7 +89,7 @@ def test_other_apps_read_the_same_from_the_embedded_collector_and_a_real_datakit
 def test_a_span_datakit_stored_twice_is_one_row():
     """DataKit does not de-duplicate: a batch whose answer was lost and was re-sent is stored twice."""
     from llmlab.readback.datakit_query import point_to_row
-    from llmlab.readback.spans import rows_to_frame
+    from llmlab.readback.frames import rows_to_frame
 
     point = {
         "time": 1,

@@ -1,0 +1,83 @@
+"""What every ``llmlab`` command shares: the ``--home`` option, error wording, configuring, and table/file output.
+
+Public so that each command module (:mod:`llmlab.cli.commands`, :mod:`llmlab.cli.history`) imports it from here
+and the package's ``__init__`` only assembles the group.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmlab.config import LLMLAB_DEBUG
+from llmlab.errors import LlmlabError, redact
+
+__all__ = ["check_out", "configure", "friendly", "home_option", "print_table", "write_frame"]
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so that an llmlab, OS or value error prints one ``Error: …`` line (secrets redacted)
+    instead of a traceback; ``LLMLAB_DEBUG=1`` lets the exception through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LlmlabError, OSError, ValueError) as exc:
+            if os.environ.get(LLMLAB_DEBUG) == "1":
+                raise
+            raise click.ClickException(redact(str(exc))) from None
+
+    return wrapper
+
+
+def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--home`` option (the data directory; default ``LLMLAB_HOME``) of a command."""
+    return click.option("--home", type=click.Path(file_okay=False), default=None, help="Data directory [LLMLAB_HOME].")(
+        fn
+    )
+
+
+def configure(home: str | None, **kwargs: Any) -> Any:
+    """``llmlab.configure(**kwargs)`` with ``home`` when the command was given ``--home``; returns the config."""
+    from llmlab.config import configure as configure_llmlab
+
+    return configure_llmlab(home=home, **kwargs) if home else configure_llmlab(**kwargs)
+
+
+def check_out(path: Path) -> None:
+    """Raise :class:`~llmlab.errors.ConfigError` unless ``path`` names a .csv, .parquet or .jsonl file."""
+    from llmlab.errors import ConfigError
+
+    if path.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
+        raise ConfigError(f"--out={str(path)!r}: expected a .csv, .parquet or .jsonl file name")
+
+
+def write_frame(df: Any, path: Path) -> None:
+    """Write ``df`` to ``path`` as CSV, Parquet or JSON lines, chosen by the suffix (folders created)."""
+    check_out(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        out = df.copy()
+        for col in out.columns:
+            if out[col].dtype == object:
+                out[col] = out[col].astype("string")
+        out.to_parquet(path, index=False)
+    else:
+        df.to_json(path, orient="records", lines=True, date_format="iso")
+
+
+def print_table(df: Any) -> None:
+    """Echo ``df`` as a plain-text table (``(no rows)`` when empty)."""
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 30, "display.width", 200, "display.max_colwidth", 40):
+        click.echo(df.to_string(index=False) if len(df) else "(no rows)")
