@@ -36,6 +36,7 @@ from llmlab.analysis.stats import (
     pareto_front,
 )
 from llmlab.errors import ValidationError
+from llmlab.text import snip
 
 __all__ = ["GRID_COLUMNS", "LARGE", "cost", "dashboard", "diversity", "heatmap", "latency", "pareto", "ttft"]
 
@@ -81,7 +82,9 @@ def _no_values(df: pd.DataFrame, metric: str) -> str:
         first = (
             next((e for e in df.loc[errors, "error"].tolist() if isinstance(e, str) and e), "") if "error" in df else ""
         )
-        parts.append(f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {_snip(first)})" if first else ""))
+        parts.append(
+            f"{int(errors.sum())} of {len(df)} calls failed" + (f" (e.g. {snip(first, SNIPPET)})" if first else "")
+        )
     if cached.any() and metric in ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms"):
         parts.append(f"{int(cached.sum())} cache hit(s) have no timing")
     return f"no {metric} values" + (": " + "; ".join(parts) if parts else "")
@@ -100,17 +103,13 @@ def _note(fig: go.Figure, text: str) -> None:
     )
 
 
-def _snip(value: Any) -> str:
-    if not isinstance(value, str):
-        return ""
-    text = " ".join(value.split())
-    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
-
-
 def _hover(df: pd.DataFrame) -> list[str]:
     prompts = df["prompt"] if "prompt" in df.columns else pd.Series([None] * len(df), index=df.index)
     comps = df["completion"] if "completion" in df.columns else pd.Series([None] * len(df), index=df.index)
-    return [f"prompt: {_snip(p)}<br>completion: {_snip(c)}" for p, c in zip(prompts.tolist(), comps.tolist())]
+    return [
+        f"prompt: {snip(p, SNIPPET)}<br>completion: {snip(c, SNIPPET)}"
+        for p, c in zip(prompts.tolist(), comps.tolist())
+    ]
 
 
 def _distribution(df: pd.DataFrame, by: str | Sequence[str], metric: str, title: str) -> go.Figure:

@@ -990,9 +990,16 @@ def _paired_metric(
 ) -> dict[str, Any]:
     """Estimate of ``metric`` on both sides over the cells where both have a value, and the paired
     bootstrap interval of the difference (cells resampled together, so prompt difficulty cancels)."""
-    from llmlab.analysis.stats import MIN_N, _interval, _stat_fn, _unit, boot_p_value, higher_is_better
+    from llmlab.analysis.stats import (
+        MIN_N,
+        boot_p_value,
+        format_metric,
+        higher_is_better,
+        percentile_interval,
+        stat_fn,
+    )
 
-    _, fn = _stat_fn(stat)
+    _, fn = stat_fn(stat)
     both = ~np.isnan(va) & ~np.isnan(vb)
     x, y = va[both], vb[both]
     n = int(x.size)
@@ -1019,7 +1026,7 @@ def _paired_metric(
     boots = fn(y[idx]) - fn(x[idx])
     if n < 2:  # one cell resamples to itself: no interval rather than a zero-width one
         boots = np.full(int(n_boot), np.nan)
-    lo, hi = _interval(np.asarray(boots, dtype=float), (1 - ci) / 2)
+    lo, hi = percentile_interval(np.asarray(boots, dtype=float), (1 - ci) / 2)
     row.update(
         a=ea,
         b=eb,
@@ -1033,21 +1040,21 @@ def _paired_metric(
     if n < MIN_N:
         row["verdict"] = (
             f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
-            f"b {_unit(metric, eb)} vs a {_unit(metric, ea)})."
+            f"b {format_metric(metric, eb)} vs a {format_metric(metric, ea)})."
         )
     elif lo > 0 or hi < 0:
         b_better = (lo > 0) == hib
         row["better"] = "b" if b_better else "a"
         word = "higher" if lo > 0 else "lower"
         row["verdict"] = (
-            f"{metric}: b is {word} ({_unit(metric, eb)} vs {_unit(metric, ea)}, diff {_unit(metric, eb - ea)}, "
-            f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, n={n}) — "
+            f"{metric}: b is {word} ({format_metric(metric, eb)} vs {format_metric(metric, ea)}, diff {format_metric(metric, eb - ea)}, "
+            f"{level} CI {format_metric(metric, lo)} to {format_metric(metric, hi)}, n={n}) — "
             f"{'better' if b_better else 'worse'}."
         )
     else:
         row["verdict"] = (
-            f"{metric}: no clear difference ({_unit(metric, eb)} vs {_unit(metric, ea)}; {level} CI of the "
-            f"difference {_unit(metric, lo)} to {_unit(metric, hi)} includes 0, n={n})."
+            f"{metric}: no clear difference ({format_metric(metric, eb)} vs {format_metric(metric, ea)}; {level} CI of the "
+            f"difference {format_metric(metric, lo)} to {format_metric(metric, hi)} includes 0, n={n})."
         )
     return row
 
@@ -1180,9 +1187,10 @@ class SweepDiff:
     @staticmethod
     def _prompt(row: Any, quote: bool = False) -> str:
         """The start of the cell's prompt (a's text), so a reader knows what was asked."""
-        from llmlab.analysis.charts import _snip
+        from llmlab.analysis.charts import SNIPPET
+        from llmlab.text import snip
 
-        text = _snip(row.get("prompt"))
+        text = snip(row.get("prompt"), SNIPPET)
         return (f' "{text}"' if quote else text) if text else ""
 
     def to_text(self) -> str:
