@@ -21,6 +21,7 @@ from llmlab.errors import ValidationError
 from llmlab.history.catalog import _resolve, load
 from llmlab.results import SweepResult
 from llmlab.store import experiments, get_store
+from llmlab.text import snip
 
 __all__ = ["CELL_SETTINGS", "DEFAULT_METRICS", "SweepComparison", "SweepDiff", "compare_sweeps", "diff"]
 
@@ -478,8 +479,7 @@ class SweepDiff:
     @staticmethod
     def _prompt(row: Any, quote: bool = False) -> str:
         """The start of the cell's prompt (a's text), so a reader knows what was asked."""
-        from llmlab.analysis.charts import SNIPPET
-        from llmlab.text import snip
+        from llmlab.analysis.charts import SNIPPET  # same cut as the charts' hover text; plotly loads lazily
 
         text = snip(row.get("prompt"), SNIPPET)
         return (f' "{text}"' if quote else text) if text else ""
