@@ -41,6 +41,7 @@ def main() -> None:
     os.environ["LLMLAB_LOCAL_DELAY_MS"] = "0"
     import llmlab as ll
     from llmlab import history
+    from llmlab.run import provenance
     from llmlab.store import get_store
 
     store = get_store()
@@ -62,8 +63,8 @@ def main() -> None:
 
     def recorded() -> None:
         n[0] += 1
-        history.start_experiment(store, f"rec-{n[0]}", "r", spec, {**info, **history.experiment_context(sweep)})
-        history.finish_experiment(store, f"rec-{n[0]}", "finished", {"ok": len(rows)}, rows, [], 1.0)
+        provenance.start_experiment(store, f"rec-{n[0]}", "r", spec, {**info, **provenance.experiment_context(sweep)})
+        provenance.finish_experiment(store, f"rec-{n[0]}", "finished", {"ok": len(rows)}, rows, [], 1.0)
 
     t_bare = _median_time(bare, 30)
     t_rec = _median_time(recorded, 30)
@@ -84,7 +85,7 @@ def main() -> None:
     # 3. listing many experiments
     existing = len(ll.sweeps())
     for i in range(max(0, args.sweeps - existing)):
-        history.start_experiment(store, f"many-{i}", f"name-{i % 10}", spec, {"calls": 4})
+        provenance.start_experiment(store, f"many-{i}", f"name-{i % 10}", spec, {"calls": 4})
     store.flush()
     t_list = _median_time(lambda: ll.sweeps(), 5)
     t_raw = _median_time(lambda: store.read("SELECT * FROM sweeps ORDER BY created_at DESC"), 5)

@@ -81,16 +81,16 @@ class SweepResult:
 
     def tag(self, *tags: str) -> SweepResult:
         """Add tags to this experiment in the store (``ll.sweeps(tag=...)`` finds it); returns self."""
-        from llmlab.history import tag_sweep
+        from llmlab.store import experiments, get_store
 
-        tag_sweep(self.sweep_id, *tags)
+        experiments.add_tags(get_store(), self.sweep_id, tags)
         return self
 
     def note(self, text: str | None, append: bool = False) -> SweepResult:
         """Set (or with ``append`` extend) this experiment's free-text note in the store; returns self."""
-        from llmlab.history import note_sweep
+        from llmlab.store import experiments, get_store
 
-        note_sweep(self.sweep_id, text, append=append)
+        experiments.set_note(get_store(), self.sweep_id, text, append=append)
         return self
 
     def summary(self, by: Sequence[str] | str | None = None) -> pd.DataFrame:

@@ -97,9 +97,6 @@ def _note(fig: go.Figure, text: str) -> None:
     )
 
 
-_snip = snip  # the old name: history reads it until the merge (use llmlab.text.snip)
-
-
 def _hover(df: pd.DataFrame) -> list[str]:
     prompts = df["prompt"] if "prompt" in df.columns else pd.Series([None] * len(df), index=df.index)
     comps = df["completion"] if "completion" in df.columns else pd.Series([None] * len(df), index=df.index)

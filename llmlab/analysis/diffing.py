@@ -14,10 +14,9 @@ import difflib
 import html
 from typing import Literal
 
-from llmlab.analysis.similarity import word_ratio as similarity  # the old name: history reads it until the merge
 from llmlab.text import tokenize
 
-__all__ = ["WordOp", "html_pair", "mark_plain", "similarity", "word_ops"]
+__all__ = ["WordOp", "html_pair", "mark_plain", "word_ops"]
 
 #: (tag, text in a, text in b); tag is "equal", "delete", "insert" or "replace".
 WordOp = tuple[Literal["equal", "delete", "insert", "replace"], str, str]

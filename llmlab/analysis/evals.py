@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 Evaluator = Callable[[pd.DataFrame], pd.DataFrame]
-_is_na = is_na  # the judge's name for it (judge_prompt, llm_judge): branch a rewrites that part, left as it was
 
 
 class JudgeWarning(UserWarning):
@@ -367,7 +366,7 @@ def judge_prompt(
     """The prompt sent to the judge model for one row."""
     lo, hi = _scale(scale)
     fmt = {"lo": f"{lo:g}", "hi": f"{hi:g}"}
-    has_ref = not _is_na(reference)
+    has_ref = not is_na(reference)
     body = (
         rubric.format(reference_hint="Compare it with the reference answer. " if has_ref else "", **fmt)
         if "{" in rubric
@@ -375,7 +374,7 @@ def judge_prompt(
     )
     return _JUDGE_TEMPLATE.format(
         rubric=body,
-        prompt="" if _is_na(prompt) else str(prompt),
+        prompt="" if is_na(prompt) else str(prompt),
         completion=completion,
         reference_block=f"Reference answer:\n{reference}\n\n" if has_ref else "",
         **fmt,
@@ -416,7 +415,7 @@ def llm_judge(
     errors = is_error(df).to_numpy()
     per_row: list[str | None] = []
     for text, err, prompt, ref in zip(texts, errors, prompts_col, refs):
-        per_row.append(None if err or _is_na(text) else judge_prompt(prompt, str(text), rubric, scale, ref))
+        per_row.append(None if err or is_na(text) else judge_prompt(prompt, str(text), rubric, scale, ref))
     unique = list(dict.fromkeys(p for p in per_row if p is not None))
     replies: dict[str, Any] = {}
     failures: dict[str, Any] = {}
@@ -452,7 +451,7 @@ def llm_judge(
         )
     out = df.copy()
     out[name] = pd.array(scores, dtype="Float64")
-    out[f"{name}_raw"] = pd.array([None if r is None or _is_na(r) else str(r) for r in raw], dtype="string")
+    out[f"{name}_raw"] = pd.array([None if r is None or is_na(r) else str(r) for r in raw], dtype="string")
     return out
 
 

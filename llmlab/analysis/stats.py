@@ -31,10 +31,13 @@ __all__ = [
     "boot_p_value",
     "compare",
     "effect_size",
+    "format_metric",
     "group_label",
     "higher_is_better",
     "holm",
     "pareto_front",
+    "percentile_interval",
+    "stat_fn",
     "summary",
 ]
 
@@ -240,8 +243,11 @@ def higher_is_better(metric: str) -> bool:
     return not any(low in name for low in _LOWER)
 
 
-def _stat_fn(stat: str | Callable[..., Any]) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(name, fn(array, axis=-1)) for a statistic."""
+def stat_fn(stat: str | Callable[..., Any]) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """(name, fn) for a statistic: ``fn`` reduces an array over its last axis (so it runs on a whole
+    stack of bootstrap resamples at once). ``stat`` is ``"mean"``, ``"median"``/``"p50"``, ``"pNN"``
+    (linear-interpolation percentile) or a callable of one 1-d array; anything else raises
+    ValidationError."""
     if callable(stat):
         name = getattr(stat, "__name__", "stat")
         return name, lambda a: np.apply_along_axis(stat, -1, a)
@@ -256,7 +262,9 @@ def _stat_fn(stat: str | Callable[..., Any]) -> tuple[str, Callable[[np.ndarray]
     raise ValidationError("stat", stat, "expected 'mean', 'median', 'pNN' (e.g. 'p95') or a callable")
 
 
-def _unit(metric: str, value: float) -> str:
+def format_metric(metric: str, value: float) -> str:
+    """``value`` of ``metric`` as a reader would write it in a sentence: milliseconds for ``*_ms``,
+    dollars for costs, tokens/s, a percentage for error rates, three significant digits otherwise."""
     if metric.endswith("_ms"):
         return f"{value:.1f} ms"
     if "cost" in metric or metric.endswith("usd"):
@@ -328,7 +336,7 @@ def compare(
         raise ValidationError("ci", ci, "expected a confidence level between 0 and 1, e.g. 0.95")
     if int(n_boot) < 1:
         raise ValidationError("n_boot", n_boot, "expected a positive number of resamples")
-    stat_name, fn = _stat_fn(stat)
+    stat_name, fn = stat_fn(stat)
     hib = _higher(metric) if higher_is_better is None else bool(higher_is_better)
     values = metric_values(df, metric) if len(df) else pd.Series(dtype=float)
     rng = np.random.default_rng(seed)
@@ -360,12 +368,12 @@ def compare(
     binary = metric in ("error", "error_rate", "errors")
     rows = []
     for i, (key, n, est, boots, v) in enumerate(groups):
-        lo, hi = _interval(boots, alpha)
+        lo, hi = percentile_interval(boots, alpha)
         row = dict(zip(by_cols, key))
         row.update(group=group_label(by_cols, key), n=n, estimate=est, ci_low=lo, ci_high=hi)
         if base_idx is not None and i != base_idx:
             d = boots - groups[base_idx][3]
-            dlo, dhi = _interval(d, alpha)
+            dlo, dhi = percentile_interval(d, alpha)
             row.update(
                 diff=est - groups[base_idx][2],
                 diff_low=dlo,
@@ -396,6 +404,7 @@ def compare(
         "p_value",
         "p_adj",
         "effect_size",
+        "format_metric",
         "baseline",
         "small_sample",
     ]
@@ -496,7 +505,9 @@ def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return True
 
 
-def _interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
+def percentile_interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``alpha`` and ``1 - alpha`` quantiles of bootstrap statistics (NaN resamples left out),
+    i.e. the percentile interval at level ``1 - 2 * alpha``; ``(nan, nan)`` when none is left."""
     b = boots[~np.isnan(boots)]
     if not b.size:
         return float("nan"), float("nan")
@@ -514,12 +525,17 @@ def _verdict(
         return None, f"No data: no {metric} values to compare."
     if len(with_data) == 1:
         k, n, e, b = with_data[0]
-        lo, hi = _interval(b, alpha)
+        lo, hi = percentile_interval(b, alpha)
         label = group_label(by, k)
         interval = (
-            f"{level} CI {_unit(metric, lo)} to {_unit(metric, hi)}, " if n > 1 else "no interval from one value, "
+            f"{level} CI {format_metric(metric, lo)} to {format_metric(metric, hi)}, "
+            if n > 1
+            else "no interval from one value, "
         )
-        return label, f"Only one group ({label}): {what} {_unit(metric, e)} ({interval}n={n}); nothing to compare."
+        return (
+            label,
+            f"Only one group ({label}): {what} {format_metric(metric, e)} ({interval}n={n}); nothing to compare.",
+        )
     pick = max if hib else min
     best = pick(with_data, key=lambda g: g[2])
     best_label = group_label(by, best[0])
@@ -530,16 +546,16 @@ def _verdict(
         return None, (
             f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
             f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
-            f"{what} ({_unit(metric, best[2])}) in this sample. Add repeats to tell."
+            f"{what} ({format_metric(metric, best[2])}) in this sample. Add repeats to tell."
         )
     overlaps = []
     for k, _n, _e, b in with_data:
         if k is best[0]:
             continue
-        lo, hi = _interval(b - best[3], alpha)
+        lo, hi = percentile_interval(b - best[3], alpha)
         if (not hib and lo <= 0) or (hib and hi >= 0):
             overlaps.append(group_label(by, k))
-    head = f"{best_label} has the {word} {what} ({_unit(metric, best[2])})"
+    head = f"{best_label} has the {word} {what} ({format_metric(metric, best[2])})"
     if not overlaps:
         others = len(with_data) - 1
         scope = "the other group" if others == 1 else f"all {others} other groups"

@@ -281,7 +281,7 @@ class SweepRunner:
         spec = self.grid.spec()
         if not self.config.trace_content:
             spec["prompts"] = spec["template"] = spec["system"] = None  # prompt text stays out of the store
-        from llmlab.history import experiment_context, finish_experiment, start_experiment
+        from llmlab.run.provenance import experiment_context, finish_experiment, start_experiment
 
         started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
         start_experiment(self.store, self.sweep_id, self.grid.name, spec, {**info, **experiment_context(self.grid)})
