@@ -435,10 +435,10 @@ def expect(
 
     result = CheckReport(checks, len(frame))
     if raise_on_failure and not result.passed:
-        exc = CheckFailed(str(result))
-        exc.report = result  # type: ignore[attr-defined]
-        exc.call_ids = result.offending_call_ids()  # type: ignore[attr-defined]
-        raise exc
+        failure = CheckFailed(str(result))
+        failure.report = result  # type: ignore[attr-defined]
+        failure.call_ids = result.offending_call_ids()  # type: ignore[attr-defined]
+        raise failure
     return result
 
 

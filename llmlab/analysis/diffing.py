@@ -42,7 +42,7 @@ def word_ops(a: str | None, b: str | None) -> list[WordOp]:
     matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
     ops: list[WordOp] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        op: WordOp = (tag, "".join(ta[i1:i2]), "".join(tb[j1:j2]))  # type: ignore[assignment]
+        op: WordOp = (tag, "".join(ta[i1:i2]), "".join(tb[j1:j2]))
         if (
             tag != "equal"
             and len(ops) >= 2

@@ -20,7 +20,8 @@ def _local(
     from llmlab.store.columnar import SpanColumns, arrow_filter
 
     store = get_store(config.home)
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if sweep_id is not None:
         where.append("sweep_id = ?")
         params.append(sweep_id)

@@ -84,7 +84,7 @@ def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
                     "kind": None,
                     "start_time": pd.Timestamp(start, unit="ns", tz="UTC"),
                     "end_time": pd.Timestamp(end, unit="ns", tz="UTC"),
-                    "duration_ms": (end - start) / 1e6,
+                    "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
                     "status": row.get("status") or "ok",
                     "error": row.get("error") or "",
                     "attributes": json.loads(attrs_json) if attrs_json else {},

@@ -163,9 +163,9 @@ def experiment_context(sweep: Any = None) -> dict[str, Any]:
 def start_experiment(store: Store, sweep_id: str, name: str | None, spec: dict[str, Any], info: dict[str, Any]) -> None:
     """Record a starting sweep: its spec and ``info`` (best merged with :func:`experiment_context`), plus the
     searchable columns (source, git commit and dirty flag, llmlab version, planned calls) taken from ``info``."""
-    source = info.get("source") if isinstance(info.get("source"), dict) else {}
-    git = info.get("git") if isinstance(info.get("git"), dict) else {}
-    versions = info.get("versions") if isinstance(info.get("versions"), dict) else {}
+    source: dict[str, Any] = info["source"] if isinstance(info.get("source"), dict) else {}
+    git: dict[str, Any] = info["git"] if isinstance(info.get("git"), dict) else {}
+    versions: dict[str, Any] = info["versions"] if isinstance(info.get("versions"), dict) else {}
     experiments.record_start(
         store,
         sweep_id,
@@ -207,7 +207,7 @@ def finish_experiment(
     wall_s: float,
 ) -> None:
     """Record a finished sweep: status, counts, skipped calls, token/cost totals and wall time."""
-    totals = {
+    totals: dict[str, Any] = {
         "wall_s": round(wall_s, 6),
         "cached": sum(1 for r in rows if r.get("cached")),
         "input_tokens": _sum(r.get("input_tokens") for r in rows),

@@ -30,10 +30,20 @@ def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd:
         else:
             grid = SweepGrid(sweep, handle=handle, budget_usd=budget_usd)
             grid.show()
-            unsubscribe = bus.subscribe(grid.on_event)
-            return lambda: (unsubscribe(), grid.close_feed())
+            unsubscribe_grid = bus.subscribe(grid.on_event)
+
+            def detach_grid() -> None:
+                unsubscribe_grid()
+                grid.close_feed()
+
+            return detach_grid
     from llmlab.view.progress import ProgressBar
 
     bar = ProgressBar(total=len(sweep.calls), budget_usd=budget_usd, file=sys.stderr)
-    unsubscribe = bus.subscribe(bar.on_event)
-    return lambda: (unsubscribe(), bar.close())
+    unsubscribe_bar = bus.subscribe(bar.on_event)
+
+    def detach_bar() -> None:
+        unsubscribe_bar()
+        bar.close()
+
+    return detach_bar

@@ -55,7 +55,7 @@ class ProgressBar:
             self.bar.set_description(f"sweep (stopped: {event.data['stopped']})")
 
     def _postfix(self) -> None:
-        post = {k: v for k, v in self.counts.items() if v}
+        post: dict[str, object] = {k: v for k, v in self.counts.items() if v}
         if self.spent or self.budget_usd is not None:
             post["spent"] = format_usd(self.spent) + (
                 f" of ${self.budget_usd:g}" if self.budget_usd is not None else ""

@@ -95,7 +95,7 @@ def route_clicks_to_subshell(buttons: Sequence[Any]) -> bool:
 # --- the widget -------------------------------------------------------------------------------
 
 
-class GridHTML(anywidget.AnyWidget):  # type: ignore[misc]
+class GridHTML(anywidget.AnyWidget):
     """One page of the sweep grid as HTML; opened cells survive redraws.
 
     A plain ipywidgets HTML widget replaces its content at every redraw, closing a cell the reader opened
