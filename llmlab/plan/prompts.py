@@ -248,6 +248,7 @@ def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
         csv.field_size_limit(MAX_FIELD_CHARS)
     rows: list[dict[str, Any]] = []
     reader = csv.DictReader(io.StringIO(text), strict=True)  # strict: an unclosed quote is an error
+    start = 1  # the line the record being read starts on (a quoted field may span lines)
     try:
         fieldnames = reader.fieldnames
         if not fieldnames:
@@ -256,24 +257,27 @@ def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
         if dupes:
             raise ValidationError("prompts", f"{path}:1", f"duplicate column {dupes[0]!r} in the header row")
         width = len(fieldnames)
-        for lineno, row in enumerate(reader, start=2):
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
             if None in row or len(row) != width:
                 raise ValidationError(
-                    "prompts", f"{path}:{lineno}", f"row has more fields than the {width} header columns"
+                    "prompts", f"{path}:{start}", f"row has more fields than the {width} header columns"
                 )
             if any(v is None for v in row.values()):
                 raise ValidationError(
-                    "prompts", f"{path}:{lineno}", f"row has fewer fields than the {width} header columns"
+                    "prompts", f"{path}:{start}", f"row has fewer fields than the {width} header columns"
                 )
             rows.append(dict(row))
     except csv.Error as exc:
-        line = reader.line_num
         problem = (
             f"a field is longer than {MAX_FIELD_CHARS:,} characters (the most one prompt field may hold)"
             if "field larger than field limit" in str(exc)
-            else f"malformed CSV after line {line} ({exc})"
+            else f"malformed CSV ({exc})"
         )
-        raise ValidationError("prompts", f"{path}:{line}", problem) from None
+        raise ValidationError("prompts", f"{path}:{start}", problem) from None
     if not rows:
         raise ValidationError("prompts", str(path), "the prompt set is empty")
     return rows
