@@ -137,3 +137,21 @@ def test_spans_since_values_that_are_no_time_are_refused(tmp_path, capsys, since
 def test_ll_spans_refuses_non_finite_or_out_of_range_times(since):
     with pytest.raises(ll.ConfigError, match=r"since=.*a finite time"):
         ll.spans(since=since, source="local")
+
+
+@pytest.mark.parametrize("command", [["demo", "--delay-ms", "inf"], ["serve-model", "--delay-ms", "nan"]])
+def test_a_non_finite_local_model_delay_is_refused(tmp_path, capsys, command):
+    # an infinite per-token delay used to hang every call until the client's timeout, then retry it
+    code, out, err = _cli(
+        capsys,
+        *command,
+        *(["--home", str(tmp_path / "h"), "--out", str(tmp_path / "o")] if command[0] == "demo" else []),
+    )
+    assert code == 1 and "must be a non-negative, finite number of milliseconds" in err and "server on" not in out
+
+
+def test_an_infinite_delay_in_the_environment_is_no_delay(monkeypatch):
+    monkeypatch.setenv("LLMLAB_LOCAL_DELAY_MS", "inf")
+    started = time.perf_counter()
+    res = ll.Sweep(prompts=["What is rain?"], models=["local/tiny"], temperature=0.0, max_tokens=2).run(display=False)
+    assert (res.df["status"] == "ok").all() and time.perf_counter() - started < 20
