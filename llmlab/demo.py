@@ -31,7 +31,11 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
 
     import llmlab as ll
     from llmlab.config import LLMLAB_LOCAL_DELAY_MS
+    from llmlab.errors import ConfigError
+    from llmlab.text import is_finite_number
 
+    if delay_ms is not None and (not is_finite_number(delay_ms) or delay_ms < 0):
+        raise ConfigError(f"--delay-ms={delay_ms!r}: must be a non-negative, finite number of milliseconds")
     if delay_ms is not None:
         os.environ[LLMLAB_LOCAL_DELAY_MS] = str(delay_ms)
     else:

@@ -58,7 +58,10 @@ class ValidationError(ConfigError, ValueError):
         self.field = field
         self.value = value
         self.problem = problem
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except Exception:  # an int past the digit limit, a broken __repr__: name the type instead
+            shown = f"<{type(value).__name__}>"
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(redact(f"{field}={shown}: {problem}"))

@@ -11,6 +11,8 @@ is one token, so joining the tokens gives the text back exactly. The local model
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +20,7 @@ from typing import Any
 
 from llmlab.errors import ValidationError
 
-__all__ = ["CJK", "as_list", "is_na", "normalize_text", "pieces", "snip", "tokenize"]
+__all__ = ["CJK", "as_list", "is_finite_number", "is_na", "normalize_text", "pieces", "snip", "tokenize"]
 
 #: CJK ideographs (with radicals and extension B+), kana, bopomofo, hangul and half-width katakana,
 #: as the body of a regex character class.
@@ -91,6 +93,21 @@ def is_na(value: Any) -> bool:
     import pandas as pd  # the ground floor's small modules load pandas only when a cell needs it
 
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (int or float, numpy's too; not a bool) that a float can hold:
+    NaN, ±inf and ints too large for a float are not.
+
+    Every numeric setting (temperature, budget, rate limits, ``params`` values) must pass this: NaN compares
+    false with everything, so a NaN budget or limit would never be enforced.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return False
 
 
 def snip(text: Any, width: int = 80) -> str:

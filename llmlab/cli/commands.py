@@ -63,8 +63,9 @@ def serve_model(host: str, port: int, delay_ms: float | None) -> None:
     from llmlab.localmodel import MODELS, create_app
     from llmlab.serving import serve_forever
 
+    app = create_app(delay_ms=delay_ms)  # a bad --delay-ms fails before the banner
     click.echo(f"llmlab model server on http://{host}:{port}/v1 (models: {', '.join(MODELS)})")
-    serve_forever(create_app(delay_ms=delay_ms), host, port)
+    serve_forever(app, host, port)
 
 
 @click.command()

@@ -28,10 +28,18 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except (LlmlabError, OSError, ValueError) as exc:
             if os.environ.get(LLMLAB_DEBUG) == "1":
                 raise
             raise click.ClickException(redact(str(exc))) from None
+        except Exception as exc:  # a bug or an input nothing checked: still one line, never a traceback
+            if os.environ.get(LLMLAB_DEBUG) == "1":
+                raise
+            raise click.ClickException(
+                redact(f"unexpected {type(exc).__name__}: {str(exc)[:300]} (LLMLAB_DEBUG=1 shows the traceback)")
+            ) from None
 
     return wrapper
 

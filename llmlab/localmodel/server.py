@@ -28,8 +28,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmlab.config import LLMLAB_LOCAL_DELAY_MS
+from llmlab.errors import ConfigError
 from llmlab.localmodel.model import MODELS, SPECS, get_model, resolve_model_name
 from llmlab.localmodel.tokenizer import count_prompt_tokens
+from llmlab.text import is_finite_number
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MAX_TOKENS_LIMIT", "create_app"]
 
@@ -168,7 +170,12 @@ def create_app(delay_ms: float | None = None) -> Starlette:
 
     Returns:
         A Starlette app serving ``/v1/chat/completions`` and ``/v1/models``.
+
+    Raises:
+        ConfigError: ``delay_ms`` is not a finite, non-negative number (``inf`` would hang every request).
     """
+    if delay_ms is not None and (not is_finite_number(delay_ms) or delay_ms < 0):
+        raise ConfigError(f"delay_ms={delay_ms!r}: must be a non-negative, finite number of milliseconds")
 
     def token_delay(model: str) -> float:
         base = delay_ms
@@ -177,6 +184,8 @@ def create_app(delay_ms: float | None = None) -> Starlette:
             try:
                 base = float(raw) if raw else 0.0
             except ValueError:
+                base = 0.0
+            if not is_finite_number(base):  # "inf" would hang every request, "nan" means nothing: no delay
                 base = 0.0
         return max(0.0, base) * SPECS[model].delay_factor / 1000.0
 

@@ -14,15 +14,29 @@ import inspect
 import itertools
 import json
 import math
+import numbers
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llmlab.errors import ConfigError, ValidationError
-from llmlab.plan.prompts import check_messages, load_prompts
-from llmlab.plan.providers import get_provider, split_model
+import numpy as np
 
-__all__ = ["Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
+from llmlab.errors import ConfigError, ValidationError
+from llmlab.plan.prompts import check_messages, check_text_value, load_prompts
+from llmlab.plan.providers import get_provider, split_model
+from llmlab.text import is_finite_number
+
+__all__ = ["MAX_PLAN_CALLS", "Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
+
+#: The most calls one sweep may plan. Each planned call holds its messages, settings and id in memory
+#: (about 1 KB and 12 µs each), so 250,000 calls take ~0.3 GB and ~3 s to plan before anything is sent; a grid
+#: bigger than this is refused, naming its size, before it is expanded (``repeats=10**9`` used to run into a
+#: MemoryError after a minute). Split a bigger study into several sweeps.
+MAX_PLAN_CALLS = 250_000
+#: ``params`` values may nest (a ``logit_bias`` dict, a ``response_format`` schema), but not without end.
+MAX_PARAM_DEPTH = 32
+#: conversions a template placeholder may carry (``{q!r}``); any other fails at format time
+_CONVERSIONS = {"r", "s", "a"}
 
 _RESERVED_PARAMS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "seed", "n"}
 #: options of the openai client, not of the request: headers may hold credentials, and a spec is stored
@@ -124,8 +138,11 @@ def _as_list(name: str, value: Any) -> list[Any]:
 
 
 def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+    # numbers.Real: numpy's float32/int64 (a DataFrame cell) are numbers too; a bool is not
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValidationError(name, value, "must be a number")
+    if not is_finite_number(value):
+        raise ValidationError(name, value, "must be a finite number (not NaN or infinity)")
     v = float(value)
     if (v <= lo if lo_open else v < lo) or v > hi:
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
@@ -133,12 +150,21 @@ def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = F
     return v
 
 
+def _plain(value: Any) -> Any:
+    """A numpy number as the Python int/float it stands for; anything else as is."""
+    if value is None or type(value) in (int, float):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        if isinstance(value, float) and value.is_integer() and value > 0:
-            return int(value)
+    if isinstance(value, (bool, np.bool_)):
         raise ValidationError(name, value, "must be a positive integer")
-    return value
+    if isinstance(value, numbers.Integral) and value > 0:
+        return int(value)
+    if isinstance(value, float) and value.is_integer() and value > 0:
+        return int(value)
+    raise ValidationError(name, value, "must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,10 +256,25 @@ def build_grid(
     _check_local_max_tokens(model_list, max_tokens_list)
     repeats = _check_positive_int("repeats", repeats)
     for v in seeds:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral)):
             raise ValidationError("seed", v, "must be an integer or None")
+    # numpy scalars as plain numbers (ids hash the JSON of a setting; plain ints and floats stay as given)
+    temperatures = [_plain(v) for v in temperatures]
+    top_ps = [_plain(v) for v in top_ps]
+    seeds = [None if v is None else int(v) for v in seeds]
     _check_params(param_map)
     rows = load_prompts(prompts)
+    axes = {
+        "prompts": len(rows),
+        "models": len(model_list),
+        "temperature": len(temperatures),
+        "top_p": len(top_ps),
+        "max_tokens": len(max_tokens_list),
+        "seed": len(seeds),
+        **{f"params[{k!r}]": len(_as_list(k, v)) for k, v in sorted(param_map.items())},
+        "repeats": repeats,
+    }
+    _check_plan_size(axes)
     messages = _build_messages(rows, template, system)
     settings = list(itertools.product(model_list, temperatures, top_ps, max_tokens_list, seeds, _param_grid(param_map)))
     return Grid(
@@ -253,6 +294,19 @@ def build_grid(
     )
 
 
+def _check_plan_size(axes: dict[str, int]) -> None:
+    """Refuse a grid of more than :data:`MAX_PLAN_CALLS` calls before a single one is built."""
+    total = math.prod(axes.values())
+    if total > MAX_PLAN_CALLS:
+        factors = " × ".join(f"{n:,} {axis}" for axis, n in axes.items() if n != 1) or "1"
+        raise ValidationError(
+            "calls",
+            total,
+            f"the sweep would make {total:,} calls ({factors}); at most {MAX_PLAN_CALLS:,} are planned "
+            "at once (llmlab.plan.grid.MAX_PLAN_CALLS): split it into smaller sweeps",
+        )
+
+
 def _check_text(name: Any, template: Any, system: Any) -> None:
     if name is not None and not isinstance(name, str):
         raise ValidationError("name", name, "must be a string")
@@ -260,6 +314,9 @@ def _check_text(name: Any, template: Any, system: Any) -> None:
         raise ValidationError("system", system, "must be a non-empty string, or None for no system message")
     if template is not None and (not isinstance(template, str) or not template.strip()):
         raise ValidationError("template", template, "must be a non-empty string like 'Summarize: {text}'")
+    for field, text in (("name", name), ("system", system), ("template", template)):
+        if text is not None:
+            check_text_value(field, text)
 
 
 def _check_models(models: list[Any]) -> None:
@@ -303,11 +360,33 @@ def _check_params(params: dict[str, Any]) -> None:
                 f"'{key}' is an option of the openai client, not a request "
                 "parameter; pass other parameters by name (unknown ones are sent in the body)",
             )
-        _as_list(f"params[{key!r}]", values)
-        try:
-            json.dumps(values)
-        except TypeError:
-            raise ValidationError(f"params[{key!r}]", values, "values must be JSON-serialisable") from None
+        for i, value in enumerate(_as_list(f"params[{key!r}]", values)):
+            where = f"params[{key!r}]" if not isinstance(values, (list, tuple)) else f"params[{key!r}][{i}]"
+            _check_param_value(where, value, 0)
+
+
+def _check_param_value(where: str, value: Any, depth: int) -> None:
+    """A ``params`` value is sent as JSON: finite numbers, strings, bools, None, and lists/dicts of those."""
+    if depth > MAX_PARAM_DEPTH:
+        raise ValidationError(where, "...", f"nested more than {MAX_PARAM_DEPTH} levels deep")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        check_text_value(where, value)
+    elif isinstance(value, (int, float)):
+        if not is_finite_number(value):
+            # NaN/inf are not JSON: every call would fail at the provider as "Out of range float values"
+            raise ValidationError(where, value, "must be a finite number (NaN and infinity cannot be sent as JSON)")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_param_value(f"{where}[{i}]", item, depth + 1)
+    elif isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(where, k, "keys of a dict value must be strings (JSON object keys)")
+            _check_param_value(f"{where}[{k!r}]", item, depth + 1)
+    else:
+        raise ValidationError(where, value, f"values must be JSON-serialisable (got {type(value).__name__})")
 
 
 def _build_messages(
@@ -315,21 +394,8 @@ def _build_messages(
 ) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
     """(messages, data) per prompt row, with the template filled and the system message added."""
     out = []
-    fields: list[str] = []
-    if template is not None:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as exc:
-            raise ValidationError("template", template, f"malformed: {exc}") from None
-        for f in fields:
-            if not f:
-                raise ValidationError(
-                    "template",
-                    template,
-                    "placeholder {} must name a column, like {text}; write {{ and }} for literal braces",
-                )
-            if not f.isidentifier():
-                raise ValidationError("template", template, f"placeholder {{{f}}} must be a plain column name")
+    parsed = _parse_template(template) if template is not None else []
+    fields = list(dict.fromkeys(f for _, f, _, _ in parsed if f is not None))
     for i, row in enumerate(rows):
         if isinstance(row, list):  # message list
             msgs, data = [dict(m) for m in row], {}
@@ -346,21 +412,24 @@ def _build_messages(
                         template,
                         f"variable {{{missing[0]}}} is missing from prompt row {i} (columns: {', '.join(map(str, data)) or 'none'})",
                     )
-                empty = [f for f in fields if data[f] is None]
-                if empty:
-                    raise ValidationError(
-                        f"prompts[{i}].{empty[0]}", None, f"empty value for template variable {{{empty[0]}}}"
-                    )
-                content = template.format(**{f: data[f] for f in fields})
+                content = _fill(parsed, data, i)
             else:
-                content = data.get("prompt")
-                if content is None:
+                if "prompt" not in data:
                     raise ValidationError(
                         f"prompts[{i}]",
                         row,
                         "no 'prompt' column; pass template='...{column}...' to build prompts from the row",
                     )
-                content = str(content)
+                content = data["prompt"]
+                if content is None or (isinstance(content, float) and math.isnan(content)):
+                    raise ValidationError(f"prompts[{i}].prompt", content, "missing value (None/NaN); give the text")
+                if not isinstance(content, str):
+                    raise ValidationError(
+                        f"prompts[{i}].prompt",
+                        content,
+                        f"must be a string, not {type(content).__name__} (it would be sent as its repr)",
+                    )
+                check_text_value(f"prompts[{i}].prompt", content)
             if not str(content).strip():
                 raise ValidationError(f"prompts[{i}]", content, "empty prompt")
             msgs = [{"role": "user", "content": content}]
@@ -368,6 +437,76 @@ def _build_messages(
             msgs = [{"role": "system", "content": system}] + msgs
         out.append((msgs, data))
     return out
+
+
+def _parse_template(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """The template's pieces, each placeholder checked: a plain column name, a known conversion, no nested field."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValidationError("template", template, f"malformed: {exc}") from None
+    for _, f, spec, conv in parsed:
+        if f is None:
+            continue
+        shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if not f:
+            raise ValidationError(
+                "template",
+                template,
+                "placeholder {} must name a column, like {text}; write {{ and }} for literal braces",
+            )
+        if f.isdigit():
+            raise ValidationError(
+                "template", template, f"placeholder {shown} must be a plain column name, like {{text}}, not a position"
+            )
+        if not f.isidentifier():
+            raise ValidationError(
+                "template",
+                template,
+                f"placeholder {shown} must be a plain column name (no attribute or index access like .x or [0])",
+            )
+        if conv is not None and conv not in _CONVERSIONS:
+            raise ValidationError(
+                f"template.{f}", template, f"placeholder {shown}: unknown conversion '!{conv}'; use !r, !s or !a"
+            )
+        if spec and ("{" in spec or "}" in spec):
+            raise ValidationError(
+                f"template.{f}", template, f"placeholder {shown}: nested fields in a format spec are not supported"
+            )
+    return parsed
+
+
+def _fill(parsed: list[tuple[str, str | None, str | None, str | None]], data: Mapping[str, Any], row: int) -> str:
+    """The template filled from one row; a value that is missing, not text-like or that its format spec
+    cannot take is refused naming the row and the column."""
+    out = []
+    for literal, f, spec, conv in parsed:
+        out.append(literal)
+        if f is None:
+            continue
+        where = f"prompts[{row}].{f}"
+        value = data[f]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise ValidationError(where, value, f"empty value for template variable {{{f}}}")
+        if isinstance(value, str):
+            check_text_value(where, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not is_finite_number(value) and not isinstance(value, int):
+                raise ValidationError(where, value, f"template variable {{{f}}} must be a finite number or text")
+        elif not isinstance(value, bool):
+            raise ValidationError(
+                where,
+                value,
+                f"template variable {{{f}}} must be text or a number, not {type(value).__name__} "
+                "(it would be sent as its Python repr); join it into a string first",
+            )
+        if conv is not None:
+            value = {"r": repr, "s": str, "a": ascii}[conv](value)
+        try:
+            out.append(format(value, spec or ""))
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(where, value, f"placeholder {{{f}:{spec}}} cannot format this value: {exc}") from None
+    return "".join(out)
 
 
 def _param_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:

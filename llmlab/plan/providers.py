@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from llmlab.errors import ConfigError, register_secret
+from llmlab.text import is_finite_number
 
 __all__ = ["Provider", "get_provider", "make_client", "provider", "providers", "split_model"]
 
@@ -118,8 +119,12 @@ def provider(
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"provider {name!r}: base_url={base_url!r} must start with http:// or https://")
     for label, value in (("rpm", rpm), ("tpm", tpm), ("timeout", timeout)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise ConfigError(f"provider {name!r}: {label}={value!r} must be a positive number")
+        if value is not None and (not is_finite_number(value) or not value > 0):
+            # NaN/inf would make the limit (or the timeout) never apply; omit it for "no limit"
+            raise ConfigError(
+                f"provider {name!r}: {label}={value!r} must be a positive number (finite"
+                + ("; omit it for no limit)" if label != "timeout" else ")")
+            )
     if api_key_env is not None and (
         not isinstance(api_key_env, str) or not api_key_env.replace("_", "a").isalnum() or api_key_env[0].isdigit()
     ):

@@ -16,6 +16,7 @@ import pandas as pd
 
 from llmlab import schema
 from llmlab.errors import ConfigError
+from llmlab.text import is_finite_number
 
 __all__ = ["SOURCES", "dedupe_attempts", "finish", "frame_from_arrow", "rows_to_frame", "to_ns"]
 
@@ -31,12 +32,19 @@ def to_ns(value: Any, name: str) -> int | None:
     """
     if value is None:
         return None
+    problem = f"{name}={value!r:.80}: expected a datetime, a timestamp string or epoch seconds"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1e9) if value < 1e11 else int(value)  # seconds, or already ns
+        ns = int(value * 1e9) if is_finite_number(value) and value < 1e11 else value  # seconds, or already ns
+        # NaN would filter nothing, inf would not convert, past int64 the store cannot compare it
+        if not is_finite_number(ns) or not -(2**63) < int(ns) < 2**63:
+            raise ConfigError(problem + " (a finite time within the years 1677-2262)")
+        return int(ns)
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{name}={value!r}: expected a datetime, a timestamp string or epoch seconds") from None
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(problem) from None
+    if ts is pd.NaT:  # "nan", "NaT", "": no time at all, not "since the beginning"
+        raise ConfigError(problem)
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
     return int(ts.value)

@@ -38,6 +38,7 @@ from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
 from llmlab.run.limits import Limits
 from llmlab.run.retry import RetryPolicy, StreamCut, describe_error, is_rate_limited, is_transient
 from llmlab.store import get_store
+from llmlab.text import is_finite_number
 from llmlab.tracing import call_context, ensure_tracing
 from llmlab.tracing.setup import schema_attrs_for_call
 
@@ -228,8 +229,11 @@ class SweepRunner:
             for prov in sorted({c.provider for c in self.grid.calls}):
                 get_provider(prov).api_key()  # raises ConfigError naming the env var
         budget = self.options.budget_usd
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-            raise ValidationError("budget_usd", budget, "must be a non-negative number of US dollars")
+        if budget is not None and (not is_finite_number(budget) or budget < 0):
+            # NaN compares false with every spend, so a NaN budget would never stop anything
+            raise ValidationError(
+                "budget_usd", budget, "must be a non-negative number of US dollars (finite; None for no budget)"
+            )
         conc = self.options.concurrency
         if isinstance(conc, bool) or not isinstance(conc, int) or conc <= 0:
             raise ValidationError("concurrency", conc, "must be a positive integer")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 import llmlab as ll
@@ -19,6 +21,8 @@ from llmlab.cli.specfile import load_spec
 from llmlab.collector import background, create_app
 from llmlab.config import get_config
 from llmlab.errors import ConfigError, LlmlabError, QueryError, ValidationError
+from llmlab.plan.grid import MAX_PLAN_CALLS
+from llmlab.plan.prompts import MAX_FIELD_CHARS
 from llmlab.readback.datakit_query import raw_query
 from llmlab.store import get_store
 
@@ -31,6 +35,16 @@ class Env:
     def file(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name
         path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    def fifo(self, name: str) -> Path:
+        path = self.tmp / name
+        os.mkfifo(path)
+        return path
+
+    def link(self, name: str, target: str) -> Path:
+        path = self.tmp / name
+        path.symlink_to(target)
         return path
 
     def otlp(self, body: bytes, content_type: str = "application/x-protobuf", encoding: str | None = None) -> None:
@@ -65,6 +79,12 @@ def spec(env: Env, text: str) -> None:
 
 
 GOOD_PROMPTS = "prompts: ['What is rain?']\nmodels: [fault/tiny]\n"
+#: ~500 bytes that expand to 9^9 (387 million) strings: eight levels of nine aliases over a list of nine
+BILLION_LAUGHS = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))
+    + "prompts: *i\nmodels: [fault/tiny]\n"
+)
 
 #: (id, action, expected exception, regex the message must match: the input, then the problem)
 CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
@@ -113,7 +133,7 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
         "temperature-nan",
         lambda e: sweep(temperature=float("nan")),
         ValidationError,
-        r"temperature=nan: must be a number",
+        r"temperature=nan: must be a finite number",
     ),
     ("top_p-zero", lambda e: sweep(top_p=0), ValidationError, r"top_p=0: must be in \(0, 1\]"),
     ("max_tokens-zero", lambda e: sweep(max_tokens=0), ValidationError, r"max_tokens=0: must be a positive integer"),
@@ -141,7 +161,7 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
         "params-not-json",
         lambda e: sweep(params={"logit_bias": [object()]}),
         ValidationError,
-        r"params\['logit_bias'\]=.*JSON-serialisable",
+        r"params\['logit_bias'\]\[0\]=.*JSON-serialisable",
     ),
     (
         "template-missing-variable",
@@ -355,6 +375,333 @@ CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
         lambda e: spec(e, "prompts: missing.csv\n"),
         ValidationError,
         r"spec\.yaml: prompts=.*missing\.csv': file not found",
+    ),
+    # --- hostile input (#16): non-finite numbers, plan and file sizes, bad prompt values, templates ---------
+    (
+        "run-budget-nan",
+        lambda e: sweep().run(display=False, budget_usd=float("nan")),
+        ValidationError,
+        r"budget_usd=nan: must be a non-negative number of US dollars \(finite",
+    ),
+    (
+        "run-budget-inf",
+        lambda e: sweep().run(display=False, budget_usd=float("inf")),
+        ValidationError,
+        r"budget_usd=inf: must be a non-negative number",
+    ),
+    (
+        "yaml-run-budget-nan",
+        lambda e: spec(e, GOOD_PROMPTS + "run: {budget_usd: .nan}\n"),
+        ValidationError,
+        r"spec\.yaml: run\.budget_usd=nan: must be a non-negative number of US dollars \(finite\)",
+    ),
+    (
+        "temperature-inf",
+        lambda e: sweep(temperature=float("inf")),
+        ValidationError,
+        r"temperature=inf: must be a finite",
+    ),
+    ("top_p-nan", lambda e: sweep(top_p=[1.0, float("nan")]), ValidationError, r"top_p=nan: must be a finite"),
+    (
+        "temperature-int-past-float",
+        lambda e: sweep(temperature=10**400),
+        ValidationError,
+        r"temperature=1000.*: must be a finite number",
+    ),
+    (
+        "temperature-int-past-repr-limit",
+        lambda e: sweep(temperature=10**5000),
+        ValidationError,
+        r"temperature=<int>: must be a finite number",
+    ),
+    (
+        "max_tokens-inf",
+        lambda e: sweep(max_tokens=float("inf")),
+        ValidationError,
+        r"max_tokens=inf: must be a positive",
+    ),
+    ("repeats-nan", lambda e: sweep(repeats=float("nan")), ValidationError, r"repeats=nan: must be a positive integer"),
+    ("seed-nan", lambda e: sweep(seed=float("nan")), ValidationError, r"seed=nan: must be an integer"),
+    (
+        "params-nan",
+        lambda e: sweep(params={"presence_penalty": [0.0, float("nan")]}),
+        ValidationError,
+        r"params\['presence_penalty'\]\[1\]=nan: must be a finite number \(NaN and infinity cannot be sent as JSON\)",
+    ),
+    (
+        "params-nested-inf",
+        lambda e: sweep(params={"logit_bias": [{"50256": float("-inf")}]}),
+        ValidationError,
+        r"params\['logit_bias'\]\[0\]\['50256'\]=-inf: must be a finite number",
+    ),
+    (
+        "params-nested-too-deep",
+        lambda e: sweep(params={"x": [eval("[" * 200 + "]" * 200)]}),
+        ValidationError,
+        r"params\['x'\]\[0\].*nested more than 32 levels",
+    ),
+    (
+        "provider-rpm-nan",
+        lambda e: ll.provider("p6", base_url="http://x/v1", rpm=float("nan")),
+        ConfigError,
+        r"provider 'p6': rpm=nan must be a positive number \(finite",
+    ),
+    (
+        "provider-tpm-inf",
+        lambda e: ll.provider("p7", base_url="http://x/v1", tpm=float("inf")),
+        ConfigError,
+        r"provider 'p7': tpm=inf must be a positive number \(finite; omit it for no limit\)",
+    ),
+    (
+        "provider-timeout-nan",
+        lambda e: ll.provider("p8", base_url="http://x/v1", timeout=float("nan")),
+        ConfigError,
+        r"provider 'p8': timeout=nan must be a positive number",
+    ),
+    (
+        "provider-rpm-int-past-float",
+        lambda e: ll.provider("p9", base_url="http://x/v1", rpm=10**400),
+        ConfigError,
+        r"provider 'p9': rpm=1000.* must be a positive number \(finite",
+    ),
+    (
+        "plan-repeats-billion",
+        lambda e: sweep(repeats=10**9),
+        ValidationError,
+        rf"calls=1000000000: the sweep would make 1,000,000,000 calls \(1,000,000,000 repeats\); at most "
+        rf"{MAX_PLAN_CALLS:,} are planned",
+    ),
+    (
+        "plan-params-product",
+        lambda e: sweep(params={"a": list(range(1000)), "b": list(range(1000))}),
+        ValidationError,
+        r"would make 1,000,000 calls \(1,000 params\['a'\] × 1,000 params\['b'\]\)",
+    ),
+    (
+        "yaml-repeats-huge",
+        lambda e: spec(e, GOOD_PROMPTS + "repeats: 1000000000000\n"),
+        ValidationError,
+        r"spec\.yaml: calls=3000000000000: the sweep would make 3,000,000,000,000 calls \(3 temperature × "
+        r"1,000,000,000,000 repeats\)",
+    ),
+    (
+        "yaml-billion-laughs",
+        lambda e: spec(e, BILLION_LAUGHS),
+        ValidationError,
+        r"spec=.*spec\.yaml': its aliases \(\*name\) expand it to [\d,]+\+ values; at most 100,000",
+    ),
+    (
+        "yaml-alias-cycle",
+        lambda e: spec(e, "prompts: &p [*p]\nmodels: [fault/tiny]\n"),
+        ValidationError,
+        r"spec\.yaml': invalid YAML at line 1: an alias refers to the mapping or list that contains it",
+    ),
+    (
+        "yaml-too-large",
+        lambda e: spec(e, GOOD_PROMPTS + "#" + "x" * (1024 * 1024) + "\n"),
+        ValidationError,
+        r"spec\.yaml': larger than 1024 KiB; put long prompt sets in a prompts file",
+    ),
+    (
+        "yaml-is-a-fifo",
+        lambda e: load_spec(e.fifo("spec.yaml")),
+        ValidationError,
+        r"spec=.*spec\.yaml': is not a regular file",
+    ),
+    (
+        "yaml-is-dev-zero",
+        lambda e: load_spec(Path("/dev/zero")),
+        ValidationError,
+        r"spec='/dev/zero': is not a regular",
+    ),
+    (
+        "yaml-deeply-nested",
+        lambda e: spec(e, "prompts: " + "[" * 5000 + "]" * 5000 + "\n"),
+        ValidationError,
+        r"spec\.yaml': invalid YAML: nested too deep",
+    ),
+    (
+        "yaml-non-string-keys",
+        lambda e: spec(e, "1: a\nfoo: 2\n" + GOOD_PROMPTS),
+        ValidationError,
+        r"spec\.yaml: 1='a': unknown key",
+    ),
+    (
+        "yaml-run-non-string-keys",
+        lambda e: spec(e, GOOD_PROMPTS + "run: {1: 2, x: 3}\n"),
+        ValidationError,
+        r"spec\.yaml: run\.1=2: unknown key",
+    ),
+    (
+        "yaml-run-cassette-not-a-path",
+        lambda e: spec(e, GOOD_PROMPTS + "run: {cache: replay, cassette: 5}\n"),
+        ValidationError,
+        r"spec\.yaml: run\.cassette=5: must be the path of a \.json file",
+    ),
+    (
+        "yaml-prompts-dict",
+        lambda e: spec(e, "prompts: {a: 1}\nmodels: [fault/tiny]\n"),
+        ValidationError,
+        r"spec\.yaml: prompts=\{'a': 1\}: a dict is not a prompt set",
+    ),
+    (
+        "csv-field-over-cap",
+        lambda e: sweep(prompts=e.file("p.csv", "prompt\nrain\n" + "x" * (MAX_FIELD_CHARS + 1) + "\n")),
+        ValidationError,
+        r"p\.csv:3': a field is longer than 16,777,216 characters",
+    ),
+    (
+        "jsonl-line-over-cap",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "' + "x" * MAX_FIELD_CHARS + '"}\n')),
+        ValidationError,
+        r"p\.jsonl:1': line of 16,777,2\d\d characters; at most 16,777,216",
+    ),
+    (
+        "csv-unclosed-quote",
+        lambda e: sweep(prompts=e.file("p.csv", 'prompt\nrain\n"sun\n')),
+        ValidationError,
+        r"p\.csv:3': malformed CSV \(unexpected end of data\)",
+    ),
+    (
+        "csv-duplicate-columns",
+        lambda e: sweep(prompts=e.file("p.csv", "prompt,prompt\nrain,sun\n")),
+        ValidationError,
+        r"p\.csv:1': duplicate column 'prompt' in the header row",
+    ),
+    (
+        "csv-zero-bytes",
+        lambda e: sweep(prompts=e.file("p.csv", b"")),
+        ValidationError,
+        r"p\.csv': CSV has no header row",
+    ),
+    ("csv-is-a-fifo", lambda e: sweep(prompts=e.fifo("p.csv")), ValidationError, r"p\.csv': is not a regular file"),
+    (
+        "csv-links-to-dev-zero",
+        lambda e: sweep(prompts=e.link("p.csv", "/dev/zero")),
+        ValidationError,
+        r"p\.csv': is not a regular file",
+    ),
+    (
+        "json-nested-too-deep",
+        lambda e: sweep(prompts=e.file("p.json", "[" * 100_000 + "]" * 100_000)),
+        ValidationError,
+        r"p\.json': invalid JSON",
+    ),
+    (
+        "jsonl-lone-surrogate",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": "rain \\ud800"}\n')),
+        ValidationError,
+        r"prompts\[0\]\.prompt='rain \\ud800': holds a lone surrogate",
+    ),
+    (
+        "jsonl-nan-prompt",
+        lambda e: sweep(prompts=e.file("p.jsonl", '{"prompt": NaN}\n')),
+        ValidationError,
+        r"prompts\[0\]\.prompt=nan: missing value",
+    ),
+    (
+        "prompts-dict",
+        lambda e: sweep(prompts={"a": 1}),
+        ValidationError,
+        r"prompts=\{'a': 1\}: a dict is not a prompt set \(its keys would be sent",
+    ),
+    ("prompts-set", lambda e: sweep(prompts={"rain"}), ValidationError, r"prompts=\{'rain'\}: a set has no order"),
+    ("prompts-bytes", lambda e: sweep(prompts=b"rain"), ValidationError, r"prompts=b'rain': expected a list"),
+    (
+        "prompts-list-of-none",
+        lambda e: sweep(prompts=[None]),
+        ValidationError,
+        r"prompts\[0\]=None: a prompt must be a string, a dict \(row\) or a message list, not NoneType",
+    ),
+    (
+        "prompt-value-nan",
+        lambda e: sweep(prompts=[{"prompt": float("nan")}]),
+        ValidationError,
+        r"prompts\[0\]\.prompt=nan: missing value \(None/NaN\)",
+    ),
+    (
+        "prompt-value-none",
+        lambda e: sweep(prompts=[{"prompt": "rain"}, {"prompt": None}]),
+        ValidationError,
+        r"prompts\[1\]\.prompt=None: missing value",
+    ),
+    (
+        "prompt-value-int",
+        lambda e: sweep(prompts=[{"prompt": 42}]),
+        ValidationError,
+        r"prompts\[0\]\.prompt=42: must be a string, not int",
+    ),
+    (
+        "prompt-lone-surrogate",
+        lambda e: sweep(prompts=["rain \udc80"]),
+        ValidationError,
+        r"prompts\[0\]\.prompt=.*holds a lone surrogate '\\udc80' at position 5",
+    ),
+    (
+        "system-lone-surrogate",
+        lambda e: sweep(system="be brief \ud800"),
+        ValidationError,
+        r"system=.*holds a lone surrogate",
+    ),
+    (
+        "template-var-nan",
+        lambda e: sweep(prompts=[{"q": "rain"}, {"q": float("nan")}], template="Q: {q}"),
+        ValidationError,
+        r"prompts\[1\]\.q=nan: empty value for template variable \{q\}",
+    ),
+    (
+        "template-var-inf-in-dataframe",
+        lambda e: sweep(prompts=pd.DataFrame({"q": [float("inf")]}), template="Q: {q}"),
+        ValidationError,
+        r"prompts\[0\]\.q=inf: template variable \{q\} must be a finite number or text",
+    ),
+    (
+        "template-var-list",
+        lambda e: sweep(prompts=[{"q": ["a", "b"]}], template="Q: {q}"),
+        ValidationError,
+        r"prompts\[0\]\.q=\['a', 'b'\]: template variable \{q\} must be text or a number, not list",
+    ),
+    (
+        "dataframe-duplicate-columns",
+        lambda e: sweep(prompts=pd.DataFrame([["a", "b"]], columns=["prompt", "prompt"])),
+        ValidationError,
+        r"prompts='DataFrame': duplicate column 'prompt'",
+    ),
+    (
+        "message-content-parts-not-dicts",
+        lambda e: sweep(prompts=[[{"role": "user", "content": [1, 2]}]]),
+        ValidationError,
+        r"prompts\[0\]\[0\]\.content=\[1, 2\]: content parts must be dicts",
+    ),
+    (
+        "template-format-spec",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Q: {q:d}"),
+        ValidationError,
+        r"prompts\[0\]\.q='rain': placeholder \{q:d\} cannot format this value: Unknown format code 'd'",
+    ),
+    (
+        "template-conversion",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Q: {q!z}"),
+        ValidationError,
+        r"template\.q=.*placeholder \{q!z\}: unknown conversion '!z'; use !r, !s or !a",
+    ),
+    (
+        "template-attribute",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Q: {q.upper}"),
+        ValidationError,
+        r"template=.*placeholder \{q\.upper\} must be a plain column name \(no attribute or index access",
+    ),
+    (
+        "template-index",
+        lambda e: sweep(prompts=[{"q": "rain"}], template="Q: {q[0]}"),
+        ValidationError,
+        r"template=.*placeholder \{q\[0\]\} must be a plain column name",
+    ),
+    (
+        "template-nested-spec",
+        lambda e: sweep(prompts=[{"q": "rain", "w": "5"}], template="Q: {q:{w}}"),
+        ValidationError,
+        r"template\.q=.*nested fields in a format spec are not supported",
     ),
     # --- configuration --------------------------------------------------------------------------------
     (
