@@ -92,11 +92,33 @@ def raw_query(
         except ValueError:
             reason = response.text
         raise QueryError(redact(f"DQL query failed with HTTP {response.status_code}: {reason[:300]}"))
-    content = response.json().get("content") or [{}]
+    try:
+        answer = response.json()
+    except ValueError:
+        raise QueryError(redact(f"DataKit answered DQL with a non-JSON body: {response.text[:300]}")) from None
+    if not isinstance(answer, dict):
+        raise QueryError(redact(f"DataKit answered DQL with {type(answer).__name__}, not an object"))
+    if answer.get("error_code") or ("content" not in answer and answer.get("message")):
+        # DataKit 1.84 passes the Guance backend's error body through with HTTP 200
+        # (internal/httpapi/api_query.go + wrap.go): a top-level error_code/message, no content
+        # (the shape internal/cmds/dql.go reads)
+        raise QueryError(redact(f"DQL error {answer.get('error_code') or ''}: {answer.get('message') or ''}".strip()))
+    content = answer.get("content")
+    if not isinstance(content, list) or not content:
+        raise QueryError(redact(f"DataKit answered DQL without content: {response.text[:300]}"))
     first = content[0] or {}
     if first.get("error"):
         raise QueryError(redact(f"DQL error: {first['error']}"))
     return first
+
+
+def dql_string(value: str) -> str:
+    """``value`` as a DQL string literal: single quotes, the text itself (non-ASCII kept literal).
+
+    ``json.dumps`` would send ``"\\u667a…"`` for a Chinese service name, which DataKit's DQL
+    parser does not decode, so the filter never matched; only ``\\`` and ``'`` are escaped.
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _anyvalue(v: dict[str, Any]) -> Any:
@@ -111,7 +133,30 @@ def _anyvalue(v: dict[str, Any]) -> Any:
         return tuple(_anyvalue(x) for x in v["arrayValue"].get("values", []))
     if "kvlistValue" in v:
         return {kv["key"]: _anyvalue(kv.get("value", {})) for kv in v["kvlistValue"].get("values", [])}
+    if "bytesValue" in v:  # protojson writes bytes as base64
+        try:
+            raw = base64.b64decode(v["bytesValue"])
+        except (ValueError, binascii.Error):
+            return v["bytesValue"]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return v["bytesValue"]
     return None
+
+
+def tag_value(value: Any) -> Any:
+    """A ``customer_tags`` column value: DataKit writes a list attribute as the JSON string
+    ``{"values":[…]}`` (the protojson of its ArrayValue, ``inputs/opentelemetry/helper.go``); that
+    becomes a tuple again, as a list attribute read from ``message`` does."""
+    if isinstance(value, str) and value.startswith('{"values":'):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict) and isinstance(parsed.get("values"), list) and len(parsed) == 1:
+            return tuple(_anyvalue(x) for x in parsed["values"])
+    return value
 
 
 def _hex_id(value: Any) -> str | None:
@@ -159,7 +204,7 @@ def decode_point(point: dict[str, Any]) -> DecodedPoint:
     attrs: dict[str, Any] = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in message.get("attributes", [])}
     for key, value in point.items():  # customer_tags columns (underscore form)
         if key not in _STANDARD and value is not None and key not in attrs:
-            attrs[key] = value
+            attrs[key] = tag_value(value)
     start_ns = (
         int(message["startTimeUnixNano"])
         if message.get("startTimeUnixNano")
@@ -265,7 +310,7 @@ def query_spans(
     now_ms = int(time.time() * 1000)
     start_ms = since_ns // 1_000_000 if since_ns is not None else now_ms - 30 * 24 * 3600 * 1000
     end_ms = until_ns // 1_000_000 + 1 if until_ns is not None else now_ms + 60_000
-    where = f" {{ `service` = {json.dumps(service)} }}" if service else ""
+    where = f" {{ `service` = {dql_string(service)} }}" if service else ""
     query = f"T::re(`.*`){where} ORDER BY time ASC"
     rows: list[dict[str, Any]] = []
     # limit counts LLM rows, not points (workflow/task spans are filtered out here); past it, the
