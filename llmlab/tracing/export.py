@@ -54,6 +54,11 @@ def otlp_traces_url(config: Config) -> str | None:
     return config.datakit + "/otel/v1/traces"
 
 
+def exports(config: Config) -> bool:
+    """Whether ``config`` sends spans anywhere (DataKit or a plain OTLP endpoint)."""
+    return config.datakit is not None or bool(getattr(config, "otlp_endpoint", None))
+
+
 def _status(span: ReadableSpan) -> tuple[str, str]:
     code = span.status.status_code.name.lower() if span.status is not None else "unset"
     return code, (span.status.description or "") if span.status is not None else ""
@@ -91,8 +96,10 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: _scrub(v) if isinstance(v, (str, list, tuple)) else v for k, v in attrs.items()}
 
 
-def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
-    """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
+def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tuple[Any, ...]:
+    """The store row of one finished span (its canonical row is precomputed for fast read-back).
+
+    ``export=False``: kept locally only (someone else's exporter delivers it)."""
     attrs = dict(span.attributes or {})
     events, status_ = list(span.events), span.status
     if not config.trace_content:
@@ -166,7 +173,7 @@ def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
         json.dumps(extras, default=str) if extras else "{}",
         json.dumps(attrs, default=str),
         otlp,
-        PENDING if config.datakit is not None else None,
+        PENDING if export and exports(config) else None,
     ) + values
 
 
@@ -184,12 +191,12 @@ class SpanSink:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = get_store(config.home)
-        self.exporter = OutboxExporter(config) if config.datakit is not None else None
+        self.exporter = OutboxExporter(config) if exports(config) else None
         self._last = None
 
-    def submit(self, span: ReadableSpan) -> None:
+    def submit(self, span: ReadableSpan, export: bool = True) -> None:
         try:
-            record = span_record(span, self.config)
+            record = span_record(span, self.config, export)
         except Exception:  # a span we cannot encode must not break the caller
             log.exception("could not record span %s", getattr(span, "name", "?"))
             return
