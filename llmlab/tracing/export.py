@@ -6,9 +6,12 @@ span of a finished call. Spans to export carry ``export_state = 0`` (pending); t
 :class:`OutboxExporter` thread leases batches of up to 512 spans and 4 MiB, POSTs them to
 ``<datakit>/otel/v1/traces`` and marks them delivered (1) on success. Connection errors,
 timeouts, 429 and 5xx leave them pending and back off; they go out automatically once DataKit
-answers again, or on ``llmlab replay``; so do 401/403/404 (DataKit's set-up, not the spans). A
-413 splits the batch; another 4xx (the body itself refused) marks the spans rejected (2) with a
-warning. Delivery is at-least-once; the embedded collector stores each span once.
+answers again, or on ``llmlab replay``; so do 401/403/404/405/415 ("wrong place / not set up":
+DataKit's set-up, not the spans), remembered and reported at the next sweep and by ``llmlab store
+status``. A 413 splits the batch; a 400 (a body DataKit refuses as malformed) splits it down to
+single spans, and only a single span refused is set aside as rejected (2): kept, listed, sent
+again by ``llmlab replay --rejected``, never deleted. Delivery is at-least-once; the embedded
+collector stores each span once.
 """
 
 from __future__ import annotations
@@ -355,27 +358,105 @@ def _post(
         raise DeliveryFailed(redact(f"{type(exc).__name__}: {exc}")) from None
     if response.status_code < 300:
         outcome[DELIVERED] += keys
+        clear_problem(config)
         return
     if response.status_code in (408, 429) or response.status_code >= 500:
         raise DeliveryFailed(f"HTTP {response.status_code}")
-    if response.status_code in (401, 403, 404):
-        # DataKit's set-up, not the spans: no OpenTelemetry input (404) or a token/header it wants
-        # (401/403); they go out once it is fixed
-        raise DeliveryFailed(
-            redact(
-                f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
-                f"TRACELOOP_HEADERS ({response.text[:120]})"
-            )
+    if response.status_code in SETUP_STATUSES:
+        # DataKit's set-up, not the spans: no OpenTelemetry input (404/405), a token/header it wants
+        # (401/403), a content type it does not take (415). Every span stays pending until it is fixed.
+        message = redact(
+            f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
+            f"TRACELOOP_HEADERS ({response.text[:120]})"
         )
+        note_problem(config, response.status_code, message)
+        raise DeliveryFailed(message)
     if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
+        half = len(rows) // 2
+        _post(config, client, rows[:half], outcome)
+        _post(config, client, rows[half:], outcome)
+        return
+    if len(rows) > 1:
+        # a malformed batch (400): find the span(s) DataKit refuses, one at a time at the end
         half = len(rows) // 2
         _post(config, client, rows[:half], outcome)
         _post(config, client, rows[half:], outcome)
         return
     outcome[REJECTED] += keys
     log.warning(
-        "DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200])
+        "DataKit rejected span %s/%s with HTTP %d: %s. It is kept (llmlab store status lists it; "
+        "`llmlab replay --rejected` sends it again)",
+        keys[0][0],
+        keys[0][1],
+        response.status_code,
+        redact(response.text[:200]),
     )
+
+
+#: Answers that mean "wrong place / not set up": the whole outbox waits, nothing is set aside.
+SETUP_STATUSES = frozenset({401, 403, 404, 405, 415})
+_PROBLEM_FILE = "export_problem.json"
+
+
+def note_problem(config: Config, status: int, message: str) -> None:
+    """Remember a set-up problem of the export target (shown at the next sweep and in ``store status``)."""
+    try:
+        (config.home / _PROBLEM_FILE).write_text(
+            json.dumps({"status": status, "message": message, "at": time.time()}), encoding="utf-8"
+        )
+    except OSError:
+        pass
+
+
+def clear_problem(config: Config) -> None:
+    """Forget the remembered set-up problem (a delivery succeeded)."""
+    try:
+        (config.home / _PROBLEM_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def export_problem(config: Config) -> dict[str, Any] | None:
+    """The last set-up problem of the export target, or None (cleared by the next delivery)."""
+    try:
+        return json.loads((config.home / _PROBLEM_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def warn_if_stuck(config: Config) -> None:
+    """At the start of a sweep: say so when spans wait because the export target is not set up."""
+    problem = export_problem(config)
+    if problem is None:
+        return
+    waiting = get_store(config.home).pending_count()
+    if waiting:
+        log.warning(
+            "%d spans are waiting to be exported: the last attempt got %s. They are kept and go out once "
+            "this is fixed (or run `llmlab replay`).",
+            waiting,
+            problem.get("message"),
+        )
+
+
+def rejected(config: Config) -> list[dict[str, Any]]:
+    """Spans DataKit refused one by one as malformed (400): kept, never deleted."""
+    rows = get_store(config.home).read(
+        "SELECT trace_id, span_id, name, service, start_ns FROM spans WHERE export_state = ? ORDER BY rowid",
+        (REJECTED,),
+    )
+    return [dict(zip(("trace_id", "span_id", "name", "service", "start_ns"), r)) for r in rows]
+
+
+def requeue_rejected(config: Config) -> int:
+    """Mark every rejected span pending again (``llmlab replay --rejected``); returns how many."""
+
+    def fn(db: Any) -> int:
+        return db.execute(
+            "UPDATE spans SET export_state = ?, lease_until = NULL WHERE export_state = ?", (PENDING, REJECTED)
+        ).rowcount
+
+    return int(get_store(config.home).write(fn))
 
 
 def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
