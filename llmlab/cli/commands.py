@@ -147,7 +147,7 @@ def replay(home: str | None, rejected: bool) -> None:
     from llmlab.tracing.export import drain, requeue_rejected
 
     config = configure(home)
-    if config.datakit is None and not getattr(config, "otlp_endpoint", None):
+    if config.datakit is None and not config.otlp_endpoint:
         raise ConfigError("datakit is disabled (LLMLAB_DATAKIT_URL=none): nothing to replay")
     if rejected:
         click.echo(f"{requeue_rejected(config)} rejected spans queued again")
@@ -182,6 +182,7 @@ def store_status(home: str | None) -> None:
     for table in ("sweeps", "calls", "cache", "spans"):
         status[table] = st.read(f"SELECT count(*) FROM {table}")[0][0]
     status["pending_export"] = st.pending_count()
+    status["pending_otlp_export"] = st.pending_count("otlp_state")
     from llmlab.tracing.export import export_problem, rejected
 
     status["rejected_export"] = [f"{r['trace_id']}/{r['span_id']} {r['name']}" for r in rejected(config)]
