@@ -69,7 +69,7 @@ def fill(store, n: int) -> None:
             "workflow": None,
             "params": "",
         }
-        batch.append(tuple(rec[c] for c in SPAN_RECORD_COLUMNS))
+        batch.append(tuple(rec.get(c) for c in SPAN_RECORD_COLUMNS))
         if len(batch) == 50_000:
             store.put_spans(batch).result()
             batch = []

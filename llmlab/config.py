@@ -30,6 +30,11 @@ LLMLAB_APP_NAME = "LLMLAB_APP_NAME"
 LLMLAB_DEBUG = "LLMLAB_DEBUG"
 #: Per-token delay of the embedded model server, in milliseconds (demo realism).
 LLMLAB_LOCAL_DELAY_MS = "LLMLAB_LOCAL_DELAY_MS"
+#: A plain OTLP/HTTP collector to export spans to as well (``http://localhost:4318``; spans go to
+#: ``<endpoint>/v1/traces``), alongside DataKit or, with ``LLMLAB_DATAKIT_URL=none``, instead of it.
+LLMLAB_OTLP_ENDPOINT = "LLMLAB_OTLP_ENDPOINT"
+#: Headers for that endpoint, ``k1=v1,k2=v2`` (as ``OTEL_EXPORTER_OTLP_HEADERS``); never logged.
+LLMLAB_OTLP_HEADERS = "LLMLAB_OTLP_HEADERS"
 #: OpenLLMetry's exporter base URL (``<datakit>/otel``); honoured when LLMLAB_DATAKIT_URL is unset.
 TRACELOOP_BASE_URL = "TRACELOOP_BASE_URL"
 #: OpenLLMetry's exporter headers, ``k1=v1,k2=v2`` (URL-encoded values allowed).
@@ -54,6 +59,8 @@ class Config:
         trace_content: whether prompt/completion text goes into spans and the store.
         headers: extra HTTP headers for OTLP export (from ``TRACELOOP_HEADERS``); never logged.
         datakit_token: token for DataKit's DQL API, if any; never logged.
+        otlp_endpoint: a plain OTLP/HTTP collector's base URL (spans to ``<endpoint>/v1/traces``), or None.
+        otlp_headers: HTTP headers for ``otlp_endpoint``; never logged.
     """
 
     home: Path
@@ -62,6 +69,8 @@ class Config:
     trace_content: bool
     headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     datakit_token: str | None = dataclasses.field(default=None, repr=False)
+    otlp_endpoint: str | None = None
+    otlp_headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -88,7 +97,23 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected true or false")
 
 
-def _parse_headers(raw: str) -> dict[str, str]:
+def normalize_otlp(value: str | None) -> str | None:
+    """An OTLP/HTTP base URL (``http://host:4318``), without a trailing ``/v1/traces``; None for none."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "none", "off", "false", "0"):
+        return None
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"otlp_endpoint={text!r}: expected an http(s) URL like http://localhost:4318")
+    text = text.rstrip("/")
+    if text.endswith("/v1/traces"):
+        text = text[: -len("/v1/traces")]
+    return text
+
+
+def _parse_headers(raw: str, source: str = TRACELOOP_HEADERS) -> dict[str, str]:
     from urllib.parse import unquote
 
     headers: dict[str, str] = {}
@@ -98,7 +123,7 @@ def _parse_headers(raw: str) -> dict[str, str]:
         if "=" not in part:
             # name the entry by its header-name-like prefix only: the rest may be a token ("k: secret")
             name = re.match(r"[A-Za-z0-9_.-]*", part.strip()).group(0)  # type: ignore[union-attr]
-            raise ConfigError(f"{TRACELOOP_HEADERS}: entry {name or '?'!r} has no '=value' (expected k1=v1,k2=v2)")
+            raise ConfigError(f"{source}: entry {name or '?'!r} has no '=value' (expected k1=v1,k2=v2)")
         key, value = part.split("=", 1)
         headers[unquote(key.strip())] = unquote(value.strip())
     return headers
@@ -134,6 +159,8 @@ def configure(
     *,
     datakit_token: str | None = _UNSET,
     headers: dict[str, str] | None = _UNSET,
+    otlp_endpoint: str | None = _UNSET,
+    otlp_headers: dict[str, str] | None = _UNSET,
 ) -> Config:
     """Resolve and activate llmlab's configuration; returns the active :class:`Config`.
 
@@ -188,7 +215,18 @@ def configure(
         datakit_token = env.get(LLMLAB_DATAKIT_TOKEN) or None
     elif datakit_token is not None and not isinstance(datakit_token, str):
         raise ConfigError(f"datakit_token: expected a string, got {type(datakit_token).__name__}")
-    for secret in list(headers.values()) + [datakit_token or ""]:
+    if otlp_endpoint is _UNSET:
+        otlp_endpoint = env.get(LLMLAB_OTLP_ENDPOINT) or None
+    otlp_endpoint = normalize_otlp(otlp_endpoint)
+    if otlp_headers is _UNSET or otlp_headers is None:
+        otlp_headers = _parse_headers(env.get(LLMLAB_OTLP_HEADERS, ""), LLMLAB_OTLP_HEADERS)
+    elif not isinstance(otlp_headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in otlp_headers.items()
+    ):
+        raise ConfigError(
+            f"otlp_headers: expected a dict of header name to string value, got {type(otlp_headers).__name__}"
+        )
+    for secret in list(headers.values()) + list(otlp_headers.values()) + [datakit_token or ""]:
         register_secret(secret)
 
     cfg = Config(
@@ -198,6 +236,8 @@ def configure(
         trace_content=trace_content,
         headers=dict(headers),
         datakit_token=datakit_token,
+        otlp_endpoint=otlp_endpoint,
+        otlp_headers=dict(otlp_headers),
     )
     global _active
     with _lock:

@@ -140,15 +140,18 @@ def spans_cmd(
 
 @click.command()
 @home_option
+@click.option("--rejected", is_flag=True, help="Also re-send the spans DataKit rejected as malformed (400).")
 @friendly
-def replay(home: str | None) -> None:
+def replay(home: str | None, rejected: bool) -> None:
     """Re-send spooled (undelivered) spans to DataKit."""
     from llmlab.errors import ConfigError
-    from llmlab.tracing.export import drain
+    from llmlab.tracing.export import drain, requeue_rejected
 
     config = configure(home)
-    if config.datakit is None:
+    if config.datakit is None and not config.otlp_endpoint:
         raise ConfigError("datakit is disabled (LLMLAB_DATAKIT_URL=none): nothing to replay")
+    if rejected:
+        click.echo(f"{requeue_rejected(config)} rejected spans queued again")
     result = drain(config)
     click.echo(f"sent {result['sent']} spans, {result['pending']} pending")
     if result["error"]:
@@ -180,6 +183,12 @@ def store_status(home: str | None) -> None:
     for table in ("sweeps", "calls", "cache", "spans"):
         status[table] = st.read(f"SELECT count(*) FROM {table}")[0][0]
     status["pending_export"] = st.pending_count()
+    status["pending_otlp_export"] = st.pending_count("otlp_state")
+    from llmlab.tracing.export import export_problem, rejected
+
+    status["rejected_export"] = [f"{r['trace_id']}/{r['span_id']} {r['name']}" for r in rejected(config)]
+    problem = export_problem(config)
+    status["export_problem"] = problem["message"] if problem else None
     status["migrations"] = [r[0] for r in st.read("SELECT name FROM _migrations ORDER BY name")]
     click.echo(json.dumps(status, indent=2))
 

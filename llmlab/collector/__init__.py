@@ -20,9 +20,17 @@ from typing import Any
 
 from llmlab.collector.ingest import DEFAULT_CUSTOMER_TAGS
 from llmlab.collector.server import MAX_BODY_BYTES, create_app
+from llmlab.schema import SWEEP_CUSTOMER_TAGS
+
+#: The embedded collector's customer_tags: the seed's list plus llmlab's call attributes
+#: (:data:`llmlab.schema.SWEEP_CUSTOMER_TAGS`), as docs/datakit.md asks of a real DataKit.
+EMBEDDED_CUSTOMER_TAGS: tuple[str, ...] = DEFAULT_CUSTOMER_TAGS + tuple(
+    t for t in SWEEP_CUSTOMER_TAGS if t not in DEFAULT_CUSTOMER_TAGS
+)
 
 __all__ = [
     "DEFAULT_CUSTOMER_TAGS",
+    "EMBEDDED_CUSTOMER_TAGS",
     "MAX_BODY_BYTES",
     "background",
     "create_app",
@@ -44,7 +52,7 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
         config: a :class:`llmlab.config.Config` (default: the active one). Its
             ``collector_db_path`` selects the database; a different home starts a new collector
             (the previous one is stopped).
-        customer_tags: span attributes stored as tags; default: the seed's list.
+        customer_tags: span attributes stored as tags; default: :data:`EMBEDDED_CUSTOMER_TAGS`.
 
     Returns:
         the base URL, e.g. ``http://127.0.0.1:41237`` (OTLP at ``<url>/otel/v1/traces``).
@@ -61,7 +69,7 @@ def ensure_embedded(config: Any = None, customer_tags: Sequence[str] | None = No
         if _embedded is not None:
             _stop(_embedded)
             _embedded = None
-        app = create_app(db_path, customer_tags)
+        app = create_app(db_path, EMBEDDED_CUSTOMER_TAGS if customer_tags is None else customer_tags)
         server = background(app).start()
         _embedded, _embedded_db = server, db_path
         return str(server.url)
@@ -121,7 +129,7 @@ def serve(host: str = "127.0.0.1", port: int = 9529, home: str | os.PathLike[str
 
     home_path = Path(home or os.environ.get(LLMLAB_HOME) or DEFAULT_HOME).expanduser().resolve()
     db_path = home_path / "collector.db"
-    app = create_app(db_path)
+    app = create_app(db_path, EMBEDDED_CUSTOMER_TAGS)
     print(
         f"llmlab collector on http://{host}:{port} (OTLP: /otel/v1/traces, DQL: /v1/query/raw), data: {db_path}",
         flush=True,

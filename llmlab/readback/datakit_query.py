@@ -13,6 +13,7 @@ import binascii
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,11 +93,33 @@ def raw_query(
         except ValueError:
             reason = response.text
         raise QueryError(redact(f"DQL query failed with HTTP {response.status_code}: {reason[:300]}"))
-    content = response.json().get("content") or [{}]
+    try:
+        answer = response.json()
+    except ValueError:
+        raise QueryError(redact(f"DataKit answered DQL with a non-JSON body: {response.text[:300]}")) from None
+    if not isinstance(answer, dict):
+        raise QueryError(redact(f"DataKit answered DQL with {type(answer).__name__}, not an object"))
+    if answer.get("error_code") or ("content" not in answer and answer.get("message")):
+        # DataKit 1.84 passes the Guance backend's error body through with HTTP 200
+        # (internal/httpapi/api_query.go + wrap.go): a top-level error_code/message, no content
+        # (the shape internal/cmds/dql.go reads)
+        raise QueryError(redact(f"DQL error {answer.get('error_code') or ''}: {answer.get('message') or ''}".strip()))
+    content = answer.get("content")
+    if not isinstance(content, list) or not content:
+        raise QueryError(redact(f"DataKit answered DQL without content: {response.text[:300]}"))
     first = content[0] or {}
     if first.get("error"):
         raise QueryError(redact(f"DQL error: {first['error']}"))
     return first
+
+
+def dql_string(value: str) -> str:
+    """``value`` as a DQL string literal: single quotes, the text itself (non-ASCII kept literal).
+
+    ``json.dumps`` would send ``"\\u667a…"`` for a Chinese service name, which DataKit's DQL
+    parser does not decode, so the filter never matched; only ``\\`` and ``'`` are escaped.
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _anyvalue(v: dict[str, Any]) -> Any:
@@ -111,7 +134,30 @@ def _anyvalue(v: dict[str, Any]) -> Any:
         return tuple(_anyvalue(x) for x in v["arrayValue"].get("values", []))
     if "kvlistValue" in v:
         return {kv["key"]: _anyvalue(kv.get("value", {})) for kv in v["kvlistValue"].get("values", [])}
+    if "bytesValue" in v:  # protojson writes bytes as base64
+        try:
+            raw = base64.b64decode(v["bytesValue"])
+        except (ValueError, binascii.Error):
+            return v["bytesValue"]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return v["bytesValue"]
     return None
+
+
+def tag_value(value: Any) -> Any:
+    """A ``customer_tags`` column value: DataKit writes a list attribute as the JSON string
+    ``{"values":[…]}`` (the protojson of its ArrayValue, ``inputs/opentelemetry/helper.go``); that
+    becomes a tuple again, as a list attribute read from ``message`` does."""
+    if isinstance(value, str) and value.startswith('{"values":'):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict) and isinstance(parsed.get("values"), list) and len(parsed) == 1:
+            return tuple(_anyvalue(x) for x in parsed["values"])
+    return value
 
 
 def _hex_id(value: Any) -> str | None:
@@ -159,7 +205,7 @@ def decode_point(point: dict[str, Any]) -> DecodedPoint:
     attrs: dict[str, Any] = {kv["key"]: _anyvalue(kv.get("value", {})) for kv in message.get("attributes", [])}
     for key, value in point.items():  # customer_tags columns (underscore form)
         if key not in _STANDARD and value is not None and key not in attrs:
-            attrs[key] = value
+            attrs[key] = tag_value(value)
     start_ns = (
         int(message["startTimeUnixNano"])
         if message.get("startTimeUnixNano")
@@ -226,28 +272,72 @@ def point_to_row(point: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
+_ORDER_ASC = " ORDER BY time ASC"
+
+
 def iter_points(
     config: Config, query: str, time_range: tuple[int, int] | None, limit: int | None
 ) -> Iterator[dict[str, Any]]:
-    """Page through a query's points (LIMIT/OFFSET), yielding dicts of column → value."""
-    offset = 0
+    """Page through a query's points in time order, yielding dicts of column → value.
+
+    Pages move a time cursor (``time_range`` starts at the last page's last ``time``), with an
+    ``OFFSET`` only over the points already read in that one millisecond: no deep ``OFFSET``,
+    whose cost grows with every page on the backend. ``query`` is ``T::…``/``M::…`` with its
+    filters (a trailing ``ORDER BY time ASC`` is accepted); ``limit`` caps the points read.
+    """
+    if query.endswith(_ORDER_ASC):
+        query = query[: -len(_ORDER_ASC)]
+    now_ms = int(time.time() * 1000)
+    cursor, end = time_range if time_range is not None else (now_ms - 30 * 24 * 3600 * 1000, now_ms + 60_000)
+    at_cursor = 0  # points already yielded whose time is `cursor`
+    read = 0
+    seen_at_cursor: set[tuple[Any, Any]] = set()
     with httpx.Client(timeout=60.0, trust_env=False) as client:
         while True:
-            page = PAGE if limit is None else min(PAGE, limit - offset)
+            page = PAGE if limit is None else min(PAGE, limit - read)
             if page <= 0:
                 return
-            content = raw_query(config, f"{query} LIMIT {page} OFFSET {offset}", time_range, client=client)
-            series = content.get("series") or []
+            text = f"{query}{_ORDER_ASC} LIMIT {page}" + (f" OFFSET {at_cursor}" if at_cursor else "")
+            content = raw_query(config, text, (cursor, end), client=client)
             got = 0
-            for s in series:
+            for s in content.get("series") or []:
                 columns = s.get("columns") or []
                 for values in s.get("values") or []:
                     got += 1
-                    yield dict(zip(columns, values))
-            offset += got
-            total = content.get("total_hits")
-            if got < page or (isinstance(total, int) and offset >= total):
+                    point = dict(zip(columns, values))
+                    t = point.get("time")
+                    key = (point.get("trace_id"), point.get("span_id"))
+                    if t == cursor:
+                        if key[1] is not None and key in seen_at_cursor:
+                            continue  # a point that arrived meanwhile shifted the ms's offset
+                        at_cursor += 1
+                    elif isinstance(t, int) and t > cursor:
+                        cursor, at_cursor = t, 1
+                        seen_at_cursor.clear()
+                    if key[1] is not None:
+                        seen_at_cursor.add(key)
+                    read += 1
+                    yield point
+            if got < page:
                 return
+
+
+SWEEP_CUSTOMER_TAGS = schema.SWEEP_CUSTOMER_TAGS
+#: The snippet for DataKit's ``conf.d/opentelemetry/opentelemetry.conf`` (``[inputs.opentelemetry]``).
+CUSTOMER_TAGS_SNIPPET = "customer_tags = [" + ", ".join(f'"{t}"' for t in SWEEP_CUSTOMER_TAGS) + "]"
+_SOURCE = "`source` = 'opentelemetry'"
+_warned_slow: set[str] = set()
+
+
+class SlowSweepQueryWarning(UserWarning):
+    """``ll.spans(sweep_id=…)`` had to read the sweep's whole time window: DataKit lacks the tag."""
+
+
+def _has_sweep_tag(config: Config, sweep_id: str, time_range: tuple[int, int]) -> bool:
+    """Whether DataKit has ``llmlab_sweep_id`` as a column (its customer_tags list it): one point."""
+    query = f"T::re(`.*`):(`span_id`) {{ {_SOURCE} AND `llmlab_sweep_id` = {dql_string(sweep_id)} }} LIMIT 1"
+    content = raw_query(config, query, time_range)
+    return any(s.get("values") for s in content.get("series") or [])
 
 
 def query_spans(
@@ -258,15 +348,36 @@ def query_spans(
     limit: int | None = None,
     service: str | None = None,
 ) -> pd.DataFrame:
-    """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame."""
+    """``ll.spans(source="datakit")``: LLM spans over DQL as a canonical frame.
+
+    Always restricted to source ``opentelemetry`` and the time window (a sweep's comes from the
+    local store). A sweep is filtered in DQL (``llmlab_sweep_id = '…'``) when DataKit's
+    ``customer_tags`` list ``llmlab.sweep_id``; otherwise its window is read and filtered here,
+    with one :class:`SlowSweepQueryWarning` naming the ``customer_tags`` to add.
+    """
     exact = (since_ns, until_ns)  # the DQL time range is whole ms; rows are filtered exactly below
     if sweep_id is not None and since_ns is None:
         since_ns, until_ns = _sweep_window(config, sweep_id, until_ns)
     now_ms = int(time.time() * 1000)
     start_ms = since_ns // 1_000_000 if since_ns is not None else now_ms - 30 * 24 * 3600 * 1000
     end_ms = until_ns // 1_000_000 + 1 if until_ns is not None else now_ms + 60_000
-    where = f" {{ `service` = {json.dumps(service)} }}" if service else ""
-    query = f"T::re(`.*`){where} ORDER BY time ASC"
+    conds = [_SOURCE]
+    if service:
+        conds.append(f"`service` = {dql_string(service)}")
+    if sweep_id is not None:
+        if _has_sweep_tag(config, sweep_id, (start_ms, end_ms)):
+            conds.append(f"`llmlab_sweep_id` = {dql_string(sweep_id)}")
+        elif str(config.datakit) not in _warned_slow:
+            _warned_slow.add(str(config.datakit))
+            warnings.warn(
+                f"DataKit at {config.datakit} has no llmlab_sweep_id column, so ll.spans(sweep_id=...) reads every "
+                "span of the sweep's time window and filters here. For the fast path add to the "
+                f"[inputs.opentelemetry] section of DataKit's opentelemetry.conf: {CUSTOMER_TAGS_SNIPPET} "
+                "(see docs/datakit.md)",
+                SlowSweepQueryWarning,
+                stacklevel=3,
+            )
+    query = f"T::re(`.*`) {{ {' AND '.join(conds)} }}"
     rows: list[dict[str, Any]] = []
     # limit counts LLM rows, not points (workflow/task spans are filtered out here); past it, the
     # rest of the last millisecond is read too, so the cut is by (µs start, span_id) as locally

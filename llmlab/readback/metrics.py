@@ -20,13 +20,20 @@ name                                           kind      unit  attributes (besid
 ``llm.openai.chat_completions.exceptions``     sum       time  ``error.type``
 ============================================== ========= ===== ==============================
 
+DataKit 1.84 (``internal/plugins/inputs/opentelemetry/metric.go``) writes no ``__temporality``
+tag and nothing else that tells a sum from a gauge (later DataKits, through cliutils
+``otlp.ParseResourceMetricsV2``, tag sums with ``__temporality``; the embedded collector does
+too). A point is therefore read as a sum when it carries ``__temporality`` or when its name is
+one of OpenLLMetry's known counters (:data:`KNOWN_SUMS`, the ``sum`` rows above); any other
+unmarked single value is a gauge. DataKit 1.84 also writes a histogram's ``_min``/``_max`` as 0
+when the data point has none: ``min == max == 0`` with a non-zero ``sum`` reads as NA.
+
 The duration histograms use the SDK's default buckets (0, 5, 10, 25 … seconds), far too coarse
 for LLM latency: use ``count``/``sum`` (mean) from metrics and percentiles from spans.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -37,7 +44,18 @@ import pandas as pd
 from llmlab.config import get_config
 from llmlab.errors import ConfigError
 
-__all__ = ["METRIC_COLUMNS", "metrics", "points_to_frame"]
+__all__ = ["KNOWN_SUMS", "METRIC_COLUMNS", "metrics", "points_to_frame"]
+
+#: OpenLLMetry's counters (OTLP sums): read as sums even without DataKit's ``__temporality`` tag.
+KNOWN_SUMS = frozenset(
+    {
+        "gen_ai.client.generation.choices",
+        "llm.openai.chat_completions.exceptions",
+        "llm.openai.embeddings.exceptions",
+        "llm.openai.image_generations.exceptions",
+        "llm.anthropic.completion.exceptions",
+    }
+)
 
 MEASUREMENT = "otel_service"
 #: Leading columns of ``ll.metrics()``; attribute columns (DataKit tag names) follow, sorted.
@@ -61,7 +79,7 @@ METRIC_COLUMNS = [
     "sum_delta",
 ]
 _STATS = ("count", "sum", "min", "max", "avg")
-_NOT_ATTRS = {"time", "le", "unit", "__temporality", "service_name"}
+_NOT_ATTRS = {"time", "le", "unit", "__temporality", "service_name", "remote_ip"}
 
 
 def _is_num(v: Any) -> bool:
@@ -104,10 +122,12 @@ def points_to_frame(points: Iterable[dict[str, Any]]) -> pd.DataFrame:
                     row[stat] = float(fields[f"{base}_{stat}"])
             if "avg" in row:
                 row["kind"] = "exponential_histogram"
+            if row.get("min") == 0.0 and row.get("max") == 0.0 and row.get("sum") not in (None, 0.0):
+                row["min"] = row["max"] = None  # DataKit 1.84 writes 0 for an unset min/max (metric.go)
         for f, v in fields.items():
             if any(f == f"{base}_{stat}" for base in hist for stat in _STATS):
                 continue
-            kind = "sum" if "__temporality" in tags else "gauge"
+            kind = "sum" if "__temporality" in tags or f in KNOWN_SUMS else "gauge"
             if "quantile" in tags:  # a summary's quantile point: keep it as its own row
                 kind = "summary_quantile"
             row = rows.setdefault(
@@ -217,7 +237,7 @@ def metrics(
         >>> m = ll.metrics("gen_ai.client.token.usage")                      # doctest: +SKIP
         >>> m.groupby("gen_ai_token_type")["sum_delta"].sum()                 # doctest: +SKIP
     """
-    from llmlab.readback.datakit_query import iter_points
+    from llmlab.readback.datakit_query import dql_string, iter_points
     from llmlab.readback.frames import to_ns
 
     names: list[str] | None
@@ -251,7 +271,7 @@ def metrics(
     end_ms = until_ns // 1_000_000 if until_ns is not None else now_ms + 60_000
     conds = []
     if service is not None:
-        conds.append(f"service_name = {json.dumps(service)}")
+        conds.append(f"service_name = {dql_string(service)}")
     if names:
         conds.append(_name_filter(names))
     where = f" {{ {', '.join(conds)} }}" if conds else ""

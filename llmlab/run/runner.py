@@ -40,6 +40,7 @@ from llmlab.run.retry import RetryPolicy, StreamCut, describe_error, is_rate_lim
 from llmlab.store import get_store
 from llmlab.text import is_finite_number
 from llmlab.tracing import call_context, ensure_tracing
+from llmlab.tracing.export import warn_if_stuck
 from llmlab.tracing.setup import schema_attrs_for_call
 
 __all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
@@ -281,6 +282,7 @@ class SweepRunner:
         calls = self.grid.calls
         self.handle._loop = asyncio.get_running_loop()
         ensure_tracing(self.config)
+        warn_if_stuck(self.config)
         info = {"calls": len(calls), "concurrency": self.options.concurrency, "budget_usd": self.options.budget_usd}
         spec = self.grid.spec()
         if not self.config.trace_content:

@@ -29,22 +29,26 @@ from llmlab.errors import StoreError
 from llmlab.store.migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
 
 #: Column order of a span record (see ``llmlab.tracing.export.span_record``).
-SPAN_RECORD_COLUMNS: list[str] = [
-    "trace_id",
-    "span_id",
-    "parent_id",
-    "name",
-    "service",
-    "sweep_id",
-    "call_id",
-    "start_ns",
-    "end_ns",
-    "is_llm",
-    "row_json",
-    "attrs_json",
-    "otlp",
-    "export_state",
-] + [name for name, _ in SPAN_VALUE_COLUMNS]
+SPAN_RECORD_COLUMNS: list[str] = (
+    [
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "service",
+        "sweep_id",
+        "call_id",
+        "start_ns",
+        "end_ns",
+        "is_llm",
+        "row_json",
+        "attrs_json",
+        "otlp",
+        "export_state",
+    ]
+    + [name for name, _ in SPAN_VALUE_COLUMNS]
+    + ["otlp_state"]
+)
 _SPAN_INSERT = (
     f"INSERT OR IGNORE INTO spans ({', '.join(chr(34) + c + chr(34) for c in SPAN_RECORD_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(SPAN_RECORD_COLUMNS))})"
@@ -349,9 +353,11 @@ class Store:
 
         return self.submit(fn)
 
-    def pending_count(self) -> int:
-        """Spans waiting to be delivered to DataKit."""
-        return int(self.read("SELECT count(*) FROM spans WHERE export_state = 0")[0][0])
+    def pending_count(self, column: str = "export_state") -> int:
+        """Spans waiting to be delivered to DataKit (``otlp_state``: to the plain OTLP endpoint)."""
+        if column not in ("export_state", "otlp_state"):
+            raise ValueError(f"not an outbox state column: {column!r}")
+        return int(self.read(f"SELECT count(*) FROM spans WHERE {column} = 0")[0][0])
 
 
 _stores: dict[Path, Store] = {}

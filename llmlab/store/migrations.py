@@ -192,3 +192,12 @@ def m005_call_claims(db: sqlite3.Connection) -> None:
         "CREATE TABLE IF NOT EXISTS call_claims (call_id TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, "
         "pid INTEGER NOT NULL, claimed_at TEXT NOT NULL)"
     )
+
+
+@migration
+def m006_otlp_outbox(db: sqlite3.Connection) -> None:
+    """A second outbox state per span, for a plain OTLP/HTTP endpoint exported to alongside (or
+    instead of) DataKit: each destination delivers, retries and rejects on its own."""
+    db.execute("ALTER TABLE spans ADD COLUMN otlp_state INTEGER")
+    db.execute("ALTER TABLE spans ADD COLUMN otlp_lease_until REAL")
+    db.execute("CREATE INDEX spans_otlp_pending ON spans (otlp_state) WHERE otlp_state = 0")

@@ -6,14 +6,18 @@ span of a finished call. Spans to export carry ``export_state = 0`` (pending); t
 :class:`OutboxExporter` thread leases batches of up to 512 spans and 4 MiB, POSTs them to
 ``<datakit>/otel/v1/traces`` and marks them delivered (1) on success. Connection errors,
 timeouts, 429 and 5xx leave them pending and back off; they go out automatically once DataKit
-answers again, or on ``llmlab replay``; so do 401/403/404 (DataKit's set-up, not the spans). A
-413 splits the batch; another 4xx (the body itself refused) marks the spans rejected (2) with a
-warning. Delivery is at-least-once; the embedded collector stores each span once.
+answers again, or on ``llmlab replay``; so do 401/403/404/405/415 ("wrong place / not set up":
+DataKit's set-up, not the spans), remembered and reported at the next sweep and by ``llmlab store
+status``. A 413 splits the batch; a 400 (a body DataKit refuses as malformed) splits it down to
+single spans, and only a single span refused is set aside as rejected (2): kept, listed, sent
+again by ``llmlab replay --rejected``, never deleted. Delivery is at-least-once; the embedded
+collector stores each span once.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import gzip
 import json
 import logging
@@ -54,6 +58,57 @@ def otlp_traces_url(config: Config) -> str | None:
     return config.datakit + "/otel/v1/traces"
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One export destination with its own outbox state and lease columns in the store."""
+
+    name: str
+    state: str
+    lease: str
+
+    def url(self, config: Config) -> str | None:
+        """Where this target's traces go for ``config`` (None: not configured)."""
+        if self.name == "otlp":
+            return config.otlp_endpoint + "/v1/traces" if config.otlp_endpoint else None
+        return otlp_traces_url(config)
+
+    @property
+    def gzip(self) -> bool:
+        """DataKit takes gzip; a plain OTLP endpoint gets the OTel SDK's default (no compression),
+        which every receiver decodes (some do not inflate gzip)."""
+        return self.name != "otlp"
+
+    def headers(self, config: Config) -> dict[str, str]:
+        extra = config.otlp_headers if self.name == "otlp" else config.headers
+        headers = {**extra, "Content-Type": "application/x-protobuf"}
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        return headers
+
+    def label(self, config: Config) -> str:
+        return f"the OTLP endpoint {config.otlp_endpoint}" if self.name == "otlp" else "DataKit"
+
+
+#: DataKit (``<datakit>/otel/v1/traces``) and a plain OTLP/HTTP collector (``<endpoint>/v1/traces``).
+DATAKIT = Target("datakit", "export_state", "lease_until")
+OTLP = Target("otlp", "otlp_state", "otlp_lease_until")
+
+
+def targets(config: Config) -> list[Target]:
+    """The destinations ``config`` exports to."""
+    out = []
+    if config.datakit is not None:
+        out.append(DATAKIT)
+    if config.otlp_endpoint:
+        out.append(OTLP)
+    return out
+
+
+def exports(config: Config) -> bool:
+    """Whether ``config`` sends spans anywhere (DataKit or a plain OTLP endpoint)."""
+    return bool(targets(config))
+
+
 def _status(span: ReadableSpan) -> tuple[str, str]:
     code = span.status.status_code.name.lower() if span.status is not None else "unset"
     return code, (span.status.description or "") if span.status is not None else ""
@@ -91,8 +146,10 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: _scrub(v) if isinstance(v, (str, list, tuple)) else v for k, v in attrs.items()}
 
 
-def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
-    """The store row of one finished span (its canonical row is precomputed for fast read-back)."""
+def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tuple[Any, ...]:
+    """The store row of one finished span (its canonical row is precomputed for fast read-back).
+
+    ``export=False``: kept locally only (someone else's exporter delivers it)."""
     attrs = dict(span.attributes or {})
     events, status_ = list(span.events), span.status
     if not config.trace_content:
@@ -153,21 +210,25 @@ def span_record(span: ReadableSpan, config: Config) -> tuple[Any, ...]:
     extras = {k: v for k, v in row.items() if k.startswith("assoc.")}
     values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
     return (
-        trace_id,
-        span_id,
-        parent_id,
-        span.name,
-        service,
-        row.get("sweep_id"),
-        row.get("call_id"),
-        span.start_time or 0,
-        span.end_time or 0,
-        int(is_llm),
-        json.dumps(extras, default=str) if extras else "{}",
-        json.dumps(attrs, default=str),
-        otlp,
-        PENDING if config.datakit is not None else None,
-    ) + values
+        (
+            trace_id,
+            span_id,
+            parent_id,
+            span.name,
+            service,
+            row.get("sweep_id"),
+            row.get("call_id"),
+            span.start_time or 0,
+            span.end_time or 0,
+            int(is_llm),
+            json.dumps(extras, default=str) if extras else "{}",
+            json.dumps(attrs, default=str),
+            otlp,
+            PENDING if export and config.datakit is not None else None,
+        )
+        + values
+        + (PENDING if export and config.otlp_endpoint else None,)
+    )
 
 
 def _sql_value(value: Any) -> Any:
@@ -184,12 +245,12 @@ class SpanSink:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = get_store(config.home)
-        self.exporter = OutboxExporter(config) if config.datakit is not None else None
+        self.exporter = OutboxExporter(config) if exports(config) else None
         self._last = None
 
-    def submit(self, span: ReadableSpan) -> None:
+    def submit(self, span: ReadableSpan, export: bool = True) -> None:
         try:
-            record = span_record(span, self.config)
+            record = span_record(span, self.config, export)
         except Exception:  # a span we cannot encode must not break the caller
             log.exception("could not record span %s", getattr(span, "name", "?"))
             return
@@ -254,37 +315,45 @@ class OutboxExporter:
                 if self._stop.is_set():
                     break
                 time.sleep(0.05)  # let a burst of spans accumulate into one batch
-                try:
-                    while not self._stop.is_set():
-                        sent = send_pending_batch(self.config, client)
-                        if sent is None:
-                            break
-                        self.delivered += sent
-                        self._backoff = 0.0
-                        self.last_error = None
-                except DeliveryFailed as exc:
-                    self.last_error = str(exc)
+                failed = False
+                for target in targets(self.config):
+                    try:
+                        while not self._stop.is_set():
+                            sent = send_pending_batch(self.config, client, target)
+                            if sent is None:
+                                break
+                            self.delivered += sent
+                    except DeliveryFailed as exc:
+                        failed = True
+                        self.last_error = str(exc)
+                        log.info("export to %s failed (%s); spans stay spooled", target.label(self.config), exc)
+                    except Exception:
+                        failed = True
+                        log.exception("exporter error")
+                if failed:
                     self._backoff = min(10.0, max(0.5, self._backoff * 2))
-                    log.info("DataKit export failed (%s); spans stay spooled, retry in %.1fs", exc, self._backoff)
-                except Exception:
-                    log.exception("exporter error")
-                    self._backoff = min(30.0, max(0.5, self._backoff * 2))
+                else:
+                    self._backoff = 0.0
+                    self.last_error = None
 
 
 class DeliveryFailed(Exception):
     """A batch could not be delivered now (it stays pending)."""
 
 
-def _claim(store: Any, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[str, str, bytes]]:
+def _claim(
+    store: Any, limit: int, max_bytes: int = BATCH_BYTES, target: Target = DATAKIT
+) -> list[tuple[str, str, bytes]]:
     now = time.time()
+    state, lease = target.state, target.lease
 
     def fn(db: Any) -> list[tuple[str, str, bytes]]:
         # the first-written pending spans, up to `limit` of them and `max_bytes` in all (at least
         # one); rowid order walks the partial index of pending spans without sorting a backlog
         return db.execute(
-            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, sum(size) OVER "
+            f"UPDATE spans SET {lease} = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, sum(size) OVER "
             "(ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size FROM spans "
-            "WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT ?)) "
+            f"WHERE {state} = 0 AND ({lease} IS NULL OR {lease} < ?) ORDER BY rowid LIMIT ?)) "
             "WHERE total <= ? OR total = size) RETURNING trace_id, span_id, otlp",
             (now + LEASE_S, now, limit, max_bytes),
         ).fetchall()
@@ -292,45 +361,51 @@ def _claim(store: Any, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[s
     return store.write(fn)
 
 
-def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None) -> None:
+def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None, target: Target = DATAKIT) -> None:
+    column, lease = target.state, target.lease
+
     def fn(db: Any) -> None:
         if state is None:  # release the lease, stay pending
-            db.executemany("UPDATE spans SET lease_until = NULL WHERE trace_id = ? AND span_id = ?", keys)
+            db.executemany(f"UPDATE spans SET {lease} = NULL WHERE trace_id = ? AND span_id = ?", keys)
         else:
             db.executemany(
-                "UPDATE spans SET export_state = ?, lease_until = NULL WHERE trace_id = ? AND span_id = ?",
+                f"UPDATE spans SET {column} = ?, {lease} = NULL WHERE trace_id = ? AND span_id = ?",
                 [(state, t, s) for t, s in keys],
             )
 
     store.write(fn)
 
 
-def send_pending_batch(config: Config, client: httpx.Client) -> int | None:
+def send_pending_batch(config: Config, client: httpx.Client, target: Target = DATAKIT) -> int | None:
     """Deliver one batch of pending spans; returns how many, or None when nothing is pending.
 
     Raises DeliveryFailed (spans stay pending) when DataKit is down, slow or answers 401/403/404/408/429/5xx.
     """
     store = get_store(config.home)
-    rows = _claim(store, BATCH, BATCH_BYTES)
+    rows = _claim(store, BATCH, BATCH_BYTES, target)
     if not rows:
         return None
     outcome: dict[int, list[tuple[str, str]]] = {DELIVERED: [], REJECTED: []}
     try:
-        _post(config, client, rows, outcome)
+        _post(config, client, rows, outcome, target)
     finally:
         # what was answered is settled; the rest (a failure stopped us) stays pending
         done = set(outcome[DELIVERED]) | set(outcome[REJECTED])
         for state in (DELIVERED, REJECTED):
             if outcome[state]:
-                _settle(store, outcome[state], state)
+                _settle(store, outcome[state], state, target)
         rest = [(r[0], r[1]) for r in rows if (r[0], r[1]) not in done]
         if rest:
-            _settle(store, rest, None)
+            _settle(store, rest, None, target)
     return len(outcome[DELIVERED])
 
 
 def _post(
-    config: Config, client: httpx.Client, rows: list[tuple[str, str, bytes]], outcome: dict[int, list[tuple[str, str]]]
+    config: Config,
+    client: httpx.Client,
+    rows: list[tuple[str, str, bytes]],
+    outcome: dict[int, list[tuple[str, str]]],
+    target: Target = DATAKIT,
 ) -> None:
     """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
 
@@ -338,41 +413,134 @@ def _post(
     """
     keys = [(r[0], r[1]) for r in rows]
     # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
-    body = gzip.compress(b"".join(bytes(r[2]) for r in rows), compresslevel=5)
-    headers = {**config.headers, "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    body = b"".join(bytes(r[2]) for r in rows)
+    if target.gzip:
+        body = gzip.compress(body, compresslevel=5)
+    headers = target.headers(config)
     try:
-        url = otlp_traces_url(config)
+        url = target.url(config)
         assert url is not None
         response = client.post(url, content=body, headers=headers)
     except Exception as exc:
         raise DeliveryFailed(redact(f"{type(exc).__name__}: {exc}")) from None
     if response.status_code < 300:
         outcome[DELIVERED] += keys
+        clear_problem(config, target)
         return
     if response.status_code in (408, 429) or response.status_code >= 500:
         raise DeliveryFailed(f"HTTP {response.status_code}")
-    if response.status_code in (401, 403, 404):
-        # DataKit's set-up, not the spans: no OpenTelemetry input (404) or a token/header it wants
-        # (401/403); they go out once it is fixed
-        raise DeliveryFailed(
-            redact(
-                f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
-                f"TRACELOOP_HEADERS ({response.text[:120]})"
-            )
+    if response.status_code in SETUP_STATUSES:
+        # DataKit's set-up, not the spans: no OpenTelemetry input (404/405), a token/header it wants
+        # (401/403), a content type it does not take (415). Every span stays pending until it is fixed.
+        message = redact(
+            f"HTTP {response.status_code} from {url}: check DataKit's opentelemetry input and "
+            f"TRACELOOP_HEADERS ({response.text[:120]})"
         )
+        note_problem(config, response.status_code, message, target)
+        raise DeliveryFailed(message)
     if response.status_code == 413 and len(rows) > 1:  # this DataKit takes smaller bodies: halve the batch
         half = len(rows) // 2
-        _post(config, client, rows[:half], outcome)
-        _post(config, client, rows[half:], outcome)
+        _post(config, client, rows[:half], outcome, target)
+        _post(config, client, rows[half:], outcome, target)
+        return
+    if len(rows) > 1:
+        # a malformed batch (400): find the span(s) DataKit refuses, one at a time at the end
+        half = len(rows) // 2
+        _post(config, client, rows[:half], outcome, target)
+        _post(config, client, rows[half:], outcome, target)
         return
     outcome[REJECTED] += keys
     log.warning(
-        "DataKit rejected %d spans with HTTP %d: %s", len(keys), response.status_code, redact(response.text[:200])
+        "%s rejected span %s/%s with HTTP %d: %s. It is kept (llmlab store status lists it; "
+        "`llmlab replay --rejected` sends it again)",
+        target.label(config),
+        keys[0][0],
+        keys[0][1],
+        response.status_code,
+        redact(response.text[:200]),
     )
 
 
+#: Answers that mean "wrong place / not set up": the whole outbox waits, nothing is set aside.
+SETUP_STATUSES = frozenset({401, 403, 404, 405, 415})
+_PROBLEM_FILE = "export_problem.json"
+
+
+def _problem_path(config: Config, target: Target) -> Any:
+    return config.home / (_PROBLEM_FILE if target is DATAKIT else f"export_problem_{target.name}.json")
+
+
+def note_problem(config: Config, status: int, message: str, target: Target = DATAKIT) -> None:
+    """Remember a set-up problem of an export target (shown at the next sweep and in ``store status``)."""
+    try:
+        _problem_path(config, target).write_text(
+            json.dumps({"status": status, "message": message, "target": target.name, "at": time.time()}),
+            encoding="utf-8",
+        )
+    except OSError:
+        pass
+
+
+def clear_problem(config: Config, target: Target = DATAKIT) -> None:
+    """Forget the remembered set-up problem of ``target`` (a delivery succeeded)."""
+    try:
+        _problem_path(config, target).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def export_problem(config: Config) -> dict[str, Any] | None:
+    """The last set-up problem of an export target, or None (cleared by its next delivery)."""
+    for target in (DATAKIT, OTLP):
+        try:
+            return json.loads(_problem_path(config, target).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def warn_if_stuck(config: Config) -> None:
+    """At the start of a sweep: say so when spans wait because the export target is not set up."""
+    problem = export_problem(config)
+    if problem is None:
+        return
+    waiting = sum(get_store(config.home).pending_count(t.state) for t in (DATAKIT, OTLP))
+    if waiting:
+        log.warning(
+            "%d spans are waiting to be exported: the last attempt got %s. They are kept and go out once "
+            "this is fixed (or run `llmlab replay`).",
+            waiting,
+            problem.get("message"),
+        )
+
+
+def rejected(config: Config) -> list[dict[str, Any]]:
+    """Spans DataKit refused one by one as malformed (400): kept, never deleted."""
+    rows = get_store(config.home).read(
+        "SELECT trace_id, span_id, name, service, start_ns FROM spans WHERE export_state = ? OR otlp_state = ? "
+        "ORDER BY rowid",
+        (REJECTED, REJECTED),
+    )
+    return [dict(zip(("trace_id", "span_id", "name", "service", "start_ns"), r)) for r in rows]
+
+
+def requeue_rejected(config: Config) -> int:
+    """Mark every rejected span pending again (``llmlab replay --rejected``); returns how many."""
+
+    def fn(db: Any) -> int:
+        n = 0
+        for t in (DATAKIT, OTLP):
+            n += db.execute(
+                f"UPDATE spans SET {t.state} = ?, {t.lease} = NULL WHERE {t.state} = ?", (PENDING, REJECTED)
+            ).rowcount
+        return n
+
+    return int(get_store(config.home).write(fn))
+
+
 def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
-    """Send every pending span now (``llmlab replay``); returns counts and the last error.
+    """Send every pending span now (``llmlab replay``) to every configured target; returns counts
+    (summed over targets) and the last error.
 
     Batches the background exporter is sending at this moment are waited for, not sent twice.
     """
@@ -382,22 +550,24 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
     # with a short deadline (at exit), a hanging DataKit must not hold the process much beyond it
     timeout = 10.0 if deadline_s is None else max(0.5, min(10.0, deadline_s))
     with httpx.Client(timeout=timeout, trust_env=False) as client:
-        while deadline_s is None or time.monotonic() - start < deadline_s:
-            try:
-                n = send_pending_batch(config, client)
-            except DeliveryFailed as exc:
-                error = str(exc)
-                break
-            if n is None:
-                in_flight = store.read(
-                    "SELECT count(*) FROM spans WHERE export_state = 0 AND lease_until > ?", (time.time(),)
-                )[0][0]
-                if not in_flight:
+        for target in targets(config):
+            while deadline_s is None or time.monotonic() - start < deadline_s:
+                try:
+                    n = send_pending_batch(config, client, target)
+                except DeliveryFailed as exc:
+                    error = str(exc)
                     break
-                time.sleep(0.05)
-                continue
-            sent += n
-    return {"sent": sent, "pending": store.pending_count(), "error": error}
+                if n is None:
+                    in_flight = store.read(
+                        f"SELECT count(*) FROM spans WHERE {target.state} = 0 AND {target.lease} > ?", (time.time(),)
+                    )[0][0]
+                    if not in_flight:
+                        break
+                    time.sleep(0.05)
+                    continue
+                sent += n
+    pending_n = sum(store.pending_count(t.state) for t in targets(config)) if targets(config) else store.pending_count()
+    return {"sent": sent, "pending": pending_n, "error": error}
 
 
 def pending(config: Config | None = None) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Span
 
 from llmlab import schema
@@ -75,6 +76,11 @@ class LlmlabProcessor(SpanProcessor):
         self.config: Config | None = None
         self.resource: Resource | None = None
         self.sink: SpanSink | None = None
+        #: True when llmlab joined a provider the app set up (its Traceloop.init or OTel SDK): the
+        #: app's processors export every span of that provider, llmlab's calls included, so
+        #: llmlab neither renames the app's spans nor exports any span itself (it keeps its own
+        #: calls' spans in the local store, for ``source="local"``).
+        self.joined = False
 
     def retarget(self, config: Config) -> None:
         with self._lock:
@@ -86,8 +92,9 @@ class LlmlabProcessor(SpanProcessor):
             old.close()
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
-        if self.resource is not None:
-            # the provider's resource is fixed at creation; keep service.name in step with configure()
+        if self.resource is not None and not self.joined:
+            # our own provider's resource is fixed at creation; keep service.name in step with
+            # configure(). Never on a joined provider: those spans are the app's.
             span._resource = self.resource  # type: ignore[attr-defined]
         call = _CURRENT_CALL.get()
         if call is not None and call.span is None and getattr(span, "name", "").startswith("openai."):
@@ -96,8 +103,14 @@ class LlmlabProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         sink = self.sink
-        if sink is not None:
-            sink.submit(span)
+        if sink is None:
+            return
+        if self.joined:
+            # the app's exporter sends this span; store llmlab's own calls locally, export nothing
+            if schema.A_SWEEP_ID in (span.attributes or {}) or schema.A_CALL_ID in (span.attributes or {}):
+                sink.submit(span, export=False)
+            return
+        sink.submit(span)
 
     def shutdown(self) -> None:
         if self.sink is not None:
@@ -122,11 +135,24 @@ def _init_traceloop(config: Config) -> None:
 
     os.environ.setdefault("TRACELOOP_TELEMETRY", "false")
     os.environ.setdefault("TRACELOOP_METRICS_ENABLED", "false")
+    provider = trace.get_tracer_provider()
     if hasattr(TracerWrapper, "instance"):
-        # the app (or a notebook cell) already called Traceloop.init: join its provider
-        provider = trace.get_tracer_provider()
+        # the app (or a notebook cell) already called Traceloop.init: join its provider, whose
+        # own processors export every span (ours included) once
         if hasattr(provider, "add_span_processor"):
+            _processor.joined = True
             provider.add_span_processor(_processor)
+        return
+    if isinstance(provider, SdkTracerProvider):
+        # the app set up OpenTelemetry itself (no Traceloop): Traceloop.init could not replace its
+        # global provider, so join it and instrument OpenAI on it
+        _processor.joined = True
+        provider.add_span_processor(_processor)
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+        instrumentor = OpenAIInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=provider)
         return
     with contextlib.redirect_stdout(io.StringIO()):  # Traceloop prints coloured banners
         Traceloop.init(

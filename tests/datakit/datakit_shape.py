@@ -116,6 +116,8 @@ class DataKitShape:
         content = r.json()["content"]
         for c in content:
             for series in c.get("series") or []:
+                if "message" not in series["columns"]:  # a column-list query (the sweep-tag probe)
+                    continue
                 points = [datakit_point(dict(zip(series["columns"], v)), self.clean_message) for v in series["values"]]
                 columns = sorted({k for p in points for k in p})
                 series["columns"] = columns

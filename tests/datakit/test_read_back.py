@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import llmlab as ll
-from llmlab.collector import ensure_embedded
 from llmlab.readback import datakit_query
 
 NEW_GEN = {
@@ -77,12 +76,6 @@ def _emit(url: str, service: str, attrs: dict, *, error: bool = False, chunks: i
             span.set_status(Status(StatusCode.ERROR, "boom: upstream 500"))
         span.end(end_time=start + 400_000_000)
     provider.shutdown()
-
-
-@pytest.fixture
-def collector_url():
-    cfg = ll.configure(datakit="embedded")
-    return ensure_embedded(cfg)
 
 
 def test_both_attribute_generations_fill_the_canonical_columns(collector_url):
