@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import oteltap  # a dev dependency: the test fails, never skips, when it is missing
 import pytest
 
 import llmlab as ll
@@ -22,8 +23,6 @@ from llmlab.store import get_store
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
 from tests.datakit.test_export import SWEEP
-
-oteltap = pytest.importorskip("oteltap")
 
 
 def _free_port() -> int:
