@@ -281,6 +281,7 @@ def compare(
     by: str | Sequence[str] = "temperature",
     metric: str = "latency_ms",
     baseline: Any = None,
+    unit: str | None = None,
     n_boot: int = 2000,
     ci: float = 0.95,
     seed: int | None = 0,
@@ -290,6 +291,19 @@ def compare(
 ) -> pd.DataFrame:
     """Compare a metric across groups with bootstrap confidence intervals (``ll.compare``).
 
+    **Paired by prompt** (``unit="prompt"``, the default when the frame has ``prompt_id`` values
+    and the groups ran common prompts): the unit is the prompt, not the call. Each group's calls
+    of one prompt (repeats, other settings) are averaged into one value, so identical repeats at
+    temperature 0 count once; ``n`` is the number of prompts (``n_calls`` the calls behind them).
+    Every group is compared with the reference — ``baseline`` if given, else the best group — by
+    the per-prompt differences over the prompts both ran (``n_pairs``), resampling prompts (a
+    bootstrap-t interval for the mean, see :mod:`llmlab.analysis.paired`), Holm-adjusted across
+    groups. A prompt's difficulty cancels out of its difference, so a small gain on every prompt
+    is found even when prompts differ a lot. The verdict is one sentence per finding: the winner,
+    its margin over the closest rival with the interval, the adjusted p and the number of prompts.
+    ``unit="prompt"`` on groups with no common prompt averages per prompt and compares unpaired.
+
+    **Independent calls** (``unit="call"``, the default otherwise) — the rest of this docstring:
     Each group's values (NA dropped; timing metrics from live successful calls only; ``metric=
     "error"`` compares error rates) are resampled ``n_boot`` times with replacement, all at once
     with numpy, from one generator seeded by ``seed`` (same inputs and seed → same numbers).
@@ -311,7 +325,9 @@ def compare(
         by: grouping column(s).
         metric: the column to compare (``latency_ms``, ``cost_usd``, a score column, ``error`` …).
         baseline: the group key to diff against (a value, or a tuple for several ``by`` columns);
-            default the first group in sorted order.
+            default the first group in sorted order (``unit="call"``) or the best group (``"prompt"``).
+        unit: ``"prompt"`` (paired/clustered by ``prompt_id``), ``"call"`` (every call independent) or
+            ``None`` (prompt when groups share prompts, else call).
         n_boot: number of bootstrap resamples.
         ci: confidence level of the intervals.
         seed: random seed.
@@ -324,7 +340,9 @@ def compare(
         One row per group: the ``by`` columns, ``group`` (label), ``n``, ``estimate``, ``ci_low``,
         ``ci_high``, ``diff``, ``diff_low``, ``diff_high`` (per-comparison interval), ``p_value``,
         ``p_adj`` (Holm), ``effect_size``, ``baseline`` (bool), ``small_sample`` (n < min_n).
-        ``.attrs`` holds ``verdict`` (a plain-language sentence), ``best``, ``metric``, ``stat``,
+        With ``unit="prompt"`` also ``n_calls`` and ``n_pairs`` (prompts in common with the reference).
+        ``.attrs`` holds ``verdict`` (a plain-language sentence), ``winner`` (``"col=value"`` of a
+        group that beats every other with confidence, else None), ``unit``, ``best``, ``metric``, ``stat``,
         ``ci``, ``higher_is_better``, ``baseline``, ``effect_size`` (``"hedges_g"`` or
         ``"cohens_h"``), ``min_n``.
     """
@@ -338,7 +356,31 @@ def compare(
         raise ValidationError("n_boot", n_boot, "expected a positive number of resamples")
     stat_name, fn = stat_fn(stat)
     hib = _higher(metric) if higher_is_better is None else bool(higher_is_better)
+    from llmlab.analysis.paired import compare_by_prompt, resolve_unit, shares_prompts
+
+    unit = resolve_unit(df, by_cols, unit)
     values = metric_values(df, metric) if len(df) else pd.Series(dtype=float)
+    if unit == "prompt" and shares_prompts(df, by_cols):
+        grouped = _groups(df, by_cols)
+        base = _baseline_index([k for k, _ in grouped], baseline, by_cols) if baseline is not None else None
+        out = compare_by_prompt(df, by_cols, grouped, metric, base, int(n_boot), ci, seed, stat, hib, int(min_n))
+        best = out.loc[out["estimate"].notna()]
+        best_label = None
+        if len(best):
+            best_label = str(best.loc[best["estimate"].idxmax() if hib else best["estimate"].idxmin(), "group"])
+        out = _typed(out, by_cols, extra=["n_calls", "n_pairs"])
+        out.attrs.update(
+            best=best_label,
+            metric=metric,
+            stat=stat_name,
+            ci=ci,
+            higher_is_better=hib,
+            effect_size="hedges_g",
+            min_n=int(min_n),
+        )
+        return out
+    if unit == "prompt":  # no common prompts: one value per prompt and group, compared unpaired
+        df, values = _per_prompt_frame(df, by_cols, values)
     rng = np.random.default_rng(seed)
     alpha = (1 - ci) / 2
     groups = []
@@ -358,12 +400,7 @@ def compare(
     if baseline is None:
         base_idx = next((i for i, g in enumerate(groups) if g[1]), 0 if groups else None)
     else:
-        want = baseline if isinstance(baseline, tuple) else (baseline,)
-        base_idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
-        if base_idx is None:
-            raise ValidationError(
-                "baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}"
-            )
+        base_idx = _baseline_index(keys, baseline, by_cols)
 
     binary = metric in ("error", "error_rate", "errors")
     rows = []
@@ -392,6 +429,48 @@ def compare(
         row["baseline"] = i == base_idx
         row["small_sample"] = n < int(min_n)
         rows.append(row)
+    out = _typed(pd.DataFrame(rows), by_cols)
+    best_label, winner, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
+    out.attrs.update(
+        verdict=verdict,
+        winner=winner,
+        unit=unit,
+        best=best_label,
+        metric=metric,
+        stat=stat_name,
+        ci=ci,
+        higher_is_better=hib,
+        baseline=None if base_idx is None else group_label(by_cols, keys[base_idx]),
+        effect_size="cohens_h" if binary else "hedges_g",
+        min_n=int(min_n),
+    )
+    return out
+
+
+def _baseline_index(keys: list[tuple[Any, ...]], baseline: Any, by_cols: list[str]) -> int:
+    want = baseline if isinstance(baseline, tuple) else (baseline,)
+    idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
+    if idx is None:
+        raise ValidationError(
+            "baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}"
+        )
+    return idx
+
+
+def _per_prompt_frame(df: pd.DataFrame, by_cols: list[str], values: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
+    """One row per (group, prompt_id) with the mean value of its calls (rows without a prompt_id kept as they are)."""
+    tmp = df[by_cols].copy()
+    tmp["__v"] = values.to_numpy(dtype=float)
+    tmp["__p"] = df["prompt_id"].astype("string").to_numpy()
+    has = tmp["__p"].notna()
+    agg = tmp[has].groupby(by_cols + ["__p"], dropna=False, sort=True)["__v"].mean().reset_index()
+    rest = tmp[~has]
+    out = pd.concat([agg, rest], ignore_index=True)
+    return out[by_cols], pd.Series(out["__v"].to_numpy(dtype=float), index=out.index)
+
+
+def _typed(out: pd.DataFrame, by_cols: list[str], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The result columns in their order and dtypes."""
     cols = by_cols + [
         "group",
         "n",
@@ -404,29 +483,20 @@ def compare(
         "p_value",
         "p_adj",
         "effect_size",
-        "format_metric",
         "baseline",
         "small_sample",
+        *extra,
     ]
-    out = pd.DataFrame(rows, columns=cols)
-    out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
+    out = out.reindex(columns=cols)
+    if not extra:
+        out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
+    for c in extra:
+        out[c] = out[c].astype("int64")
     out["n"] = out["n"].astype("int64")
     for c in ("estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value", "p_adj", "effect_size"):
         out[c] = pd.array(out[c].astype(float), dtype="Float64")
     out["baseline"] = out["baseline"].astype(bool)
     out["small_sample"] = out["small_sample"].astype(bool)
-    best_label, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
-    out.attrs.update(
-        verdict=verdict,
-        best=best_label,
-        metric=metric,
-        stat=stat_name,
-        ci=ci,
-        higher_is_better=hib,
-        baseline=None if base_idx is None else group_label(by_cols, keys[base_idx]),
-        effect_size="cohens_h" if binary else "hedges_g",
-        min_n=int(min_n),
-    )
     return out
 
 
@@ -517,12 +587,13 @@ def percentile_interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
 
 def _verdict(
     groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float, min_n: int = MIN_N
-) -> tuple[str | None, str]:
+) -> tuple[str | None, str | None, str]:
+    """(best label, winner label or None, verdict sentence) of a ``unit="call"`` comparison."""
     with_data = [(k, n, e, b) for k, n, e, b, _ in groups if n]
     what = f"{stat} {metric}"
     level = f"{ci:.0%}"
     if not with_data:
-        return None, f"No data: no {metric} values to compare."
+        return None, None, f"No data: no {metric} values to compare."
     if len(with_data) == 1:
         k, n, e, b = with_data[0]
         lo, hi = percentile_interval(b, alpha)
@@ -534,6 +605,7 @@ def _verdict(
         )
         return (
             label,
+            None,
             f"Only one group ({label}): {what} {format_metric(metric, e)} ({interval}n={n}); nothing to compare.",
         )
     pick = max if hib else min
@@ -543,10 +615,14 @@ def _verdict(
     small = [(group_label(by, k), n) for k, n, *_ in with_data if n < min_n]
     if small:
         names = ", ".join(f"{label} (n={n})" for label, n in small)
-        return None, (
-            f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
-            f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
-            f"{what} ({format_metric(metric, best[2])}) in this sample. Add repeats to tell."
+        return (
+            None,
+            None,
+            (
+                f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
+                f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
+                f"{what} ({format_metric(metric, best[2])}) in this sample. Add repeats to tell."
+            ),
         )
     overlaps = []
     for k, _n, _e, b in with_data:
@@ -561,12 +637,17 @@ def _verdict(
         scope = "the other group" if others == 1 else f"all {others} other groups"
         return (
             best_label,
+            best_label,
             f"{head}; it beats {scope} with {level} confidence (bootstrap CI of the difference excludes 0).",
         )
     names = ", ".join(overlaps)
-    return best_label, (
-        f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
-        f"(the difference in {what} could be 0); {head} in this sample."
+    return (
+        best_label,
+        None,
+        (
+            f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
+            f"(the difference in {what} could be 0); {head} in this sample."
+        ),
     )
 
 
