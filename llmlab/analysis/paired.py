@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmlab.analysis.stats import (
+from llmlab.analysis.estimates import (
     boot_p_value,
     effect_size,
     format_metric,
