@@ -30,6 +30,8 @@ LLMLAB_APP_NAME = "LLMLAB_APP_NAME"
 LLMLAB_DEBUG = "LLMLAB_DEBUG"
 #: Per-token delay of the embedded model server, in milliseconds (demo realism).
 LLMLAB_LOCAL_DELAY_MS = "LLMLAB_LOCAL_DELAY_MS"
+#: Default judge model of ``ll.evals.llm_judge`` / ``pairwise_judge``, ``provider/model``.
+LLMLAB_JUDGE = "LLMLAB_JUDGE"
 #: OpenLLMetry's exporter base URL (``<datakit>/otel``); honoured when LLMLAB_DATAKIT_URL is unset.
 TRACELOOP_BASE_URL = "TRACELOOP_BASE_URL"
 #: OpenLLMetry's exporter headers, ``k1=v1,k2=v2`` (URL-encoded values allowed).
@@ -54,6 +56,8 @@ class Config:
         trace_content: whether prompt/completion text goes into spans and the store.
         headers: extra HTTP headers for OTLP export (from ``TRACELOOP_HEADERS``); never logged.
         datakit_token: token for DataKit's DQL API, if any; never logged.
+        judge: default judge model (``provider/model``) of ``ll.evals.llm_judge`` and
+            ``ll.evals.pairwise_judge``; None: those need ``model=``.
     """
 
     home: Path
@@ -62,6 +66,7 @@ class Config:
     trace_content: bool
     headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     datakit_token: str | None = dataclasses.field(default=None, repr=False)
+    judge: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -134,11 +139,13 @@ def configure(
     *,
     datakit_token: str | None = _UNSET,
     headers: dict[str, str] | None = _UNSET,
+    judge: str | None = _UNSET,
 ) -> Config:
     """Resolve and activate llmlab's configuration; returns the active :class:`Config`.
 
     Every argument is optional; an omitted one comes from its environment variable, else the
-    default. Calling it again replaces the configuration and takes effect at once (tracing is
+    default. ``judge="provider/model"`` [LLMLAB_JUDGE] is the default judge of
+    ``ll.evals.llm_judge``/``pairwise_judge``. Calling it again replaces the configuration and takes effect at once (tracing is
     re-wired, the store re-opened under the new home).
 
     Example:
@@ -188,6 +195,11 @@ def configure(
         datakit_token = env.get(LLMLAB_DATAKIT_TOKEN) or None
     elif datakit_token is not None and not isinstance(datakit_token, str):
         raise ConfigError(f"datakit_token: expected a string, got {type(datakit_token).__name__}")
+    if judge is _UNSET:
+        judge = env.get(LLMLAB_JUDGE) or None
+    if judge is not None and (not isinstance(judge, str) or not judge.strip()):
+        raise ConfigError(f"judge={judge!r}: expected a model name like 'openai/gpt-4o-mini', or None")
+    judge = judge.strip() if judge else None
     for secret in list(headers.values()) + [datakit_token or ""]:
         register_secret(secret)
 
@@ -198,6 +210,7 @@ def configure(
         trace_content=trace_content,
         headers=dict(headers),
         datakit_token=datakit_token,
+        judge=judge,
     )
     global _active
     with _lock:
