@@ -7,14 +7,14 @@ unit that was sampled: repeats of one prompt (identical at temperature 0) are av
 value, never counted as independent evidence.
 
 The difference of two settings is estimated from their per-prompt values and its interval comes
-from resampling prompts (a cluster bootstrap). For the mean it is a *bootstrap-t* interval (each
-resample studentised by its own spread), which keeps its 95 % coverage at 20 prompts where a plain
-percentile interval is too narrow; other statistics use the percentile interval of paired resamples.
+from resampling prompts (a cluster bootstrap), as an *expanded* percentile interval that keeps its
+95 % coverage with few prompts, where a plain percentile interval is too narrow (see :func:`paired_diff`).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +33,7 @@ from llmlab.analysis.estimates import (
 )
 from llmlab.errors import ValidationError
 
-__all__ = ["UNITS", "compare_by_prompt", "paired_diff", "per_prompt", "resolve_unit", "shares_prompts"]
+__all__ = ["UNITS", "compare_by_prompt", "paired_diff", "per_prompt", "resolve_unit", "shares_prompts", "t_quantile"]
 
 UNITS = ("prompt", "call")
 _NA = float("nan")
@@ -72,6 +72,17 @@ def resolve_unit(df: pd.DataFrame, by: Sequence[str], unit: str | None) -> str:
     return unit
 
 
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (Cornish-Fisher expansion,
+    Abramowitz & Stegun 26.7.5: within 0.01 of the exact value for df >= 3 at the usual levels)."""
+    z = statistics.NormalDist().inv_cdf(q)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
 def paired_diff(
     x: np.ndarray,
     y: np.ndarray,
@@ -82,47 +93,38 @@ def paired_diff(
 ) -> tuple[float, float, float, float]:
     """``stat(y) - stat(x)`` over paired units (``x[i]`` and ``y[i]`` are one prompt), with its interval.
 
-    Units are resampled together (``n_boot`` times, all at once). For the mean the interval is a
-    bootstrap-t (studentised) interval and the two-sided p-value its dual (the ``ci`` interval
-    excludes 0 exactly when ``p < 1 - ci``); when every unit moved by the same amount the interval
-    is that amount and p is the smallest the resampling can show. Other statistics use the
-    percentile interval of the paired resamples.
+    Units are resampled together (``n_boot`` times, all at once). The interval is an *expanded
+    percentile* bootstrap interval (Hesterberg): the resampled differences are spread about the
+    estimate by ``sqrt(n / (n - 1)) * t(n - 1) / z``, which corrects the plain percentile
+    interval's known narrowness with few units (at 20 prompts it covers ~93 % instead of 95 %; at
+    4 it is far too narrow) and behaves like a paired t interval without assuming normality. The
+    two-sided p-value is read off the same expanded resamples, so the ``ci`` interval excludes 0
+    about when ``p < 1 - ci``. When every unit moved by the same amount the interval is that
+    amount and p is the smallest the resampling can show.
 
     Returns:
         ``(diff, low, high, p_value)``; the last three are NaN with fewer than 2 units.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    name, fn = stat_fn(stat)
+    _name, fn = stat_fn(stat)
     n = int(x.size)
     if not n:
         return _NA, _NA, _NA, _NA
     est = float(fn(y[None, :])[0] - fn(x[None, :])[0])
     if n < 2:
         return est, _NA, _NA, _NA
+    d = y - x
+    if float(np.ptp(d)) <= 1e-12 * max(1.0, abs(est)):  # every prompt moved by exactly the same amount
+        return est, est, est, (1.0 if est == 0 else min(1.0, 2 / (int(n_boot) + 1)))
     rng = rng if rng is not None else np.random.default_rng(0)
     alpha = (1 - ci) / 2
     idx = rng.integers(0, n, size=(int(n_boot), n))
-    if name != "mean":
-        boots = np.asarray(fn(y[idx]) - fn(x[idx]), dtype=float)
-        lo, hi = percentile_interval(boots, alpha)
-        return est, lo, hi, boot_p_value(boots)
-    d = y - x
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    if se <= 1e-12 * max(1.0, abs(est)):  # every prompt moved by exactly the same amount
-        return est, est, est, (1.0 if est == 0 else min(1.0, 2 / (int(n_boot) + 1)))
-    s = d[idx]
-    sd = s.std(axis=1, ddof=1)
-    ok = sd > 0
-    t = (s.mean(axis=1)[ok] - est) / (sd[ok] / math.sqrt(n))
-    if not t.size:
-        return est, _NA, _NA, _NA
-    q_lo, q_hi = np.quantile(t, [alpha, 1 - alpha])
-    t_obs = est / se
-    above = (np.count_nonzero(t >= t_obs) + 1) / (t.size + 1)
-    below = (np.count_nonzero(t <= t_obs) + 1) / (t.size + 1)
-    # the interval est - q*se excludes 0 when t_obs lies beyond a quantile of t: p is that tail, doubled
-    p = min(1.0, 2 * min(above, below))
-    return est, float(est - q_hi * se), float(est - q_lo * se), float(p)
+    boots = np.asarray(fn(y[idx]) - fn(x[idx]), dtype=float)
+    z = statistics.NormalDist().inv_cdf(1 - alpha)
+    spread = math.sqrt(n / (n - 1)) * t_quantile(1 - alpha, n - 1) / z
+    expanded = est + (boots - est) * spread
+    lo, hi = percentile_interval(expanded, alpha)
+    return est, lo, hi, boot_p_value(expanded)
 
 
 def per_prompt(df: pd.DataFrame, values: pd.Series, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -277,8 +279,9 @@ def _verdict(
     lead = {**r, "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"]}
     if r["n"] < min_n:
         return None, (
-            f"Too few prompts to call a winner: {labels[best]} and {labels[rival]} share {r['n']} "
-            f"(fewer than {min_n}); {labels[best]} has the {'highest' if hib else 'lowest'} {what} in this sample."
+            f"Too few prompts to call a winner: {labels[best]} and {labels[rival]} share only {r['n']} prompts "
+            f"(at least {min_n} are needed); {labels[best]} has the {'highest' if hib else 'lowest'} {what} "
+            f"in this sample. Add prompts to tell."
         )
     worse = all(
         c["n"] >= min_n and c["p_adj"] < sig and ((c["hi"] < 0) if hib else (c["lo"] > 0)) for c in vs_best.values()

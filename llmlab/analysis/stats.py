@@ -203,8 +203,8 @@ def compare(
     of one prompt (repeats, other settings) are averaged into one value, so identical repeats at
     temperature 0 count once; ``n`` is the number of prompts (``n_calls`` the calls behind them).
     Every group is compared with the reference — ``baseline`` if given, else the best group — by
-    the per-prompt differences over the prompts both ran (``n_pairs``), resampling prompts (a
-    bootstrap-t interval for the mean, see :mod:`llmlab.analysis.paired`), Holm-adjusted across
+    the per-prompt differences over the prompts both ran (``n_pairs``), resampling prompts (an
+    expanded percentile interval, see :mod:`llmlab.analysis.paired`), Holm-adjusted across
     groups. A prompt's difficulty cancels out of its difference, so a small gain on every prompt
     is found even when prompts differ a lot. The verdict is one sentence per finding: the winner,
     its margin over the closest rival with the interval, the adjusted p and the number of prompts.

@@ -377,7 +377,7 @@ def compare_sweeps(
     message changed, so every prompt got a new id), cells are matched by prompt row instead
     (``match="prompt_index"``). Each metric is compared over the cells where both sweeps have a
     value, paired by prompt: a prompt's common cells (its repeats and settings) are averaged on each
-    side, and the interval of the difference resamples prompts (a bootstrap-t interval for the mean,
+    side, and the interval of the difference resamples prompts (an expanded percentile interval,
     see :func:`llmlab.analysis.paired.paired_diff`), so repeats are not counted as independent
     evidence and prompt difficulty cancels (``llmlab.stats`` conventions: timings leave out errors
     and cache hits; ``"error"`` compares error rates).

@@ -93,7 +93,7 @@ def test_paired_interval_covers_and_agrees_with_its_p_value():
     y = x + 0.3 + rng.normal(0, 0.3, 20)
     d, lo, hi, p = paired_diff(x, y, n_boot=2000, rng=np.random.default_rng(1))
     assert d == pytest.approx((y - x).mean()) and lo < d < hi and (lo > 0) == (p < 0.05)
-    # a t interval is a close cousin at n=20
+    # close to a paired t interval at n=20 (the expansion is t-based)
     se = (y - x).std(ddof=1) / np.sqrt(20)
     assert lo == pytest.approx(d - 2.09 * se, abs=0.6 * se) and hi == pytest.approx(d + 2.09 * se, abs=0.6 * se)
     med = paired_diff(x, y, stat="median", rng=np.random.default_rng(1))
@@ -118,3 +118,15 @@ def test_simulation_no_true_difference_names_a_winner_rarely():
 def test_simulation_a_tenth_of_the_prompt_spread_is_found():
     # the same, but "steps" is better by 0.1 (a tenth of the between-prompt sd) on every prompt
     assert _rate(0.1) >= 0.90
+
+
+def test_paired_interval_keeps_its_coverage_with_few_prompts():
+    # a plain percentile interval of 5 paired differences covers the truth far less than 95% of the time
+    rng = np.random.default_rng(8)
+    covered = 0
+    for _ in range(300):
+        x = rng.normal(0, 1, 5)
+        y = x + 0.3 + rng.normal(0, 0.5, 5)
+        _, lo, hi, _ = paired_diff(x, y, n_boot=500, rng=rng)
+        covered += lo <= 0.3 <= hi
+    assert covered / 300 >= 0.92
