@@ -210,7 +210,7 @@ def test_pareto_labels_never_overlap_or_leave_the_plot():
         boxes.append(_label_box(px, py, _CHAR_W * len(text), pos))
     assert 2 <= len(boxes) <= MAX_LABELS
     for i, (x0, y0, x1, y1) in enumerate(boxes):
-        assert 0 <= x0 and x1 <= _PLOT_W and 0 <= y0 and y1 <= _PLOT_H  # inside the plot: nothing clipped
+        assert x0 >= 0 and y0 >= 0 and x1 <= _PLOT_W and y1 <= _PLOT_H  # inside the plot: nothing clipped
         assert y1 - y0 == _LINE_H
         for bx0, by0, bx1, by1 in boxes[i + 1 :]:
             assert not (x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1)  # no two labels overlap
