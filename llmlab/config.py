@@ -35,6 +35,8 @@ LLMLAB_LOCAL_DELAY_MS = "LLMLAB_LOCAL_DELAY_MS"
 LLMLAB_OTLP_ENDPOINT = "LLMLAB_OTLP_ENDPOINT"
 #: Headers for that endpoint, ``k1=v1,k2=v2`` (as ``OTEL_EXPORTER_OTLP_HEADERS``); never logged.
 LLMLAB_OTLP_HEADERS = "LLMLAB_OTLP_HEADERS"
+#: Default judge model of ``ll.evals.llm_judge`` / ``pairwise_judge``, ``provider/model``.
+LLMLAB_JUDGE = "LLMLAB_JUDGE"
 #: OpenLLMetry's exporter base URL (``<datakit>/otel``); honoured when LLMLAB_DATAKIT_URL is unset.
 TRACELOOP_BASE_URL = "TRACELOOP_BASE_URL"
 #: OpenLLMetry's exporter headers, ``k1=v1,k2=v2`` (URL-encoded values allowed).
@@ -61,6 +63,8 @@ class Config:
         datakit_token: token for DataKit's DQL API, if any; never logged.
         otlp_endpoint: a plain OTLP/HTTP collector's base URL (spans to ``<endpoint>/v1/traces``), or None.
         otlp_headers: HTTP headers for ``otlp_endpoint``; never logged.
+        judge: default judge model (``provider/model``) of ``ll.evals.llm_judge`` and
+            ``ll.evals.pairwise_judge``; None: those need ``model=``.
     """
 
     home: Path
@@ -71,6 +75,7 @@ class Config:
     datakit_token: str | None = dataclasses.field(default=None, repr=False)
     otlp_endpoint: str | None = None
     otlp_headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    judge: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -161,11 +166,13 @@ def configure(
     headers: dict[str, str] | None = _UNSET,
     otlp_endpoint: str | None = _UNSET,
     otlp_headers: dict[str, str] | None = _UNSET,
+    judge: str | None = _UNSET,
 ) -> Config:
     """Resolve and activate llmlab's configuration; returns the active :class:`Config`.
 
     Every argument is optional; an omitted one comes from its environment variable, else the
-    default. Calling it again replaces the configuration and takes effect at once (tracing is
+    default. ``judge="provider/model"`` [LLMLAB_JUDGE] is the default judge of
+    ``ll.evals.llm_judge``/``pairwise_judge``. Calling it again replaces the configuration and takes effect at once (tracing is
     re-wired, the store re-opened under the new home).
 
     Example:
@@ -215,6 +222,11 @@ def configure(
         datakit_token = env.get(LLMLAB_DATAKIT_TOKEN) or None
     elif datakit_token is not None and not isinstance(datakit_token, str):
         raise ConfigError(f"datakit_token: expected a string, got {type(datakit_token).__name__}")
+    if judge is _UNSET:
+        judge = env.get(LLMLAB_JUDGE) or None
+    if judge is not None and (not isinstance(judge, str) or not judge.strip()):
+        raise ConfigError(f"judge={judge!r}: expected a model name like 'openai/gpt-4o-mini', or None")
+    judge = judge.strip() if judge else None
     if otlp_endpoint is _UNSET:
         otlp_endpoint = env.get(LLMLAB_OTLP_ENDPOINT) or None
     otlp_endpoint = normalize_otlp(otlp_endpoint)
@@ -238,6 +250,7 @@ def configure(
         datakit_token=datakit_token,
         otlp_endpoint=otlp_endpoint,
         otlp_headers=dict(otlp_headers),
+        judge=judge,
     )
     global _active
     with _lock:

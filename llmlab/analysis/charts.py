@@ -302,6 +302,78 @@ def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return out
 
 
+#: Plot area of the Pareto chart in pixels (the figure adds fixed margins), and how labels are sized in it.
+_PLOT_W, _PLOT_H = 600.0, 340.0
+_CHAR_W, _LINE_H, _MARKER_R = 7.0, 16.0, 7.0
+_LABEL_PAD_X, _LABEL_PAD_Y = 120.0, 2 * 16.0 + 8.0
+#: At most this many front settings are written on the chart; the rest are in the hover text.
+MAX_LABELS = 8
+_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left")
+
+
+def _padded_range(values: np.ndarray, pad_px: float, size_px: float) -> tuple[float, float]:
+    """An axis range showing ``values`` with ``pad_px`` pixels free on both sides (for labels)."""
+    v = values[~np.isnan(values)]
+    if not v.size:
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo or (abs(hi) * 0.2 or 1.0)
+    pad_px = min(pad_px, size_px / 3)
+    pad = pad_px * span / (size_px - 2 * pad_px)
+    return lo - pad, hi + pad
+
+
+def _label_box(px: float, py: float, w: float, pos: str) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) in pixels of a label of width ``w`` at ``pos`` around a marker at (px, py)."""
+    r, h = _MARKER_R, _LINE_H
+    vert, horiz = pos.split()
+    x0 = {"center": px - w / 2, "right": px + r, "left": px - r - w}[horiz]
+    y0 = {"top": py + r, "bottom": py - r - h, "middle": py - h / 2}[vert]
+    return x0, y0, x0 + w, y0 + h
+
+
+def _place_labels(
+    sel: pd.DataFrame, shown: pd.DataFrame, xr: tuple[float, float], yr: tuple[float, float]
+) -> list[str | None]:
+    """A text position for up to :data:`MAX_LABELS` front points (spread along the front), chosen so
+    no label overlaps another label or any marker, or leaves the plot area; None: hover only."""
+    if not len(sel):
+        return []
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (x - xr[0]) / (xr[1] - xr[0]) * _PLOT_W, (y - yr[0]) / (yr[1] - yr[0]) * _PLOT_H
+
+    markers = [to_px(x, y) for x, y in zip(shown["x"], shown["quality"])]
+    n = len(sel)
+    order = (
+        list(range(n))
+        if n <= MAX_LABELS
+        else sorted({round(i * (n - 1) / (MAX_LABELS - 1)) for i in range(MAX_LABELS)})
+    )
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[str | None] = [None] * n
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        x0, y0, x1, y1 = box
+        if x0 < 0 or y0 < 0 or x1 > _PLOT_W or y1 > _PLOT_H:
+            return False
+        if any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed):
+            return False
+        r = _MARKER_R
+        return not any(x0 < mx + r and mx - r < x1 and y0 < my + r and my - r < y1 for mx, my in markers)
+
+    for i in order:
+        px, py = to_px(float(sel["x"].iloc[i]), float(sel["quality"].iloc[i]))
+        w = _CHAR_W * len(str(sel["setting"].iloc[i]))
+        for pos in _POSITIONS:
+            box = _label_box(px, py, w, pos)
+            if free(box):
+                placed.append(box)
+                out[i] = pos
+                break
+    return out
+
+
 def pareto(
     df: pd.DataFrame,
     quality: str = "score",
@@ -317,6 +389,11 @@ def pareto(
     (minimised) that every rated setting has (a partly unknown cost is left out of the front, with
     a note), with :func:`llmlab.stats.pareto_front`. ``fig.data[0]`` holds dominated settings
     (grey), ``fig.data[1]`` the front. The x axis is cost if known, else latency.
+
+    Labels never overlap or leave the plot: at most :data:`MAX_LABELS` front settings are written
+    on the chart, each at the first position around its marker (above, below, right, left, …) that
+    overlaps no other label or marker; the axis ranges leave room for them. Every setting, labelled
+    or not, is in the hover text.
     """
     title = f"{quality} vs cost and latency"
     if df is None or not len(df):
@@ -374,6 +451,9 @@ def pareto(
         for r in points.itertuples()
     ]
     scatter = go.Scattergl if len(points) > 1000 else go.Scatter
+    shown = points[points["quality"].notna()]
+    xr = _padded_range(shown["x"].to_numpy(dtype=float), _LABEL_PAD_X, _PLOT_W)
+    yr = _padded_range(shown["quality"].to_numpy(dtype=float), _LABEL_PAD_Y, _PLOT_H)
     fig = go.Figure()
     for mask, name, color in (
         (~front & points["quality"].notna(), "dominated", _GREY),
@@ -383,24 +463,30 @@ def pareto(
         on_front = name == "Pareto front"
         if on_front:
             sel = sel.sort_values("x")
-        # only the front is labelled on the chart (alternating above/below so neighbours don't collide);
-        # dominated settings keep their label for hover. No line: the front is over cost, latency and
-        # quality, so joining its points in this 2-D view would draw a frontier that isn't there.
-        labelled = on_front and len(points) <= 30
+        # only (a few of) the front's settings are labelled, each where its label overlaps no other label
+        # or marker and stays inside the plot; every point keeps its setting in the hover text. No line:
+        # the front is over cost, latency and quality, so joining its points in this 2-D view would draw a
+        # frontier that isn't there.
+        places = _place_labels(sel, shown, xr, yr) if on_front and scatter is go.Scatter else [None] * len(sel)
+        labelled = any(p is not None for p in places)
         fig.add_trace(
             scatter(
                 x=sel["x"].tolist(),
                 y=sel["quality"].tolist(),
                 mode="markers+text" if labelled else "markers",
-                text=sel["setting"].tolist(),
+                text=[s if (p is not None or not labelled) else "" for s, p in zip(sel["setting"], places)],
                 name=name,
-                textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(sel))],
+                textposition=[p or "top center" for p in places],
                 marker={"color": color, "size": 11 if on_front else 8},
                 hovertext=[hover[i] for i in sel.index],
                 hoverinfo="text",
                 **({} if scatter is go.Scattergl else {"cliponaxis": False}),
             )
         )
+    if scatter is go.Scatter:
+        fig.update_layout(width=_PLOT_W + 180, height=_PLOT_H + 140, margin={"l": 80, "r": 100, "t": 60, "b": 80})
+        fig.update_xaxes(range=list(xr))
+        fig.update_yaxes(range=list(yr))
     fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=f"{quality} (mean)")
     notes = []
     missing = int(points["quality"].isna().sum())

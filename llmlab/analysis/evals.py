@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmlab.analysis.judges import JudgeWarning, pairwise_judge, preference_scores, resolve_judge, run_judge
 from llmlab.analysis.similarity import measure
 from llmlab.analysis.stats import is_error
 from llmlab.errors import LlmlabError, ValidationError
@@ -40,7 +41,9 @@ __all__ = [
     "json_schema",
     "llm_judge",
     "normalize_text",
+    "pairwise_judge",
     "parse_judge_score",
+    "preference_scores",
     "regex",
     "score",
     "similarity",
@@ -48,10 +51,6 @@ __all__ = [
 ]
 
 Evaluator = Callable[[pd.DataFrame], pd.DataFrame]
-
-
-class JudgeWarning(UserWarning):
-    """Some judge replies carried no score (they score NA)."""
 
 
 # --- plumbing ----------------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def judge_prompt(
 
 def llm_judge(
     df: pd.DataFrame,
-    model: str = "local/small",
+    model: str | None = None,
     rubric: str = DEFAULT_RUBRIC,
     scale: int | tuple[int, int] = 10,
     reference: str | Sequence[Any] | pd.Series | None = None,
@@ -399,7 +398,9 @@ def llm_judge(
     :func:`parse_judge_score`. Adds ``name`` (0..1) and ``{name}_raw`` (the judge's reply).
 
     Args:
-        model: the judge, ``provider/model``.
+        model: the judge, ``provider/model``; default the one set with ``ll.configure(judge=...)``
+            (env ``LLMLAB_JUDGE``). A local n-gram model (``local/tiny``, ``local/small``) is
+            refused: it cannot follow a rubric, so its replies hold no score.
         rubric: instructions; ``{lo}``, ``{hi}`` and ``{reference_hint}`` are filled in.
         scale: 10 (0-10), 5 (1-5) or ``(lo, hi)``.
         reference: optional reference answers (column name or one per row), shown to the judge.
@@ -407,7 +408,11 @@ def llm_judge(
 
     Warns:
         JudgeWarning: how many replies had no parseable score (those rows are NA).
+
+    Raises:
+        ValidationError: no judge model is named or configured, or it is a local n-gram model.
     """
+    model = resolve_judge(model)
     _scale(scale)
     texts = _column(df, column).tolist()
     refs = _reference(df, reference).tolist() if reference is not None else [None] * len(df)
@@ -417,17 +422,7 @@ def llm_judge(
     for text, err, prompt, ref in zip(texts, errors, prompts_col, refs):
         per_row.append(None if err or is_na(text) else judge_prompt(prompt, str(text), rubric, scale, ref))
     unique = list(dict.fromkeys(p for p in per_row if p is not None))
-    replies: dict[str, Any] = {}
-    failures: dict[str, Any] = {}
-    if unique:
-        # the run layer, not the Sweep facade: a judge run shows no display and needs no SweepResult
-        from llmlab.plan.grid import build_grid
-        from llmlab.run.entry import run_grid_sync
-
-        grid = build_grid(prompts=unique, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
-        frame = run_grid_sync(grid, concurrency=concurrency, **run_kwargs).frame
-        replies = _replies_by_prompt(frame, grid, unique)
-        failures = {p: e for p, e in _replies_by_prompt(frame, grid, unique, failed=True).items() if p not in replies}
+    replies, failures = run_judge(unique, model, name, max_tokens, concurrency, **run_kwargs)
     raw = [None if p is None else replies.get(p) for p in per_row]
     scores = [None if p is None else parse_judge_score(r, scale) for p, r in zip(per_row, raw)]
     failed = sum(1 for p in per_row if p is not None and p in failures)
@@ -452,30 +447,6 @@ def llm_judge(
     out = df.copy()
     out[name] = pd.array(scores, dtype="Float64")
     out[f"{name}_raw"] = pd.array([None if r is None or is_na(r) else str(r) for r in raw], dtype="string")
-    return out
-
-
-def _replies_by_prompt(res_df: pd.DataFrame, grid: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
-    """Judge replies keyed by judge prompt (by the prompt text, else via the grid's prompt ids);
-    with ``failed``, the error messages of the judge calls that failed instead."""
-    ok = res_df[is_error(res_df) == failed] if len(res_df) else res_df
-    column = "error" if failed else "completion"
-    out: dict[str, Any] = {}
-    if column not in ok.columns:
-        return out
-    if "prompt" in ok.columns:
-        for p, c in zip(ok["prompt"].tolist(), ok[column].tolist()):
-            if isinstance(p, str) and p in prompts:
-                out.setdefault(p, c)
-    if len(out) < len(prompts) and "prompt_id" in ok.columns and hasattr(grid, "calls"):
-        by_id = {
-            getattr(c, "prompt_id", None): prompts[c.prompt_index]
-            for c in grid.calls
-            if getattr(c, "prompt_index", None) is not None and c.prompt_index < len(prompts)
-        }
-        for pid, c in zip(ok["prompt_id"].tolist(), ok[column].tolist()):
-            if pid in by_id:
-                out.setdefault(by_id[pid], c)
     return out
 
 

@@ -15,15 +15,32 @@ Conventions, so the numbers mean the same thing everywhere (charts use them too)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from llmlab.analysis.estimates import (
+    TIMING_METRICS,
+    _check_columns,
+    boot_p_value,
+    effect_size,
+    format_metric,
+    group_label,
+    higher_is_better,
+    holm,
+    is_cached,
+    is_error,
+    live_mask,
+    metric_values,
+    numeric,
+    percentile_interval,
+    stat_fn,
+)
+from llmlab.analysis.paired import compare_by_prompt, resolve_unit, shares_prompts
 from llmlab.errors import ValidationError
-from llmlab.text import as_list, is_na
+from llmlab.text import as_list
 
 __all__ = [
     "MIN_N",
@@ -35,13 +52,16 @@ __all__ = [
     "group_label",
     "higher_is_better",
     "holm",
+    "is_cached",
+    "is_error",
+    "live_mask",
+    "metric_values",
+    "numeric",
     "pareto_front",
     "percentile_interval",
     "stat_fn",
     "summary",
 ]
-
-TIMING_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s", "itl_ms", "queue_ms")
 
 #: Fewest values a group needs before ``compare`` will call it better or worse than another: a
 #: percentile bootstrap of 2-4 values has only a handful of distinct resamples and its interval is
@@ -67,71 +87,6 @@ SUMMARY_COLUMNS = [
 
 
 # --- helpers shared with charts ----------------------------------------------------------------
-
-
-def _check_columns(df: pd.DataFrame, cols: Sequence[str], field: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValidationError(field, missing[0] if len(missing) == 1 else missing, "no such column in the frame")
-
-
-def is_error(df: pd.DataFrame) -> pd.Series:
-    """Boolean mask of error rows (``status == "error"``)."""
-    if "status" not in df.columns:
-        return pd.Series(False, index=df.index)
-    return df["status"].astype("string").fillna("").str.lower().eq("error").astype(bool)
-
-
-def is_cached(df: pd.DataFrame) -> pd.Series:
-    """Boolean mask of rows served from llmlab's response cache."""
-    if "cached" not in df.columns:
-        return pd.Series(False, index=df.index)
-    return df["cached"].astype("boolean").fillna(False).astype(bool)
-
-
-def live_mask(df: pd.DataFrame) -> pd.Series:
-    """Rows whose timings describe the endpoint: successful and not from llmlab's cache."""
-    return ~is_error(df) & ~is_cached(df)
-
-
-def numeric(series: pd.Series) -> np.ndarray:
-    """A float ndarray with NaN for NA."""
-    return pd.to_numeric(series, errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-
-
-def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
-    """The float values of ``metric`` per row (NaN where not applicable).
-
-    ``error``/``error_rate`` give 1.0 for error rows and 0.0 otherwise; timing metrics are NaN on
-    error and cached rows (see the module docstring).
-    """
-    if metric in ("error", "error_rate", "errors"):
-        return pd.Series(is_error(df).astype(float).to_numpy(), index=df.index)
-    _check_columns(df, [metric], "metric")
-    values = pd.Series(numeric(df[metric]), index=df.index)
-    if metric in TIMING_METRICS:
-        values = values.where(live_mask(df))
-    return values
-
-
-def _fmt_value(v: Any) -> str:
-    if is_na(v):
-        return "NA"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return f"{v:.1f}" if v.is_integer() else f"{v:g}"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return str(v)
-
-
-def group_label(by: str | Sequence[str], key: Any) -> str:
-    """A readable label of a group: ``temperature=0.7`` or ``model=gpt-4o, temperature=0.0``."""
-    cols = as_list(by)
-    keys = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{c}={_fmt_value(k)}" for c, k in zip(cols, keys))
 
 
 def _groups(df: pd.DataFrame, by: list[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
@@ -227,60 +182,13 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
 
 # --- compare -----------------------------------------------------------------------------------
 
-_LOWER = ("latency", "ttft", "_ms", "cost", "error", "itl", "queue", "retr", "attempt", "_tokens", "usd")
-_HIGHER = ("per_s", "throughput", "score", "accuracy", "match", "similar", "f1", "valid", "pass", "judge")
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of ``metric`` are better, inferred from its name.
-
-    Lower is better for latency/ttft/``*_ms``/cost/error/retries/token counts; higher for
-    ``tokens_per_s`` and anything else (evaluator scores such as ``exact_match``).
-    """
-    name = metric.lower()
-    if any(h in name for h in _HIGHER):
-        return True
-    return not any(low in name for low in _LOWER)
-
-
-def stat_fn(stat: str | Callable[..., Any]) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(name, fn) for a statistic: ``fn`` reduces an array over its last axis (so it runs on a whole
-    stack of bootstrap resamples at once). ``stat`` is ``"mean"``, ``"median"``/``"p50"``, ``"pNN"``
-    (linear-interpolation percentile) or a callable of one 1-d array; anything else raises
-    ValidationError."""
-    if callable(stat):
-        name = getattr(stat, "__name__", "stat")
-        return name, lambda a: np.apply_along_axis(stat, -1, a)
-    s = str(stat).lower()
-    if s == "mean":
-        return "mean", lambda a: a.mean(axis=-1)
-    if s in ("median", "p50"):
-        return "median", lambda a: np.median(a, axis=-1)
-    if s.startswith("p") and s[1:].replace(".", "", 1).isdigit():
-        q = float(s[1:])
-        return s, lambda a: np.percentile(a, q, axis=-1, method="linear")
-    raise ValidationError("stat", stat, "expected 'mean', 'median', 'pNN' (e.g. 'p95') or a callable")
-
-
-def format_metric(metric: str, value: float) -> str:
-    """``value`` of ``metric`` as a reader would write it in a sentence: milliseconds for ``*_ms``,
-    dollars for costs, tokens/s, a percentage for error rates, three significant digits otherwise."""
-    if metric.endswith("_ms"):
-        return f"{value:.1f} ms"
-    if "cost" in metric or metric.endswith("usd"):
-        return f"${value:.6g}"
-    if metric == "tokens_per_s":
-        return f"{value:.1f} tokens/s"
-    if metric in ("error", "error_rate", "errors"):
-        return f"{value:.1%}"
-    return f"{value:.3g}"
-
 
 def compare(
     df: pd.DataFrame,
     by: str | Sequence[str] = "temperature",
     metric: str = "latency_ms",
     baseline: Any = None,
+    unit: str | None = None,
     n_boot: int = 2000,
     ci: float = 0.95,
     seed: int | None = 0,
@@ -290,6 +198,19 @@ def compare(
 ) -> pd.DataFrame:
     """Compare a metric across groups with bootstrap confidence intervals (``ll.compare``).
 
+    **Paired by prompt** (``unit="prompt"``, the default when the frame has ``prompt_id`` values
+    and the groups ran common prompts): the unit is the prompt, not the call. Each group's calls
+    of one prompt (repeats, other settings) are averaged into one value, so identical repeats at
+    temperature 0 count once; ``n`` is the number of prompts (``n_calls`` the calls behind them).
+    Every group is compared with the reference — ``baseline`` if given, else the best group — by
+    the per-prompt differences over the prompts both ran (``n_pairs``), resampling prompts (an
+    expanded percentile interval, see :mod:`llmlab.analysis.paired`), Holm-adjusted across
+    groups. A prompt's difficulty cancels out of its difference, so a small gain on every prompt
+    is found even when prompts differ a lot. The verdict is one sentence per finding: the winner,
+    its margin over the closest rival with the interval, the adjusted p and the number of prompts.
+    ``unit="prompt"`` on groups with no common prompt averages per prompt and compares unpaired.
+
+    **Independent calls** (``unit="call"``, the default otherwise) — the rest of this docstring:
     Each group's values (NA dropped; timing metrics from live successful calls only; ``metric=
     "error"`` compares error rates) are resampled ``n_boot`` times with replacement, all at once
     with numpy, from one generator seeded by ``seed`` (same inputs and seed → same numbers).
@@ -311,7 +232,9 @@ def compare(
         by: grouping column(s).
         metric: the column to compare (``latency_ms``, ``cost_usd``, a score column, ``error`` …).
         baseline: the group key to diff against (a value, or a tuple for several ``by`` columns);
-            default the first group in sorted order.
+            default the first group in sorted order (``unit="call"``) or the best group (``"prompt"``).
+        unit: ``"prompt"`` (paired/clustered by ``prompt_id``), ``"call"`` (every call independent) or
+            ``None`` (prompt when groups share prompts, else call).
         n_boot: number of bootstrap resamples.
         ci: confidence level of the intervals.
         seed: random seed.
@@ -324,7 +247,9 @@ def compare(
         One row per group: the ``by`` columns, ``group`` (label), ``n``, ``estimate``, ``ci_low``,
         ``ci_high``, ``diff``, ``diff_low``, ``diff_high`` (per-comparison interval), ``p_value``,
         ``p_adj`` (Holm), ``effect_size``, ``baseline`` (bool), ``small_sample`` (n < min_n).
-        ``.attrs`` holds ``verdict`` (a plain-language sentence), ``best``, ``metric``, ``stat``,
+        With ``unit="prompt"`` also ``n_calls`` and ``n_pairs`` (prompts in common with the reference).
+        ``.attrs`` holds ``verdict`` (a plain-language sentence), ``winner`` (``"col=value"`` of a
+        group that beats every other with confidence, else None), ``unit``, ``best``, ``metric``, ``stat``,
         ``ci``, ``higher_is_better``, ``baseline``, ``effect_size`` (``"hedges_g"`` or
         ``"cohens_h"``), ``min_n``.
     """
@@ -338,7 +263,29 @@ def compare(
         raise ValidationError("n_boot", n_boot, "expected a positive number of resamples")
     stat_name, fn = stat_fn(stat)
     hib = _higher(metric) if higher_is_better is None else bool(higher_is_better)
+    unit = resolve_unit(df, by_cols, unit)
     values = metric_values(df, metric) if len(df) else pd.Series(dtype=float)
+    if unit == "prompt" and shares_prompts(df, by_cols):
+        grouped = _groups(df, by_cols)
+        base = _baseline_index([k for k, _ in grouped], baseline, by_cols) if baseline is not None else None
+        out = compare_by_prompt(df, by_cols, grouped, metric, base, int(n_boot), ci, seed, stat, hib, int(min_n))
+        best = out.loc[out["estimate"].notna()]
+        best_label = None
+        if len(best):
+            best_label = str(best.loc[best["estimate"].idxmax() if hib else best["estimate"].idxmin(), "group"])
+        out = _typed(out, by_cols, extra=["n_calls", "n_pairs"])
+        out.attrs.update(
+            best=best_label,
+            metric=metric,
+            stat=stat_name,
+            ci=ci,
+            higher_is_better=hib,
+            effect_size="hedges_g",
+            min_n=int(min_n),
+        )
+        return out
+    if unit == "prompt":  # no common prompts: one value per prompt and group, compared unpaired
+        df, values = _per_prompt_frame(df, by_cols, values)
     rng = np.random.default_rng(seed)
     alpha = (1 - ci) / 2
     groups = []
@@ -358,12 +305,7 @@ def compare(
     if baseline is None:
         base_idx = next((i for i, g in enumerate(groups) if g[1]), 0 if groups else None)
     else:
-        want = baseline if isinstance(baseline, tuple) else (baseline,)
-        base_idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
-        if base_idx is None:
-            raise ValidationError(
-                "baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}"
-            )
+        base_idx = _baseline_index(keys, baseline, by_cols)
 
     binary = metric in ("error", "error_rate", "errors")
     rows = []
@@ -392,32 +334,12 @@ def compare(
         row["baseline"] = i == base_idx
         row["small_sample"] = n < int(min_n)
         rows.append(row)
-    cols = by_cols + [
-        "group",
-        "n",
-        "estimate",
-        "ci_low",
-        "ci_high",
-        "diff",
-        "diff_low",
-        "diff_high",
-        "p_value",
-        "p_adj",
-        "effect_size",
-        "format_metric",
-        "baseline",
-        "small_sample",
-    ]
-    out = pd.DataFrame(rows, columns=cols)
-    out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
-    out["n"] = out["n"].astype("int64")
-    for c in ("estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value", "p_adj", "effect_size"):
-        out[c] = pd.array(out[c].astype(float), dtype="Float64")
-    out["baseline"] = out["baseline"].astype(bool)
-    out["small_sample"] = out["small_sample"].astype(bool)
-    best_label, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
+    out = _typed(pd.DataFrame(rows), by_cols)
+    best_label, winner, verdict = _verdict(groups, by_cols, metric, stat_name, ci, hib, alpha, int(min_n))
     out.attrs.update(
         verdict=verdict,
+        winner=winner,
+        unit=unit,
         best=best_label,
         metric=metric,
         stat=stat_name,
@@ -430,62 +352,57 @@ def compare(
     return out
 
 
-def boot_p_value(diffs: np.ndarray) -> float:
-    """Two-sided bootstrap p-value that a difference is 0, from resampled differences.
-
-    Twice the share of resamples on the far side of 0 (ties count half), with the usual +1
-    correction so a p-value is never exactly 0 from a finite number of resamples. It agrees with
-    the percentile interval: the ``1 - a`` interval excludes 0 about when ``p < a``.
-    """
-    d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
-    if not d.size:
-        return float("nan")
-    below = float((d < 0).sum() + 0.5 * (d == 0).sum())
-    above = float((d > 0).sum() + 0.5 * (d == 0).sum())
-    return float(min(1.0, 2 * (min(below, above) + 1) / (d.size + 1)))
+def _baseline_index(keys: list[tuple[Any, ...]], baseline: Any, by_cols: list[str]) -> int:
+    want = baseline if isinstance(baseline, tuple) else (baseline,)
+    idx = next((i for i, k in enumerate(keys) if _same_key(k, want)), None)
+    if idx is None:
+        raise ValidationError(
+            "baseline", baseline, f"not a group of {by_cols}; groups: {[group_label(by_cols, k) for k in keys]}"
+        )
+    return idx
 
 
-def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaN entries are left out and stay NaN).
+def _per_prompt_frame(df: pd.DataFrame, by_cols: list[str], values: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
+    """One row per (group, prompt_id) with the mean value of its calls (rows without a prompt_id kept as they are)."""
+    tmp = df[by_cols].copy()
+    tmp["__v"] = values.to_numpy(dtype=float)
+    tmp["__p"] = df["prompt_id"].astype("string").to_numpy()
+    has = tmp["__p"].notna()
+    agg = tmp[has].groupby(by_cols + ["__p"], dropna=False, sort=True)["__v"].mean().reset_index()
+    rest = tmp[~has]
+    out = pd.concat([agg, rest], ignore_index=True)
+    return out[by_cols], pd.Series(out["__v"].to_numpy(dtype=float), index=out.index)
 
-    Controls the chance of any false "significant" among the comparisons at the nominal level,
-    without assuming they are independent; uniformly more powerful than plain Bonferroni.
-    """
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
-    if not m:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adj
+
+def _typed(out: pd.DataFrame, by_cols: list[str], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The result columns in their order and dtypes."""
+    cols = by_cols + [
+        "group",
+        "n",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "diff",
+        "diff_low",
+        "diff_high",
+        "p_value",
+        "p_adj",
+        "effect_size",
+        "baseline",
+        "small_sample",
+        *extra,
+    ]
+    out = out.reindex(columns=cols)
+    if not extra:
+        out["p_adj"] = holm(out["p_value"].to_numpy(dtype=float)) if len(out) else out["p_value"]
+    for c in extra:
+        out[c] = out[c].astype("int64")
+    out["n"] = out["n"].astype("int64")
+    for c in ("estimate", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value", "p_adj", "effect_size"):
+        out[c] = pd.array(out[c].astype(float), dtype="Float64")
+    out["baseline"] = out["baseline"].astype(bool)
+    out["small_sample"] = out["small_sample"].astype(bool)
     return out
-
-
-def effect_size(base: np.ndarray, other: np.ndarray, binary: bool = False) -> float:
-    """Standardised difference ``other - base``: Hedges' g, or Cohen's h for 0/1 values.
-
-    Hedges' g is Cohen's d (difference of means over the pooled standard deviation) times the
-    small-sample correction ``1 - 3 / (4 (n1 + n2) - 9)``; NaN when either side has fewer than 2
-    values or both have no spread. Cohen's h compares two rates: ``2 asin(sqrt(p2)) - 2 asin(sqrt(p1))``.
-    Rough reading for both: 0.2 small, 0.5 medium, 0.8 large.
-    """
-    x = np.asarray(base, dtype=float)
-    y = np.asarray(other, dtype=float)
-    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
-    if binary:
-        if not x.size or not y.size:
-            return float("nan")
-        return float(2 * np.arcsin(np.sqrt(y.mean())) - 2 * np.arcsin(np.sqrt(x.mean())))
-    n1, n2 = x.size, y.size
-    if n1 < 2 or n2 < 2:
-        return float("nan")
-    pooled = math.sqrt(((n1 - 1) * x.var(ddof=1) + (n2 - 1) * y.var(ddof=1)) / (n1 + n2 - 2))
-    if pooled == 0:
-        return float("nan")
-    return float((y.mean() - x.mean()) / pooled * (1 - 3 / (4 * (n1 + n2) - 9)))
 
 
 _higher = higher_is_better
@@ -505,24 +422,15 @@ def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return True
 
 
-def percentile_interval(boots: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The ``alpha`` and ``1 - alpha`` quantiles of bootstrap statistics (NaN resamples left out),
-    i.e. the percentile interval at level ``1 - 2 * alpha``; ``(nan, nan)`` when none is left."""
-    b = boots[~np.isnan(boots)]
-    if not b.size:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(b, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
 def _verdict(
     groups: list[Any], by: list[str], metric: str, stat: str, ci: float, hib: bool, alpha: float, min_n: int = MIN_N
-) -> tuple[str | None, str]:
+) -> tuple[str | None, str | None, str]:
+    """(best label, winner label or None, verdict sentence) of a ``unit="call"`` comparison."""
     with_data = [(k, n, e, b) for k, n, e, b, _ in groups if n]
     what = f"{stat} {metric}"
     level = f"{ci:.0%}"
     if not with_data:
-        return None, f"No data: no {metric} values to compare."
+        return None, None, f"No data: no {metric} values to compare."
     if len(with_data) == 1:
         k, n, e, b = with_data[0]
         lo, hi = percentile_interval(b, alpha)
@@ -534,6 +442,7 @@ def _verdict(
         )
         return (
             label,
+            None,
             f"Only one group ({label}): {what} {format_metric(metric, e)} ({interval}n={n}); nothing to compare.",
         )
     pick = max if hib else min
@@ -543,10 +452,14 @@ def _verdict(
     small = [(group_label(by, k), n) for k, n, *_ in with_data if n < min_n]
     if small:
         names = ", ".join(f"{label} (n={n})" for label, n in small)
-        return None, (
-            f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
-            f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
-            f"{what} ({format_metric(metric, best[2])}) in this sample. Add repeats to tell."
+        return (
+            None,
+            None,
+            (
+                f"Too few values to call a winner: {names} {'has' if len(small) == 1 else 'have'} fewer than "
+                f"{min_n}, too few for a trustworthy {level} interval; {group_label(by, best[0])} has the {word} "
+                f"{what} ({format_metric(metric, best[2])}) in this sample. Add repeats to tell."
+            ),
         )
     overlaps = []
     for k, _n, _e, b in with_data:
@@ -561,12 +474,17 @@ def _verdict(
         scope = "the other group" if others == 1 else f"all {others} other groups"
         return (
             best_label,
+            best_label,
             f"{head}; it beats {scope} with {level} confidence (bootstrap CI of the difference excludes 0).",
         )
     names = ", ".join(overlaps)
-    return best_label, (
-        f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
-        f"(the difference in {what} could be 0); {head} in this sample."
+    return (
+        best_label,
+        None,
+        (
+            f"No clear winner: the {level} intervals of {best_label} and {names} overlap "
+            f"(the difference in {what} could be 0); {head} in this sample."
+        ),
     )
 
 

@@ -197,10 +197,11 @@ class SweepComparison:
         match: how cells were matched: ``"prompt_id"``, or ``"prompt_index"`` when the prompt rows
             are the same but a template/system change gave every prompt a new id.
         cells: one row per common cell: prompt_id, the settings, and ``<metric>_a``/``<metric>_b``.
-        metrics: one row per metric: ``metric, n, a, b, diff`` (b − a), ``diff_low, diff_high``
-            (paired bootstrap interval; none from a single cell), ``p_value`` (two-sided bootstrap),
-            ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``; always ``"neither"`` with
-            fewer than ``llmlab.stats.MIN_N`` common cells), ``verdict``.
+        metrics: one row per metric: ``metric, n`` (common prompts: the unit), ``n_cells`` (common
+            cells behind them), ``a, b`` (the statistic over per-prompt means), ``diff`` (b − a),
+            ``diff_low, diff_high`` (paired interval resampling prompts; none from a single prompt),
+            ``p_value`` (two-sided), ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``;
+            always ``"neither"`` with fewer than ``llmlab.stats.MIN_N`` common prompts), ``verdict``.
         spec_changes: spec fields that differ (``field, a, b``).
         template_diff, system_diff: unified diffs (empty when unchanged).
         grid_diff: per grid parameter, values ``removed``/``added``/``kept``.
@@ -278,27 +279,34 @@ class SweepComparison:
 
 
 def _paired_metric(
-    va: np.ndarray, vb: np.ndarray, metric: str, stat: str, n_boot: int, ci: float, rng: np.random.Generator
+    va: np.ndarray,
+    vb: np.ndarray,
+    prompts: np.ndarray,
+    metric: str,
+    stat: str,
+    n_boot: int,
+    ci: float,
+    rng: np.random.Generator,
 ) -> dict[str, Any]:
     """Estimate of ``metric`` on both sides over the cells where both have a value, and the paired
-    bootstrap interval of the difference (cells resampled together, so prompt difficulty cancels)."""
-    from llmlab.analysis.stats import (
-        MIN_N,
-        boot_p_value,
-        format_metric,
-        higher_is_better,
-        percentile_interval,
-        stat_fn,
-    )
+    interval of the difference with the prompt as the unit: a prompt's cells (repeats, settings)
+    are averaged per side, and prompts are resampled (so prompt difficulty cancels and repeats are
+    not counted as independent evidence)."""
+    from llmlab.analysis.paired import paired_diff
+    from llmlab.analysis.stats import MIN_N, format_metric, higher_is_better
 
-    _, fn = stat_fn(stat)
     both = ~np.isnan(va) & ~np.isnan(vb)
-    x, y = va[both], vb[both]
-    n = int(x.size)
+    codes, _ = pd.factorize(pd.Series(prompts[both], dtype="string").fillna(""))
+    n_cells = int(both.sum())
+    n = int(codes.max()) + 1 if n_cells else 0
+    counts = np.bincount(codes, minlength=n) if n else np.array([])
+    x = np.bincount(codes, weights=va[both], minlength=n) / counts if n else np.array([])
+    y = np.bincount(codes, weights=vb[both], minlength=n) / counts if n else np.array([])
     hib = higher_is_better(metric)
     row: dict[str, Any] = {
         "metric": metric,
         "n": n,
+        "n_cells": n_cells,
         "a": np.nan,
         "b": np.nan,
         "diff": np.nan,
@@ -313,25 +321,24 @@ def _paired_metric(
             " (timings leave out errors and cache hits)" if metric.endswith("_ms") else ""
         )
         return row
+    from llmlab.analysis.estimates import stat_fn
+
+    _, fn = stat_fn(stat)
     ea, eb = float(fn(x[None, :])[0]), float(fn(y[None, :])[0])
-    idx = rng.integers(0, n, size=(int(n_boot), n))
-    boots = fn(y[idx]) - fn(x[idx])
-    if n < 2:  # one cell resamples to itself: no interval rather than a zero-width one
-        boots = np.full(int(n_boot), np.nan)
-    lo, hi = percentile_interval(np.asarray(boots, dtype=float), (1 - ci) / 2)
+    _, lo, hi, p = paired_diff(x, y, stat, n_boot, ci, rng)
     row.update(
         a=ea,
         b=eb,
         diff=eb - ea,
         diff_low=lo,
         diff_high=hi,
-        p_value=boot_p_value(np.asarray(boots, dtype=float)),
+        p_value=p,
         rel_diff=(eb - ea) / abs(ea) if ea else np.nan,
     )
     level = f"{ci:.0%}"
     if n < MIN_N:
         row["verdict"] = (
-            f"{metric}: too few common cells to tell (n={n}, fewer than {MIN_N}; "
+            f"{metric}: too few common prompts to tell (n={n} prompts, fewer than {MIN_N}; "
             f"b {format_metric(metric, eb)} vs a {format_metric(metric, ea)})."
         )
     elif lo > 0 or hi < 0:
@@ -340,13 +347,13 @@ def _paired_metric(
         word = "higher" if lo > 0 else "lower"
         row["verdict"] = (
             f"{metric}: b is {word} ({format_metric(metric, eb)} vs {format_metric(metric, ea)}, diff {format_metric(metric, eb - ea)}, "
-            f"{level} CI {format_metric(metric, lo)} to {format_metric(metric, hi)}, n={n}) — "
+            f"{level} CI {format_metric(metric, lo)} to {format_metric(metric, hi)}, p = {p:.2g}, n={n} prompts) — "
             f"{'better' if b_better else 'worse'}."
         )
     else:
         row["verdict"] = (
             f"{metric}: no clear difference ({format_metric(metric, eb)} vs {format_metric(metric, ea)}; {level} CI of the "
-            f"difference {format_metric(metric, lo)} to {format_metric(metric, hi)} includes 0, n={n})."
+            f"difference {format_metric(metric, lo)} to {format_metric(metric, hi)} includes 0, n={n} prompts)."
         )
     return row
 
@@ -369,8 +376,11 @@ def compare_sweeps(
     prompt_id but ran the same prompt rows (same prompt-set fingerprint: the template or system
     message changed, so every prompt got a new id), cells are matched by prompt row instead
     (``match="prompt_index"``). Each metric is compared over the cells where both sweeps have a
-    value, with a paired bootstrap interval of the difference (``llmlab.stats`` conventions:
-    timings leave out errors and cache hits; ``"error"`` compares error rates).
+    value, paired by prompt: a prompt's common cells (its repeats and settings) are averaged on each
+    side, and the interval of the difference resamples prompts (an expanded percentile interval,
+    see :func:`llmlab.analysis.paired.paired_diff`), so repeats are not counted as independent
+    evidence and prompt difficulty cancels (``llmlab.stats`` conventions: timings leave out errors
+    and cache hits; ``"error"`` compares error rates).
 
     Args:
         a: the baseline: a sweep id, id prefix, name (newest run) or SweepResult (its ``.df`` is
@@ -403,15 +413,29 @@ def compare_sweeps(
     cells, how, only_a, only_b = _pair(sa, sb, match)
     rng = np.random.default_rng(seed)
     ia, ib = cells["ia"].to_numpy(), cells["ib"].to_numpy()
+    prompts = cells["prompt_id"].astype("string").fillna("").to_numpy() if "prompt_id" in cells else ia.astype(str)
     rows = []
     for m in metrics:
         va = metric_values(sa.df, m).to_numpy(dtype=float)[ia] if len(sa.df) else np.array([])
         vb = metric_values(sb.df, m).to_numpy(dtype=float)[ib] if len(sb.df) else np.array([])
         cells[f"{m}_a"], cells[f"{m}_b"] = va, vb
-        rows.append(_paired_metric(va, vb, m, stat, n_boot, ci, rng))
+        rows.append(_paired_metric(va, vb, prompts, m, stat, n_boot, ci, rng))
     metrics_df = pd.DataFrame(
         rows,
-        columns=["metric", "n", "a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff", "better", "verdict"],
+        columns=[
+            "metric",
+            "n",
+            "n_cells",
+            "a",
+            "b",
+            "diff",
+            "diff_low",
+            "diff_high",
+            "p_value",
+            "rel_diff",
+            "better",
+            "verdict",
+        ],
     )
     for col in ("a", "b", "diff", "diff_low", "diff_high", "p_value", "rel_diff"):
         metrics_df[col] = pd.array(metrics_df[col].astype(float), dtype="Float64")
@@ -578,6 +602,7 @@ def diff(
     sa, sb = _Side(a, "a"), _Side(b, "b")
     cells, how, _, _ = _pair(sa, sb, match)
     ia, ib = cells["ia"].to_numpy(), cells["ib"].to_numpy()
+    prompts = cells["prompt_id"].astype("string").fillna("").to_numpy() if "prompt_id" in cells else ia.astype(str)
     prompts = sa.df["prompt"] if "prompt" in sa.df else pd.Series([None] * len(sa.df), index=sa.df.index)
     cells["prompt"] = prompts.iloc[ia].to_numpy(dtype=object) if len(cells) else []
     cells["completion_a"] = sa.df["completion"].iloc[ia].to_numpy(dtype=object) if len(cells) else []

@@ -185,3 +185,35 @@ def test_diversity_from_repeats():
     assert list(fig.data[1].y) == [pytest.approx(0.0), pytest.approx(5 / 6)]
     single = charts.diversity(df.iloc[[0, 2]])
     assert "repeats" in _notes(single)
+
+
+def test_pareto_labels_never_overlap_or_leave_the_plot():
+    from llmlab.analysis.charts import _CHAR_W, _LINE_H, _PLOT_H, _PLOT_W, MAX_LABELS, _label_box
+
+    n = 15  # a crowded front: every setting trades a little cost for a little quality
+    df = frame(
+        model=[f"a-rather-long-model-name-{i:02d}" for i in range(n)] * 2,
+        score=[0.5 + 0.01 * i for i in range(n)] * 2,
+        cost_usd=[0.001 * (1 + 0.05 * i) for i in range(n)] * 2,
+        status=["ok"] * (2 * n),
+    )
+    fig = charts.pareto(df, quality="score")
+    front = fig.data[1]
+    assert len(front.x) == n
+    xr, yr = fig.layout.xaxis.range, fig.layout.yaxis.range
+    boxes = []
+    for x, y, text, pos in zip(front.x, front.y, front.text, front.textposition):
+        if not text:
+            continue
+        px = (x - xr[0]) / (xr[1] - xr[0]) * _PLOT_W
+        py = (y - yr[0]) / (yr[1] - yr[0]) * _PLOT_H
+        boxes.append(_label_box(px, py, _CHAR_W * len(text), pos))
+    assert 2 <= len(boxes) <= MAX_LABELS
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        assert x0 >= 0 and y0 >= 0 and x1 <= _PLOT_W and y1 <= _PLOT_H  # inside the plot: nothing clipped
+        assert y1 - y0 == _LINE_H
+        for bx0, by0, bx1, by1 in boxes[i + 1 :]:
+            assert not (x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1)  # no two labels overlap
+    # every setting, labelled or not, is named in the hover text
+    assert all(h.startswith("model=a-rather-long-model-name-") for h in front.hovertext)
+    assert fig.layout.width and fig.layout.height

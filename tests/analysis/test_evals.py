@@ -7,6 +7,7 @@ import functools
 import pandas as pd
 import pytest
 
+import llmlab as ll
 from llmlab.analysis import evals
 from llmlab.errors import LlmlabError, ValidationError
 from llmlab.schema import coerce
@@ -181,8 +182,8 @@ def test_llm_judge_with_fake_run(df, monkeypatch):
 
     monkeypatch.setattr(entry, "run_grid_sync", fake_run_grid_sync)
     with pytest.warns(evals.JudgeWarning, match="3 of 4"):
-        out = evals.llm_judge(df.iloc[:4], model="local/small")
-    assert sent["models"] == ["local/small"] and sent["temperature"] == [0.0] and sent["display"] is False
+        out = evals.llm_judge(df.iloc[:4], model="openai/gpt-4o-mini")
+    assert sent["models"] == ["gpt-4o-mini"] and sent["temperature"] == [0.0] and sent["display"] is False
     assert len(sent["prompts"]) == 4 and sent["max_tokens"] == [8]
     assert scores(out, "judge") == [pytest.approx(0.8), None, None, None]
     assert out["judge_raw"][2] == "unsure"
@@ -197,6 +198,7 @@ def test_llm_judge_skips_error_and_na_rows(df, monkeypatch):
         return type("Outcome", (), {"frame": frame})()
 
     monkeypatch.setattr(entry, "run_grid_sync", fake_run_grid_sync)
+    ll.configure(judge="openai/judge-model")  # the session's judge, used when model= is left out
     out = evals.llm_judge(df)
     assert scores(out, "judge") == [0.9, 0.9, 0.9, 0.9, None, None, 0.9]
 

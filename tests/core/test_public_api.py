@@ -45,6 +45,17 @@ def test_sweep_and_run_signatures_match_the_contract():
         assert name in spans, name
 
 
+def test_compare_and_judge_signatures_match_the_contract():
+    assert list(inspect.signature(ll.compare).parameters)[:5] == ["df", "by", "metric", "baseline", "unit"]
+    assert inspect.signature(ll.compare).parameters["unit"].default is None
+    judge = inspect.signature(ll.evals.llm_judge).parameters
+    assert judge["model"].default is None  # no silent default judge: model= or ll.configure(judge=...)
+    pair = inspect.signature(ll.evals.pairwise_judge).parameters
+    assert list(pair)[:5] == ["df", "by", "a", "b", "model"] and pair["by"].default == "template_name"
+    assert inspect.signature(ll.configure).parameters["judge"].default is not None  # unset → env/default
+    assert ll.configure(judge="openai/gpt-4o-mini").judge == "openai/gpt-4o-mini"
+
+
 def test_configure_resolves_arguments_env_and_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("LLMLAB_DATAKIT_URL")
     monkeypatch.delenv("LLMLAB_HOME")

@@ -160,7 +160,7 @@ def test_compare_with_too_few_common_cells_names_no_winner():
     m = ll.compare_sweeps(a, b, metric="latency_ms").metrics.iloc[0]
     # 800 ms slower on all 3 cells, but three cells cannot carry a 95% claim
     assert m["n"] == 3 and m["diff"] == pytest.approx(800.0) and m["better"] == "neither"
-    assert m["verdict"].startswith("latency_ms: too few common cells to tell (n=3")
+    assert m["verdict"].startswith("latency_ms: too few common prompts to tell (n=3 prompts")
     one = ll.compare_sweeps(
         _result("sw-c", [{"prompt_id": "p0", "latency_ms": 1.0}]),
         _result("sw-d", [{"prompt_id": "p0", "latency_ms": 2.0}]),
@@ -273,3 +273,43 @@ def test_diff_of_two_stored_sweeps():
         assert row.same == (row.completion_a == row.completion_b)
         if not row.same:
             assert "[-" in row.marked or "{+" in row.marked
+
+
+def test_compare_sweeps_counts_prompts_not_repeats():
+    # 6 prompts × 3 identical repeats: 18 common cells, but only 6 prompts of evidence
+    rows_a = [{"prompt_id": f"p{i}", "repeat": r, "score": 0.1 * i} for i in range(6) for r in range(3)]
+    rows_b = [
+        {"prompt_id": f"p{i}", "repeat": r, "score": 0.1 * i + (0.02 if i % 2 else -0.01)}
+        for i in range(6)
+        for r in range(3)
+    ]
+    m = ll.compare_sweeps(_result("sw-a", rows_a), _result("sw-b", rows_b), metric="score").metrics.iloc[0]
+    assert m["n"] == 6 and m["n_cells"] == 18
+    assert m["diff"] == pytest.approx(0.005)
+    assert m["better"] == "neither" and "n=6 prompts" in m["verdict"]
+
+
+def test_compare_sweeps_simulation_false_positives_and_power():
+    """Paired by prompt: no difference → "better" named rarely; a gain of a tenth of the prompt spread → found."""
+
+    def rate(gain: float, trials: int = 100) -> float:
+        rng = np.random.default_rng(11)
+        found = 0
+        for t in range(trials):
+            base = rng.normal(0, 1, 20)
+            rows_a = [
+                {"prompt_id": f"p{i}", "repeat": r, "score": base[i] + rng.normal(0, 0.12)}
+                for i in range(20)
+                for r in range(2)
+            ]
+            rows_b = [
+                {"prompt_id": f"p{i}", "repeat": r, "score": base[i] + gain + rng.normal(0, 0.12)}
+                for i in range(20)
+                for r in range(2)
+            ]
+            m = ll.compare_sweeps(_result("a", rows_a), _result("b", rows_b), metric="score", n_boot=400, seed=t)
+            found += m.metrics.iloc[0]["better"] != "neither"
+        return found / trials
+
+    assert rate(0.0) <= 0.07
+    assert rate(0.1) >= 0.90
