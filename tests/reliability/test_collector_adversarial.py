@@ -145,7 +145,7 @@ QUERY_CASES = {
     "unterminated string": (_q("T::re(`.*`) {a = 'x}"), 400),
     "SQL injection in a value": (_q('T::re(`.*`) {service = "x\' OR 1=1 --"}'), 200),
     "SQL injection in a column": (_q('T::re(`.*`) {`a") OR 1=1 --` = 1}'), 400),
-    "SQL injection in ORDER BY": (_q("T::re(`.*`) ORDER BY `time; DROP TABLE spans`"), 200),
+    "SQL injection in ORDER BY": (_q("T::svc ORDER BY `time; DROP TABLE spans`"), 200),
     "a statement after the query": (_q("T::re(`.*`) LIMIT 1; DROP TABLE spans"), 400),
     "lone surrogate in a filter value": (b'{"queries": [{"query": "T::re(`.*`) {service = \'\\ud800\'}"}]}', 400),
     "lone surrogate in a regex": (b'{"queries": [{"query": "T::re(`\\ud800`)"}]}', 400),
