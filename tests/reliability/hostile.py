@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,23 +16,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from llmlab.collector import background, create_app
+from tests.reliability.collector_faults import free_port
 
 PB = {"Content-Type": "application/x-protobuf"}
 #: the longest a /v1/ping may take while a hostile request is being processed
 PING_BOUND_S = 1.0
 
 
-class Running:
-    """A collector on 127.0.0.1 (real HTTP) with its app."""
-
-    def __init__(self, db: Path, **kw: Any) -> None:
-        self.app = create_app(db, **kw)
-        self.server = background(self.app).start()
-        self.url = str(self.server.url)
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.app.state.storage.close()
+class _Client:
+    url: str
 
     def query(self, body: Any = None, *, content: bytes | None = None, timeout: float = 30) -> httpx.Response:
         if content is not None:
@@ -42,6 +36,50 @@ class Running:
 
     def otlp(self, kind: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         return httpx.post(f"{self.url}/otel/v1/{kind}", content=body, headers=headers or PB, timeout=60)
+
+
+class Running(_Client):
+    """A collector on 127.0.0.1 (real HTTP) with its app, in this process."""
+
+    def __init__(self, db: Path, **kw: Any) -> None:
+        self.app = create_app(db, **kw)
+        self.server = background(self.app).start()
+        self.url = str(self.server.url)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.app.state.storage.close()
+
+
+class Spawned(_Client):
+    """``llmlab collector`` in a process of its own, as a user runs it: pings then measure the collector, not the
+    test's own client threads competing with it for the GIL."""
+
+    def __init__(self, home: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "llmlab", "collector", "--port", str(port), "--home", str(home)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/v1/ping", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"llmlab collector did not start: {self.proc.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 @contextmanager
