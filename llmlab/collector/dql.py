@@ -34,12 +34,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from llmlab.collector.ingest import build_message
 from llmlab.collector.metrics_query import run_metrics_query
-from llmlab.collector.params import DEFAULT_LIMIT, int_param, intersect_ranges, request_range
+from llmlab.collector.params import (
+    DEFAULT_LIMIT,
+    MAX_CONDITIONS,
+    MAX_IN_VALUES,
+    MAX_QUERIES,
+    MAX_QUERY_CHARS,
+    bounded_int,
+    bounded_number,
+    check_time,
+    int_param,
+    intersect_ranges,
+    operands,
+    request_range,
+)
+from llmlab.collector.regex import compile_regex, wildcard_regex
 from llmlab.collector.storage import Storage
 from llmlab.errors import QueryError
 
@@ -188,7 +202,9 @@ class _Unsupported(Exception):
 
 
 @v_args(inline=True)
-class _ToQuery(Transformer):  # type: ignore[type-arg]
+class _ToQuery(Transformer_NonRecursive):  # type: ignore[misc]
+    """The parse tree as a :class:`Query`; iterative, so a filter of 2000 conditions does not exhaust the stack."""
+
     def __init__(self, now_ms: int) -> None:
         super().__init__()
         self.now_ms = now_ms
@@ -205,10 +221,15 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
 
     def number(self, tok: Token) -> int | float:
         text = str(tok)
+        value: int | float
         try:
-            return int(text)
-        except ValueError:
-            return float(text)
+            value = int(text)
+        except ValueError:  # a decimal, or an int of more than 4300 digits (float: inf, refused below)
+            value = float(text)
+        try:
+            return bounded_number(value)
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
 
     def true(self, _tok: Token) -> bool:
         return True
@@ -226,9 +247,9 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
 
     def source_re(self, _re: Token, pattern: str) -> tuple[str, str]:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _Unsupported(f"invalid regular expression {pattern!r}: {exc}") from exc
+            compile_regex(pattern)
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
         return ("re", pattern)
 
     def source_name(self, name: str) -> tuple[str, str]:
@@ -271,14 +292,16 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
         pattern = _unquote(text)
         if str(fn).lower() == "wildcard":
             # DQL wildcard: * any run of characters, ? one character, matched against the whole value
-            pattern = "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+            pattern = wildcard_regex(pattern)
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _Unsupported(f"invalid regular expression {pattern!r}: {exc}") from exc
+            compile_regex(pattern)
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
         return ("match", col, pattern, _SQL_OPS[str(op)] == "!=")
 
     def vlist(self, *values: Any) -> list[Any]:
+        if len(values) > MAX_IN_VALUES:
+            raise _Unsupported(f"an IN list of {len(values)} values; at most {MAX_IN_VALUES}")
         return [v for v in values if v is not None]
 
     def in_(self, col: str, _in: Token, values: list[Any]) -> Any:
@@ -291,8 +314,15 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
         if tok.type == "DURATION":
             m = re.fullmatch(r"([0-9]+)([A-Za-z]+)", str(tok))
             assert m is not None
-            return self.now_ms - int(m.group(1)) * _UNITS_MS[m.group(2).lower()]
-        return int(tok)
+            ago = int(m.group(1)) * _UNITS_MS[m.group(2).lower()]
+            try:
+                return check_time(self.now_ms - ago, f"time range [{tok}]")
+            except QueryError as exc:
+                raise _Unsupported(str(exc)) from None
+        try:
+            return check_time(int(tok), "time range bound")
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
 
     def range_last(self, start: int) -> tuple[str, tuple[int | None, int | None]]:
         return ("time", (start, self.now_ms))
@@ -310,10 +340,16 @@ class _ToQuery(Transformer):  # type: ignore[type-arg]
         return ("order", list(items))
 
     def limit(self, _kw: Token, n: Token) -> tuple[str, int]:
-        return ("limit", int(n))
+        try:
+            return ("limit", bounded_int(int(n), "LIMIT"))
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
 
     def offset(self, _kw: Token, n: Token) -> tuple[str, int]:
-        return ("offset", int(n))
+        try:
+            return ("offset", bounded_int(int(n), "OFFSET"))
+        except QueryError as exc:
+            raise _Unsupported(str(exc)) from None
 
     def slimit(self, *_a: Any) -> Any:
         raise _Unsupported("SLIMIT is not supported (no series grouping); use LIMIT")
@@ -366,6 +402,9 @@ def parse(text: str, now_ms: int | None = None) -> Query:
     """
     if not isinstance(text, str) or not text.strip():
         raise QueryError("empty query")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"query of {len(text)} characters; at most {MAX_QUERY_CHARS}")
+    _check_nesting(text)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
         tree = _get_parser().parse(text)
@@ -378,6 +417,33 @@ def parse(text: str, now_ms: int | None = None) -> Query:
         raise QueryError(_syntax_message(text, exc)) from None
     except LarkError as exc:  # pragma: no cover - other parser failures
         raise QueryError(f"invalid DQL: {exc}") from None
+
+
+#: Deepest nesting of (), [] and {} in a query (the parser and the evaluators recurse on it).
+MAX_NESTING = 32
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse a query nested deeper than :data:`MAX_NESTING` before it reaches the parser (a RecursionError)."""
+    depth = 0
+    quote = ""
+    escaped = False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "`":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise QueryError(f"query nested more than {MAX_NESTING} levels deep")
+        elif ch in ")]}":
+            depth -= 1
 
 
 def _syntax_message(text: str, exc: UnexpectedInput) -> str:
@@ -433,12 +499,29 @@ def _cmp_sql(col: str, op: str, value: Any) -> tuple[str, list[Any]]:
     return f"{expr} {op} ?", [*params, value]
 
 
+def _count_conditions(node: Any) -> int:
+    count = 0
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n[0] in ("and", "or"):
+            stack += [n[1], n[2]]
+        else:
+            count += 1
+    return count
+
+
 def _where_sql(node: Any) -> tuple[str, list[Any]]:
     kind = node[0]
     if kind in ("and", "or"):
-        a, pa = _where_sql(node[1])
-        b, pb = _where_sql(node[2])
-        return f"({a} {kind.upper()} {b})", pa + pb
+        # flat (a AND b AND c): SQLite's parser overflows its stack on ~100 nested parentheses
+        parts: list[str] = []
+        params: list[Any] = []
+        for operand in operands(node):
+            sql, p = _where_sql(operand)
+            parts.append(sql)
+            params += p
+        return "(" + f" {kind.upper()} ".join(parts) + ")", params
     if kind == "cmp":
         return _cmp_sql(node[1], node[2], node[3])
     if kind == "match":
@@ -454,12 +537,17 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
     if not values:
         _column(col)
         return ("1" if negated else "0"), []
+    # one SQL IN per form of the comparison (a tag against strings, against numbers...): a chain of 1000 ORs
+    # is deeper than SQLite's expression tree allows
+    groups: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}
+    for v in values:
+        sql, p = _cmp_sql(col, "=", v)
+        groups.setdefault((sql.removesuffix(" = ?"), tuple(p[:-1])), []).append(p[-1])
     parts: list[str] = []
     params: list[Any] = []
-    for v in values:
-        sql, p = _cmp_sql(col, "!=" if negated else "=", v)
-        parts.append(sql)
-        params += p
+    for (expr, col_params), group in groups.items():
+        parts.append(f"{expr} {'NOT IN' if negated else 'IN'} ({','.join('?' * len(group))})")
+        params += [*col_params, *group]
     return "(" + (" AND " if negated else " OR ").join(parts) + ")", params
 
 
@@ -468,6 +556,8 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
     if not isinstance(spec, dict) or not isinstance(spec.get("query"), str):
         raise QueryError('each query must be an object with a "query" string')
     q = parse(spec["query"], now_ms)
+    if q.where is not None and (n := _count_conditions(q.where)) > MAX_CONDITIONS:
+        raise QueryError(f"a filter of {n} conditions; at most {MAX_CONDITIONS}")
     if q.namespace == "M":
         return run_metrics_query(storage, q, spec)
     where: list[str] = []
@@ -595,5 +685,7 @@ def run_request(storage: Storage, payload: Any, now_ms: int | None = None) -> li
     """Evaluate a ``/v1/query/raw`` body → the ``content`` list (one entry per query)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("queries"), list) or not payload["queries"]:
         raise QueryError('body must be {"queries": [{"query": "T::...", ...}, ...]}')
+    if len(payload["queries"]) > MAX_QUERIES:
+        raise QueryError(f"{len(payload['queries'])} queries in one request; at most {MAX_QUERIES}")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     return [run_query(storage, spec, now) for spec in payload["queries"]]

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from llmlab.collector.params import DEFAULT_LIMIT, int_param, intersect_ranges, request_range
+from llmlab.collector.params import DEFAULT_LIMIT, int_param, intersect_ranges, operands, request_range
 from llmlab.collector.storage import Storage, compiled_regex
 from llmlab.errors import QueryError
 
@@ -204,9 +203,9 @@ def _compare(point: dict[str, Any], col: str, op: str, literal: Any) -> bool:
 def _matches(point: dict[str, Any], node: Any) -> bool:
     kind = node[0]
     if kind == "and":
-        return _matches(point, node[1]) and _matches(point, node[2])
+        return all(_matches(point, n) for n in operands(node))
     if kind == "or":
-        return _matches(point, node[1]) or _matches(point, node[2])
+        return any(_matches(point, n) for n in operands(node))
     if kind == "cmp":
         return _compare(point, node[1], node[2], node[3])
     if kind == "match":  # = re(...) / = wildcard(...); a point without the column matches neither
@@ -222,17 +221,21 @@ def _matches(point: dict[str, Any], node: Any) -> bool:
 
 
 def _columns_of(node: Any) -> set[str]:
-    if node[0] in ("and", "or"):
-        return _columns_of(node[1]) | _columns_of(node[2])
-    return {node[1]}
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n[0] in ("and", "or"):
+            stack += [n[1], n[2]]
+        else:
+            out.add(n[1])
+    return out
 
 
 def _conjuncts(node: Any) -> list[Any]:
     if node is None:
         return []
-    if node[0] == "and":
-        return _conjuncts(node[1]) + _conjuncts(node[2])
-    return [node]
+    return operands(node) if node[0] == "and" else [node]
 
 
 def _metric_of(column: str, names: set[str]) -> str | None:
@@ -272,7 +275,7 @@ def _source_matches(sources: list[tuple[str, str]]) -> bool:
     for kind, text in sources:
         if kind == "name" and text == MEASUREMENT:
             return True
-        if kind == "re" and re.search(text, MEASUREMENT):
+        if kind == "re" and compiled_regex(text).search(MEASUREMENT):
             return True
     return False
 
@@ -282,6 +285,7 @@ def _iter_points(storage: Storage, where_sql: list[str], params: list[Any], desc
     sql += f" ORDER BY time_ns {'DESC' if desc else 'ASC'}, id {'DESC' if desc else 'ASC'}"
     cur = storage.reader().execute(sql, params)
     while True:
+        storage.check_deadline()
         rows = cur.fetchmany(2000)
         if not rows:
             return

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from llmlab import sqlite
-from llmlab.errors import StoreError
+from llmlab.collector.regex import compile_regex
+from llmlab.errors import QueryError, StoreError
 from llmlab.sqlite import Migrations, run_script, transaction
 
-__all__ = ["MIGRATIONS", "SpanGroup", "Storage", "compiled_regex"]
+__all__ = ["MIGRATIONS", "QueryTimeout", "SpanGroup", "Storage", "compiled_regex"]
 
 #: Numbered schema migrations, recorded by number in ``migrations`` (the ledger collector files have always had);
 #: append, never edit.
@@ -98,6 +100,49 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@MIGRATIONS
+def m002_spans_without_ids_are_kept(db: sqlite3.Connection) -> None:
+    """Spans are unique by (trace_id, span_id) only when both are real ids: DataKit writes an empty or all-zero
+    id as ``"0"`` and stores every such span (internal/plugins/inputs/opentelemetry/trace.go, ``byteToString``),
+    where the table's UNIQUE constraint silently dropped all but the first. The table is rebuilt with a partial
+    unique index instead."""
+    run_script(
+        db,
+        """
+        CREATE TABLE spans_new (
+            id INTEGER PRIMARY KEY,
+            ctx_id INTEGER NOT NULL REFERENCES contexts(id),
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            parent_id TEXT NOT NULL,
+            service TEXT NOT NULL,
+            status TEXT NOT NULL,
+            span_kind TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            start_us INTEGER NOT NULL,
+            duration_us INTEGER NOT NULL,
+            time_ms INTEGER NOT NULL,
+            tags TEXT,
+            span_pb BLOB NOT NULL,
+            received_ms INTEGER NOT NULL
+        );
+        INSERT INTO spans_new SELECT id, ctx_id, trace_id, span_id, parent_id, service, status, span_kind,
+            resource, start_us, duration_us, time_ms, tags, span_pb, received_ms FROM spans;
+        DROP TABLE spans;
+        ALTER TABLE spans_new RENAME TO spans;
+        UPDATE spans SET trace_id = '0' WHERE trace_id = '';
+        UPDATE spans SET span_id = '0' WHERE span_id = '';
+        CREATE INDEX spans_time ON spans(time_ms);
+        CREATE INDEX spans_service_time ON spans(service, time_ms);
+        CREATE UNIQUE INDEX spans_ids ON spans(trace_id, span_id) WHERE trace_id != '0' AND span_id != '0';
+        """,
+    )
+
+
+class QueryTimeout(QueryError):
+    """A query ran past its time limit (:meth:`Storage.deadline`) and was stopped."""
+
+
 class SpanGroup:
     """Spans of one (Resource, InstrumentationScope) pair, ready for insertion.
 
@@ -118,22 +163,20 @@ class SpanGroup:
 def _regexp(pattern: str, value: Any) -> bool:
     if value is None:
         return False
-    return compiled_regex(pattern).search(str(value)) is not None
+    try:
+        return compiled_regex(pattern).search(str(value)) is not None
+    except UnicodeError:  # a lone surrogate cannot be handed to RE2 (UTF-8): it matches nothing
+        return False
 
 
-_RE_CACHE: dict[str, re.Pattern[str]] = {}
+def compiled_regex(pattern: str) -> Any:
+    """The pattern compiled by RE2 (cached; see :mod:`llmlab.collector.regex`): the SQL ``regexp`` function and
+    DQL filters see the same few patterns once per row.
 
-
-def compiled_regex(pattern: str) -> re.Pattern[str]:
-    """``re.compile(pattern)``, cached: the SQL ``regexp`` function and DQL filters see the same few patterns
-    once per row, and ``re``'s own cache is small and shared with everything else."""
-    rx = _RE_CACHE.get(pattern)
-    if rx is None:
-        rx = re.compile(pattern)
-        if len(_RE_CACHE) > 256:
-            _RE_CACHE.clear()
-        _RE_CACHE[pattern] = rx
-    return rx
+    Raises:
+        QueryError: the pattern is not valid RE2.
+    """
+    return compile_regex(pattern)
 
 
 def _num(value: Any) -> float | None:
@@ -206,8 +249,30 @@ class Storage:
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._connect()
+            # every 10k SQLite VM steps: stop the statement ("interrupted") once this thread's deadline passed
+            db.set_progress_handler(self._past_deadline, 10_000)
             self._local.db = db
         return db
+
+    def _past_deadline(self) -> int:
+        deadline = getattr(self._local, "deadline", None)
+        return 1 if deadline is not None and time.monotonic() > deadline else 0
+
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """Queries of this thread inside the block stop after ``seconds`` (SQLite statements are interrupted,
+        Python loops call :meth:`check_deadline`); ``None``: no limit."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
+
+    def check_deadline(self) -> None:
+        """Raise :class:`QueryTimeout` if this thread's query deadline has passed."""
+        if self._past_deadline():
+            raise QueryTimeout("the query ran past its time limit; narrow its time range or filter")
 
     def _migrate(self) -> None:
         with self._write_lock:

@@ -398,7 +398,7 @@ def test_two_processes_share_one_database(tmp_path):
         assert dql(srv.url, "T::p0").json()["content"][0]["total_hits"] == 100
         assert dql(srv.url, "T::p1").json()["content"][0]["total_hits"] == 100
         assert dql(srv.url, "T::http").json()["content"][0]["total_hits"] == 30
-        assert app.state.storage.migrations() == [1]
+        assert app.state.storage.migrations() == [1, 2]
     finally:
         srv.stop()
         app.state.storage.close()
