@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Columns kept in the outbox's bookkeeping rather than the span itself: never exported, never imported.
-_OUTBOX_COLUMNS = ("otlp", "export_state", "lease_until")
+_OUTBOX_COLUMNS = ("otlp", "export_state", "lease_until", "lease_owner")
 
 
 def _loads(text: str | None) -> dict[str, Any]:

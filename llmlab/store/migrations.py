@@ -192,3 +192,10 @@ def m005_call_claims(db: sqlite3.Connection) -> None:
         "CREATE TABLE IF NOT EXISTS call_claims (call_id TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, "
         "pid INTEGER NOT NULL, claimed_at TEXT NOT NULL)"
     )
+
+
+@migration
+def m006_outbox_lease_owner(db: sqlite3.Connection) -> None:
+    """Who holds an outbox lease (``host:pid``), so a replay can take over the leases of a process
+    that died on the same host at once instead of waiting for them to expire."""
+    db.execute("ALTER TABLE spans ADD COLUMN lease_owner TEXT")

@@ -17,9 +17,11 @@ import atexit
 import gzip
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -275,30 +277,82 @@ class DeliveryFailed(Exception):
     """A batch could not be delivered now (it stays pending)."""
 
 
+def lease_owner() -> str:
+    """This process as an outbox lease holder: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when ``owner`` (``host:pid``) is a process of this host that no longer runs; a lease
+    held on another host, or by a live process, is never taken over before it expires."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def _holders(db: Any, now: float) -> list[tuple[str | None, int, float]]:
+    return db.execute(
+        "SELECT lease_owner, count(*), max(lease_until) FROM spans WHERE export_state = 0 AND lease_until >= ? "
+        "GROUP BY lease_owner",
+        (now,),
+    ).fetchall()
+
+
 def _claim(store: Any, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[str, str, bytes]]:
     now = time.time()
 
     def fn(db: Any) -> list[tuple[str, str, bytes]]:
+        # leases of a process that died on this host (a killed replay or notebook) are free at once
+        dead = [(o,) for o, _, _ in _holders(db, now) if o and _owner_gone(o)]
+        if dead:
+            log.info("taking over the outbox leases of %s (process gone)", ", ".join(o for (o,) in dead))
+            db.executemany(
+                "UPDATE spans SET lease_until = NULL, lease_owner = NULL WHERE export_state = 0 AND lease_owner = ?",
+                dead,
+            )
         # the first-written pending spans, up to `limit` of them and `max_bytes` in all (at least
         # one); rowid order walks the partial index of pending spans without sorting a backlog
         return db.execute(
-            "UPDATE spans SET lease_until = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, sum(size) OVER "
-            "(ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size FROM spans "
-            "WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT ?)) "
+            "UPDATE spans SET lease_until = ?, lease_owner = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, "
+            "sum(size) OVER (ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size "
+            "FROM spans WHERE export_state = 0 AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid LIMIT ?)) "
             "WHERE total <= ? OR total = size) RETURNING trace_id, span_id, otlp",
-            (now + LEASE_S, now, limit, max_bytes),
+            (now + LEASE_S, lease_owner(), now, limit, max_bytes),
         ).fetchall()
 
     return store.write(fn)
 
 
+def leases_held(config: Config) -> list[dict[str, Any]]:
+    """Spans being sent by someone at this moment: ``[{owner, spans, until}]`` (``until`` in epoch seconds)."""
+    store = get_store(config.home)
+    return [
+        {"owner": o or "unknown", "spans": n, "until": u}
+        for o, n, u in store.read(
+            "SELECT lease_owner, count(*), max(lease_until) FROM spans WHERE export_state = 0 AND lease_until >= ? "
+            "GROUP BY lease_owner",
+            (time.time(),),
+        )
+    ]
+
+
 def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None) -> None:
     def fn(db: Any) -> None:
         if state is None:  # release the lease, stay pending
-            db.executemany("UPDATE spans SET lease_until = NULL WHERE trace_id = ? AND span_id = ?", keys)
+            db.executemany(
+                "UPDATE spans SET lease_until = NULL, lease_owner = NULL WHERE trace_id = ? AND span_id = ?", keys
+            )
         else:
             db.executemany(
-                "UPDATE spans SET export_state = ?, lease_until = NULL WHERE trace_id = ? AND span_id = ?",
+                "UPDATE spans SET export_state = ?, lease_until = NULL, lease_owner = NULL "
+                "WHERE trace_id = ? AND span_id = ?",
                 [(state, t, s) for t, s in keys],
             )
 
@@ -371,14 +425,19 @@ def _post(
     )
 
 
-def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
+def drain(
+    config: Config, deadline_s: float | None = 60.0, on_wait: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Send every pending span now (``llmlab replay``); returns counts and the last error.
 
-    Batches the background exporter is sending at this moment are waited for, not sent twice.
+    Batches another live process is sending at this moment are waited for, not sent twice, and
+    ``on_wait`` is told which process holds them and until when; the leases of a process that died
+    on this host are taken over at once.
     """
     sent, error = 0, None
     start = time.monotonic()
     store = get_store(config.home)
+    told: set[str] = set()
     # with a short deadline (at exit), a hanging DataKit must not hold the process much beyond it
     timeout = 10.0 if deadline_s is None else max(0.5, min(10.0, deadline_s))
     with httpx.Client(timeout=timeout, trust_env=False) as client:
@@ -389,11 +448,20 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
                 error = str(exc)
                 break
             if n is None:
-                in_flight = store.read(
-                    "SELECT count(*) FROM spans WHERE export_state = 0 AND lease_until > ?", (time.time(),)
-                )[0][0]
-                if not in_flight:
+                held = leases_held(config)
+                if not held:
                     break
+                for h in held:
+                    if h["owner"] not in told and h["owner"] != lease_owner():
+                        told.add(h["owner"])
+                        until = time.strftime("%H:%M:%S", time.localtime(h["until"]))
+                        message = (
+                            f"waiting for {h['spans']} spans being sent by process {h['owner']} (host:pid), "
+                            f"leased until {until}"
+                        )
+                        log.info(message)
+                        if on_wait is not None:
+                            on_wait(message)
                 time.sleep(0.05)
                 continue
             sent += n
