@@ -156,6 +156,8 @@ def _check_row(path: Path, where: str, row: Any, required: Sequence[str]) -> dic
     for key, value in row.items():
         if not isinstance(value, _SCALAR) and not key.endswith("_b64"):
             raise _bad(path, f"{where}.{key} must be a string, number or null, not {type(value).__name__}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # SQLite's INTEGER is 64-bit
+            raise _bad(path, f"{where}.{key}={value} does not fit a 64-bit integer")
         if key.endswith("_json") and value is not None:
             if not isinstance(value, str):
                 raise _bad(path, f"{where}.{key} must be JSON text")
@@ -239,19 +241,19 @@ def _read_export(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _request_ids(spec: dict[str, Any]) -> dict[str, str] | None:
-    """call_id → model of every request the sweep's spec expands to, recomputed as the runner does;
-    None when the spec cannot be expanded here (prompts too large to have been stored, a provider
-    not registered on this machine)."""
+def _request_ids(spec: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
+    """(call_id → model of every request the sweep's spec expands to, recomputed as the runner does,
+    or None with the reason when the spec cannot be expanded here: prompts too large to have been
+    stored, a provider not registered on this machine)."""
     prompts = spec.get("prompts")
     if not isinstance(prompts, list) or not prompts:  # a str would be read as a local file path: never
-        return None
+        return None, "the export does not hold its sweep's prompts"
     keys = ("template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "params")
     try:
         grid = build_grid(prompts, **{k: spec[k] for k in keys if k in spec})
-    except (LlmlabError, ValueError, TypeError, KeyError):
-        return None
-    return {c.call_id: c.qualified_model for c in grid.calls}
+    except (LlmlabError, ValueError, TypeError, KeyError) as exc:
+        return None, f"its requests cannot be recomputed here: {exc}"
+    return {c.call_id: c.qualified_model for c in grid.calls}, "they answer no request of the imported sweep"
 
 
 def _verified_cache(path: Path, doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -260,16 +262,11 @@ def _verified_cache(path: Path, doc: dict[str, Any]) -> list[dict[str, Any]]:
     if not cache:
         return []
     own = {c["call_id"] for c in doc["calls"]}
-    requests = _request_ids(json.loads(doc["sweep"]["spec_json"]))
+    requests, why = _request_ids(json.loads(doc["sweep"]["spec_json"]))
     kept = [
         e for e in cache if requests is not None and e["call_id"] in own and requests.get(e["call_id"]) == e["model"]
     ]
     if len(kept) < len(cache):
-        why = (
-            "its sweep's requests cannot be recomputed here"
-            if requests is None
-            else "they answer no request of the imported sweep"
-        )
         warnings.warn(
             f"{path}: {len(cache) - len(kept)} of {len(cache)} cached responses not imported ({why})", stacklevel=3
         )

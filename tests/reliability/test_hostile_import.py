@@ -164,3 +164,107 @@ def test_the_cap_is_configurable_and_covers_plain_files(tmp_path, monkeypatch):
     small_bomb = _zero_bomb(tmp_path / "b.json.gz", 4 << 20)
     with pytest.raises(ValidationError, match="decompresses to more than 1 MiB"):
         history.import_sweep(small_bomb)
+
+
+# --- the adversarial pass: hostile inputs, each refused with one sentence naming the file ---------
+
+
+def _cli(*args: str, home: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LLMLAB_HOME": str(home), "LLMLAB_DATAKIT_URL": "none"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-m", "llmlab", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_files_that_are_not_regular_files_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    (tmp_path / "zero.json").symlink_to("/dev/zero")  # never ends
+    (tmp_path / "dir.json").mkdir()
+    for target in (fifo, tmp_path / "zero.json", Path("/dev/zero"), tmp_path / "dir.json"):
+        done = _cli("import", str(target), home=tmp_path / "home", timeout=30)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert str(target) in done.stderr and ("not a regular file" in done.stderr or "directory" in done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (lambda raw: gzip_bytes(raw)[: len(gzip_bytes(raw)) // 2], "corrupt gzip data"),
+        (lambda raw: gzip_bytes(raw) + b"trailing junk", "corrupt gzip data"),
+        (lambda raw: raw[:-1] + b',"format":"llmlab.experiment"}', "duplicate key 'format'"),
+        (lambda raw: b"[" * 200_000 + b"]" * 200_000, "invalid JSON"),
+        (lambda raw: raw.replace(b'"version":1', b'"version":1.0'), "version=1.0"),
+        (lambda raw: raw.replace(b'"seq":0', b'"seq":1000000000000000000000000000000'), "does not fit a 64-bit"),
+    ],
+)
+def test_hostile_file_contents_are_refused_naming_the_file(fault, tmp_path, content, problem):
+    _, out = _export(tmp_path)
+    bad = tmp_path / "hostile.json.gz"
+    bad.write_bytes(content(out.read_bytes()))
+    done = _cli("import", str(bad), home=tmp_path / "other")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert str(bad) in done.stderr and problem in done.stderr
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    return zlib.compress(raw, 6, wbits=31)
+
+
+def test_control_characters_in_names_and_completions_do_not_reach_the_terminal(fault, tmp_path):
+    res = _sweep(["hello"], name="evil\x1b[2J\x1b[31mred\x07 \u202eeman").run(display=False)
+    flush()
+    out = history.export_sweep(res.sweep_id, tmp_path / "evil.json")
+    doc = json.loads(out.read_text())
+    row = json.loads(doc["calls"][0]["row_json"])
+    row["completion"] = "nul\x00here\x1b]0;pwned\x07"
+    doc["calls"][0]["row_json"] = json.dumps(row)
+    _write(out, doc)
+    for args in (("import", str(out)), ("show", res.sweep_id), ("sweeps",)):
+        done = _cli(*args, home=tmp_path / "other")
+        assert done.returncode == 0, done.stderr
+        shown = done.stdout + done.stderr
+        assert not any(ch in shown for ch in "\x1b\x07\x00\u202e"), repr(shown)
+        assert "Traceback" not in shown and "UserWarning" not in shown
+    assert "\\x1b[2J" in done.stdout  # shown escaped, not dropped
+    ll.configure(home=tmp_path / "other", datakit=None)
+    assert ll.load(res.sweep_id).df["completion"][0] == row["completion"]  # stored exactly
+
+
+def test_an_import_cannot_add_spans_to_another_sweep(fault, tmp_path):
+    victim = _sweep(["victim"]).run(display=False)
+    doc, _ = _export(tmp_path)
+    flush()
+    before = get_store().read("SELECT count(*) FROM spans WHERE sweep_id = ?", (victim.sweep_id,))[0][0]
+    doc["sweep"]["sweep_id"] = "sw-planter"
+    for i, span in enumerate(doc["spans"]):
+        span.update(sweep_id=victim.sweep_id, span_id=f"{i:016x}")
+    with pytest.warns(UserWarning):  # its cache entries: not its own calls' any more either
+        history.import_sweep(_plant(tmp_path, doc))
+    after = get_store().read("SELECT count(*) FROM spans WHERE sweep_id = ?", (victim.sweep_id,))[0][0]
+    assert after == before
+
+
+def _plant(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    doc["cache"] = [{**doc["cache"][0], "call_id": "f" * 20}]
+    return _write(tmp_path / "plant.json", doc)
+
+
+def test_the_same_file_imported_three_times_at_once(fault, tmp_path):
+    _, out = _export(tmp_path)
+    env = {**os.environ, "LLMLAB_HOME": str(tmp_path / "other"), "LLMLAB_DATAKIT_URL": "none"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llmlab", "import", str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read().decode()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1, 1]
+    assert all("already in" in err and "Traceback" not in err for rc, err in results if rc)
+    ll.configure(home=tmp_path / "other", datakit=None)
+    assert len(ll.sweeps()) == 1 and len(ll.load(str(ll.sweeps()["sweep_id"][0])).df) == 1
