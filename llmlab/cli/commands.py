@@ -152,7 +152,7 @@ def replay(home: str | None, rejected: bool) -> None:
         raise ConfigError("datakit is disabled (LLMLAB_DATAKIT_URL=none): nothing to replay")
     if rejected:
         click.echo(f"{requeue_rejected(config)} rejected spans queued again")
-    result = drain(config)
+    result = drain(config, on_wait=lambda message: click.echo(message, err=True))
     click.echo(f"sent {result['sent']} spans, {result['pending']} pending")
     if result["error"]:
         raise ConfigError(f"DataKit still unreachable: {result['error']} ({result['pending']} spans stay spooled)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import click
 from llmlab.config import LLMLAB_DEBUG
 from llmlab.errors import LlmlabError, redact
 
-__all__ = ["check_out", "configure", "friendly", "home_option", "print_table", "write_frame"]
+__all__ = ["check_out", "configure", "friendly", "home_option", "print_table", "safe_text", "write_frame"]
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,9 +84,18 @@ def write_frame(df: Any, path: Path) -> None:
         df.to_json(path, orient="records", lines=True, date_format="iso")
 
 
+def safe_text(text: Any, keep: str = "") -> str:
+    """``text`` for a terminal: control and format characters (ESC sequences, BEL, bidi overrides,
+    NUL) shown as ``\\x1b``/``\\u202e`` escapes, so a stored name or completion cannot drive the
+    terminal; characters in ``keep`` (say ``"\\n"``) pass through."""
+    return "".join(
+        ch if ch in keep or unicodedata.category(ch) not in ("Cc", "Cf") else ascii(ch)[1:-1] for ch in str(text)
+    )
+
+
 def print_table(df: Any) -> None:
-    """Echo ``df`` as a plain-text table (``(no rows)`` when empty)."""
+    """Echo ``df`` as a plain-text table (``(no rows)`` when empty), control characters escaped."""
     import pandas as pd
 
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.max_colwidth", 40):
-        click.echo(df.to_string(index=False) if len(df) else "(no rows)")
+        click.echo(safe_text(df.to_string(index=False), keep="\n") if len(df) else "(no rows)")

@@ -7,12 +7,13 @@ Registered on the main group by ``llmlab.cli`` (one line); the commands are thin
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from llmlab.cli.common import configure, friendly, home_option, print_table
+from llmlab.cli.common import configure, friendly, home_option, print_table, safe_text
 
 __all__ = ["register"]
 
@@ -121,7 +122,7 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
-        click.echo(f"{key:<{width}}  {value}")
+        click.echo(f"{key:<{width}}  {safe_text(value)}")
     res = load(rec["sweep_id"])
     if len(res.df):
         click.echo("")
@@ -153,9 +154,15 @@ def import_cmd(file: str, replace: bool, home: str | None) -> None:
     from llmlab.history import import_sweep, record
 
     configure(home, datakit=None)
-    sid = import_sweep(Path(file), replace=replace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sid = import_sweep(Path(file), replace=replace)
+    for w in caught:  # e.g. cache entries left out: one plain line, not a Python warning with a source line
+        click.echo(f"warning: {safe_text(w.message)}", err=True)
     rec = record(sid)
-    click.echo(f"imported {sid} ({rec['name'] or 'unnamed'}): {_fmt(rec['ok'])} ok, {_fmt(rec['errors'])} errors")
+    click.echo(
+        safe_text(f"imported {sid} ({rec['name'] or 'unnamed'}): {_fmt(rec['ok'])} ok, {_fmt(rec['errors'])} errors")
+    )
 
 
 @click.command("delete")

@@ -40,7 +40,15 @@ __all__ = [
 ]
 
 #: Columns kept in the outbox's bookkeeping rather than the span itself: never exported, never imported.
-_OUTBOX_COLUMNS = ("otlp", "export_state", "lease_until")
+_OUTBOX_COLUMNS = (
+    "otlp",
+    "export_state",
+    "lease_until",
+    "lease_owner",
+    "otlp_state",
+    "otlp_lease_until",
+    "otlp_lease_owner",
+)
 
 
 def _loads(text: str | None) -> dict[str, Any]:

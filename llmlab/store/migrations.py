@@ -201,3 +201,11 @@ def m006_otlp_outbox(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE spans ADD COLUMN otlp_state INTEGER")
     db.execute("ALTER TABLE spans ADD COLUMN otlp_lease_until REAL")
     db.execute("CREATE INDEX spans_otlp_pending ON spans (otlp_state) WHERE otlp_state = 0")
+
+
+@migration
+def m007_outbox_lease_owner(db: sqlite3.Connection) -> None:
+    """Who holds an outbox lease (``host:pid``), so a replay can take over the leases of a process
+    that died on the same host at once instead of waiting for them to expire."""
+    db.execute("ALTER TABLE spans ADD COLUMN lease_owner TEXT")
+    db.execute("ALTER TABLE spans ADD COLUMN otlp_lease_owner TEXT")

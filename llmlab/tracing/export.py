@@ -21,9 +21,11 @@ import dataclasses
 import gzip
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -65,6 +67,7 @@ class Target:
     name: str
     state: str
     lease: str
+    owner: str  # who holds the lease (host:pid), so a dead process's leases are taken over at once
 
     def url(self, config: Config) -> str | None:
         """Where this target's traces go for ``config`` (None: not configured)."""
@@ -90,8 +93,8 @@ class Target:
 
 
 #: DataKit (``<datakit>/otel/v1/traces``) and a plain OTLP/HTTP collector (``<endpoint>/v1/traces``).
-DATAKIT = Target("datakit", "export_state", "lease_until")
-OTLP = Target("otlp", "otlp_state", "otlp_lease_until")
+DATAKIT = Target("datakit", "export_state", "lease_until", "lease_owner")
+OTLP = Target("otlp", "otlp_state", "otlp_lease_until", "otlp_lease_owner")
 
 
 def targets(config: Config) -> list[Target]:
@@ -341,35 +344,84 @@ class DeliveryFailed(Exception):
     """A batch could not be delivered now (it stays pending)."""
 
 
+def lease_owner() -> str:
+    """This process as an outbox lease holder: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when ``owner`` (``host:pid``) is a process of this host that no longer runs; a lease
+    held on another host, or by a live process, is never taken over before it expires."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def _holders(db: Any, now: float, target: Target) -> list[tuple[str | None, int, float]]:
+    return db.execute(
+        f"SELECT {target.owner}, count(*), max({target.lease}) FROM spans WHERE {target.state} = 0 "
+        f"AND {target.lease} >= ? GROUP BY {target.owner}",
+        (now,),
+    ).fetchall()
+
+
 def _claim(
     store: Any, limit: int, max_bytes: int = BATCH_BYTES, target: Target = DATAKIT
 ) -> list[tuple[str, str, bytes]]:
     now = time.time()
-    state, lease = target.state, target.lease
+    state, lease, owner = target.state, target.lease, target.owner
 
     def fn(db: Any) -> list[tuple[str, str, bytes]]:
+        # leases of a process that died on this host (a killed replay or notebook) are free at once
+        dead = [(o,) for o, _, _ in _holders(db, now, target) if o and _owner_gone(o)]
+        if dead:
+            log.info("taking over the outbox leases of %s (process gone)", ", ".join(o for (o,) in dead))
+            db.executemany(
+                f"UPDATE spans SET {lease} = NULL, {owner} = NULL WHERE {state} = 0 AND {owner} = ?",
+                dead,
+            )
         # the first-written pending spans, up to `limit` of them and `max_bytes` in all (at least
         # one); rowid order walks the partial index of pending spans without sorting a backlog
         return db.execute(
-            f"UPDATE spans SET {lease} = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, sum(size) OVER "
-            "(ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size FROM spans "
-            f"WHERE {state} = 0 AND ({lease} IS NULL OR {lease} < ?) ORDER BY rowid LIMIT ?)) "
+            f"UPDATE spans SET {lease} = ?, {owner} = ? WHERE rowid IN (SELECT rowid FROM (SELECT rowid, size, "
+            "sum(size) OVER (ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS total FROM (SELECT rowid, length(otlp) AS size "
+            f"FROM spans WHERE {state} = 0 AND ({lease} IS NULL OR {lease} < ?) ORDER BY rowid LIMIT ?)) "
             "WHERE total <= ? OR total = size) RETURNING trace_id, span_id, otlp",
-            (now + LEASE_S, now, limit, max_bytes),
+            (now + LEASE_S, lease_owner(), now, limit, max_bytes),
         ).fetchall()
 
     return store.write(fn)
 
 
+def leases_held(config: Config, target: Target = DATAKIT) -> list[dict[str, Any]]:
+    """Spans being sent by someone at this moment: ``[{owner, spans, until}]`` (``until`` in epoch seconds)."""
+    store = get_store(config.home)
+    return [
+        {"owner": o or "unknown", "spans": n, "until": u}
+        for o, n, u in store.read(
+            f"SELECT {target.owner}, count(*), max({target.lease}) FROM spans WHERE {target.state} = 0 "
+            f"AND {target.lease} >= ? GROUP BY {target.owner}",
+            (time.time(),),
+        )
+    ]
+
+
 def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None, target: Target = DATAKIT) -> None:
-    column, lease = target.state, target.lease
+    column, lease, owner = target.state, target.lease, target.owner
 
     def fn(db: Any) -> None:
         if state is None:  # release the lease, stay pending
-            db.executemany(f"UPDATE spans SET {lease} = NULL WHERE trace_id = ? AND span_id = ?", keys)
+            db.executemany(f"UPDATE spans SET {lease} = NULL, {owner} = NULL WHERE trace_id = ? AND span_id = ?", keys)
         else:
             db.executemany(
-                f"UPDATE spans SET {column} = ?, {lease} = NULL WHERE trace_id = ? AND span_id = ?",
+                f"UPDATE spans SET {column} = ?, {lease} = NULL, {owner} = NULL WHERE trace_id = ? AND span_id = ?",
                 [(state, t, s) for t, s in keys],
             )
 
@@ -531,22 +583,28 @@ def requeue_rejected(config: Config) -> int:
         n = 0
         for t in (DATAKIT, OTLP):
             n += db.execute(
-                f"UPDATE spans SET {t.state} = ?, {t.lease} = NULL WHERE {t.state} = ?", (PENDING, REJECTED)
+                f"UPDATE spans SET {t.state} = ?, {t.lease} = NULL, {t.owner} = NULL WHERE {t.state} = ?",
+                (PENDING, REJECTED),
             ).rowcount
         return n
 
     return int(get_store(config.home).write(fn))
 
 
-def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
+def drain(
+    config: Config, deadline_s: float | None = 60.0, on_wait: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Send every pending span now (``llmlab replay``) to every configured target; returns counts
     (summed over targets) and the last error.
 
-    Batches the background exporter is sending at this moment are waited for, not sent twice.
+    Batches another live process is sending at this moment are waited for, not sent twice, and
+    ``on_wait`` is told which process holds them and until when; the leases of a process that died
+    on this host are taken over at once.
     """
     sent, error = 0, None
     start = time.monotonic()
     store = get_store(config.home)
+    told: set[str] = set()
     # with a short deadline (at exit), a hanging DataKit must not hold the process much beyond it
     timeout = 10.0 if deadline_s is None else max(0.5, min(10.0, deadline_s))
     with httpx.Client(timeout=timeout, trust_env=False) as client:
@@ -558,11 +616,20 @@ def drain(config: Config, deadline_s: float | None = 60.0) -> dict[str, Any]:
                     error = str(exc)
                     break
                 if n is None:
-                    in_flight = store.read(
-                        f"SELECT count(*) FROM spans WHERE {target.state} = 0 AND {target.lease} > ?", (time.time(),)
-                    )[0][0]
-                    if not in_flight:
+                    held = leases_held(config, target)
+                    if not held:
                         break
+                    for h in held:
+                        if h["owner"] not in told and h["owner"] != lease_owner():
+                            told.add(h["owner"])
+                            until = time.strftime("%H:%M:%S", time.localtime(h["until"]))
+                            message = (
+                                f"waiting for {h['spans']} spans being sent to {target.label(config)} by process "
+                                f"{h['owner']} (host:pid), leased until {until}"
+                            )
+                            log.info(message)
+                            if on_wait is not None:
+                                on_wait(message)
                     time.sleep(0.05)
                     continue
                 sent += n
