@@ -17,10 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from llmlab import schema
 from llmlab.errors import ValidationError
 from llmlab.results import SweepResult
-from llmlab.store import Store, experiments, get_store
+from llmlab.store import Store, experiments, get_store, ratings
 
 __all__ = ["delete", "load", "note_sweep", "record", "sweeps", "tag_sweep", "untag_sweep"]
 
@@ -278,7 +277,8 @@ def load(sweep_id: Any) -> SweepResult:
     rows = store.call_rows(sid)
     info = rec["info"] or {}
     skipped = pd.DataFrame(list(info.get("skipped_calls") or []), columns=_SKIPPED_COLUMNS)
-    return SweepResult(sid, schema.frame(rows), skipped, info.get("stopped"), rec["spec"])
+    rated = ratings.ratings_of(store, [sid])
+    return SweepResult.from_store_rows(sid, rows, rated, skipped, info.get("stopped"), rec["spec"])
 
 
 # --- tags and notes -----------------------------------------------------------------------------

@@ -387,6 +387,8 @@ def _delete_in(db: sqlite3.Connection, sid: str, keep_cache: bool) -> dict[str, 
     ).rowcount
     counts["calls"] = db.execute("DELETE FROM calls WHERE sweep_id = ?", (sid,)).rowcount
     counts["tags"] = db.execute("DELETE FROM sweep_tags WHERE sweep_id = ?", (sid,)).rowcount
+    db.execute("DELETE FROM ratings WHERE sweep_id = ?", (sid,))  # the prompt versions stay; their use goes
+    db.execute("DELETE FROM prompt_version_sweeps WHERE sweep_id = ?", (sid,))
     counts["sweeps"] = db.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sid,)).rowcount
     return counts
 

@@ -274,8 +274,8 @@ class GridState:
             completion = row.get("completion")
             cell.parts = [completion] if isinstance(completion, str) else cell.parts
             cell.note = str(row.get("error") or "") if kind == "failed" else ""
-            cost = row.get("cost_usd")
-            if kind == "finished" and isinstance(cost, (int, float)) and not is_na(cost):
+            cost = row.get("spent_usd", row.get("cost_usd") if kind == "finished" else 0.0)  # a hit paid nothing
+            if isinstance(cost, (int, float)) and not is_na(cost):
                 self.spent_usd += float(cost)
             self._set(cell, {"finished": "done", "failed": "error", "cached": "cached"}[kind])
         elif kind == "skipped":

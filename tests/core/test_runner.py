@@ -40,7 +40,9 @@ def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
     )
     res = sweep.run(display=False)
     df = res.df
-    assert list(df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
+    # res.df: settings, prompt and completion first, ids and timestamps last; every canonical column present
+    assert list(df.columns[: len(schema.SWEEP_ORDER)]) == schema.SWEEP_ORDER
+    assert set(schema.CANONICAL_COLUMNS + schema.SWEEP_COLUMNS) <= set(df.columns)
     assert len(df) == 8 and (df["status"] == "ok").all()
     assert df["call_id"].tolist() == [c.call_id for c in sweep.calls]
     assert (df["ttft_ms"] > 0).all() and (df["ttft_ms"] <= df["latency_ms"]).all()
