@@ -63,6 +63,8 @@ def export_sweep(sweep_id: Any, out: str | Path, *, include_cache: bool = True) 
         "calls": rows["calls"],
         "spans": spans,
         "cache": rows["cache"],
+        "ratings": rows["ratings"],
+        "prompt_versions": rows["prompt_versions"],
     }
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def _read_export(path: Path) -> dict[str, Any]:
     sweep = doc.get("sweep")
     if not isinstance(sweep, dict) or not isinstance(sweep.get("sweep_id"), str) or "spec_json" not in sweep:
         raise ValidationError("file", str(path), "the export has no sweep record")
-    for key in ("calls", "spans", "tags", "cache"):
+    for key in ("calls", "spans", "tags", "cache", "ratings", "prompt_versions"):
         if not isinstance(doc.get(key, []), list):
             raise ValidationError("file", str(path), f"'{key}' must be a list")
     return doc
@@ -137,6 +139,8 @@ def import_sweep(path: str | Path, *, replace: bool = False) -> str:
             spans=spans,
             cache=doc.get("cache", []),
             replace=replace,
+            ratings=doc.get("ratings", []),
+            prompt_versions=doc.get("prompt_versions", []),
         )
     except (KeyError, TypeError) as exc:
         raise ValidationError("file", str(path), f"malformed export ({type(exc).__name__}: {exc})") from None
