@@ -26,7 +26,9 @@ from llmlab.text import snip
 __all__ = ["CELL_SETTINGS", "DEFAULT_METRICS", "SweepComparison", "SweepDiff", "compare_sweeps", "diff"]
 
 #: The setting columns that, with the prompt, identify one cell of a sweep's grid.
-CELL_SETTINGS = ["model", "temperature", "top_p", "max_tokens", "params", "repeat"]
+CELL_SETTINGS = ["model", "template_name", "system_name", "temperature", "top_p", "max_tokens", "params", "repeat"]
+#: Cell settings an older sweep may lack (recorded from #13 on): part of the key only when both sides have them.
+_VARIANT_SETTINGS = ("template_name", "system_name")
 DEFAULT_METRICS = ["latency_ms", "ttft_ms", "output_tokens", "cost_usd", "error"]
 _GRID_FIELDS = ["models", "temperature", "top_p", "max_tokens", "seed", "repeats"]
 
@@ -66,6 +68,9 @@ def _calls_per_prompt(spec: Mapping[str, Any]) -> int | None:
         n *= len(value) if isinstance(value, list) and value else 1
     for value in (spec.get("params") or {}).values():
         n *= len(value) if isinstance(value, list) and value else 1
+    variants = [v for v in spec.get("variants") or [] if isinstance(v, Mapping)]
+    for kinds in (("template", "messages"), ("system",)):
+        n *= max(1, sum(1 for v in variants if v.get("kind") in kinds))
     try:
         n *= int(spec.get("repeats") or 1)
     except (TypeError, ValueError):
@@ -83,9 +88,9 @@ def _norm(value: Any) -> str:
     return str(value)
 
 
-def _cell_keys(df: pd.DataFrame, prompt_key: pd.Series) -> pd.Series:
+def _cell_keys(df: pd.DataFrame, prompt_key: pd.Series, settings: Sequence[str] = tuple(CELL_SETTINGS)) -> pd.Series:
     parts = [prompt_key.astype(str).reset_index(drop=True)]
-    for col in CELL_SETTINGS:
+    for col in settings:
         values = df[col] if col in df.columns else pd.Series([None] * len(df))
         parts.append(values.reset_index(drop=True).map(_norm).astype(str))
     key = parts[0]
@@ -115,7 +120,12 @@ def _pair(a: _Side, b: _Side, match: str) -> tuple[pd.DataFrame, str, int, int]:
             )
     else:
         pa, pb = a.df["prompt_id"].astype("string").fillna(""), b.df["prompt_id"].astype("string").fillna("")
-    ka, kb = _cell_keys(a.df, pa), _cell_keys(b.df, pb)
+    settings = [
+        c
+        for c in CELL_SETTINGS
+        if c not in _VARIANT_SETTINGS or all(c in s.df and s.df[c].notna().any() for s in (a, b))
+    ]
+    ka, kb = _cell_keys(a.df, pa, settings), _cell_keys(b.df, pb, settings)
     first_b: dict[str, int] = {}
     for i, k in enumerate(kb):
         first_b.setdefault(k, i)
@@ -144,7 +154,7 @@ def _json_str(value: Any) -> str:
 
 
 def _spec_changes(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
-    fields = ["name", "template", "system", *_GRID_FIELDS, "params", "prompt_count", "prompt_fingerprint"]
+    fields = ["name", "template", "system", "messages", *_GRID_FIELDS, "params", "prompt_count", "prompt_fingerprint"]
     rows = [
         {"field": f, "a": sa.get(f), "b": sb.get(f)} for f in fields if _json_str(sa.get(f)) != _json_str(sb.get(f))
     ]
@@ -176,6 +186,36 @@ def _grid_diff(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["parameter", "removed", "added", "kept", "changed"])
 
 
+def _variant_texts(spec: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(kind, variant name) → text of every template/system/messages variant in a stored spec
+    (a plain string is variant ``t1``/``s1``/``m1``, as the grid names it)."""
+    out: dict[tuple[str, str], str] = {}
+    for kind, prefix in (("template", "t"), ("system", "s"), ("messages", "m")):
+        value = spec.get(kind)
+        if value is None:
+            continue
+        single = isinstance(value, str) or (kind == "messages" and isinstance(value, list))
+        items = {f"{prefix}1": value} if single else dict(value) if isinstance(value, Mapping) else {}
+        for name, text in items.items():
+            out[(kind, str(name))] = text if isinstance(text, str) else json.dumps(text, indent=1, ensure_ascii=False)
+    return out
+
+
+def _variant_diffs(sa: Mapping[str, Any], sb: Mapping[str, Any], id_a: str, id_b: str) -> pd.DataFrame:
+    """Per variant name: ``kind, name, change`` (same/changed/added/removed), both texts and a unified diff."""
+    ta, tb = _variant_texts(sa), _variant_texts(sb)
+    rows = []
+    for key in list(ta) + [k for k in tb if k not in ta]:
+        a_text, b_text = ta.get(key), tb.get(key)
+        change = (
+            "added" if a_text is None else "removed" if b_text is None else "same" if a_text == b_text else "changed"
+        )
+        kind, name = key
+        diff = _text_diff(a_text, b_text, f"{id_a} {kind} {name}", f"{id_b} {kind} {name}")
+        rows.append({"kind": kind, "name": name, "change": change, "text_a": a_text, "text_b": b_text, "diff": diff})
+    return pd.DataFrame(rows, columns=["kind", "name", "change", "text_a", "text_b", "diff"])
+
+
 def _text_diff(a: str | None, b: str | None, label_a: str, label_b: str) -> str:
     if (a or "") == (b or ""):
         return ""
@@ -202,7 +242,9 @@ class SweepComparison:
             ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``; always ``"neither"`` with
             fewer than ``llmlab.stats.MIN_N`` common cells), ``verdict``.
         spec_changes: spec fields that differ (``field, a, b``).
-        template_diff, system_diff: unified diffs (empty when unchanged).
+        template_diff, system_diff: unified diffs (empty when unchanged; with variants, one per changed name).
+        variant_diffs: per template/system/messages variant name: ``kind, name, change``
+            (same/changed/added/removed), ``text_a``, ``text_b`` and its unified ``diff``.
         grid_diff: per grid parameter, values ``removed``/``added``/``kept``.
         only_a, only_b: cells found in one sweep only.
         verdict: one plain-language paragraph.
@@ -224,6 +266,7 @@ class SweepComparison:
         self.ci: float = fields["ci"]
         self.verdict: str = fields["verdict"]
         self._templates: tuple[str | None, str | None] = fields.get("templates", (None, None))
+        self.variant_diffs: pd.DataFrame = fields.get("variant_diffs", pd.DataFrame())
 
     def to_text(self) -> str:
         """The report as plain text."""
@@ -246,6 +289,11 @@ class SweepComparison:
             lines += ["template: " + self.template_words]
         if self.system_diff:
             lines += ["system message:", self.system_diff]
+        if len(self.variant_diffs) and not self.template_words:
+            for row in self.variant_diffs[self.variant_diffs["change"] != "same"].itertuples():
+                lines.append(f"{row.kind} {row.name}: {row.change}")
+                if row.change == "changed" and row.kind != "system":
+                    lines.append(row.diff)
         changed = self.grid_diff[self.grid_diff["changed"]] if len(self.grid_diff) else self.grid_diff
         for row in changed.itertuples():
             lines.append(f"grid {row.parameter}: removed {row.removed}, added {row.added}")
@@ -419,7 +467,16 @@ def compare_sweeps(
     from llmlab.analysis.diffing import mark_plain
 
     t_a, t_b = spec_a.get("template"), spec_b.get("template")
-    template_words = mark_plain(t_a, t_b) if (t_a or "") != (t_b or "") else ""
+    plain = all(t is None or isinstance(t, str) for t in (t_a, t_b))
+    template_words = mark_plain(t_a, t_b) if plain and (t_a or "") != (t_b or "") else ""
+    variant_diffs = _variant_diffs(spec_a, spec_b, sa.sweep_id, sb.sweep_id)
+
+    def kind_diff(kind: str) -> str:
+        a_val, b_val = spec_a.get(kind), spec_b.get(kind)
+        if all(v is None or isinstance(v, str) for v in (a_val, b_val)):
+            return _text_diff(a_val, b_val, f"{sa.sweep_id} {kind}", f"{sb.sweep_id} {kind}")
+        return "\n".join(d for d in variant_diffs.loc[variant_diffs["kind"] == kind, "diff"] if d)
+
     changes = _spec_changes(spec_a, spec_b)
     if not len(cells):
         why = (
@@ -440,17 +497,16 @@ def compare_sweeps(
         cells=cells.drop(columns=["ia", "ib"]),
         metrics=metrics_df,
         spec_changes=changes,
-        template_diff=_text_diff(t_a, t_b, f"{sa.sweep_id} template", f"{sb.sweep_id} template"),
-        system_diff=_text_diff(
-            spec_a.get("system"), spec_b.get("system"), f"{sa.sweep_id} system", f"{sb.sweep_id} system"
-        ),
+        template_diff=kind_diff("template"),
+        system_diff=kind_diff("system"),
+        variant_diffs=variant_diffs,
         template_words=template_words,
         grid_diff=_grid_diff(spec_a, spec_b),
         only_a=only_a,
         only_b=only_b,
         ci=ci,
         verdict=verdict,
-        templates=(t_a, t_b),
+        templates=(t_a, t_b) if plain else (None, None),
     )
 
 
