@@ -205,6 +205,14 @@ class SweepRunner:
             transport = CassetteTransport(self._cassette, provider=prov.name, base_url=base_url)
         return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
 
+    def _where(self, call: Call, exc: BaseException, text: str) -> str:
+        """A connection failure names the provider and the URL it dialled (a typo'd base_url, a server down)."""
+        if not isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            return text
+        client = self._clients.get(call.provider)
+        url = str(getattr(client, "base_url", "") or get_provider(call.provider).base_url or "")
+        return redact(f"{text} (provider {call.provider!r} at {url.rstrip('/') or 'its default URL'})")
+
     def _cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
         from llmlab.pricing import cost_for, load_prices
 
@@ -506,7 +514,7 @@ class SweepRunner:
             row.update(
                 {
                     "status": "error",
-                    "error": describe_error(exc),
+                    "error": self._where(call, exc, describe_error(exc)),
                     "completion": None,
                     "finish_reason": None,
                     "attempts": attempt,

@@ -190,7 +190,8 @@ def list_rows(
         "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, "
         # only the few fields listed are pulled out (in C): spec_json may carry a whole prompt set
         "CASE WHEN json_valid(s.spec_json) THEN json_object('models', json_extract(s.spec_json, '$.models'), "
-        "'prompt_count', json_extract(s.spec_json, '$.prompt_count')) END, "
+        "'prompt_count', json_extract(s.spec_json, '$.prompt_count'), "
+        "'variants', json_extract(s.spec_json, '$.variants')) END, "
         "CASE WHEN json_valid(s.info_json) THEN json_object('host', json_extract(s.info_json, '$.host'), "
         "'pid', json_extract(s.info_json, '$.pid')) END, "
         "(SELECT group_concat(t.tag, char(31)) FROM sweep_tags t WHERE t.sweep_id = s.sweep_id), s.note, s.source, "
@@ -222,6 +223,7 @@ def list_rows(
                 "cost_usd": r[13],
                 "models": list(spec.get("models") or []),
                 "prompt_count": spec.get("prompt_count"),
+                "variants": [v for v in spec.get("variants") or [] if isinstance(v, dict)],
                 "host": info.get("host"),
                 "pid": info.get("pid"),
                 "tags": sorted(r[16].split("\x1f")) if r[16] else [],

@@ -280,3 +280,15 @@ def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(t
     assert proc.returncode == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["stopped"] == "cancelled" and result["rows"] >= 2 and result["rows"] + result["skipped"] == 16
+
+
+def test_connection_error_row_names_the_provider_and_its_url():
+    from llmlab.run.retry import RetryPolicy
+
+    ll.provider("downhost", base_url="http://127.0.0.1:9/v1", api_key_env=None)
+    res = ll.Sweep(prompts=["hi"], models=["downhost/m"], temperature=[0.0], max_tokens=4).run(
+        display=False, retry=RetryPolicy(max_attempts=1)
+    )
+    error = res.df["error"][0]
+    assert res.df["status"][0] == "error"
+    assert "provider 'downhost' at http://127.0.0.1:9/v1" in error, error
