@@ -129,3 +129,16 @@ def test_cached_rows_keep_their_cost_and_spend_nothing():
     assert (fresh["spent_usd"] == fresh["cost_usd"]).all()
     summary = ll.summary(second, by="temperature")
     assert (summary["cost_usd"] > 0).all()
+
+
+def test_charts_group_by_variant_and_no_text_is_kept_without_trace_content():
+    res = ll.Sweep(
+        prompts=ROWS, template={"terse": "A: {question}", "steps": "S: {question}"}, temperature=[0.0], max_tokens=6
+    ).run(display=False)
+    fig = ll.charts.latency(res.df, by="template_name")
+    assert {str(x) for t in fig.data for x in t.x} == {"template_name=terse", "template_name=steps"}
+    ll.configure(trace_content=False)
+    quiet = ll.Sweep(prompts=ROWS, template={"secret": "Private {question}"}, temperature=[0.0], max_tokens=6)
+    quiet.run(display=False)
+    versions = ll.prompt_versions("secret")
+    assert len(versions) == 1 and versions["text"][0] is None and versions["hash"][0]
