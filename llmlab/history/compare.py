@@ -216,6 +216,17 @@ def _variant_diffs(sa: Mapping[str, Any], sb: Mapping[str, Any], id_a: str, id_b
     return pd.DataFrame(rows, columns=["kind", "name", "change", "text_a", "text_b", "diff"])
 
 
+def _add_versions(diffs: pd.DataFrame, id_a: str, id_b: str) -> None:
+    """``version_a``/``version_b``: each variant's prompt-version number in the store (NA if unknown)."""
+    from llmlab.store.prompt_versions import versions_of_sweep
+
+    store = get_store()
+    for side, sid in (("a", id_a), ("b", id_b)):
+        known = {(v["kind"], v["name"]): v["version"] for v in versions_of_sweep(store, sid)}
+        values = [known.get((k, n)) for k, n in zip(diffs["kind"], diffs["name"])]
+        diffs[f"version_{side}"] = pd.array(values, dtype="Int64")
+
+
 def _text_diff(a: str | None, b: str | None, label_a: str, label_b: str) -> str:
     if (a or "") == (b or ""):
         return ""
@@ -244,7 +255,8 @@ class SweepComparison:
         spec_changes: spec fields that differ (``field, a, b``).
         template_diff, system_diff: unified diffs (empty when unchanged; with variants, one per changed name).
         variant_diffs: per template/system/messages variant name: ``kind, name, change``
-            (same/changed/added/removed), ``text_a``, ``text_b`` and its unified ``diff``.
+            (same/changed/added/removed), ``text_a``, ``text_b``, its unified ``diff`` and the prompt-version
+            numbers ``version_a``/``version_b`` (see ``ll.prompt_versions``).
         grid_diff: per grid parameter, values ``removed``/``added``/``kept``.
         only_a, only_b: cells found in one sweep only.
         verdict: one plain-language paragraph.
@@ -319,6 +331,9 @@ class SweepComparison:
 
             ta, tb = html_pair(*self._templates)
             parts.append(f"<div>template a: <code>{ta}</code><br>template b: <code>{tb}</code></div>")
+        elif len(self.variant_diffs) and (self.variant_diffs["change"] != "same").any():
+            shown = self.variant_diffs[self.variant_diffs["change"] != "same"]
+            parts.append(shown.drop(columns=["text_a", "text_b"]).to_html(index=False, na_rep=""))
         changed = self.grid_diff[self.grid_diff["changed"]] if len(self.grid_diff) else self.grid_diff
         if len(changed):
             parts.append(changed.drop(columns=["changed"]).to_html(index=False))
@@ -470,6 +485,7 @@ def compare_sweeps(
     plain = all(t is None or isinstance(t, str) for t in (t_a, t_b))
     template_words = mark_plain(t_a, t_b) if plain and (t_a or "") != (t_b or "") else ""
     variant_diffs = _variant_diffs(spec_a, spec_b, sa.sweep_id, sb.sweep_id)
+    _add_versions(variant_diffs, sa.sweep_id, sb.sweep_id)
 
     def kind_diff(kind: str) -> str:
         a_val, b_val = spec_a.get(kind), spec_b.get(kind)

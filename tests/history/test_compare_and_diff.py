@@ -216,6 +216,9 @@ def test_compare_and_diff_key_cells_by_variant_name():
     assert set(cmp.cells["template_name"]) == {"terse", "steps"}
     changes = cmp.variant_diffs.set_index("name")["change"]
     assert changes["terse"] == "changed" and changes["steps"] == "same"
+    versions = cmp.variant_diffs.set_index("name")
+    assert (versions.loc["terse", "version_a"], versions.loc["terse", "version_b"]) == (1, 2)
+    assert "terse" in cmp._repr_html_()
     assert "+Answer briefly: {q}" in cmp.template_diff and "Steps" not in cmp.template_diff
     assert "template terse: changed" in cmp.to_text()
     d = ll.diff(a.sweep_id, b.sweep_id)
