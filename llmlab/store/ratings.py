@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmlab.errors import ValidationError
-from llmlab.store.database import Store, utcnow_iso
+from llmlab.store.database import Store, get_store, utcnow_iso
 
-__all__ = ["RATING_VALUES", "check_rating", "clear_rating", "rate", "ratings_of"]
+__all__ = ["RATING_VALUES", "check_rating", "clear_rating", "rate", "rate_call", "ratings_of"]
 
 #: Accepted rating values: thumbs down/up and the 1..5 scale.
 RATING_VALUES = (-1, 1, 2, 3, 4, 5)
@@ -54,6 +54,12 @@ def rate(store: Store, sweep_id: str, call_id: str, value: Any, note: str | None
 
     store.write(fn)
     return record
+
+
+def rate_call(sweep_id: str, call_id: str, value: Any, note: str | None = None) -> dict[str, Any]:
+    """:func:`rate` in the configured home's store: what a grid button's click handler calls
+    (the view layer sits below ``llmlab.history``, so it calls this, with the exact sweep id it shows)."""
+    return rate(get_store(), sweep_id, call_id, value, note)
 
 
 def clear_rating(store: Store, sweep_id: str, call_id: str) -> bool:

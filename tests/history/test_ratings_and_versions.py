@@ -98,3 +98,15 @@ def test_prompt_versions_keep_each_text_once_and_number_changes():
     assert list(terse["version"]) == [1, 2]
     assert terse["text"][1] == "Answer in one line: {question}"
     assert list(ll.prompt_versions("s1")["kind"]) == ["system"]
+
+
+def test_grid_click_handler_entry_point_in_the_store_layer():
+    from llmlab.store.ratings import rate_call
+
+    res = _run()
+    cid = res.df["call_id"][2]
+    rec = rate_call(res.sweep_id, cid, -1, note="off topic")
+    assert rec["rating"] == -1 and rec["sweep_id"] == res.sweep_id
+    assert ll.load(res.sweep_id).df.set_index("call_id").loc[cid, "rating_note"] == "off topic"
+    with pytest.raises(ValidationError):
+        rate_call(res.sweep_id, cid, 3.5)
