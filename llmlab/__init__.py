@@ -26,7 +26,7 @@ from llmlab.errors import (
     ValidationError,
 )
 from llmlab.errors import install_log_redaction as _install_log_redaction
-from llmlab.history import compare_sweeps, delete, diff, load, sweeps
+from llmlab.history import compare_sweeps, delete, diff, load, prompt_versions, ratings, sweeps
 from llmlab.plan.providers import provider
 from llmlab.pricing import price
 from llmlab.readback.metrics import metrics
@@ -85,7 +85,9 @@ __all__ = [
     "metrics",
     "pending_exports",
     "price",
+    "prompt_versions",
     "provider",
+    "ratings",
     "replay",
     "report",
     "save_baseline",

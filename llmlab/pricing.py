@@ -310,15 +310,21 @@ def price(df: pd.DataFrame, prices: Mapping[str, Any] | str | Path | None = None
 
 
 def format_usd(value: float) -> str:
-    """Dollars with at least 4 decimals and 3 significant digits, for display.
+    """Dollars for display, one format everywhere (grid, progress bar, CLI tables, summaries).
 
-    Small-model and per-call costs (often under $0.0001) stay visible instead of reading ``$0.0000``.
+    Sums under a tenth of a cent are shown in micro-dollars with 3 significant digits (``5.88 µ$``,
+    never ``5.88222e-06``); larger ones with at least 4 decimals and 3 significant digits.
 
     Example:
-        >>> format_usd(0.0000123), format_usd(1.5)
-        ('$0.0000123', '$1.5000')
+        >>> format_usd(0.00000588222), format_usd(0.0123), format_usd(1.5)
+        ('5.88 µ$', '$0.0123', '$1.5000')
     """
+    if value is None or value != value:  # NA: nothing known
+        return "-"
     if not 0 < value < math.inf:
         return "$0.0000"
+    if value < 0.001:
+        micro = value * 1e6
+        return f"{micro:.3g} µ$" if micro < 1000 else f"{micro:.0f} µ$"
     decimals = max(4, 2 - math.floor(math.log10(value)))
     return f"${value:.{decimals}f}"

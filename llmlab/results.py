@@ -45,7 +45,8 @@ class SweepResult:
         skipped: Sequence[tuple[Any, str]] = (),
         stopped: str | None = None,
     ) -> SweepResult:
-        df = schema.frame(rows)
+        spec = sweep.spec() if sweep is not None else {}
+        df = schema.sweep_frame(rows, params=spec.get("params") or ())
         skipped_df = pd.DataFrame(
             [
                 {
@@ -61,7 +62,47 @@ class SweepResult:
             ],
             columns=["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"],
         )
-        return cls(sweep_id, df, skipped_df, stopped, sweep.spec() if sweep is not None else None)
+        return cls(sweep_id, df, skipped_df, stopped, spec or None)
+
+    @classmethod
+    def from_store_rows(
+        cls,
+        sweep_id: str,
+        rows: Sequence[dict[str, Any]],
+        ratings: Sequence[dict[str, Any]] = (),
+        skipped: pd.DataFrame | None = None,
+        stopped: str | None = None,
+        spec: dict[str, Any] | None = None,
+    ) -> SweepResult:
+        """A past sweep's result from its stored rows and ratings (``ll.load``)."""
+        by_call = {r["call_id"]: r for r in ratings}
+        merged = []
+        for row in rows:
+            r = by_call.get(row.get("call_id"))
+            merged.append({**row, "rating": r["rating"], "rating_note": r["note"]} if r else row)
+        df = schema.sweep_frame(merged, params=(spec or {}).get("params") or ())
+        return cls(sweep_id, df, skipped, stopped, spec)
+
+    def rate(self, call_id: str, value: int, note: str | None = None) -> dict[str, Any]:
+        """Rate one call now: ``+1``/``-1`` (thumbs) or an integer 1..5, with an optional note.
+
+        Stored at once in the home's store (durable across kernels: ``ll.load`` and
+        ``ll.ratings`` read it back) and set on ``self.df``'s ``rating``/``rating_note``.
+        Returns the stored record (call_id, sweep_id, rating, note, rated_at).
+
+        Raises:
+            ValidationError: a bad value, or a call_id not in this sweep.
+        """
+        from llmlab.errors import ValidationError
+        from llmlab.store import get_store, ratings
+
+        if "call_id" in self.df and not (self.df["call_id"] == call_id).any():
+            raise ValidationError("call_id", call_id, f"no such call in sweep {self.sweep_id}")
+        record = ratings.rate(get_store(), self.sweep_id, call_id, value, note)
+        mask = self.df["call_id"] == call_id
+        self.df.loc[mask, "rating"] = record["rating"]
+        self.df.loc[mask, "rating_note"] = record["note"]
+        return record
 
     def __repr__(self) -> str:
         n = len(self.df)
@@ -103,7 +144,7 @@ class SweepResult:
         """The grid columns that vary in this sweep (model, temperature, top_p, params...)."""
         cols = [
             c
-            for c in ("model", "temperature", "top_p", "max_tokens")
+            for c in ("model", "template_name", "system_name", "temperature", "top_p", "max_tokens")
             if c in self.df and self.df[c].nunique(dropna=True) > 1
         ]
         if "seed" in self.df and self._seed_swept():

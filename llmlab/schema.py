@@ -62,8 +62,48 @@ EXTRA_COLUMNS: list[str] = [
     "params",
 ]
 
-FLOAT_COLUMNS = {"latency_ms", "ttft_ms", "tokens_per_s", "temperature", "top_p", "cost_usd", "queue_ms", "itl_ms"}
-INT_COLUMNS = {"max_tokens", "seed", "repeat", "input_tokens", "output_tokens", "total_tokens", "attempts", "retries"}
+#: Columns of a sweep's calls (``res.df``, ``ll.load``) beyond the canonical ones: the prompt variant
+#: (names and short text hashes), what this run paid (``spent_usd``: 0 for a cache hit) and the human rating.
+SWEEP_COLUMNS: list[str] = [
+    "template_name",
+    "system_name",
+    "template_hash",
+    "system_hash",
+    "spent_usd",
+    "rating",
+    "rating_note",
+]
+
+#: Variant columns and the span attributes carrying them.
+VARIANT_ATTRS: dict[str, str] = {
+    "template_name": "llmlab.template_name",
+    "system_name": "llmlab.system_name",
+    "template_hash": "llmlab.template_hash",
+    "system_hash": "llmlab.system_hash",
+}
+
+FLOAT_COLUMNS = {
+    "latency_ms",
+    "ttft_ms",
+    "tokens_per_s",
+    "temperature",
+    "top_p",
+    "cost_usd",
+    "spent_usd",
+    "queue_ms",
+    "itl_ms",
+}
+INT_COLUMNS = {
+    "max_tokens",
+    "seed",
+    "repeat",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "attempts",
+    "retries",
+    "rating",
+}
 BOOL_COLUMNS = {"tokens_estimated", "cached"}
 TIME_COLUMNS = {"start_time", "end_time"}
 
@@ -79,6 +119,10 @@ A_ATTEMPTS = "llmlab.attempts"
 A_QUEUE_MS = "llmlab.queue_ms"
 A_TOKENS_ESTIMATED = "llmlab.tokens_estimated"
 A_PARAMS = "llmlab.params"
+A_TEMPLATE_NAME = VARIANT_ATTRS["template_name"]
+A_SYSTEM_NAME = VARIANT_ATTRS["system_name"]
+A_TEMPLATE_HASH = VARIANT_ATTRS["template_hash"]
+A_SYSTEM_HASH = VARIANT_ATTRS["system_hash"]
 ASSOC_PREFIX = "traceloop.association.properties."
 WORKFLOW = "traceloop.workflow.name"
 CHUNK_EVENT = "gen_ai.content.completion.chunk"
@@ -287,6 +331,10 @@ def row_from_span(
         "parent_id": parent_id,
         "params": _first(attrs, A_PARAMS),
     }
+    for col, attr in VARIANT_ATTRS.items():
+        value = _first(attrs, attr)
+        if value is not None:
+            row[col] = str(value)
     if row["attempts"] is not None:
         row["retries"] = max(0, row["attempts"] - 1)
     if output_tokens and output_tokens > 1 and latency is not None and ttft is not None:
@@ -298,6 +346,64 @@ def row_from_span(
                 if prop not in ("sweep_id", "call_id", "prompt_id", "repeat"):
                     row[f"assoc.{prop}"] = value
     return row
+
+
+#: The order of a sweep's frame (``res.df``): what was asked and answered first — the settings that
+#: vary, the prompt, the completion and its rating — then outcome and figures, ids and timestamps last.
+SWEEP_ORDER: list[str] = [
+    "model",
+    "template_name",
+    "system_name",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "repeat",
+    "prompt",
+    "completion",
+    "rating",
+    "rating_note",
+    "status",
+    "error",
+    "finish_reason",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_per_s",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "tokens_estimated",
+    "cost_usd",
+    "spent_usd",
+    "cached",
+    "provider",
+    "response_model",
+    "prompt_id",
+    "call_id",
+    "sweep_id",
+    "template_hash",
+    "system_hash",
+    "trace_id",
+    "span_id",
+    "service",
+    "start_time",
+    "end_time",
+]
+
+
+def sweep_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, params: Iterable[str] = ()) -> pd.DataFrame:
+    """A sweep's calls as ``res.df`` shows them: every canonical, sweep and extra column with its dtype,
+    ordered by :data:`SWEEP_ORDER` (swept ``params`` right after the settings), the rest after."""
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    for col in SWEEP_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    df = coerce(df)
+    for col in ("template_name", "system_name", "template_hash", "system_hash", "rating_note"):
+        df[col] = df[col].astype("object").where(df[col].notna(), None)
+    swept = [p for p in params if p in df.columns and p not in SWEEP_ORDER]
+    first = SWEEP_ORDER[:8] + swept + SWEEP_ORDER[8:]
+    return df[first + [c for c in df.columns if c not in first]]
 
 
 def frame(rows: Iterable[Mapping[str, Any]], extra: bool = True) -> pd.DataFrame:

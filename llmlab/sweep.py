@@ -30,9 +30,12 @@ __all__ = ["Call", "Sweep", "call_id_for", "load_prompts", "run_async", "run_syn
 
 
 class Sweep:
-    """A grid of LLM calls: prompt set × models × temperature × top_p × params × repeats.
+    """A grid of LLM calls: prompt set × prompt variants × models × temperature × top_p × params × repeats.
 
-    Every argument is validated here, before anything is sent. ``plan()`` shows the calls;
+    ``template=``, ``system=`` and ``messages=`` each take one text, a list (named ``t1, t2, …`` /
+    ``s1, …`` / ``m1, …``) or a dict ``{name: text}``: variants are an axis like temperature, and
+    every call records ``template_name`` and ``system_name``. Every argument is validated here,
+    before anything is sent. ``plan()`` shows the calls;
     ``run()`` sends them (blocking, also inside Jupyter), ``arun()`` is the awaitable form.
 
     Example:
@@ -45,8 +48,8 @@ class Sweep:
     def __init__(
         self,
         prompts: Any,
-        template: str | None = None,
-        system: str | None = None,
+        template: str | Sequence[str] | Mapping[str, str] | None = None,
+        system: str | Sequence[str] | Mapping[str, str] | None = None,
         models: str | Sequence[str] = ("local/tiny",),
         temperature: float | Sequence[float] | None = (0.0, 0.7, 1.0),
         top_p: float | Sequence[float] | None = (1.0,),
@@ -55,6 +58,7 @@ class Sweep:
         seed: int | Sequence[int] | None = None,
         name: str | None = None,
         params: Mapping[str, Any] | None = None,
+        messages: Any = None,
     ) -> None:
         self.grid: Grid = build_grid(
             prompts,
@@ -68,12 +72,15 @@ class Sweep:
             seed=seed,
             name=name,
             params=params,
+            messages=messages,
         )
         grid = self.grid
         # the grid's settings as lists, under the names notebooks and the CLI read
         self.name = grid.name
         self.template = grid.template
         self.system = grid.system
+        self.messages_template = grid.messages_template
+        self.variants = list(grid.variants)
         self.prompts_input = prompts
         self.models = list(grid.models)
         self.temperature = list(grid.temperature)

@@ -136,7 +136,9 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
     by_cols = as_list(by)
     _check_columns(df, by_cols, "by")
     rows = []
+    ratings: list[np.ndarray] = []  # human ratings (res.rate / the grid's thumbs), a score like any other
     for key, g in _groups(df, by_cols):
+        ratings.append(numeric(g["rating"]) if "rating" in g else np.array([]))
         live = live_mask(g).to_numpy()
         err = is_error(g).to_numpy()
         lat = numeric(g["latency_ms"])[live] if "latency_ms" in g else np.array([])
@@ -177,6 +179,9 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
     ):
         out[col] = pd.array(out[col].astype(float), dtype="Float64")
     out["cost_complete"] = out["cost_complete"].astype("boolean")
+    if any(np.isfinite(r).any() for r in ratings):  # only when something was rated: other summaries keep their shape
+        out["rating"] = pd.array([_mean(r[np.isfinite(r)]) for r in ratings], dtype="Float64")
+        out["rated"] = pd.array([int(np.isfinite(r).sum()) for r in ratings], dtype="Int64")
     return out
 
 

@@ -102,7 +102,7 @@ def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: boo
 
 
 @click.command("spans")
-@click.option("--sweep", "sweep_id", default=None, help="Only spans of this sweep id.")
+@click.option("--sweep", "sweep_id", default=None, help="Only spans of this sweep (id, unique id prefix or name).")
 @click.option("--source", type=click.Choice(["local", "datakit"]), default=None)
 @click.option("--since", default=None, help="ISO time or epoch seconds.")
 @click.option("--limit", type=int, default=None)
@@ -118,6 +118,10 @@ def spans_cmd(
     configure(home)
     if out:
         check_out(Path(out))
+    if sweep_id is not None:
+        from llmlab.history.catalog import resolve_sweep
+
+        sweep_id = resolve_sweep(sweep_id)  # a name or prefix → its id; "no sweep named …" otherwise
     df = spans(sweep_id=sweep_id, source=source, since=since, limit=limit)
     if out:
         write_frame(df, Path(out))

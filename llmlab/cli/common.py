@@ -93,9 +93,41 @@ def safe_text(text: Any, keep: str = "") -> str:
     )
 
 
+def _round(value: Any) -> str:
+    """A float as a table shows it: rounded to what a reader compares, never in e-notation."""
+    if value is None or value != value:
+        return "-"
+    v = float(value)
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}" if abs(v) >= 0.001 else f"{v:.2e}"
+
+
+def rounded(df: Any) -> Any:
+    """A display copy of ``df``: money columns (``*usd*``) through ``format_usd``, other floats rounded."""
+    import pandas as pd
+
+    from llmlab.pricing import format_usd
+
+    out = df.copy()
+    for col in out.columns:
+        series = out[col]
+        if not (pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype)):
+            continue
+        if "usd" in str(col):
+            out[col] = [format_usd(float(v)) if pd.notna(v) else "-" for v in series]
+        elif pd.api.types.is_float_dtype(series.dtype):
+            out[col] = [_round(v) if pd.notna(v) else "-" for v in series]
+    return out
+
+
 def print_table(df: Any) -> None:
-    """Echo ``df`` as a plain-text table (``(no rows)`` when empty), control characters escaped."""
+    """Echo ``df`` as a plain-text table (``(no rows)`` when empty): floats rounded, money as ``format_usd``, control characters escaped."""
     import pandas as pd
 
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.max_colwidth", 40):
-        click.echo(safe_text(df.to_string(index=False), keep="\n") if len(df) else "(no rows)")
+        click.echo(safe_text(rounded(df).to_string(index=False), keep="\n") if len(df) else "(no rows)")

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from llmlab.cli.common import configure, friendly, home_option, print_table, safe_text
+from llmlab.pricing import format_usd
 
 __all__ = ["register"]
 
@@ -62,12 +63,14 @@ def sweeps_cmd(
             "errors",
             "cached",
             "cost_usd",
+            "templates",
             "tags",
             "note",
         ]
     ].copy()
     view["started_at"] = view["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
     view["tags"] = view["tags"].map(lambda t: ",".join(t))
+    view["templates"] = view["templates"].map(lambda t: ",".join(t) or "-")
     view["note"] = view["note"].map(lambda n: "" if not isinstance(n, str) else (n if len(n) <= 30 else n[:29] + "…"))
     print_table(view)
     click.echo(f"{len(df)} sweeps")
@@ -108,12 +111,11 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
             f"{_fmt(rec['cached'])} cached, {_fmt(rec['skipped'])} skipped",
         ),
         ("tokens", f"{_fmt(rec['input_tokens'])} in, {_fmt(rec['output_tokens'])} out"),
-        ("cost", f"${_fmt(rec['cost_usd'])}"),
+        ("cost", format_usd(rec["cost_usd"]) if rec["cost_usd"] is not None else "-"),
         ("tags", ", ".join(rec["tags"]) or "-"),
         ("note", rec["note"] or "-"),
         ("prompts", f"{_fmt(spec.get('prompt_count'))} (fingerprint {spec.get('prompt_fingerprint') or '-'})"),
-        ("template", repr(spec.get("template")) if spec.get("template") else "-"),
-        ("system", repr(spec.get("system")) if spec.get("system") else "-"),
+        *_variant_lines(spec),
         (
             "grid",
             ", ".join(f"{k}={spec.get(k)}" for k in ("models", "temperature", "top_p", "max_tokens", "seed", "repeats"))
@@ -127,6 +129,18 @@ def show_cmd(sweep_id: str, home: str | None) -> None:
     if len(res.df):
         click.echo("")
         print_table(res.summary())
+
+
+def _variant_lines(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """``template``/``system``/``messages`` lines of ``show``: one text, or one line per named variant."""
+    lines: list[tuple[str, str]] = []
+    for kind in ("template", "system", "messages"):
+        value = spec.get(kind)
+        if isinstance(value, dict):
+            lines += [(f"{kind} {name}", repr(text)) for name, text in value.items()]
+        elif value or kind != "messages":
+            lines.append((kind, repr(value) if value else "-"))
+    return lines
 
 
 @click.command("export")

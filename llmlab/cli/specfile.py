@@ -4,8 +4,11 @@ Example spec::
 
     name: summaries
     prompts: prompts.csv          # or a list of strings; relative paths are relative to the spec
-    template: "Summarize: {text}"
-    models: [local/tiny, local/small]
+    template: "Summarize: {text}"   # or variants: {terse: "...{text}", steps: "..."} or a list (t1, t2, …)
+    system: [Be brief., Be kind.]   # the same three forms (s1, s2, …); or messages: [{role: user, content: ...}]
+    providers:                      # registered before the sweep is built
+      moonshot: {base_url: "https://api.moonshot.cn/v1", api_key_env: MOONSHOT_API_KEY, rpm: 60}
+    models: [local/tiny, local/small, moonshot/kimi-k2]
     temperature: [0.0, 0.7]
     top_p: [1.0, 0.9]
     max_tokens: 48
@@ -22,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from llmlab.errors import ValidationError
+from llmlab.errors import ConfigError, ValidationError
+from llmlab.plan.providers import provider
 from llmlab.sweep import Sweep
 from llmlab.text import is_finite_number
 
@@ -38,6 +42,7 @@ SWEEP_KEYS = {
     "prompts",
     "template",
     "system",
+    "messages",
     "models",
     "temperature",
     "top_p",
@@ -47,6 +52,7 @@ SWEEP_KEYS = {
     "params",
 }
 RUN_KEYS = {"concurrency", "budget_usd", "cache", "cassette"}
+PROVIDER_KEYS = {"base_url", "api_key_env", "rpm", "tpm", "headers", "timeout"}
 
 
 @dataclasses.dataclass
@@ -60,15 +66,16 @@ def load_spec(path: Path) -> LoadedSpec:
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ValidationError("spec", str(path), "the top level must be a mapping of keys like prompts:, models:")
-    unknown = sorted(set(data) - SWEEP_KEYS - {"run"}, key=str)  # keys may be numbers, dates, null
+    unknown = sorted(set(data) - SWEEP_KEYS - {"run", "providers"}, key=str)  # keys may be numbers, dates, null
     if unknown:
         raise ValidationError(
             f"{path.name}: {unknown[0]}",
             data[unknown[0]],
-            f"unknown key; known keys: {', '.join(sorted(SWEEP_KEYS | {'run'}))}",
+            f"unknown key; known keys: {', '.join(sorted(SWEEP_KEYS | {'run', 'providers'}))}",
         )
     if "prompts" not in data:
         raise ValidationError(f"{path.name}: prompts", None, "required key is missing")
+    _register_providers(path, data.pop("providers", None))
     run = data.pop("run", None) or {}
     if not isinstance(run, dict):
         raise ValidationError(f"{path.name}: run", run, "must be a mapping (concurrency, budget_usd, cache)")
@@ -161,6 +168,33 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     open_nodes.discard(key)
     sizes[key] = total
     return total
+
+
+def _register_providers(path: Path, providers: Any) -> None:
+    """The ``providers:`` section: name → base_url, api_key_env, rpm, tpm, headers (and timeout),
+    each registered with ``ll.provider`` so the sweep's ``models`` can name them."""
+    if providers is None:
+        return
+    if not isinstance(providers, dict):
+        raise ValidationError(f"{path.name}: providers", providers, "must be a mapping of name → {base_url: ...}")
+    for name, conf in providers.items():
+        where = f"{path.name}: providers.{name}"
+        if not isinstance(conf, dict):
+            raise ValidationError(where, conf, "must be a mapping with base_url (and api_key_env, rpm, tpm, headers)")
+        bad = sorted(set(conf) - PROVIDER_KEYS, key=str)
+        if bad:
+            raise ValidationError(
+                f"{where}.{bad[0]}", conf[bad[0]], f"unknown key; known: {', '.join(sorted(PROVIDER_KEYS))}"
+            )
+        headers = conf.get("headers")
+        if headers is not None and not (
+            isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+        ):
+            raise ValidationError(f"{where}.headers", "...", "must be a mapping of header name → text")
+        try:
+            provider(str(name), **conf)
+        except ConfigError as exc:
+            raise ValidationError(where, name, str(exc)) from None
 
 
 def _check_run(path: Path, run: dict[str, Any]) -> None:

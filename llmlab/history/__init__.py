@@ -29,6 +29,7 @@ from __future__ import annotations
 from llmlab.history.archive import export_sweep, import_sweep
 from llmlab.history.catalog import delete, load, note_sweep, record, sweeps, tag_sweep, untag_sweep
 from llmlab.history.compare import SweepComparison, SweepDiff, compare_sweeps, diff
+from llmlab.history.ratings import prompt_versions, rate, ratings
 
 # the recording half sits below the results, in the runner's stage; still importable from here, as it always was
 from llmlab.run.provenance import experiment_context, finish_experiment, start_experiment
@@ -45,6 +46,9 @@ __all__ = [
     "import_sweep",
     "load",
     "note_sweep",
+    "prompt_versions",
+    "rate",
+    "ratings",
     "record",
     "start_experiment",
     "sweeps",

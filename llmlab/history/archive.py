@@ -27,6 +27,7 @@ from llmlab.history.catalog import _home_hint, _resolve, _store
 from llmlab.plan.grid import build_grid
 from llmlab.run.provenance import package_versions
 from llmlab.store import experiments
+from llmlab.store.ratings import check_rating
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "MAX_IMPORT_MB", "export_sweep", "import_sweep"]
 
@@ -71,6 +72,8 @@ def export_sweep(sweep_id: Any, out: str | Path, *, include_cache: bool = True) 
         "calls": rows["calls"],
         "spans": spans,
         "cache": rows["cache"],
+        "ratings": rows["ratings"],
+        "prompt_versions": rows["prompt_versions"],
     }
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +206,7 @@ def _read_export(path: Path) -> dict[str, Any]:
         raise _bad(path, "the export has no sweep record")
     _check_row(path, "sweep", sweep, ("sweep_id", "created_at", "spec_json"))
     sid = _check_id(path, "sweep.sweep_id", sweep["sweep_id"])
-    for key in ("calls", "spans", "tags", "cache"):
+    for key in ("calls", "spans", "tags", "cache", "ratings", "prompt_versions"):
         if not isinstance(doc.get(key, []), list):
             raise _bad(path, f"'{key}' must be a list")
     for i, tag in enumerate(doc.get("tags", [])):
@@ -273,6 +276,22 @@ def _verified_cache(path: Path, doc: dict[str, Any]) -> list[dict[str, Any]]:
     return kept
 
 
+def _own_ratings(path: Path, doc: dict[str, Any], sid: str) -> list[dict[str, Any]]:
+    """Ratings of the file's own calls only (a rating can no more be planted on another sweep than an
+    answer), each a valid rating with its time."""
+    own = {c.get("call_id") for c in doc.get("calls", []) if isinstance(c, dict)}
+    kept = []
+    for i, r in enumerate(doc.get("ratings", [])):
+        _check_row(path, f"ratings[{i}]", r, ("call_id", "rating", "rated_at"))
+        try:
+            check_rating(r["rating"], r.get("note"))
+        except ValidationError as exc:
+            raise _bad(path, f"ratings[{i}]: {exc}") from None
+        if r["call_id"] in own and r.get("sweep_id") in (None, sid):
+            kept.append({**r, "sweep_id": sid})
+    return kept
+
+
 def import_sweep(path: str | Path, *, replace: bool = False) -> str:
     """Load an :func:`export_sweep` file into the configured home; returns the sweep id.
 
@@ -304,7 +323,15 @@ def import_sweep(path: str | Path, *, replace: bool = False) -> str:
     spans = [{**sp, "otlp": sp.get("otlp")} for sp in doc.get("spans", []) if sp.get("sweep_id") in (None, sid)]
     try:
         written = experiments.import_rows(
-            store, rec, tags=doc.get("tags", []), calls=doc["calls"], spans=spans, cache=cache, replace=replace
+            store,
+            rec,
+            tags=doc.get("tags", []),
+            calls=doc["calls"],
+            spans=spans,
+            cache=cache,
+            replace=replace,
+            ratings=_own_ratings(path, doc, sid),
+            prompt_versions=doc.get("prompt_versions", []),
         )
     except (KeyError, TypeError) as exc:
         raise _bad(path, f"malformed export ({type(exc).__name__}: {exc})") from None

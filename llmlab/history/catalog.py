@@ -17,12 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from llmlab import schema
 from llmlab.errors import ValidationError
 from llmlab.results import SweepResult
-from llmlab.store import Store, experiments, get_store
+from llmlab.store import Store, experiments, get_store, ratings
 
-__all__ = ["delete", "load", "note_sweep", "record", "sweeps", "tag_sweep", "untag_sweep"]
+__all__ = ["delete", "load", "note_sweep", "record", "resolve_sweep", "sweeps", "tag_sweep", "untag_sweep"]
 
 
 def _store() -> Store:
@@ -54,6 +53,28 @@ def _resolve(store: Store, ref: Any, *, by_name: bool = True, field: str = "swee
     raise ValidationError(
         field, ref, f"no such sweep in {_home_hint(store)} (ll.sweeps() / `llmlab sweeps` lists them)"
     )
+
+
+def resolve_sweep(ref: Any) -> str:
+    """The sweep id an id, unique id prefix, name (newest run) or SweepResult names in this home.
+
+    A full sweep id (``sw-YYYYmmdd-HHMMSS-xxxxxx``) this home never ran is returned as given: its
+    spans may be in DataKit.
+
+    Raises:
+        ValidationError: nothing matches (``no sweep named …``) or a prefix is ambiguous.
+    """
+    store = _store()
+    try:
+        return _resolve(store, ref)
+    except ValidationError as exc:
+        if isinstance(ref, str) and re.fullmatch(r"sw-\d{8}-\d{6}-[0-9a-f]{6}", ref.strip()):
+            return ref.strip()
+        if isinstance(ref, str) and ref.strip() and "no such sweep" in exc.problem:
+            raise ValidationError(
+                "sweep", ref, f"no sweep named {ref.strip()!r} (nor an id or id prefix) in {_home_hint(store)}"
+            ) from None
+        raise
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -140,6 +161,8 @@ _LIST_COLUMNS = [
     "cost_usd",
     "models",
     "prompts",
+    "templates",
+    "systems",
     "tags",
     "note",
     "source",
@@ -163,7 +186,8 @@ def sweeps(
 
     Returns:
         One row per sweep: ``sweep_id, name, status, started_at, finished_at, wall_s, calls, ok,
-        errors, cached, skipped, input_tokens, output_tokens, cost_usd, models, prompts, tags, note,
+        errors, cached, skipped, input_tokens, output_tokens, cost_usd, models, prompts, templates, systems
+        (the variant names: ``["terse", "steps"]``, ``[]`` before #13 or without one), tags, note,
         source, git_commit, git_dirty, llmlab_version``. ``status`` is ``finished``, ``budget``,
         ``cancelled``, ``running``, or ``interrupted`` (its process on this host is gone).
     """
@@ -191,6 +215,8 @@ def sweeps(
             "cost_usd": r["cost_usd"],
             "models": r["models"],
             "prompts": r["prompt_count"],
+            "templates": [v.get("name") for v in r["variants"] if v.get("kind") in ("template", "messages")],
+            "systems": [v.get("name") for v in r["variants"] if v.get("kind") == "system"],
             "tags": r["tags"],
             "note": r["note"],
             "source": r["source"],
@@ -278,7 +304,8 @@ def load(sweep_id: Any) -> SweepResult:
     rows = store.call_rows(sid)
     info = rec["info"] or {}
     skipped = pd.DataFrame(list(info.get("skipped_calls") or []), columns=_SKIPPED_COLUMNS)
-    return SweepResult(sid, schema.frame(rows), skipped, info.get("stopped"), rec["spec"])
+    rated = ratings.ratings_of(store, [sid])
+    return SweepResult.from_store_rows(sid, rows, rated, skipped, info.get("stopped"), rec["spec"])
 
 
 # --- tags and notes -----------------------------------------------------------------------------

@@ -8,9 +8,7 @@ A cell is one prompt at one setting; both functions pair the two sweeps' cells t
 
 from __future__ import annotations
 
-import difflib
 import html
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +17,7 @@ import pandas as pd
 
 from llmlab.errors import ValidationError
 from llmlab.history.catalog import _resolve, load
+from llmlab.history.specdiff import add_versions, grid_diff, spec_changes, text_diff, variant_diffs
 from llmlab.results import SweepResult
 from llmlab.store import experiments, get_store
 from llmlab.text import snip
@@ -26,9 +25,10 @@ from llmlab.text import snip
 __all__ = ["CELL_SETTINGS", "DEFAULT_METRICS", "SweepComparison", "SweepDiff", "compare_sweeps", "diff"]
 
 #: The setting columns that, with the prompt, identify one cell of a sweep's grid.
-CELL_SETTINGS = ["model", "temperature", "top_p", "max_tokens", "params", "repeat"]
+CELL_SETTINGS = ["model", "template_name", "system_name", "temperature", "top_p", "max_tokens", "params", "repeat"]
+#: Cell settings an older sweep may lack (recorded from #13 on): part of the key only when both sides have them.
+_VARIANT_SETTINGS = ("template_name", "system_name")
 DEFAULT_METRICS = ["latency_ms", "ttft_ms", "output_tokens", "cost_usd", "error"]
-_GRID_FIELDS = ["models", "temperature", "top_p", "max_tokens", "seed", "repeats"]
 
 
 class _Side:
@@ -66,6 +66,9 @@ def _calls_per_prompt(spec: Mapping[str, Any]) -> int | None:
         n *= len(value) if isinstance(value, list) and value else 1
     for value in (spec.get("params") or {}).values():
         n *= len(value) if isinstance(value, list) and value else 1
+    variants = [v for v in spec.get("variants") or [] if isinstance(v, Mapping)]
+    for kinds in (("template", "messages"), ("system",)):
+        n *= max(1, sum(1 for v in variants if v.get("kind") in kinds))
     try:
         n *= int(spec.get("repeats") or 1)
     except (TypeError, ValueError):
@@ -83,9 +86,9 @@ def _norm(value: Any) -> str:
     return str(value)
 
 
-def _cell_keys(df: pd.DataFrame, prompt_key: pd.Series) -> pd.Series:
+def _cell_keys(df: pd.DataFrame, prompt_key: pd.Series, settings: Sequence[str] = tuple(CELL_SETTINGS)) -> pd.Series:
     parts = [prompt_key.astype(str).reset_index(drop=True)]
-    for col in CELL_SETTINGS:
+    for col in settings:
         values = df[col] if col in df.columns else pd.Series([None] * len(df))
         parts.append(values.reset_index(drop=True).map(_norm).astype(str))
     key = parts[0]
@@ -115,7 +118,12 @@ def _pair(a: _Side, b: _Side, match: str) -> tuple[pd.DataFrame, str, int, int]:
             )
     else:
         pa, pb = a.df["prompt_id"].astype("string").fillna(""), b.df["prompt_id"].astype("string").fillna("")
-    ka, kb = _cell_keys(a.df, pa), _cell_keys(b.df, pb)
+    settings = [
+        c
+        for c in CELL_SETTINGS
+        if c not in _VARIANT_SETTINGS or all(c in s.df and s.df[c].notna().any() for s in (a, b))
+    ]
+    ka, kb = _cell_keys(a.df, pa, settings), _cell_keys(b.df, pb, settings)
     first_b: dict[str, int] = {}
     for i, k in enumerate(kb):
         first_b.setdefault(k, i)
@@ -139,56 +147,6 @@ def _pair(a: _Side, b: _Side, match: str) -> tuple[pd.DataFrame, str, int, int]:
     return out, how, len(seen) - len(out), len(set(kb)) - len(out)
 
 
-def _json_str(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _spec_changes(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
-    fields = ["name", "template", "system", *_GRID_FIELDS, "params", "prompt_count", "prompt_fingerprint"]
-    rows = [
-        {"field": f, "a": sa.get(f), "b": sb.get(f)} for f in fields if _json_str(sa.get(f)) != _json_str(sb.get(f))
-    ]
-    return pd.DataFrame(rows, columns=["field", "a", "b"])
-
-
-def _values(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
-
-
-def _grid_diff(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> pd.DataFrame:
-    """Per grid parameter: the values only in a (removed), only in b (added), and in both."""
-    rows = []
-    params_a, params_b = sa.get("params") or {}, sb.get("params") or {}
-    names = [(f, sa.get(f), sb.get(f)) for f in _GRID_FIELDS]
-    names += [(f"params.{k}", params_a.get(k), params_b.get(k)) for k in sorted(set(params_a) | set(params_b))]
-    for name, va, vb in names:
-        if va is None and vb is None and name.startswith("params."):
-            continue
-        la = [] if va is None and name.startswith("params.") else _values(va)
-        lb = [] if vb is None and name.startswith("params.") else _values(vb)
-        ka, kb = [_json_str(v) for v in la], [_json_str(v) for v in lb]
-        removed = [v for v, k in zip(la, ka) if k not in kb]
-        added = [v for v, k in zip(lb, kb) if k not in ka]
-        kept = [v for v, k in zip(la, ka) if k in kb]
-        rows.append(
-            {"parameter": name, "removed": removed, "added": added, "kept": kept, "changed": bool(removed or added)}
-        )
-    return pd.DataFrame(rows, columns=["parameter", "removed", "added", "kept", "changed"])
-
-
-def _text_diff(a: str | None, b: str | None, label_a: str, label_b: str) -> str:
-    if (a or "") == (b or ""):
-        return ""
-    lines = difflib.unified_diff(
-        (a or "").splitlines(keepends=True),
-        (b or "").splitlines(keepends=True),
-        fromfile=label_a,
-        tofile=label_b,
-        lineterm="",
-    )
-    return "\n".join(line.rstrip("\n") for line in lines)
-
-
 class SweepComparison:
     """The result of :func:`compare_sweeps` (prints as a report; renders as HTML in a notebook).
 
@@ -203,7 +161,10 @@ class SweepComparison:
             ``p_value`` (two-sided), ``rel_diff``, ``better`` (``"a"``, ``"b"`` or ``"neither"``;
             always ``"neither"`` with fewer than ``llmlab.stats.MIN_N`` common prompts), ``verdict``.
         spec_changes: spec fields that differ (``field, a, b``).
-        template_diff, system_diff: unified diffs (empty when unchanged).
+        template_diff, system_diff: unified diffs (empty when unchanged; with variants, one per changed name).
+        variant_diffs: per template/system/messages variant name: ``kind, name, change``
+            (same/changed/added/removed), ``text_a``, ``text_b``, its unified ``diff`` and the prompt-version
+            numbers ``version_a``/``version_b`` (see ``ll.prompt_versions``).
         grid_diff: per grid parameter, values ``removed``/``added``/``kept``.
         only_a, only_b: cells found in one sweep only.
         verdict: one plain-language paragraph.
@@ -225,6 +186,7 @@ class SweepComparison:
         self.ci: float = fields["ci"]
         self.verdict: str = fields["verdict"]
         self._templates: tuple[str | None, str | None] = fields.get("templates", (None, None))
+        self.variant_diffs: pd.DataFrame = fields.get("variant_diffs", pd.DataFrame())
 
     def to_text(self) -> str:
         """The report as plain text."""
@@ -247,6 +209,11 @@ class SweepComparison:
             lines += ["template: " + self.template_words]
         if self.system_diff:
             lines += ["system message:", self.system_diff]
+        if len(self.variant_diffs) and not self.template_words:
+            for row in self.variant_diffs[self.variant_diffs["change"] != "same"].itertuples():
+                lines.append(f"{row.kind} {row.name}: {row.change}")
+                if row.change == "changed" and row.kind != "system":
+                    lines.append(row.diff)
         changed = self.grid_diff[self.grid_diff["changed"]] if len(self.grid_diff) else self.grid_diff
         for row in changed.itertuples():
             lines.append(f"grid {row.parameter}: removed {row.removed}, added {row.added}")
@@ -272,6 +239,9 @@ class SweepComparison:
 
             ta, tb = html_pair(*self._templates)
             parts.append(f"<div>template a: <code>{ta}</code><br>template b: <code>{tb}</code></div>")
+        elif len(self.variant_diffs) and (self.variant_diffs["change"] != "same").any():
+            shown = self.variant_diffs[self.variant_diffs["change"] != "same"]
+            parts.append(shown.drop(columns=["text_a", "text_b"]).to_html(index=False, na_rep=""))
         changed = self.grid_diff[self.grid_diff["changed"]] if len(self.grid_diff) else self.grid_diff
         if len(changed):
             parts.append(changed.drop(columns=["changed"]).to_html(index=False))
@@ -443,8 +413,18 @@ def compare_sweeps(
     from llmlab.analysis.diffing import mark_plain
 
     t_a, t_b = spec_a.get("template"), spec_b.get("template")
-    template_words = mark_plain(t_a, t_b) if (t_a or "") != (t_b or "") else ""
-    changes = _spec_changes(spec_a, spec_b)
+    plain = all(t is None or isinstance(t, str) for t in (t_a, t_b))
+    template_words = mark_plain(t_a, t_b) if plain and (t_a or "") != (t_b or "") else ""
+    variants = variant_diffs(spec_a, spec_b, sa.sweep_id, sb.sweep_id)
+    add_versions(variants, sa.sweep_id, sb.sweep_id)
+
+    def kind_diff(kind: str) -> str:
+        a_val, b_val = spec_a.get(kind), spec_b.get(kind)
+        if all(v is None or isinstance(v, str) for v in (a_val, b_val)):
+            return text_diff(a_val, b_val, f"{sa.sweep_id} {kind}", f"{sb.sweep_id} {kind}")
+        return "\n".join(d for d in variants.loc[variants["kind"] == kind, "diff"] if d)
+
+    changes = spec_changes(spec_a, spec_b)
     if not len(cells):
         why = (
             "the prompt sets differ"
@@ -464,17 +444,16 @@ def compare_sweeps(
         cells=cells.drop(columns=["ia", "ib"]),
         metrics=metrics_df,
         spec_changes=changes,
-        template_diff=_text_diff(t_a, t_b, f"{sa.sweep_id} template", f"{sb.sweep_id} template"),
-        system_diff=_text_diff(
-            spec_a.get("system"), spec_b.get("system"), f"{sa.sweep_id} system", f"{sb.sweep_id} system"
-        ),
+        template_diff=kind_diff("template"),
+        system_diff=kind_diff("system"),
+        variant_diffs=variants,
         template_words=template_words,
-        grid_diff=_grid_diff(spec_a, spec_b),
+        grid_diff=grid_diff(spec_a, spec_b),
         only_a=only_a,
         only_b=only_b,
         ci=ci,
         verdict=verdict,
-        templates=(t_a, t_b),
+        templates=(t_a, t_b) if plain else (None, None),
     )
 
 

@@ -61,6 +61,9 @@ def estimate_plan(grid: Grid, concurrency: int = 8) -> pd.DataFrame:
             "est_output_tokens": est_out,
             "est_cost_usd": cost,
         }
+        if grid.variants:  # the prompt variants are an axis: named in the plan
+            row["template_name"] = call.template_name
+            row["system_name"] = call.system_name
         for key, value in call.params.items():
             row[key] = value
         rows.append(row)

@@ -24,6 +24,7 @@ import numpy as np
 from llmlab.errors import ConfigError, ValidationError
 from llmlab.plan.prompts import check_messages, check_text_value, load_prompts
 from llmlab.plan.providers import get_provider, split_model
+from llmlab.plan.variants import Variant, fill_messages, parse_variants
 from llmlab.text import is_finite_number
 
 __all__ = ["MAX_PLAN_CALLS", "Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
@@ -68,6 +69,46 @@ def _prompt_id_for(messages: Sequence[Mapping[str, Any]]) -> str:
     return "p-" + hashlib.sha256(canonical_json(list(messages)).encode("utf-8")).hexdigest()[:10]
 
 
+def row_prompt_id(row: Any) -> str:
+    """The ``prompt_id`` of one prompt-set row: its ``prompt_id``/``id`` column, else a hash of the
+    row itself (not of the rendered prompt), so every variant of one question shares it.
+
+    A plain prompt (``{"prompt": text}``) and a message list keep the id they always had.
+    """
+    if isinstance(row, list):
+        return _prompt_id_for(row)
+    given = row.get("prompt_id")
+    if given is None or given == "":
+        given = row.get("id")
+    if given is not None and given != "":
+        return str(given)
+    if set(row) == {"prompt"}:
+        return _prompt_id_for([{"role": "user", "content": str(row["prompt"])}])
+    if set(row) == {"messages"} and isinstance(row["messages"], list):
+        return _prompt_id_for(row["messages"])
+    return "p-" + hashlib.sha256(canonical_json(row).encode("utf-8")).hexdigest()[:10]
+
+
+def check_unique_prompt_ids(rows: Sequence[Any]) -> list[str]:
+    """The prompt id of every row; ValidationError naming the ids that repeat (before anything is sent)."""
+    ids = [row_prompt_id(r) for r in rows]
+    counts: dict[str, int] = {}
+    for pid in ids:
+        counts[pid] = counts.get(pid, 0) + 1
+    repeated = [pid for pid, n in counts.items() if n > 1]
+    if repeated:
+        shown = ", ".join(repr(p) for p in repeated[:10]) + (
+            f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        )
+        raise ValidationError(
+            "prompts",
+            f"{len(rows)} rows",
+            f"prompt ids repeat: {shown}; each row needs a unique 'id' (or 'prompt_id'), and identical rows "
+            "must be removed, so that every result can be told apart and paired across variants and sweeps",
+        )
+    return ids
+
+
 @dataclasses.dataclass(frozen=True)
 class Call:
     """One planned request."""
@@ -85,6 +126,20 @@ class Call:
     repeat: int
     params: dict[str, Any]
     data: dict[str, Any]
+    template_name: str | None = None  # the variant names (template/messages and system) and their text hashes
+    system_name: str | None = None
+    template_hash: str | None = None
+    system_hash: str | None = None
+
+    @property
+    def variant_columns(self) -> dict[str, str | None]:
+        """``template_name``, ``system_name``, ``template_hash``, ``system_hash`` of this call."""
+        return {
+            "template_name": self.template_name,
+            "system_name": self.system_name,
+            "template_hash": self.template_hash,
+            "system_hash": self.system_hash,
+        }
 
     @property
     def qualified_model(self) -> str:
@@ -176,8 +231,8 @@ class Grid:
     """
 
     name: str | None
-    template: str | None
-    system: str | None
+    template: Any  # as given: None, a string, or {name: text} for variants
+    system: Any
     models: tuple[str, ...]
     temperature: tuple[float | None, ...]
     top_p: tuple[float | None, ...]
@@ -188,6 +243,8 @@ class Grid:
     rows: tuple[Any, ...]  # prompt rows (dicts) or message lists, as load_prompts returned them
     messages: tuple[tuple[list[dict[str, Any]], dict[str, Any]], ...]  # (messages, data) per prompt row
     calls: tuple[Call, ...]
+    variants: tuple[Variant, ...] = ()  # every template/system/messages variant, in grid order
+    messages_template: Any = None  # messages= as given ({name: message list} for variants)
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -204,6 +261,8 @@ class Grid:
             "name": self.name,
             "template": self.template,
             "system": self.system,
+            "messages": self.messages_template,
+            "variants": [{"kind": v.kind, "name": v.name, "hash": v.hash} for v in self.variants],
             "models": list(self.models),
             "temperature": list(self.temperature),
             "top_p": list(self.top_p),
@@ -219,8 +278,8 @@ class Grid:
 
 def build_grid(
     prompts: Any,
-    template: str | None = None,
-    system: str | None = None,
+    template: str | Sequence[str] | Mapping[str, str] | None = None,
+    system: str | Sequence[str] | Mapping[str, str] | None = None,
     models: str | Sequence[str] = ("local/tiny",),
     temperature: float | Sequence[float] | None = (0.0, 0.7, 1.0),
     top_p: float | Sequence[float] | None = (1.0,),
@@ -229,11 +288,12 @@ def build_grid(
     seed: int | Sequence[int] | None = None,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
+    messages: Any = None,
 ) -> Grid:
     """Validate a sweep's arguments and expand them into a :class:`Grid` of calls.
 
-    The grid is prompt rows × models × temperature × top_p × max_tokens × seed × params × repeats;
-    every argument and prompt row is checked first, and the first bad one raises ValidationError
+    The grid is prompt rows × template/system (or messages) variants × models × temperature × top_p
+    × max_tokens × seed × params × repeats; every argument and prompt row is checked first, and the first bad one raises ValidationError
     naming it (``models[1]``, ``prompts[3].text``, ``file.csv:7``), so nothing is ever half-built.
     """
     model_list = [m.strip() if isinstance(m, str) else m for m in _as_list("models", models)]
@@ -244,7 +304,7 @@ def build_grid(
     if params is not None and not isinstance(params, Mapping):
         raise ValidationError("params", params, "must be a dict of parameter name to a value or a list of values")
     param_map = dict(params or {})
-    _check_text(name, template, system)
+    templates, systems, message_sets = _check_variants(name, template, system, messages)
     _check_models(model_list)
     for v in temperatures:
         if v is not None:
@@ -264,8 +324,10 @@ def build_grid(
     seeds = [None if v is None else int(v) for v in seeds]
     _check_params(param_map)
     rows = load_prompts(prompts)
+    variant_count = len(message_sets) or max(1, len(templates)) * max(1, len(systems))
     axes = {
         "prompts": len(rows),
+        "variants": variant_count,
         "models": len(model_list),
         "temperature": len(temperatures),
         "top_p": len(top_ps),
@@ -275,12 +337,13 @@ def build_grid(
         "repeats": repeats,
     }
     _check_plan_size(axes)
-    messages = _build_messages(rows, template, system)
+    prompt_ids = check_unique_prompt_ids(rows)
+    rendered = _render_variants(rows, templates, systems, message_sets)
     settings = list(itertools.product(model_list, temperatures, top_ps, max_tokens_list, seeds, _param_grid(param_map)))
     return Grid(
         name=name,
-        template=template,
-        system=system,
+        template=_as_given(templates),
+        system=_as_given(systems),
         models=tuple(model_list),
         temperature=tuple(temperatures),
         top_p=tuple(top_ps),
@@ -289,8 +352,10 @@ def build_grid(
         repeats=repeats,
         params=param_map,
         rows=tuple(rows),
-        messages=tuple(messages),
-        calls=tuple(_expand(messages, settings, repeats)),
+        messages=tuple(m for _, per_row in rendered for m in per_row),
+        calls=tuple(_expand_variants(rendered, prompt_ids, settings, repeats)),
+        variants=(*templates, *systems, *message_sets),
+        messages_template=_as_given(message_sets),
     )
 
 
@@ -305,6 +370,84 @@ def _check_plan_size(axes: dict[str, int]) -> None:
             f"the sweep would make {total:,} calls ({factors}); at most {MAX_PLAN_CALLS:,} are planned "
             "at once (llmlab.plan.grid.MAX_PLAN_CALLS): split it into smaller sweeps",
         )
+
+
+def _check_variants(
+    name: Any, template: Any, system: Any, messages: Any
+) -> tuple[tuple[Variant, ...], tuple[Variant, ...], tuple[Variant, ...]]:
+    """The template, system and messages variants, checked (``messages=`` excludes the other two)."""
+    if messages is not None and (template is not None or system is not None):
+        raise ValidationError(
+            "messages", "...", "messages= carries the whole conversation; pass it or template=/system=, not both"
+        )
+    # a single text goes through the original checks first (their messages name 'template'/'system')
+    _check_text(
+        name,
+        template if template is None or isinstance(template, str) or not template else None,
+        system if system is None or isinstance(system, str) or not system else None,
+    )
+    return parse_variants("template", template), parse_variants("system", system), parse_variants("messages", messages)
+
+
+def _as_given(variants: tuple[Variant, ...]) -> Any:
+    """A variant axis as stored in the spec: None, the single text, or ``{name: text}``."""
+    if not variants:
+        return None
+    if len(variants) == 1 and variants[0].name[1:] == "1":
+        return variants[0].value
+    return {v.name: v.value for v in variants}
+
+
+_Rendered = list[tuple[tuple[Variant | None, Variant | None], list[tuple[list[dict[str, Any]], dict[str, Any]]]]]
+
+
+def _render_variants(
+    rows: list[Any], templates: tuple[Variant, ...], systems: tuple[Variant, ...], message_sets: tuple[Variant, ...]
+) -> _Rendered:
+    """((template-or-messages variant, system variant), (messages, data) per row) for every combination."""
+    out: _Rendered = []
+    if message_sets:
+        for m in message_sets:
+            out.append(((m, None), fill_messages(m, rows)))
+        return out
+    for t in templates or (None,):
+        for s in systems or (None,):
+            try:
+                per_row = _build_messages(rows, None if t is None else t.value, None if s is None else s.value)
+            except ValidationError as exc:
+                if exc.field == "template" and t is not None and len(templates) > 1:
+                    raise ValidationError(f"template[{t.name!r}]", exc.value, exc.problem) from None
+                raise
+            out.append(((t, s), per_row))
+    return out
+
+
+def _expand_variants(
+    rendered: _Rendered, prompt_ids: list[str], settings: list[tuple[Any, ...]], repeats: int
+) -> list[Call]:
+    """Calls in grid order: prompt row, then variant, then settings, then repeat."""
+    calls: list[Call] = []
+    for p_index, prompt_id in enumerate(prompt_ids):
+        for (t, s), per_row in rendered:
+            names = {
+                "template_name": None if t is None else t.name,
+                "system_name": None if s is None else s.name,
+                "template_hash": None if t is None else t.hash,
+                "system_hash": None if s is None else s.hash,
+            }
+            for call in _expand([per_row[p_index]], settings, repeats):
+                calls.append(dataclasses.replace(call, prompt_id=prompt_id, prompt_index=p_index, **names))
+    seen: dict[str, Call] = {}
+    for call in calls:
+        other = seen.setdefault(call.call_id, call)
+        if other is not call:
+            raise ValidationError(
+                "prompts",
+                f"{other.prompt_id} / {call.prompt_id}",
+                "two calls of this grid would send the same request (identical rendered prompts); "
+                "make the rows or variants differ",
+            )
+    return calls
 
 
 def _check_text(name: Any, template: Any, system: Any) -> None:

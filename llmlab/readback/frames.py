@@ -91,7 +91,7 @@ def frame_from_arrow(table: Any) -> pd.DataFrame:
         if not raw:
             continue
         for key, value in json.loads(raw).items():
-            if key.startswith("assoc."):
+            if key.startswith("assoc.") or key in schema.VARIANT_ATTRS:
                 if key not in df:
                     df[key] = pd.Series([None] * n, dtype=object)
                 df.at[i, key] = value

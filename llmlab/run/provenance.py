@@ -25,7 +25,13 @@ import numpy as np
 from llmlab.errors import redact
 from llmlab.store import Store, experiments
 
-__all__ = ["experiment_context", "finish_experiment", "package_versions", "start_experiment"]
+__all__ = [
+    "experiment_context",
+    "finish_experiment",
+    "package_versions",
+    "record_prompt_versions",
+    "start_experiment",
+]
 
 #: Packages whose versions are recorded with every experiment (what changes a run's behaviour or its spans).
 _PACKAGES = ["llmlab", "openai", "traceloop-sdk", "opentelemetry-sdk", "httpx", "pandas"]
@@ -234,4 +240,14 @@ def finish_experiment(
         input_tokens=None if totals["input_tokens"] is None else int(totals["input_tokens"]),
         output_tokens=None if totals["output_tokens"] is None else int(totals["output_tokens"]),
         cost_usd=totals["cost_usd"],
+    )
+
+
+def record_prompt_versions(store: Store, sweep_id: str, grid: Any, trace_content: bool = True) -> None:
+    """Keep every template/system/messages text this sweep runs as a prompt version (text left out
+    when ``trace_content`` is off: the hash still tells versions apart)."""
+    from llmlab.store.prompt_versions import record_versions
+
+    record_versions(
+        store, sweep_id, [(v.kind, v.name, v.hash, v.text if trace_content else None) for v in grid.variants]
     )

@@ -115,6 +115,8 @@ def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
         "status": "ok",
         "error": "",
         "cached": False,
+        **call.variant_columns,
+        "spent_usd": 0.0,  # what this run paid for the call: cost_usd when sent, 0 for a cache hit
         "queue_ms": None,
         "attempts": 0,
         "retries": 0,
@@ -205,6 +207,14 @@ class SweepRunner:
             transport = CassetteTransport(self._cassette, provider=prov.name, base_url=base_url)
         return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
 
+    def _where(self, call: Call, exc: BaseException, text: str) -> str:
+        """A connection failure names the provider and the URL it dialled (a typo'd base_url, a server down)."""
+        if not isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            return text
+        client = self._clients.get(call.provider)
+        url = str(getattr(client, "base_url", "") or get_provider(call.provider).base_url or "")
+        return redact(f"{text} (provider {call.provider!r} at {url.rstrip('/') or 'its default URL'})")
+
     def _cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
         from llmlab.pricing import cost_for, load_prices
 
@@ -286,11 +296,17 @@ class SweepRunner:
         info = {"calls": len(calls), "concurrency": self.options.concurrency, "budget_usd": self.options.budget_usd}
         spec = self.grid.spec()
         if not self.config.trace_content:
-            spec["prompts"] = spec["template"] = spec["system"] = None  # prompt text stays out of the store
-        from llmlab.run.provenance import experiment_context, finish_experiment, start_experiment
+            spec["prompts"] = spec["template"] = spec["system"] = spec["messages"] = None  # text stays out
+        from llmlab.run.provenance import (
+            experiment_context,
+            finish_experiment,
+            record_prompt_versions,
+            start_experiment,
+        )
 
         started = time.monotonic()  # experiment history: wall time, source/git/versions, totals
         start_experiment(self.store, self.sweep_id, self.grid.name, spec, {**info, **experiment_context(self.grid)})
+        record_prompt_versions(self.store, self.sweep_id, self.grid, self.config.trace_content)
         # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
         cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
         if self.options.cache is True:  # calls another sweep is sending right now are awaited, not paid twice
@@ -371,7 +387,7 @@ class SweepRunner:
                 "cached": True,
                 "status": "ok",
                 "error": "",
-                "cost_usd": 0.0,
+                "spent_usd": 0.0,  # the hit keeps the original call's latency, tokens and cost_usd
                 "queue_ms": 0.0,
                 "attempts": 0,
                 "retries": 0,
@@ -439,6 +455,7 @@ class SweepRunner:
             self._emit("cancelled", call.call_id)
             return
         self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
+        row["spent_usd"] = row["cost_usd"]
         if row["cost_usd"] is not None:
             self.spent_usd += row["cost_usd"]
         self.rows[call.call_id] = row
@@ -503,7 +520,7 @@ class SweepRunner:
             row.update(
                 {
                     "status": "error",
-                    "error": describe_error(exc),
+                    "error": self._where(call, exc, describe_error(exc)),
                     "completion": None,
                     "finish_reason": None,
                     "attempts": attempt,
@@ -528,6 +545,7 @@ class SweepRunner:
             attempts=attempt,
             queue_ms=round(queue_ms, 3),
             params=json.dumps(call.params, sort_keys=True) if call.params else None,
+            **call.variant_columns,
         )
         start_wall = time.time_ns()
         parts: list[str] = []

@@ -198,7 +198,8 @@ def list_rows(
         "s.n_cached, s.n_skipped, s.input_tokens, s.output_tokens, s.cost_usd, "
         # only the few fields listed are pulled out (in C): spec_json may carry a whole prompt set
         "CASE WHEN json_valid(s.spec_json) THEN json_object('models', json_extract(s.spec_json, '$.models'), "
-        "'prompt_count', json_extract(s.spec_json, '$.prompt_count')) END, "
+        "'prompt_count', json_extract(s.spec_json, '$.prompt_count'), "
+        "'variants', json_extract(s.spec_json, '$.variants')) END, "
         "CASE WHEN json_valid(s.info_json) THEN json_object('host', json_extract(s.info_json, '$.host'), "
         "'pid', json_extract(s.info_json, '$.pid')) END, "
         "(SELECT group_concat(t.tag, char(31)) FROM sweep_tags t WHERE t.sweep_id = s.sweep_id), s.note, s.source, "
@@ -230,6 +231,7 @@ def list_rows(
                 "cost_usd": r[13],
                 "models": list(spec.get("models") or []),
                 "prompt_count": spec.get("prompt_count"),
+                "variants": [v for v in spec.get("variants") or [] if isinstance(v, dict)],
                 "host": info.get("host"),
                 "pid": info.get("pid"),
                 "tags": sorted(r[16].split("\x1f")) if r[16] else [],
@@ -395,6 +397,8 @@ def _delete_in(db: sqlite3.Connection, sid: str, keep_cache: bool) -> dict[str, 
     ).rowcount
     counts["calls"] = db.execute("DELETE FROM calls WHERE sweep_id = ?", (sid,)).rowcount
     counts["tags"] = db.execute("DELETE FROM sweep_tags WHERE sweep_id = ?", (sid,)).rowcount
+    db.execute("DELETE FROM ratings WHERE sweep_id = ?", (sid,))  # the prompt versions stay; their use goes
+    db.execute("DELETE FROM prompt_version_sweeps WHERE sweep_id = ?", (sid,))
     counts["sweeps"] = db.execute("DELETE FROM sweeps WHERE sweep_id = ?", (sid,)).rowcount
     return counts
 
@@ -465,7 +469,29 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
                 (sweep_id,),
             )
         ]
-    return {"sweep": rec, "tags": tags, "calls": calls, "spans": spans, "cache": cache}
+    ratings = [
+        {"call_id": c, "rating": r, "note": n, "rated_at": t}
+        for c, r, n, t in store.read(
+            "SELECT call_id, rating, note, rated_at FROM ratings WHERE sweep_id=? ORDER BY call_id", (sweep_id,)
+        )
+    ]
+    versions = [
+        dict(zip(("kind", "name", "hash", "version", "text", "first_used", "used_at"), r))
+        for r in store.read(
+            "SELECT v.kind, v.name, v.hash, v.version, v.text, v.first_used, s.used_at FROM prompt_version_sweeps s "
+            "JOIN prompt_versions v ON v.kind = s.kind AND v.name = s.name AND v.hash = s.hash WHERE s.sweep_id=?",
+            (sweep_id,),
+        )
+    ]
+    return {
+        "sweep": rec,
+        "tags": tags,
+        "calls": calls,
+        "spans": spans,
+        "cache": cache,
+        "ratings": ratings,
+        "prompt_versions": versions,
+    }
 
 
 def import_rows(
@@ -477,6 +503,8 @@ def import_rows(
     spans: Sequence[Mapping[str, Any]] = (),
     cache: Sequence[Mapping[str, Any]] = (),
     replace: bool = False,
+    ratings: Sequence[Mapping[str, Any]] = (),
+    prompt_versions: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """Write one sweep's rows (the shapes :func:`export_rows` gives, spans carrying ``otlp`` bytes) in one
     transaction. Imported spans are not queued for export; cache entries already present are kept.
@@ -485,6 +513,9 @@ def import_rows(
         store: the store to write.
         sweep: the sweep row; keys that are not columns of this store's ``sweeps`` table are dropped.
         tags, calls, spans, cache: the sweep's other rows.
+        ratings: its ratings ({call_id, rating, note, rated_at}).
+        prompt_versions: the prompt versions it ran ({kind, name, hash, text, first_used, used_at}); a text
+            new to this home gets the next version number of its name here.
         replace: when the sweep is already here, delete it (keeping cache entries) and write it again.
 
     Returns:
@@ -528,6 +559,24 @@ def import_rows(
             "INSERT OR IGNORE INTO cache (call_id, model, created_at, response_json) VALUES (?,?,?,?)",
             [(c["call_id"], c["model"], c["created_at"], c["response_json"]) for c in cache],
         )
+        db.executemany(
+            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at) VALUES (?,?,?,?,?)",
+            [(sid, r["call_id"], int(r["rating"]), r.get("note"), r["rated_at"]) for r in ratings],
+        )
+        for v in prompt_versions:
+            key = (v["kind"], v["name"], v["hash"])
+            if not db.execute("SELECT 1 FROM prompt_versions WHERE kind=? AND name=? AND hash=?", key).fetchone():
+                (top,) = db.execute(
+                    "SELECT coalesce(max(version), 0) FROM prompt_versions WHERE kind=? AND name=?", key[:2]
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO prompt_versions (kind, name, hash, version, text, first_used) VALUES (?,?,?,?,?,?)",
+                    (*key, top + 1, v.get("text"), v["first_used"]),
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO prompt_version_sweeps (kind, name, hash, sweep_id, used_at) VALUES (?,?,?,?,?)",
+                (*key, sid, v.get("used_at") or v["first_used"]),
+            )
         return True
 
     return store.write(fn)

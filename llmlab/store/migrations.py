@@ -209,3 +209,50 @@ def m007_outbox_lease_owner(db: sqlite3.Connection) -> None:
     that died on the same host at once instead of waiting for them to expire."""
     db.execute("ALTER TABLE spans ADD COLUMN lease_owner TEXT")
     db.execute("ALTER TABLE spans ADD COLUMN otlp_lease_owner TEXT")
+
+
+@migration
+def m008_ratings(db: sqlite3.Connection) -> None:
+    """Human ratings of calls (thumbs +1/-1 or 1..5 with an optional note), one per sweep and call."""
+    run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS ratings (
+            sweep_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            rating INTEGER NOT NULL,
+            note TEXT,
+            rated_at TEXT NOT NULL,
+            PRIMARY KEY (sweep_id, call_id)
+        )
+        """,
+    )
+
+
+@migration
+def m009_prompt_versions(db: sqlite3.Connection) -> None:
+    """Every distinct template/system/messages text ever run, once per (kind, name, hash), numbered
+    per name (a changed text under an existing name is its next version), and the sweeps that used it."""
+    run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS prompt_versions (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            text TEXT,
+            first_used TEXT NOT NULL,
+            PRIMARY KEY (kind, name, hash)
+        );
+        CREATE TABLE IF NOT EXISTS prompt_version_sweeps (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            sweep_id TEXT NOT NULL,
+            used_at TEXT NOT NULL,
+            PRIMARY KEY (kind, name, hash, sweep_id)
+        );
+        CREATE INDEX IF NOT EXISTS prompt_version_sweeps_sweep ON prompt_version_sweeps (sweep_id)
+        """,
+    )

@@ -210,7 +210,8 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
         first_chunk_ns=first_chunk,
     )
     otlp = encode_spans([span]).SerializeToString()
-    extras = {k: v for k, v in row.items() if k.startswith("assoc.")}
+    # association properties and a sweep's variant names have no column of their own: they ride in row_json
+    extras = {k: v for k, v in row.items() if k.startswith("assoc.") or (k in schema.VARIANT_ATTRS and v is not None)}
     values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
     return (
         (

@@ -213,5 +213,6 @@ def schema_attrs_for_call(**values: Any) -> dict[str, Any]:
         "attempts": schema.A_ATTEMPTS,
         "queue_ms": schema.A_QUEUE_MS,
         "params": schema.A_PARAMS,
+        **schema.VARIANT_ATTRS,
     }
     return {mapping[k]: v for k, v in values.items() if v is not None and k in mapping}

@@ -137,7 +137,7 @@ def _details(cell: Cell) -> str:
     table = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(fmt_value(v))}</td></tr>" for k, v in items)
     text = cell.text if cell.text or cell.row else ""
     return (
-        f'<div class="llg-more"><b>prompt</b><pre>{esc(cell.spec.prompt)}</pre>'
+        f'<div class="llg-more"><b>prompt</b><pre>{esc(cell.spec.message_text())}</pre>'
         f"<b>completion</b><pre>{esc(text)}</pre><table>{table}</table></div>"
     )
 

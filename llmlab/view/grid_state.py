@@ -49,7 +49,14 @@ MAX_CELLS_PER_PAGE = 200
 # and the updates of a heavy page (long prompts, long answers) are spaced to send at most this much
 MAX_BYTES_PER_S = 2_000_000
 MAX_COLUMNS_PER_PAGE = 16
-_SHORT = {"temperature": "T", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed"}
+_SHORT = {
+    "temperature": "T",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+    "seed": "seed",
+    "template_name": "template",
+    "system_name": "system",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +69,20 @@ class CellSpec:
     prompt: str
     settings: tuple[tuple[str, Any], ...]  # (name, value) pairs that place the call in a column
     repeat: int = 0
+    messages: tuple[dict[str, Any], ...] = ()  # the whole rendered message list sent (system prompt included)
+
+    def message_text(self) -> str:
+        """The whole request as the cell details show it: every message as ``role: content``
+        (just the prompt when the call is a single user message or the messages are unknown)."""
+        msgs = [m for m in self.messages if isinstance(m, Mapping)]
+        if len(msgs) <= 1:
+            return self.prompt
+        parts = []
+        for m in msgs:
+            content = m.get("content")
+            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+            parts.append(f"[{m.get('role', '?')}]\n{text}")
+        return "\n\n".join(parts)
 
 
 @dataclasses.dataclass
@@ -88,12 +109,23 @@ def fmt_value(value: Any) -> str:
 
 
 def _settings_of(
-    model: Any, temperature: Any, top_p: Any, max_tokens: Any, seed: Any, repeat: int, params: Mapping[str, Any]
+    model: Any,
+    temperature: Any,
+    top_p: Any,
+    max_tokens: Any,
+    seed: Any,
+    repeat: int,
+    params: Mapping[str, Any],
+    variants: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[str, Any], ...]:
     # a seeded sweep gives repeat r the seed base+r: the column keeps the base so repeats group
     base_seed = seed - repeat if isinstance(seed, int) and not isinstance(seed, bool) else seed
+    variants = variants or {}
     pairs = [
         ("model", model),
+        # prompt variants are settings like temperature: a column per name when they vary
+        ("template_name", variants.get("template_name")),
+        ("system_name", variants.get("system_name")),
         ("temperature", temperature),
         ("top_p", top_p),
         ("max_tokens", max_tokens),
@@ -111,8 +143,18 @@ def specs_from_calls(calls: Sequence[Any]) -> list[CellSpec]:
             c.prompt_index,
             c.prompt_id,
             c.prompt,
-            _settings_of(c.qualified_model, c.temperature, c.top_p, c.max_tokens, c.seed, c.repeat, c.params),
+            _settings_of(
+                c.qualified_model,
+                c.temperature,
+                c.top_p,
+                c.max_tokens,
+                c.seed,
+                c.repeat,
+                c.params,
+                {"template_name": c.template_name, "system_name": c.system_name},
+            ),
             c.repeat,
+            tuple(c.messages),
         )
         for c in calls
     ]
@@ -146,8 +188,10 @@ def specs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CellSpec]:
                     seed,
                     repeat,
                     params,
+                    {k: row.get(k) for k in ("template_name", "system_name")},
                 ),
                 repeat,
+                tuple(row.get("messages") or ()),
             )
         )
     return specs
@@ -274,8 +318,8 @@ class GridState:
             completion = row.get("completion")
             cell.parts = [completion] if isinstance(completion, str) else cell.parts
             cell.note = str(row.get("error") or "") if kind == "failed" else ""
-            cost = row.get("cost_usd")
-            if kind == "finished" and isinstance(cost, (int, float)) and not is_na(cost):
+            cost = row.get("spent_usd", row.get("cost_usd") if kind == "finished" else 0.0)  # a hit paid nothing
+            if isinstance(cost, (int, float)) and not is_na(cost):
                 self.spent_usd += float(cost)
             self._set(cell, {"finished": "done", "failed": "error", "cached": "cached"}[kind])
         elif kind == "skipped":

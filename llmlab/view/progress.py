@@ -43,8 +43,8 @@ class ProgressBar:
             }[kind]
             self.counts[key] += 1
             row: dict[str, Any] = event.data.get("row") or {}
-            cost = row.get("cost_usd")
-            if kind == "finished" and isinstance(cost, (int, float)):
+            cost = row.get("spent_usd", row.get("cost_usd") if kind == "finished" else 0.0)  # a hit paid nothing
+            if isinstance(cost, (int, float)):
                 self.spent += cost
             self.bar.update(1)
             self._postfix()

@@ -171,6 +171,7 @@ class SweepGrid:
     def from_result(cls, result: Any, page_size: int = 20) -> SweepGrid:
         """A finished grid rebuilt from a ``SweepResult``'s stored rows (nothing is sent)."""
         records = result.df.to_dict("records")
+        _add_system_messages(records, (result.spec or {}).get("system"))
         skipped = result.skipped.to_dict("records") if result.skipped is not None else []
         specs = specs_from_rows(records + [dict(s, prompt=None) for s in skipped])
         grid = cls(None, None, result.spec.get("budget_usd") if result.spec else None, page_size=page_size, specs=specs)
@@ -277,3 +278,13 @@ class SweepGrid:
 
     def __repr__(self) -> str:
         return f"SweepGrid({self.state.header_text()})"
+
+
+def _add_system_messages(records: list[dict[str, Any]], system: Any) -> None:
+    """Give stored rows their message list back (system prompt + prompt) for the cell details,
+    from the spec's system text(s) and each row's ``system_name``."""
+    texts = system if isinstance(system, dict) else {"s1": system} if isinstance(system, str) else {}
+    for rec in records:
+        text, prompt = texts.get(rec.get("system_name")), rec.get("prompt")
+        if isinstance(text, str) and isinstance(prompt, str):
+            rec["messages"] = [{"role": "system", "content": text}, {"role": "user", "content": prompt}]

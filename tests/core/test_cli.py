@@ -242,3 +242,31 @@ def test_default_display_is_a_bar_in_a_terminal_and_nothing_when_piped(tmp_path)
     shown = _run_script_with_stderr(True, tmp_path)
     assert "sweep: 100%" in shown and "ok=" in shown
     assert _run_script_with_stderr(False, tmp_path).strip() == ""
+
+
+def test_spans_sweep_by_name_show_variants_and_money_format(tmp_path):
+    home = str(tmp_path / "h")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: faq\n"
+        "prompts: [{id: q1, q: 'Why?'}, {id: q2, q: 'How?'}]\n"
+        "template: {terse: 'Answer: {q}', steps: 'Steps: {q}'}\n"
+        "system: [Be brief.]\n"
+        "providers:\n  other: {base_url: 'http://127.0.0.1:9/v1', rpm: 60}\n"
+        "models: [local/tiny]\ntemperature: [0.0]\nmax_tokens: 6\n"
+    )
+    ran = _run("sweep", str(spec), "--home", home, "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    spans = _run("spans", "--sweep", "faq", "--source", "local", "--home", home)
+    assert spans.returncode == 0, spans.stderr
+    assert "4 spans" in spans.stdout
+    missing = _run("spans", "--sweep", "nope", "--source", "local", "--home", home)
+    assert missing.returncode != 0 and "no sweep named 'nope'" in (missing.stderr + missing.stdout)
+    show = _run("show", "faq", "--home", home)
+    assert show.returncode == 0, show.stderr
+    assert "template terse" in show.stdout and "'Steps: {q}'" in show.stdout
+    assert "e-0" not in show.stdout and "µ$" in show.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompts: [a]\nproviders:\n  x: {base_url: 'http://h/v1', colour: red}\n")
+    refused = _run("sweep", str(bad), "--home", home)
+    assert refused.returncode != 0 and "providers.x.colour" in (refused.stderr + refused.stdout)

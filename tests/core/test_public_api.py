@@ -9,7 +9,19 @@ import pytest
 import llmlab as ll
 from llmlab.errors import ConfigError
 
-API_NAMES = ["configure", "provider", "Sweep", "spans", "charts", "price", "summary", "compare"]
+API_NAMES = [
+    "configure",
+    "provider",
+    "Sweep",
+    "spans",
+    "charts",
+    "price",
+    "summary",
+    "compare",
+    "load",
+    "ratings",
+    "prompt_versions",
+]
 CHARTS = ["latency", "ttft", "cost", "heatmap", "pareto"]
 
 
@@ -35,8 +47,13 @@ def test_sweep_and_run_signatures_match_the_contract():
         "repeats",
         "seed",
         "name",
+        "messages",
     ):
         assert name in params, name
+    rate = inspect.signature(ll.SweepResult.rate).parameters
+    assert list(rate)[:4] == ["self", "call_id", "value", "note"]
+    assert list(inspect.signature(ll.ratings).parameters) == ["sweep_id"]
+    assert list(inspect.signature(ll.prompt_versions).parameters) == ["name"]
     run = inspect.signature(ll.Sweep.run).parameters
     for name in ("concurrency", "display", "budget_usd", "cache"):
         assert name in run, name

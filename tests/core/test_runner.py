@@ -40,7 +40,9 @@ def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
     )
     res = sweep.run(display=False)
     df = res.df
-    assert list(df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
+    # res.df: settings, prompt and completion first, ids and timestamps last; every canonical column present
+    assert list(df.columns[: len(schema.SWEEP_ORDER)]) == schema.SWEEP_ORDER
+    assert set(schema.CANONICAL_COLUMNS + schema.SWEEP_COLUMNS) <= set(df.columns)
     assert len(df) == 8 and (df["status"] == "ok").all()
     assert df["call_id"].tolist() == [c.call_id for c in sweep.calls]
     assert (df["ttft_ms"] > 0).all() and (df["ttft_ms"] <= df["latency_ms"]).all()
@@ -278,3 +280,15 @@ def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(t
     assert proc.returncode == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["stopped"] == "cancelled" and result["rows"] >= 2 and result["rows"] + result["skipped"] == 16
+
+
+def test_connection_error_row_names_the_provider_and_its_url():
+    from llmlab.run.retry import RetryPolicy
+
+    ll.provider("downhost", base_url="http://127.0.0.1:9/v1", api_key_env=None)
+    res = ll.Sweep(prompts=["hi"], models=["downhost/m"], temperature=[0.0], max_tokens=4).run(
+        display=False, retry=RetryPolicy(max_attempts=1)
+    )
+    error = res.df["error"][0]
+    assert res.df["status"][0] == "error"
+    assert "provider 'downhost' at http://127.0.0.1:9/v1" in error, error

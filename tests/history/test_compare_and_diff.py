@@ -170,9 +170,9 @@ def test_compare_with_too_few_common_cells_names_no_winner():
     assert pd.isna(row["diff_low"]) and pd.isna(row["diff_high"]) and pd.isna(row["p_value"])
 
 
-def test_compare_after_a_template_change_matches_prompt_rows():
-    """A new template gives every prompt a new prompt_id; the prompt rows are the same, so cells
-    are matched by row, and the template diff shows what changed."""
+def test_compare_after_a_template_change_pairs_by_row_prompt_id():
+    """prompt_id identifies the prompt row, not the rendered text (#13): after a template change the
+    cells still pair by prompt_id, and the template diff shows what changed."""
     rows = pd.DataFrame({"text": ["rain after sun", "green plants", "blue sky"]})
     a = ll.Sweep(
         prompts=rows, template="Explain: {text}", models=["local/tiny"], temperature=[0.0, 0.5], max_tokens=8, seed=1
@@ -186,25 +186,44 @@ def test_compare_after_a_template_change_matches_prompt_rows():
         max_tokens=8,
         seed=1,
     ).run(display=False)
-    assert not set(a.df["prompt_id"]) & set(b.df["prompt_id"])
+    assert set(a.df["prompt_id"]) == set(b.df["prompt_id"])
     cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id, metric="output_tokens")
-    assert cmp.match == "prompt_index" and len(cmp.cells) == 6 and cmp.only_a == 0 and cmp.only_b == 0
-    cells = cmp.cells.set_index(["prompt_id", "temperature"])
-    for row in a.df.itertuples():  # each cell of a is paired with b's call on the same row and setting
-        partner = b.df[
-            (b.df["prompt"] == row.prompt.replace("Explain:", "Explain briefly:"))
-            & (b.df["temperature"] == row.temperature)
-        ]
-        assert cells.loc[(row.prompt_id, row.temperature), "prompt_id_b"] == partner["prompt_id"].iloc[0]
+    assert cmp.match == "prompt_id" and len(cmp.cells) == 6 and cmp.only_a == 0 and cmp.only_b == 0
+    for row in cmp.cells.itertuples():  # each cell pairs the same row at the same setting
+        pa = a.df[(a.df["prompt_id"] == row.prompt_id) & (a.df["temperature"] == row.temperature)]["prompt"].iloc[0]
+        pb = b.df[(b.df["prompt_id"] == row.prompt_id) & (b.df["temperature"] == row.temperature)]["prompt"].iloc[0]
+        assert pb == pa.replace("Explain:", "Explain briefly:")
     assert "-Explain: {text}" in cmp.template_diff and "+Explain briefly: {text}" in cmp.template_diff
     assert cmp.template_words == "Explain {+briefly+}: {text}"
     assert "+You are terse." in cmp.system_diff
     assert {"template", "system"} <= set(cmp.spec_changes["field"])
-    strict = ll.compare_sweeps(a.sweep_id, b.sweep_id, match="prompt_id")
-    assert len(strict.cells) == 0 and strict.verdict.startswith("No common cells")
-    # the diff pairs the same rows, and either side's prompt_id selects a prompt
+    changes = cmp.variant_diffs.set_index(["kind", "name"])["change"]
+    assert changes[("template", "t1")] == "changed" and changes[("system", "s1")] == "added"
+    by_row = ll.compare_sweeps(a.sweep_id, b.sweep_id, match="prompt_index")
+    assert len(by_row.cells) == 6
     d = ll.diff(a.sweep_id, b.sweep_id, prompt_id=b.df["prompt_id"].iloc[0])
     assert len(d.cells) == 2
+
+
+def test_compare_and_diff_key_cells_by_variant_name():
+    """Two wordings × 2 temperatures × 3 questions: every cell pairs with the same variant's cell."""
+    rows = [{"id": f"q{i}", "q": f"question {i}?"} for i in range(3)]
+    common = {"prompts": rows, "models": ["local/tiny"], "temperature": [0.0, 0.5], "max_tokens": 6}
+    a = ll.Sweep(template={"terse": "Answer: {q}", "steps": "Steps: {q}"}, **common).run(display=False)
+    b = ll.Sweep(template={"terse": "Answer briefly: {q}", "steps": "Steps: {q}"}, **common).run(display=False)
+    cmp = ll.compare_sweeps(a.sweep_id, b.sweep_id, metric="output_tokens")
+    assert len(cmp.cells) == 12 and cmp.only_a == 0 and cmp.only_b == 0
+    assert set(cmp.cells["template_name"]) == {"terse", "steps"}
+    changes = cmp.variant_diffs.set_index("name")["change"]
+    assert changes["terse"] == "changed" and changes["steps"] == "same"
+    versions = cmp.variant_diffs.set_index("name")
+    assert (versions.loc["terse", "version_a"], versions.loc["terse", "version_b"]) == (1, 2)
+    assert "terse" in cmp._repr_html_()
+    assert "+Answer briefly: {q}" in cmp.template_diff and "Steps" not in cmp.template_diff
+    assert "template terse: changed" in cmp.to_text()
+    d = ll.diff(a.sweep_id, b.sweep_id)
+    same = d.cells.groupby("template_name")["same"].all()
+    assert bool(same["steps"])  # the unchanged wording, cached: identical outputs
 
 
 def test_compare_rejects_bad_input():

@@ -181,7 +181,9 @@ def test_upgrade_of_a_home_written_by_an_older_version(home):
     pd.testing.assert_series_equal(
         loaded.df["latency_ms"].astype(float), expected["latency_ms"].astype(float), check_names=False
     )
-    assert list(loaded.df.columns[: len(schema.CANONICAL_COLUMNS)]) == schema.CANONICAL_COLUMNS
+    # res.df: settings, prompt and completion first, ids and timestamps last; every canonical column present
+    assert list(loaded.df.columns[: len(schema.SWEEP_ORDER)]) == schema.SWEEP_ORDER
+    assert set(schema.CANONICAL_COLUMNS + schema.SWEEP_COLUMNS) <= set(loaded.df.columns)
     assert loaded.spec["template"] == "Explain briefly: {text}" and loaded.stopped is None
     assert len(ll.spans(sweep_id=first["sweep_id"], source="local")) == 6  # old spans read back
     # new features work on old experiments

@@ -134,10 +134,10 @@ def test_small_costs_stay_visible_in_cells_and_header():
     st = GridState(specs, budget_usd=0.5)
     st.apply(_ev("finished", a, row=_row(a, cost_usd=1.834e-06)))
     st.apply(_ev("finished", b, row=_row(b, cost_usd=2.2e-07)))
-    assert "$0.00000205 of $0.5 budget" in st.header_text()  # not "$0.0000"
+    assert "2.05 µ$ of $0.5 budget" in st.header_text()  # not "$0.0000", nor 2.05e-06
     html = render_html(st)
-    assert "3 tok · $0.00000183<" in html and "3 tok · $0.000000220<" in html
-    assert "<td>cost_usd</td><td>$0.00000183</td>" in html  # the details too
+    assert "3 tok · 1.83 µ$<" in html and "3 tok · 0.22 µ$<" in html
+    assert "<td>cost_usd</td><td>1.83 µ$</td>" in html  # the details too
     st.apply(_ev("finished", specs[2].call_id, row=_row(specs[2].call_id, cost_usd=12.5)))
     assert "$12.5000" in st.header_text()
 
@@ -386,3 +386,23 @@ def test_outside_jupyter_a_progress_bar_and_display_false_shows_nothing(capsys):
     run_sync(sweep, display=True, cache=False)
     shown = capsys.readouterr()
     assert "sweep: 100%" in shown.err and "2/2" in shown.err and "ok=2" in shown.err  # tqdm on stderr
+
+
+def test_variants_are_named_setting_columns_and_details_show_every_message():
+    import llmlab as ll
+    from llmlab.view.grid_html import render_html
+    from llmlab.view.grid_state import specs_from_calls
+
+    sweep = ll.Sweep(
+        prompts=[{"id": "q1", "q": "Why?"}],
+        template={"terse": "Answer: {q}", "steps": "Steps: {q}"},
+        system="Be exact.",
+        temperature=[0.0],
+        max_tokens=8,
+    )
+    st = GridState(specs_from_calls(sweep.calls))
+    assert st.column_names == ["template_name"]
+    assert sorted(c[0] for c in st.columns) == ["steps", "terse"]
+    assert {st.column_label(i) for i in range(2)} == {"template=terse", "template=steps"}
+    html = render_html(st)
+    assert "[system]\nBe exact.\n\n[user]\nAnswer: Why?" in html
