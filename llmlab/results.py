@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from llmlab import schema
+
+__all__ = ["RATINGS_RECEIVED", "RateCallback", "SweepResult", "rating_placeholder"]
+
+log = logging.getLogger(__name__)
+
+#: ``on_rate(call_id, value, note)``: what a grid calls when a rating is given in it; ``value`` is +1/-1 (thumbs),
+#: 1..5 (score) or None (cleared), ``note`` free text or None.
+RateCallback = Callable[[str, "int | None", "str | None"], None]
+
+# PLACEHOLDER(h13core): the rating store is built on branch h13core. At merge, make this return a callback that
+# stores the rating (the same storage as ``res.rate``, e.g. ``lambda c, v, n: store_rating(sweep_id, c, v, n)``).
+# ``sweep.run()``'s live grid uses it when no ``on_rate=`` is given, and ``SweepResult.show()`` when the result
+# has no ``rate`` method. Until then it only keeps the ratings in memory (``RATINGS_RECEIVED``) and logs them.
+RATINGS_RECEIVED: list[tuple[str, str, int | None, str | None]] = []
+
+
+def rating_placeholder(sweep_id: str | None) -> RateCallback:
+    """PLACEHOLDER(h13core): the default ``on_rate`` of a sweep's grid (see the comment above)."""
+
+    def on_rate(call_id: str, value: int | None, note: str | None) -> None:
+        RATINGS_RECEIVED.append((sweep_id or "", call_id, value, note))
+        log.info("rating for %s: %r %r (not stored yet: placeholder)", call_id, value, note)
+
+    return on_rate
 
 
 class SweepResult:
@@ -35,6 +61,9 @@ class SweepResult:
         )
         self.stopped = stopped
         self.spec = spec or {}
+        # call_id -> the rendered message list sent (known when the result comes from a run; else rebuilt
+        # from the spec on demand, see message_lists())
+        self._messages: dict[str, list[dict[str, Any]]] | None = None
 
     @classmethod
     def from_rows(
@@ -61,7 +90,35 @@ class SweepResult:
             ],
             columns=["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"],
         )
-        return cls(sweep_id, df, skipped_df, stopped, sweep.spec() if sweep is not None else None)
+        result = cls(sweep_id, df, skipped_df, stopped, sweep.spec() if sweep is not None else None)
+        if sweep is not None:
+            result._messages = {c.call_id: [dict(m) for m in c.messages] for c in sweep.calls}
+        return result
+
+    def message_lists(self) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+        """call_id -> the whole message list sent; rebuilt from the stored spec for a loaded sweep (empty
+        when its prompts were too many to store with the spec)."""
+        if self._messages is None:
+            self._messages = {}
+            spec = self.spec or {}
+            if spec.get("prompts"):
+                try:
+                    from llmlab.plan.grid import build_grid
+
+                    grid = build_grid(
+                        spec["prompts"],
+                        **{
+                            k: spec[k]
+                            for k in ("template", "system", "models", "temperature", "top_p", "max_tokens", "seed")
+                            if k in spec
+                        },
+                        repeats=spec.get("repeats", 1),
+                        params=spec.get("params") or None,
+                    )
+                    self._messages = {c.call_id: [dict(m) for m in c.messages] for c in grid.calls}
+                except Exception as exc:  # an older or unusual spec: the details show the prompt only
+                    log.debug("message lists not rebuilt for %s: %s", self.sweep_id, exc)
+        return self._messages
 
     def __repr__(self) -> str:
         n = len(self.df)
@@ -70,14 +127,30 @@ class SweepResult:
         extra = f", stopped={self.stopped!r}, skipped={len(self.skipped)}" if self.stopped else ""
         return f"SweepResult(sweep_id={self.sweep_id!r}, calls={n}, errors={errors}, cached={cached}{extra})"
 
-    def show(self, page_size: int = 20) -> None:
+    def show(self, page_size: int = 20, on_rate: RateCallback | None = None) -> None:
         """Display the finished sweep grid again, rebuilt from the stored rows (nothing is sent).
 
-        Each cell opens on click to the whole prompt, completion and call details.
+        Each cell opens on click to the whole prompt, completion and call details; its 👍/👎, score and note
+        call ``on_rate(call_id, value, note)`` (default: this result's ``rate``, else the placeholder).
         """
         from llmlab.view.widgets import SweepGrid
 
-        SweepGrid.from_result(self, page_size=page_size).show()
+        SweepGrid.from_result(
+            self, page_size=page_size, on_rate=on_rate or self._rate_callback(), messages=self.message_lists()
+        ).show()
+
+    def _rate_callback(self) -> RateCallback:
+        rate = getattr(self, "rate", None)  # SweepResult.rate(call_id, value, note=None), from h13core
+        if callable(rate):
+            return lambda call_id, value, note: rate(call_id, value, note=note)
+        return rating_placeholder(self.sweep_id)
+
+    def save_report(self, path: str | Path, page_size: int = 20) -> Path:
+        """Write one self-contained HTML file (no network needed to open it): the grid with ratings and
+        cell details, the summary table, the verdicts of ``ll.compare`` per swept setting and the charts."""
+        from llmlab.report import write_report
+
+        return write_report(self, path, page_size=page_size)
 
     def tag(self, *tags: str) -> SweepResult:
         """Add tags to this experiment in the store (``ll.sweeps(tag=...)`` finds it); returns self."""
