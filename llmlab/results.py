@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from llmlab import schema
+
+__all__ = ["RateCallback", "SweepResult", "store_ratings"]
+
+log = logging.getLogger(__name__)
+
+#: ``on_rate(call_id, value, note)``: what a grid calls when a rating is given in it; ``value`` is +1/-1 (thumbs),
+#: 1..5 (score) or None (cleared), ``note`` free text or None.
+RateCallback = Callable[[str, "int | None", "str | None"], None]
+
+
+def store_ratings(sweep_id: str | None) -> RateCallback:
+    """The default ``on_rate`` of a sweep's live grid: each click is stored at once in the home's store (so it
+    survives a kernel restart and ``ll.load``/``ll.ratings`` read it back); None clears the rating."""
+
+    def on_rate(call_id: str, value: int | None, note: str | None) -> None:
+        from llmlab.store import get_store, ratings
+
+        if not sweep_id:
+            return
+        if value is None:
+            ratings.clear_rating(get_store(), sweep_id, call_id)
+        else:
+            ratings.rate_call(sweep_id, call_id, value, note)
+
+    return on_rate
 
 
 class SweepResult:
@@ -35,6 +62,9 @@ class SweepResult:
         )
         self.stopped = stopped
         self.spec = spec or {}
+        # call_id -> the rendered message list sent (known when the result comes from a run; else rebuilt
+        # from the spec on demand, see message_lists())
+        self._messages: dict[str, list[dict[str, Any]]] | None = None
 
     @classmethod
     def from_rows(
@@ -62,7 +92,10 @@ class SweepResult:
             ],
             columns=["call_id", "prompt_id", "model", "temperature", "top_p", "repeat", "reason"],
         )
-        return cls(sweep_id, df, skipped_df, stopped, spec or None)
+        result = cls(sweep_id, df, skipped_df, stopped, spec or None)
+        if sweep is not None:
+            result._messages = {c.call_id: [dict(m) for m in c.messages] for c in sweep.calls}
+        return result
 
     @classmethod
     def from_store_rows(
@@ -83,8 +116,8 @@ class SweepResult:
         df = schema.sweep_frame(merged, params=(spec or {}).get("params") or ())
         return cls(sweep_id, df, skipped, stopped, spec)
 
-    def rate(self, call_id: str, value: int, note: str | None = None) -> dict[str, Any]:
-        """Rate one call now: ``+1``/``-1`` (thumbs) or an integer 1..5, with an optional note.
+    def rate(self, call_id: str, value: int | None, note: str | None = None) -> dict[str, Any]:
+        """Rate one call now: ``+1``/``-1`` (thumbs) or an integer 1..5, with an optional note; None clears it.
 
         Stored at once in the home's store (durable across kernels: ``ll.load`` and
         ``ll.ratings`` read it back) and set on ``self.df``'s ``rating``/``rating_note``.
@@ -98,11 +131,51 @@ class SweepResult:
 
         if "call_id" in self.df and not (self.df["call_id"] == call_id).any():
             raise ValidationError("call_id", call_id, f"no such call in sweep {self.sweep_id}")
-        record = ratings.rate(get_store(), self.sweep_id, call_id, value, note)
         mask = self.df["call_id"] == call_id
+        if value is None:
+            ratings.clear_rating(get_store(), self.sweep_id, call_id)
+            if "rating" in self.df:
+                self.df.loc[mask, "rating"] = None
+                self.df.loc[mask, "rating_note"] = None
+            return {"call_id": call_id, "sweep_id": self.sweep_id, "rating": None, "note": None, "rated_at": None}
+        record = ratings.rate(get_store(), self.sweep_id, call_id, value, note)
         self.df.loc[mask, "rating"] = record["rating"]
         self.df.loc[mask, "rating_note"] = record["note"]
         return record
+
+    def message_lists(self) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+        """call_id -> the whole message list sent; rebuilt from the stored spec for a loaded sweep (empty
+        when its prompts were too many to store with the spec)."""
+        if self._messages is None:
+            self._messages = {}
+            spec = self.spec or {}
+            if spec.get("prompts"):
+                try:
+                    from llmlab.plan.grid import build_grid
+
+                    grid = build_grid(
+                        spec["prompts"],
+                        **{
+                            k: spec[k]
+                            for k in (
+                                "template",
+                                "system",
+                                "messages",
+                                "models",
+                                "temperature",
+                                "top_p",
+                                "max_tokens",
+                                "seed",
+                            )
+                            if k in spec
+                        },
+                        repeats=spec.get("repeats", 1),
+                        params=spec.get("params") or None,
+                    )
+                    self._messages = {c.call_id: [dict(m) for m in c.messages] for c in grid.calls}
+                except Exception as exc:  # an older or unusual spec: the details show the prompt only
+                    log.debug("message lists not rebuilt for %s: %s", self.sweep_id, exc)
+        return self._messages
 
     def __repr__(self) -> str:
         n = len(self.df)
@@ -111,14 +184,30 @@ class SweepResult:
         extra = f", stopped={self.stopped!r}, skipped={len(self.skipped)}" if self.stopped else ""
         return f"SweepResult(sweep_id={self.sweep_id!r}, calls={n}, errors={errors}, cached={cached}{extra})"
 
-    def show(self, page_size: int = 20) -> None:
+    def show(self, page_size: int = 20, on_rate: RateCallback | None = None) -> None:
         """Display the finished sweep grid again, rebuilt from the stored rows (nothing is sent).
 
-        Each cell opens on click to the whole prompt, completion and call details.
+        Each cell opens on click to the whole prompt, completion and call details; its 👍/👎, score and note
+        call ``on_rate(call_id, value, note)`` (default: this result's :meth:`rate`).
         """
         from llmlab.view.widgets import SweepGrid
 
-        SweepGrid.from_result(self, page_size=page_size).show()
+        SweepGrid.from_result(
+            self, page_size=page_size, on_rate=on_rate or self._rate_callback(), messages=self.message_lists()
+        ).show()
+
+    def _rate_callback(self) -> RateCallback:
+        def on_rate(call_id: str, value: int | None, note: str | None) -> None:
+            self.rate(call_id, value, note=note)  # through rate(): a click also updates this result's df
+
+        return on_rate
+
+    def save_report(self, path: str | Path, page_size: int = 20) -> Path:
+        """Write one self-contained HTML file (no network needed to open it): the grid with ratings and
+        cell details, the summary table, the verdicts of ``ll.compare`` per swept setting and the charts."""
+        from llmlab.report import write_report
+
+        return write_report(self, path, page_size=page_size)
 
     def tag(self, *tags: str) -> SweepResult:
         """Add tags to this experiment in the store (``ll.sweeps(tag=...)`` finds it); returns self."""

@@ -18,7 +18,7 @@ from llmlab.events import EventBus
 from llmlab.plan.estimate import estimate_plan
 from llmlab.plan.grid import Call, Grid, build_grid, call_id_for
 from llmlab.plan.prompts import load_prompts
-from llmlab.results import SweepResult
+from llmlab.results import RateCallback, SweepResult, store_ratings
 
 if TYPE_CHECKING:
     import httpx
@@ -170,8 +170,12 @@ async def run_async(
     handle: RunHandle | None = None,
     sweep_id: str | None = None,
     cassette: Any = None,
+    on_rate: RateCallback | None = None,
 ) -> SweepResult:
     """Run ``sweep`` on the current event loop (``await sweep.arun()``) and return its result.
+
+    ``on_rate(call_id, value, note)`` receives the ratings given in the live grid while (and after) it
+    streams; by default :func:`~llmlab.results.store_ratings` (stored at once, durable across kernels).
 
     ``cache``: True reuses stored responses, False always sends, ``"record"`` sends and writes
     every response to ``cassette`` (a .json path), ``"replay"`` answers every call from
@@ -197,7 +201,9 @@ async def run_async(
         cassette=cassette,
     )
     # subscribed after the preflight (a bad argument shows no display) and before the first event
-    detach = attach_display(bus, handle, sweep, _default_display() if display is None else display, budget_usd)
+    shown = _default_display() if display is None else display
+    rate = on_rate if on_rate is not None else store_ratings(getattr(runner, "sweep_id", sweep_id))
+    detach = attach_display(bus, handle, sweep, shown, budget_usd, on_rate=rate)
     try:
         outcome = await runner.run()
     finally:

@@ -23,7 +23,7 @@ def cli() -> None:
 
 
 commands.register(cli)  # demo, collector, serve-model, sweep, spans, replay, store
-history.register(cli)  # sweeps, show, export, import, delete, compare, diff
+history.register(cli)  # sweeps, show, export, import, delete, compare, diff, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,7 +231,25 @@ def diff_cmd(a: str, b: str, prompt_id: str | None, changed: bool, limit: int, h
     click.echo(diff(a, b, prompt_id=prompt_id, only_changed=changed, limit=limit).to_text())
 
 
+@click.command("report")
+@click.argument("sweep_id")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), default=None, help="HTML file to write [default: <sweep_id>.html]."
+)
+@click.option("--page-size", type=int, default=20, show_default=True, help="Prompt rows per page of the grid.")
+@home_option
+@friendly
+def report_cmd(sweep_id: str, out: str | None, page_size: int, home: str | None) -> None:
+    """Write one self-contained HTML report of an experiment: grid, summary, verdicts, charts."""
+    from llmlab.history import load
+
+    configure(home, datakit=None)
+    result = load(sweep_id)
+    path = result.save_report(out or f"{result.sweep_id}.html", page_size=page_size)
+    click.echo(f"report written to {Path(path).resolve()}")
+
+
 def register(group: click.Group) -> None:
     """Add the history commands to the ``llmlab`` group."""
-    for command in (sweeps_cmd, show_cmd, export_cmd, import_cmd, delete_cmd, compare_cmd, diff_cmd):
+    for command in (sweeps_cmd, show_cmd, export_cmd, import_cmd, delete_cmd, compare_cmd, diff_cmd, report_cmd):
         group.add_command(command)

@@ -18,8 +18,18 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd: float | None) -> Callable[[], None]:
-    """Subscribe the right display to ``bus``; returns a function that detaches it."""
+def attach_display(
+    bus: Any,
+    handle: Any,
+    sweep: Any,
+    display: bool,
+    budget_usd: float | None,
+    on_rate: Callable[[str, int | None, str | None], None] | None = None,
+) -> Callable[[], None]:
+    """Subscribe the right display to ``bus``; returns a function that detaches it.
+
+    ``on_rate(call_id, value, note)`` receives the ratings given in the Jupyter grid (the terminal has none).
+    """
     if not display:
         return lambda: None
     if in_notebook():
@@ -28,7 +38,7 @@ def attach_display(bus: Any, handle: Any, sweep: Any, display: bool, budget_usd:
         except ImportError:
             pass
         else:
-            grid = SweepGrid(sweep, handle=handle, budget_usd=budget_usd)
+            grid = SweepGrid(sweep, handle=handle, budget_usd=budget_usd, on_rate=on_rate)
             grid.show()
             unsubscribe_grid = bus.subscribe(grid.on_event)
 

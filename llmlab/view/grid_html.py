@@ -17,7 +17,7 @@ from llmlab.pricing import format_usd
 from llmlab.text import is_na, snip
 from llmlab.view.grid_state import MAX_CELLS_PER_PAGE, Cell, GridState, fmt_value
 
-__all__ = ["GRID_ESM", "HtmlView", "render_cell", "render_html"]
+__all__ = ["GRID_CSS", "GRID_ESM", "STATIC_GRID_JS", "HtmlView", "render_cell", "render_html", "render_static"]
 
 _CSS = """
 <style>
@@ -52,8 +52,20 @@ _CSS = """
  background:repeating-linear-gradient(45deg,#f3f3f3,#f3f3f3 6px,#e6e6e6 6px,#e6e6e6 12px)}
 .llg .st-cancelled .llg-badge{background:#555}
 .llg .st-skipped{border-color:#bbb;border-style:dashed}.llg .st-skipped .llg-badge{background:#bbb}
+.llg th.llg-group{text-align:center;background:var(--jp-layout-color3,#ddd)}
+.llg .llg-rate{float:right;white-space:nowrap}
+.llg .llg-rate button,.llg .llg-rating button{font-size:11px;line-height:1;padding:1px 3px;margin-left:1px;cursor:pointer;
+ border:1px solid #ccc;border-radius:3px;background:var(--jp-layout-color1,#fff);opacity:.45}
+.llg .llg-rate button.on,.llg .llg-rating button.on{opacity:1;border-color:#1e88e5;background:#e3f2fd}
+.llg button.llg-pending{outline:1px dashed #1e88e5}
+.llg .llg-stars{font-size:11px;font-weight:700;color:#f9a825;margin-left:3px}
+.llg .llg-rating{margin:3px 0}.llg .llg-rating input{width:60%;font-size:11px}
+.llg .llg-msg{margin:2px 0}.llg .llg-msg b{font-weight:600;color:#555}
+.llg .llg-empty{color:#666;padding:6px}
+.llg .llg-pager button{margin-right:4px}
 </style>
 """
+GRID_CSS = _CSS
 
 _CELL_PREVIEW = 600  # characters of a completion shown in the cell face before opening it
 
@@ -64,8 +76,37 @@ def _num(value: Any, fmt: str) -> str | None:
     return format(value, fmt)
 
 
-def render_cell(cell: Cell) -> str:
-    """One call as an HTML ``<details>``: state badge, text and metrics; open for everything else."""
+def _rating_face(cell: Cell, interactive: bool) -> str:
+    """The 👍/👎 buttons on a cell's face (a static report shows only the rating given)."""
+    r = cell.rating
+    stars = f'<span class="llg-stars" title="score {r}/5">★{r}</span>' if r is not None and r >= 2 else ""
+    if not interactive:
+        thumb = {1: "👍", -1: "👎"}.get(r, "") if r is not None else ""
+        return f'<span class="llg-rate">{thumb}{stars}</span>' if thumb or stars else ""
+    up = ' class="on"' if r == 1 else ""
+    down = ' class="on"' if r == -1 else ""
+    # kept short: a page holds hundreds of cells and is re-sent while the sweep streams
+    return f'<span class="llg-rate">{stars}<button data-rate="1"{up}>👍</button><button data-rate="-1"{down}>👎</button></span>'
+
+
+def _rating_details(cell: Cell, interactive: bool) -> str:
+    """The rating in a cell's details: read-only in a static report; in the live grid an empty slot that the
+    front end fills with the 1–5 score buttons and the note field when the cell is opened."""
+    esc = html.escape
+    note = cell.rating_note or ""
+    if interactive:
+        return '<div class="llg-rating"></div>'
+    if cell.rating is None and not note:
+        return ""
+    given = "–" if cell.rating is None else str(cell.rating)
+    return f'<div class="llg-rating"><b>rating</b> {given} {esc(note)}</div>'
+
+
+def render_cell(cell: Cell, interactive: bool = True) -> str:
+    """One call as an HTML ``<details>``: state badge, rating buttons, text and metrics; open for everything else.
+
+    ``interactive=False`` (the static report) shows the rating given instead of buttons.
+    """
     esc = html.escape
     state = cell.state
     badge = state
@@ -87,20 +128,41 @@ def render_cell(cell: Cell) -> str:
     if _num(row.get("cost_usd"), "f") is not None:
         meta.append(format_usd(float(row["cost_usd"])))
     repeat = f"r{cell.spec.repeat} " if cell.spec.repeat else ""
+    rated = f' data-note="{esc(cell.rating_note)}"' if cell.rating_note else ""
+    if cell.rating is not None:
+        rated += f' data-rating="{cell.rating}"'
+        state_class = f"st-{state} rt-{'down' if cell.rating < 0 else 'up' if cell.rating == 1 else 'score'}"
+    else:
+        state_class = f"st-{state}"
     parts = [
-        f'<details class="llg-cell st-{state}" data-call="{esc(cell.spec.call_id)}"><summary>',
+        f'<details class="llg-cell {state_class}" data-call="{esc(cell.spec.call_id)}"{rated}><summary>',
+        _rating_face(cell, interactive),
         f'<span class="llg-badge">{esc(badge)}</span>{esc(repeat)}',
         f'<span class="llg-txt">{esc(face)}</span>',
     ]
     if meta:
         parts.append(f'<span class="llg-meta">{esc(" · ".join(meta))}</span>')
     parts.append("</summary>")
-    parts.append(_details(cell))
+    parts.append(_details(cell, interactive))
     parts.append("</details>")
     return "".join(parts)
 
 
-def _details(cell: Cell) -> str:
+def _messages_html(cell: Cell) -> str:
+    """The whole message list sent, when it says more than the prompt (a system message, several turns)."""
+    msgs = cell.spec.messages
+    if not msgs or (len(msgs) == 1 and msgs[0].get("content") == cell.spec.prompt):
+        return ""
+    esc = html.escape
+    items = []
+    for m in msgs:
+        content = m.get("content", "")
+        text = content if isinstance(content, str) else fmt_value(content)
+        items.append(f'<div class="llg-msg"><b>{esc(str(m.get("role", "?")))}</b><pre>{esc(text)}</pre></div>')
+    return f"<b>messages</b>{''.join(items)}"
+
+
+def _details(cell: Cell, interactive: bool = True) -> str:
     esc = html.escape
     row = cell.row or {}
     items: list[tuple[str, Any]] = [
@@ -137,8 +199,8 @@ def _details(cell: Cell) -> str:
     table = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(fmt_value(v))}</td></tr>" for k, v in items)
     text = cell.text if cell.text or cell.row else ""
     return (
-        f'<div class="llg-more"><b>prompt</b><pre>{esc(cell.spec.message_text())}</pre>'
-        f"<b>completion</b><pre>{esc(text)}</pre><table>{table}</table></div>"
+        f'<div class="llg-more">{_rating_details(cell, interactive)}<b>prompt</b><pre>{esc(cell.spec.prompt)}</pre>'
+        f"{_messages_html(cell)}<b>completion</b><pre>{esc(text)}</pre><table>{table}</table></div>"
     )
 
 
@@ -165,30 +227,116 @@ class HtmlView:
             shown, columns = st.page_window(self.page, self.page_size, self.max_cells)
             esc = html.escape
             out = [_CSS, '<div class="llg"><div class="llg-head">', esc(st.header_text())]
-            if len(shown) < len(st.prompt_order):
-                out.append(esc(f" · prompts {shown[0] + 1}–{shown[-1] + 1} of {len(st.prompt_order)}"))
+            visible = st.visible_prompts()
+            if shown and len(shown) < len(visible):
+                first = visible.index(shown[0]) + 1
+                out.append(esc(f" · prompts {first}–{first + len(shown) - 1} of {len(visible)}"))
             if len(columns) < len(st.columns):
                 out.append(esc(f" · settings {columns[0] + 1}–{columns[-1] + 1} of {len(st.columns)}"))
-            out.append('</div><div class="llg-wrap"><table><thead><tr><th>prompt</th>')
-            for col in columns:
-                label = st.column_label(col)
-                out.append(f'<th title="{esc(label)}">{esc(label)}</th>')
-            out.append("</tr></thead><tbody>")
+            out.append('</div><div class="llg-wrap"><table><thead>')
+            out.append(_header_rows(st, columns))
+            out.append("</thead><tbody>")
+            filtered = st.filter.active
             for p_index in shown:
-                prompt_id, prompt = st.prompts[p_index]
-                short = snip(prompt, 121)  # the header cell wraps; a long prompt shows its first 120 characters
-                out.append(f'<tr><th class="llg-prompt" title="{esc(prompt_id)}">{esc(short)}</th>')
+                out.append(_prompt_header(st, p_index))
                 for col in columns:
                     out.append("<td>")
                     for call_id in st.layout.get((p_index, col), ()):
+                        if filtered and not st.cell_shown(call_id):
+                            continue
                         frag = self._cache.get(call_id)
                         if frag is None:
                             frag = self._cache[call_id] = render_cell(st.cells[call_id])
                         out.append(frag)
                     out.append("</td>")
                 out.append("</tr>")
-            out.append("</tbody></table></div></div>")
+            out.append("</tbody></table>")
+            if not shown:
+                out.append('<div class="llg-empty">no call matches the filter</div>')
+            out.append("</div></div>")
             return "".join(out)
+
+
+def _header_rows(st: GridState, columns: Iterable[int]) -> str:
+    """The column headers: a group row naming the prompt variants (``template_name=…``) when they vary."""
+    esc = html.escape
+    columns = list(columns)
+    out = []
+    groups = st.column_groups(columns)
+    if groups:
+        out.append("<tr><th></th>")
+        for label, span in groups:
+            out.append(f'<th class="llg-group" colspan="{span}" title="{esc(label)}">{esc(label)}</th>')
+        out.append("</tr>")
+    out.append("<tr><th>prompt</th>")
+    for col in columns:
+        label = st.column_label(col, groups=not groups)
+        out.append(f'<th title="{esc(label)}">{esc(label)}</th>')
+    out.append("</tr>")
+    return "".join(out)
+
+
+def _prompt_header(st: GridState, p_index: int, attrs: str = "") -> str:
+    esc = html.escape
+    prompt_id, prompt = st.prompts[p_index]
+    short = snip(prompt, 121)  # the header cell wraps; a long prompt shows its first 120 characters
+    return f'<tr{attrs}><th class="llg-prompt" title="{esc(prompt_id)}">{esc(short)}</th>'
+
+
+def render_static(state: GridState, page_size: int = 20) -> str:
+    """The whole grid for a static page (the shareable report): every prompt row and setting, ratings shown
+    read-only, paged in the browser by :data:`STATIC_GRID_JS` (rows carry ``data-page``)."""
+    esc = html.escape
+    st = state
+    with st.lock:
+        size = max(1, int(page_size))
+        order = st.prompt_order
+        pages = max(1, -(-len(order) // size))
+        columns = range(len(st.columns))
+        out = [
+            '<div class="llg llg-static" data-pages="',
+            str(pages),
+            '"><div class="llg-head">',
+            esc(st.header_text()),
+            f' · <span class="llg-pageinfo">page 1/{pages}</span></div>',
+            '<div class="llg-pager"><button type="button" class="llg-prev">◀</button>'
+            '<button type="button" class="llg-next">▶</button></div>',
+            '<div class="llg-wrap"><table><thead>',
+            _header_rows(st, columns),
+            "</thead><tbody>",
+        ]
+        for i, p_index in enumerate(order):
+            page = i // size
+            hidden = ' style="display:none"' if page else ""
+            out.append(_prompt_header(st, p_index, f' data-page="{page}"{hidden}'))
+            for col in columns:
+                out.append("<td>")
+                for call_id in st.layout.get((p_index, col), ()):
+                    out.append(render_cell(st.cells[call_id], interactive=False))
+                out.append("</td>")
+            out.append("</tr>")
+        out.append("</tbody></table></div></div>")
+        return "".join(out)
+
+
+#: Pages a :func:`render_static` grid in the browser (no kernel): ◀ ▶ show one page of prompt rows.
+STATIC_GRID_JS = """
+for (const grid of document.querySelectorAll(".llg-static")) {
+  const pages = Number(grid.dataset.pages);
+  let page = 0;
+  const show = () => {
+    for (const row of grid.querySelectorAll("tr[data-page]")) {
+      row.style.display = Number(row.dataset.page) === page ? "" : "none";
+    }
+    grid.querySelector(".llg-pageinfo").textContent = `page ${page + 1}/${pages}`;
+    grid.querySelector(".llg-prev").disabled = page <= 0;
+    grid.querySelector(".llg-next").disabled = page >= pages - 1;
+  };
+  grid.querySelector(".llg-prev").addEventListener("click", () => { page = Math.max(0, page - 1); show(); });
+  grid.querySelector(".llg-next").addEventListener("click", () => { page = Math.min(pages - 1, page + 1); show(); });
+  show();
+}
+"""
 
 
 def render_html(state: GridState, page: int = 0, page_size: int = 20, max_cells: int = MAX_CELLS_PER_PAGE) -> str:
@@ -201,18 +349,81 @@ def render_html(state: GridState, page: int = 0, page_size: int = 20, max_cells:
 # The page is drawn from the kernel's HTML as an ipywidgets HTML widget would, except that cells a
 # reader opened stay open: a plain HTML widget replaces its content at every redraw, closing an
 # opened cell within a fraction of a second while the rest of the sweep streams.
+# A rating button sends {event: "rate", call_id, value, note} to the kernel at once (value null clears: a click
+# on the rating already given); the kernel's next redraw shows the rating. A note being typed survives redraws.
 GRID_ESM = """
 function render({ model, el }) {
   const draw = () => {
     const open = new Set(Array.from(el.querySelectorAll("details.llg-cell[open]"), (d) => d.dataset.call));
+    const typed = new Map();
+    let focus = null;
+    for (const input of el.querySelectorAll("input.llg-note")) {
+      const call = input.closest("details.llg-cell").dataset.call;
+      if (input.value !== input.defaultValue) typed.set(call, input.value);
+      if (document.activeElement === input) focus = [call, input.selectionStart, input.selectionEnd];
+    }
     el.innerHTML = model.get("value");
     for (const d of el.querySelectorAll("details.llg-cell")) {
-      if (open.has(d.dataset.call)) d.open = true;
+      const call = d.dataset.call;
+      if (open.has(call)) { d.open = true; fill(d); }
+      const input = d.querySelector("input.llg-note");
+      if (!input) continue;
+      if (typed.has(call)) input.value = typed.get(call);
+      if (focus && focus[0] === call) { input.focus(); input.setSelectionRange(focus[1], focus[2]); }
+    }
+  };
+  const fill = (d) => {  // the score buttons and the note field of an opened cell
+    const slot = d.querySelector(".llg-rating");
+    if (!slot || slot.childElementCount) return;
+    const r = d.dataset.rating === undefined ? null : Number(d.dataset.rating);
+    let h = "<b>score</b> ";
+    for (let n = 1; n <= 5; n++) h += `<button data-rate="${n}"${r === n && n > 1 ? ' class="on"' : ""}>${n}</button>`;
+    slot.innerHTML = h + ' <input class="llg-note" type="text" placeholder="note" data-lm-suppress-shortcuts="true">'
+      + '<button data-rate="note">save note</button>';
+    const input = slot.querySelector("input");
+    input.value = input.defaultValue = d.dataset.note || "";
+  };
+  const toggled = (e) => { if (e.target.matches && e.target.matches("details.llg-cell") && e.target.open) fill(e.target); };
+  const rate = (button) => {
+    const d = button.closest("details.llg-cell");
+    const current = d.dataset.rating === undefined ? null : Number(d.dataset.rating);
+    const input = d.querySelector("input.llg-note");
+    const note = input && input.value ? input.value : null;
+    let value = current;
+    if (button.dataset.rate !== "note") {
+      value = Number(button.dataset.rate);
+      if (value === current) value = null;
+    }
+    button.classList.add("llg-pending");
+    if (input) input.defaultValue = input.value;
+    model.send({ event: "rate", call_id: d.dataset.call, value, note });
+  };
+  const click = (e) => {
+    const button = e.target.closest("button[data-rate]");
+    if (!button || !el.contains(button)) return;
+    e.preventDefault();  // a button on the cell's face must not open the cell
+    e.stopPropagation();
+    rate(button);
+  };
+  const key = (e) => {
+    if (!e.target.matches || !e.target.matches("input.llg-note")) return;
+    e.stopPropagation();  // typing a note is not a notebook shortcut
+    if (e.key === "Enter") {
+      e.preventDefault();
+      rate(e.target.closest("details.llg-cell").querySelector('button[data-rate="note"]'));
     }
   };
   draw();
+  el.addEventListener("click", click);
+  el.addEventListener("keydown", key);
+  el.addEventListener("toggle", toggled, true);  // toggle does not bubble
   model.on("change:value", draw);
-  return () => model.off("change:value", draw);
+  return () => {
+    model.off("change:value", draw);
+    el.removeEventListener("click", click);
+    el.removeEventListener("keydown", key);
+    el.removeEventListener("toggle", toggled, true);
+  };
 }
 export default { render };
 """

@@ -30,12 +30,16 @@ __all__ = [
     "MAX_CELLS_PER_PAGE",
     "MAX_COLUMNS_PER_PAGE",
     "MAX_UPDATES_PER_S",
+    "SHOW_FILTERS",
     "STATES",
+    "VARIANT_SETTINGS",
     "Cell",
     "CellSpec",
+    "GridFilter",
     "GridState",
     "Pacer",
     "fmt_value",
+    "rating_value",
     "specs_from_calls",
     "specs_from_rows",
 ]
@@ -49,14 +53,12 @@ MAX_CELLS_PER_PAGE = 200
 # and the updates of a heavy page (long prompts, long answers) are spaced to send at most this much
 MAX_BYTES_PER_S = 2_000_000
 MAX_COLUMNS_PER_PAGE = 16
-_SHORT = {
-    "temperature": "T",
-    "top_p": "top_p",
-    "max_tokens": "max_tokens",
-    "seed": "seed",
-    "template_name": "template",
-    "system_name": "system",
-}
+_SHORT = {"temperature": "T", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed"}
+#: prompt variants swept as an axis (``template=`` / ``system=`` lists or dicts): when they vary the grid groups
+#: its columns under a header row naming them (``template_name=terse``)
+VARIANT_SETTINGS = ("template_name", "system_name")
+#: what "show only" can keep: every cell, or only errors / retried / rated / unrated calls
+SHOW_FILTERS = ("all", "errors", "retried", "rated", "unrated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,20 +71,7 @@ class CellSpec:
     prompt: str
     settings: tuple[tuple[str, Any], ...]  # (name, value) pairs that place the call in a column
     repeat: int = 0
-    messages: tuple[dict[str, Any], ...] = ()  # the whole rendered message list sent (system prompt included)
-
-    def message_text(self) -> str:
-        """The whole request as the cell details show it: every message as ``role: content``
-        (just the prompt when the call is a single user message or the messages are unknown)."""
-        msgs = [m for m in self.messages if isinstance(m, Mapping)]
-        if len(msgs) <= 1:
-            return self.prompt
-        parts = []
-        for m in msgs:
-            content = m.get("content")
-            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            parts.append(f"[{m.get('role', '?')}]\n{text}")
-        return "\n\n".join(parts)
+    messages: tuple[Mapping[str, Any], ...] = ()  # the whole rendered message list sent, when known
 
 
 @dataclasses.dataclass
@@ -95,10 +84,63 @@ class Cell:
     attempt: int = 0
     note: str = ""  # retry reason, error message, skip reason
     row: dict[str, Any] | None = None
+    rating: int | None = None  # +1/-1 (thumbs) or 1..5, from the grid's buttons or the rows' ``rating``
+    rating_note: str | None = None
+    retried: bool = False  # at least one attempt failed and was retried
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+
+def rating_value(value: Any) -> int | None:
+    """A rating as the grid keeps it: +1/-1 or 1..5, None for none (NA, empty, out of range)."""
+    if value is None or isinstance(value, bool) or is_na(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not number.is_integer() or int(number) not in (-1, 1, 2, 3, 4, 5):
+        return None
+    return int(number)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridFilter:
+    """Which calls the grid shows and in which prompt order (applied before paging).
+
+    ``show`` keeps only errors / retried / rated / unrated calls (:data:`SHOW_FILTERS`); ``search`` keeps
+    calls whose prompt or completion contains the text (case-insensitive); ``sort_by`` orders the prompt
+    rows by the mean of a numeric row column (``latency_ms``, ``rating``, a score) over their shown calls,
+    rows without a value last.
+    """
+
+    show: str = "all"
+    search: str = ""
+    sort_by: str | None = None
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.show not in SHOW_FILTERS:
+            raise ValueError(f"show must be one of {SHOW_FILTERS}, not {self.show!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.show != "all" or bool(self.search.strip()) or bool(self.sort_by)
+
+    def keeps(self, cell: Cell) -> bool:
+        """Whether ``cell`` passes the show filter and the search."""
+        if self.show == "errors" and cell.state != "error":
+            return False
+        if self.show == "retried" and not cell.retried:
+            return False
+        if self.show == "rated" and cell.rating is None:
+            return False
+        if self.show == "unrated" and (cell.rating is not None or cell.state not in ("done", "error", "cached")):
+            return False
+        query = self.search.strip().casefold()
+        return not query or query in cell.spec.prompt.casefold() or query in cell.text.casefold()
 
 
 def fmt_value(value: Any) -> str:
@@ -120,12 +162,10 @@ def _settings_of(
 ) -> tuple[tuple[str, Any], ...]:
     # a seeded sweep gives repeat r the seed base+r: the column keeps the base so repeats group
     base_seed = seed - repeat if isinstance(seed, int) and not isinstance(seed, bool) else seed
-    variants = variants or {}
-    pairs = [
+    # prompt variants first: they group the columns under a header of their own
+    pairs = [(name, (variants or {}).get(name)) for name in VARIANT_SETTINGS]
+    pairs += [
         ("model", model),
-        # prompt variants are settings like temperature: a column per name when they vary
-        ("template_name", variants.get("template_name")),
-        ("system_name", variants.get("system_name")),
         ("temperature", temperature),
         ("top_p", top_p),
         ("max_tokens", max_tokens),
@@ -133,6 +173,31 @@ def _settings_of(
     ]
     pairs += sorted((str(k), v) for k, v in params.items())
     return tuple((k, None if is_na(v) else v) for k, v in pairs)
+
+
+def _variants_of(source: Any) -> dict[str, Any]:
+    """``template_name`` / ``system_name`` of a planned call (attribute or ``data`` entry) or a row (key)."""
+    out: dict[str, Any] = {}
+    for name in VARIANT_SETTINGS:
+        if isinstance(source, Mapping):
+            value = source.get(name)
+        else:
+            value = getattr(source, name, None)
+            if value is None:
+                value = (getattr(source, "data", None) or {}).get(name)
+        out[name] = None if is_na(value) else value
+    return out
+
+
+def _messages_of(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return ()
+    if isinstance(value, (list, tuple)) and all(isinstance(m, Mapping) for m in value):
+        return tuple(value)
+    return ()
 
 
 def specs_from_calls(calls: Sequence[Any]) -> list[CellSpec]:
@@ -144,24 +209,22 @@ def specs_from_calls(calls: Sequence[Any]) -> list[CellSpec]:
             c.prompt_id,
             c.prompt,
             _settings_of(
-                c.qualified_model,
-                c.temperature,
-                c.top_p,
-                c.max_tokens,
-                c.seed,
-                c.repeat,
-                c.params,
-                {"template_name": c.template_name, "system_name": c.system_name},
+                c.qualified_model, c.temperature, c.top_p, c.max_tokens, c.seed, c.repeat, c.params, _variants_of(c)
             ),
             c.repeat,
-            tuple(c.messages),
+            _messages_of(list(getattr(c, "messages", ()) or ())),
         )
         for c in calls
     ]
 
 
-def specs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CellSpec]:
-    """Cell specs from stored result rows (``SweepResult.df`` records), prompts in first-seen order."""
+def specs_from_rows(
+    rows: Iterable[Mapping[str, Any]], messages: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+) -> list[CellSpec]:
+    """Cell specs from stored result rows (``SweepResult.df`` records), prompts in first-seen order.
+
+    ``messages`` maps call ids to the message lists sent, when known (else a row's ``messages`` is used).
+    """
     index: dict[str, int] = {}
     specs = []
     for row in rows:
@@ -188,10 +251,10 @@ def specs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[CellSpec]:
                     seed,
                     repeat,
                     params,
-                    {k: row.get(k) for k in ("template_name", "system_name")},
+                    _variants_of(row),
                 ),
                 repeat,
-                tuple(row.get("messages") or ()),
+                _messages_of(list((messages or {}).get(str(row["call_id"]), ())) or row.get("messages")),
             )
         )
     return specs
@@ -250,6 +313,8 @@ class GridState:
         self.dirty: set[str] = set()
         self.header_dirty = True
         self.version = 0  # bumped on every change
+        self.filter = GridFilter()
+        self._visible: tuple[Any, list[int]] | None = None  # (key, prompt rows) of the last filter run
 
     # --- events -------------------------------------------------------------------------------
     def apply(self, event: Event) -> bool:
@@ -308,6 +373,7 @@ class GridState:
             self._set(cell, "running")
         elif kind == "retry":
             self.retries += 1
+            cell.retried = True
             cell.parts = []  # the runner discards the partial output of a failed attempt
             cell.note = f"attempt {data.get('attempt')} failed: {data.get('error', '')}"
             self._set(cell, "retrying")
@@ -318,8 +384,15 @@ class GridState:
             completion = row.get("completion")
             cell.parts = [completion] if isinstance(completion, str) else cell.parts
             cell.note = str(row.get("error") or "") if kind == "failed" else ""
-            cost = row.get("spent_usd", row.get("cost_usd") if kind == "finished" else 0.0)  # a hit paid nothing
-            if isinstance(cost, (int, float)) and not is_na(cost):
+            retries = row.get("retries")
+            if isinstance(retries, (int, float)) and not is_na(retries) and retries > 0:
+                cell.retried = True
+            if "rating" in row and rating_value(row.get("rating")) is not None:
+                cell.rating = rating_value(row.get("rating"))
+                note = row.get("rating_note")
+                cell.rating_note = None if is_na(note) or note == "" else str(note)
+            cost = row.get("cost_usd")
+            if kind == "finished" and isinstance(cost, (int, float)) and not is_na(cost):
                 self.spent_usd += float(cost)
             self._set(cell, {"finished": "done", "failed": "error", "cached": "cached"}[kind])
         elif kind == "skipped":
@@ -348,6 +421,25 @@ class GridState:
             self.finished, self.stopped, self.started_at = True, stopped, None
             self.header_dirty = True
 
+    def set_rating(self, call_id: str, value: Any, note: str | None = None) -> bool:
+        """Record a rating shown in the grid (None clears it); returns whether the call is in the grid."""
+        with self.lock:
+            cell = self.cells.get(call_id)
+            if cell is None:
+                return False
+            cell.rating = rating_value(value)
+            cell.rating_note = note if note else None
+            self.dirty.add(call_id)
+            self.version += 1
+            return True
+
+    def set_filter(self, grid_filter: GridFilter) -> None:
+        """Show only the calls ``grid_filter`` keeps, in its prompt order (the page is reset by the view)."""
+        with self.lock:
+            self.filter = grid_filter
+            self.header_dirty = True
+            self.version += 1
+
     def request_cancel(self) -> None:
         with self.lock:
             self.cancel_requested = True
@@ -365,14 +457,70 @@ class GridState:
         end = self.finished_at if self.finished_at is not None else self.clock()
         return max(0.0, end - self.started_at)
 
-    def column_label(self, col: int) -> str:
-        values = self.columns[col]
-        if self.column_names == ["model"]:
-            return fmt_value(values[0])
-        return " · ".join(
-            fmt_value(v) if n == "model" else f"{_SHORT.get(n, n)}={fmt_value(v)}"
-            for n, v in zip(self.column_names, values)
-        )
+    def column_label(self, col: int, groups: bool = True) -> str:
+        """A column's header; with ``groups=False`` without the prompt variants (shown as a group above)."""
+        pairs = [(n, v) for n, v in zip(self.column_names, self.columns[col]) if groups or n not in VARIANT_SETTINGS]
+        if [n for n, _ in pairs] == ["model"]:
+            return fmt_value(pairs[0][1])
+        return " · ".join(fmt_value(v) if n == "model" else f"{_SHORT.get(n, n)}={fmt_value(v)}" for n, v in pairs)
+
+    def column_groups(self, columns: Iterable[int]) -> list[tuple[str, int]]:
+        """(label, span) of the variant header row over ``columns``: runs of adjacent columns that share
+        their ``template_name`` / ``system_name``; empty when no variant varies."""
+        names = [n for n in self.column_names if n in VARIANT_SETTINGS]
+        if not names:
+            return []
+        out: list[tuple[str, int]] = []
+        for col in columns:
+            values = dict(zip(self.column_names, self.columns[col]))
+            label = " · ".join(f"{n}={fmt_value(values.get(n))}" for n in names)
+            if out and out[-1][0] == label:
+                out[-1] = (label, out[-1][1] + 1)
+            else:
+                out.append((label, 1))
+        return out
+
+    def cell_shown(self, call_id: str) -> bool:
+        """Whether the current filter keeps this call."""
+        return self.filter.keeps(self.cells[call_id])
+
+    def visible_prompts(self) -> list[int]:
+        """The prompt rows the filter keeps (a row with at least one kept call), in the filter's order."""
+        with self.lock:
+            flt = self.filter
+            if not flt.active:
+                return self.prompt_order
+            key = (flt, self.version)
+            if self._visible is not None and self._visible[0] == key:
+                return self._visible[1]
+            kept: dict[int, list[Cell]] = {}
+            for (p_index, _col), ids in self.layout.items():
+                for call_id in ids:
+                    cell = self.cells[call_id]
+                    if flt.keeps(cell):
+                        kept.setdefault(p_index, []).append(cell)
+            rows = [p for p in self.prompt_order if p in kept]
+            if flt.sort_by:
+                scores = {p: _mean_of(kept[p], flt.sort_by) for p in rows}
+                known = sorted((p for p in rows if scores[p] is not None), key=lambda p: scores[p] or 0.0)
+                if flt.descending:
+                    known.reverse()
+                rows = known + [p for p in rows if scores[p] is None]
+            self._visible = (key, rows)
+            return rows
+
+    def numeric_columns(self) -> list[str]:
+        """Row columns with a number in some call (what prompt rows can be sorted by), ``rating`` included."""
+        with self.lock:
+            names: set[str] = set()
+            for cell in self.cells.values():
+                for k, v in (cell.row or {}).items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_na(v):
+                        names.add(str(k))
+                if cell.rating is not None:
+                    names.add("rating")
+            first = [n for n in ("rating", "latency_ms", "ttft_ms", "output_tokens", "cost_usd") if n in names]
+            return first + sorted(names - set(first))
 
     def header_text(self) -> str:
         """The header line as plain text: progress, elapsed, spend vs budget, errors, state."""
@@ -384,6 +532,9 @@ class GridState:
         if self.budget_usd is not None:
             spend += f" of ${self.budget_usd:g} budget"
         parts.append(spend)
+        if self.filter.active:
+            shown = self.visible_prompts()
+            parts.append(f"filter: {len(shown)} of {len(self.prompt_order)} prompts")
         for state, label in (
             ("running", "running"),
             ("error", "errors"),
@@ -429,11 +580,12 @@ class GridState:
     ) -> tuple[list[int], range]:
         """The prompt indices and column indices of page ``page`` (prompts page first, then settings)."""
         rows, cols = self.page_shape(page_size, max_cells, max_columns)
-        row_blocks = max(1, math.ceil(len(self.prompt_order) / rows))
+        order = self.visible_prompts()
+        row_blocks = max(1, math.ceil(len(order) / rows))
         col_block, row_block = divmod(page, row_blocks)
         first = col_block * cols
         return (
-            self.prompt_order[row_block * rows : (row_block + 1) * rows],
+            order[row_block * rows : (row_block + 1) * rows],
             range(first, min(first + cols, len(self.columns))),
         )
 
@@ -441,7 +593,17 @@ class GridState:
         self, page_size: int, max_cells: int = MAX_CELLS_PER_PAGE, max_columns: int = MAX_COLUMNS_PER_PAGE
     ) -> int:
         rows, cols = self.page_shape(page_size, max_cells, max_columns)
-        return max(1, math.ceil(len(self.prompt_order) / rows)) * max(1, math.ceil(len(self.columns) / cols))
+        return max(1, math.ceil(len(self.visible_prompts()) / rows)) * max(1, math.ceil(len(self.columns) / cols))
+
+
+def _mean_of(cells: Sequence[Cell], column: str) -> float | None:
+    values = []
+    for cell in cells:
+        value = cell.rating if column == "rating" else (cell.row or {}).get(column)
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is not None and not is_na(number) and not math.isnan(float(number)):
+            values.append(float(number))
+    return sum(values) / len(values) if values else None
 
 
 def _key(value: Any) -> Any:

@@ -16,13 +16,20 @@ other cells while the sweep streams) it takes effect at once. ``sweep.run()`` bl
 until the sweep ends, so clicks wait in the kernel's queue; on ipykernel ≥ 7 the grid routes
 its Cancel button's messages to a kernel *subshell* (a second shell thread) so the click is
 handled while the cell still runs; elsewhere use ``arun()`` or interrupt the kernel.
+
+Ratings: each cell's 👍/👎 (and, in its details, a 1–5 score and a note) send a message from the grid's
+front end; :meth:`SweepGrid.rate` records the rating in the state (the next redraw shows it) and calls
+the injected ``on_rate(call_id, value, note)`` at once. Those messages go through the same subshell, so
+rating works while ``run()`` still streams. Filters (show only errors / retried / rated / unrated, a
+search over prompts and completions, a sort of the prompt rows by a numeric column) apply before paging.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anywidget
@@ -30,9 +37,25 @@ import traitlets
 
 from llmlab.events import Event
 from llmlab.view.grid_html import GRID_ESM, HtmlView
-from llmlab.view.grid_state import MAX_CELLS_PER_PAGE, CellSpec, GridState, Pacer, specs_from_calls, specs_from_rows
+from llmlab.view.grid_state import (
+    MAX_CELLS_PER_PAGE,
+    SHOW_FILTERS,
+    CellSpec,
+    GridFilter,
+    GridState,
+    Pacer,
+    rating_value,
+    specs_from_calls,
+    specs_from_rows,
+)
 
-__all__ = ["GridHTML", "SweepGrid", "route_clicks_to_subshell"]
+__all__ = ["GridHTML", "RateCallback", "SweepGrid", "route_clicks_to_subshell"]
+
+#: What the grid calls when a rating is given in it: ``on_rate(call_id, value, note)``; ``value`` is +1/-1
+#: (thumbs), 1..5 (score) or None (cleared), ``note`` a free-text note or None.
+RateCallback = Callable[[str, "int | None", "str | None"], None]
+
+log = logging.getLogger(__name__)
 
 # --- clicks while run() blocks the kernel -------------------------------------------------------
 
@@ -118,6 +141,8 @@ class SweepGrid:
         page_size: prompts (rows) per page.
         max_cells: calls per page at most (about); a wide sweep pages over settings too.
         max_rate: front-end updates per second at most (capped at 30).
+        on_rate: called as ``on_rate(call_id, value, note)`` when a rating is given in the grid (see
+            :data:`RateCallback`); None: ratings are only shown.
     """
 
     def __init__(
@@ -130,16 +155,20 @@ class SweepGrid:
         max_rate: float = 15.0,
         specs: Sequence[CellSpec] | None = None,
         max_cells: int = MAX_CELLS_PER_PAGE,
+        on_rate: RateCallback | None = None,
     ) -> None:
         import ipywidgets as w
 
         self.state = GridState(specs if specs is not None else specs_from_calls(sweep.calls), budget_usd)
         self.handle = handle
+        self.on_rate = on_rate
+        self.rate_errors: list[str] = []  # what a failing on_rate said (also logged)
         self.view = HtmlView(self.state, page_size, max_cells)
         self.pacer = Pacer.for_rate(max_rate)
         self.updates = 0  # HTML pushes to the front end
         self._html = GridHTML(layout=w.Layout(width="100%"))
         self._html.add_class("llmlab-grid")
+        self._html.on_msg(self._on_front_msg)
         self._cancel = w.Button(
             description="Cancel",
             icon="stop",
@@ -155,9 +184,22 @@ class SweepGrid:
         self._page_label = w.Label()
         self._prev.on_click(lambda _b: self.set_page(self.view.page - 1))
         self._next.on_click(lambda _b: self.set_page(self.view.page + 1))
+        self._show = w.Dropdown(options=list(SHOW_FILTERS), value="all", layout=w.Layout(width="auto"))
+        self._show.add_class("llmlab-show")
+        self._search = w.Text(
+            placeholder="search prompts and completions", continuous_update=False, layout=w.Layout(width="220px")
+        )
+        self._search.add_class("llmlab-search")
+        self._sort = w.Dropdown(options=self._sort_options(), value="", layout=w.Layout(width="auto"))
+        self._sort.add_class("llmlab-sort")
+        self._desc = w.ToggleButton(value=False, description="desc", layout=w.Layout(width="auto"))
+        self._desc.add_class("llmlab-desc")
+        self._quiet = False  # set while the sort options are replaced (not a reader's choice)
+        for control in (self._show, self._search, self._sort, self._desc):
+            control.observe(lambda _change: self._filter_changed(), names="value")
         paged = self.view.pages() > 1
         pager = [self._prev, self._page_label, self._next] if paged else []
-        self._bar = w.HBox([self._cancel, *pager])
+        self._bar = w.HBox([self._cancel, *pager, self._show, self._search, self._sort, self._desc])
         self.widget = w.VBox([self._bar, self._html])
         self._push_lock = threading.Lock()
         self._wake = threading.Event()
@@ -168,14 +210,29 @@ class SweepGrid:
         self._push(force=True)
 
     @classmethod
-    def from_result(cls, result: Any, page_size: int = 20) -> SweepGrid:
-        """A finished grid rebuilt from a ``SweepResult``'s stored rows (nothing is sent)."""
+    def from_result(
+        cls,
+        result: Any,
+        page_size: int = 20,
+        on_rate: RateCallback | None = None,
+        messages: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    ) -> SweepGrid:
+        """A finished grid rebuilt from a ``SweepResult``'s stored rows (nothing is sent); ratings in the
+        rows' ``rating`` / ``rating_note`` columns are shown, and new ones go to ``on_rate``."""
         records = result.df.to_dict("records")
         _add_system_messages(records, (result.spec or {}).get("system"))
         skipped = result.skipped.to_dict("records") if result.skipped is not None else []
-        specs = specs_from_rows(records + [dict(s, prompt=None) for s in skipped])
-        grid = cls(None, None, result.spec.get("budget_usd") if result.spec else None, page_size=page_size, specs=specs)
+        specs = specs_from_rows(records + [dict(s, prompt=None) for s in skipped], messages)
+        grid = cls(
+            None,
+            None,
+            result.spec.get("budget_usd") if result.spec else None,
+            page_size=page_size,
+            specs=specs,
+            on_rate=on_rate,
+        )
         grid.state.load_rows(records, skipped, result.stopped)
+        grid._refresh_sort_options()
         grid._push(force=True)
         return grid
 
@@ -198,6 +255,8 @@ class SweepGrid:
         self._cancel.disabled = True
         self._cancel.description = "Cancelled" if self.state.stopped == "cancelled" else "Finished"
         self._cancel.button_style = ""
+        self._refresh_sort_options()
+        self._update_pager()
         self._push(force=True)
 
     def _start_flusher(self) -> None:
@@ -247,6 +306,59 @@ class SweepGrid:
         self._cancel.description = "Cancelling…"
         self._wake.set()
 
+    def rate(self, call_id: str, value: Any, note: str | None = None) -> None:
+        """What a rating button does: show the rating (None clears it) and pass it to ``on_rate`` at once."""
+        rating = rating_value(value)
+        if value is not None and rating is None:
+            return  # not a rating the grid offers
+        note = note.strip() if isinstance(note, str) and note.strip() else None
+        if not self.state.set_rating(call_id, rating, note):
+            return
+        if self.on_rate is not None:
+            try:
+                self.on_rate(call_id, rating, note)
+            except Exception as exc:  # the grid keeps working; the reason is kept and logged
+                self.rate_errors.append(f"{call_id}: {type(exc).__name__}: {exc}")
+                log.warning("on_rate failed for %s: %s", call_id, exc)
+        self._wake.set()
+        self._push(force=True)
+
+    def _on_front_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "rate" and isinstance(content.get("call_id"), str):
+            note = content.get("note")
+            self.rate(content["call_id"], content.get("value"), note if isinstance(note, str) else None)
+
+    def set_filter(
+        self, show: str = "all", search: str = "", sort_by: str | None = None, descending: bool = False
+    ) -> None:
+        """Show only some calls (``show``: all, errors, retried, rated, unrated; ``search`` in prompts and
+        completions), prompt rows sorted by a numeric column; the page count follows, page 1 is shown."""
+        self.state.set_filter(GridFilter(show, search, sort_by or None, descending))
+        self.view.page = 0
+        self._update_pager()
+        self.view._cache.clear()
+        self._push(force=True)
+
+    def _filter_changed(self) -> None:
+        if self._quiet:
+            return
+        self.set_filter(self._show.value, self._search.value, self._sort.value or None, self._desc.value)
+
+    def _sort_options(self) -> list[tuple[str, str]]:
+        names = self.state.numeric_columns() or ["latency_ms", "rating"]
+        return [("prompt order", ""), *((f"sort: {n}", n) for n in names)]
+
+    def _refresh_sort_options(self) -> None:
+        options = self._sort_options()
+        if [tuple(o) for o in self._sort.options] != options:
+            current = self._sort.value
+            self._quiet = True
+            try:
+                self._sort.options = options
+                self._sort.value = current if current in [v for _, v in options] else ""
+            finally:
+                self._quiet = False
+
     def set_page(self, page: int) -> None:
         """Show page ``page`` (0-based) of the prompts."""
         self.view.page = min(max(0, page), self.view.pages() - 1)
@@ -270,8 +382,10 @@ class SweepGrid:
         from IPython.display import display
 
         display(self.widget)
-        if self.handle is not None or self.view.pages() > 1:
-            route_clicks_to_subshell([self._cancel, self._prev, self._next])
+        # every control, the ratings too, answers while run() holds the kernel
+        route_clicks_to_subshell(
+            [self._cancel, self._prev, self._next, self._html, self._show, self._search, self._sort, self._desc]
+        )
 
     def _ipython_display_(self) -> None:
         self.show()

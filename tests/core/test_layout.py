@@ -28,6 +28,7 @@ STAGES = {
     "analysis": 7,
     "view": 7,
     "results": 8,
+    "report": 7.5,  # llmlab/report.py: the shareable HTML report; above analysis and view, below results
     "history": 9,
     "sweep": 10,
     "face": 11,  # llmlab/__init__.py: the public API

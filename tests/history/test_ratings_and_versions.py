@@ -39,7 +39,7 @@ def test_rate_is_stored_at_once_and_read_back(home):
     assert len(ll.ratings(res.sweep_id)) == 1
 
 
-@pytest.mark.parametrize("bad", [0, 6, 2.5, True, "good", None])
+@pytest.mark.parametrize("bad", [0, 6, 2.5, True, "good"])
 def test_bad_ratings_are_refused(bad):
     res = _run()
     with pytest.raises(ValidationError):
@@ -47,6 +47,15 @@ def test_bad_ratings_are_refused(bad):
     with pytest.raises(ValidationError, match="no such call"):
         res.rate("not-a-call", 1)
     assert ll.ratings().empty
+
+
+def test_a_rating_of_none_clears_it_in_the_store_and_the_frame():
+    res = _run()
+    cid = res.df["call_id"][0]
+    res.rate(cid, -1, note="wrong")
+    res.rate(cid, None)
+    assert ll.ratings(res.sweep_id).empty and pd.isna(res.df.set_index("call_id").loc[cid, "rating"])
+    assert pd.isna(ll.load(res.sweep_id).df.set_index("call_id").loc[cid, "rating"])
 
 
 def test_grid_entry_point_resolves_names_and_ratings_are_scores():

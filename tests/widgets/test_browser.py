@@ -12,13 +12,17 @@ and for each call the sequence of states and text lengths it showed):
      the awaited result says ``stopped='cancelled'`` with finished cells kept and the rest marked;
   3. ``res.show()`` re-renders the first grid from stored rows; clicking a cell opens its prompt,
      completion and call details;
-  4. Cancel during the *blocking* ``run()`` (clicks go through a kernel subshell); then the same
-     sweep run again resumes: what finished shows "cached", only the rest is sent;
+  4. a 👍 clicked during the *blocking* ``run()`` reaches its ``on_rate`` in the kernel (the kernel's
+     redraw shows it while the cell still runs), then Cancel (clicks go through a kernel subshell);
+     then the same sweep run again resumes: what finished shows "cached", only the rest is sent;
   5. a sweep against a fault-injecting server: every call is rate-limited once (the grid shows
      "retrying"), the calls to an unknown model end "error" with the server's message, and the
      header counts errors and retries;
+     the "errors" filter shows only the error cells;
   6. a 200-call sweep at full speed: the browser gets a bounded number of redraws (far fewer than
-     tokens), one page of 80 cells, and the ▶ button pages on.
+     tokens), one page of 80 cells, and the ▶ button pages on; a search narrows it to one page.
+The shareable report (``res.save_report``) is opened from ``file://`` with the network off: its grid
+pages, a cell opens to the message list, and a plotly chart renders.
 Screenshots go to ``test-artifacts/``. Every wait is for a condition, with a generous deadline.
 """
 
@@ -30,6 +34,7 @@ import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.widgets.jupyter_harness import CHROMIUM, CHROMIUM_ARGS, have_browser, jupyter_lab, write_notebook
@@ -47,6 +52,7 @@ CELLS = [
 os.environ["LLMLAB_LOCAL_DELAY_MS"] = "25"
 import llmlab as ll
 ll.configure(home=tempfile.mkdtemp(prefix="llmlab-nb-"), datakit=None)
+RATED = []  # what the grids' on_rate received in the kernel: (call_id, value, note, time)
 sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain photosynthesis.", "Why do cats purr?"],
                  models=["local/tiny"], temperature=[0.0, 1.0], max_tokens=48, seed=1)
 print("SETUP-OK")""",
@@ -67,8 +73,9 @@ task = asyncio.ensure_future(long.arun(concurrency=2))""",
     """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "40"
 slow = ll.Sweep(prompts=[f"Describe river number {i}." for i in range(6)], models=["local/tiny"],
                 temperature=[0.0, 1.0], max_tokens=64, seed=3)
-res3 = slow.run(concurrency=2)
-print("RUN-CANCEL", res3.stopped, len(res3.df))""",
+res3 = slow.run(concurrency=2, on_rate=lambda c, v, n: RATED.append((c, v, n, time.monotonic())))
+print("RUN-CANCEL", res3.stopped, len(res3.df))
+print("RATED", *[f"{c}:{v}" for c, v, n, t in RATED])""",
     # 8: run it again: the finished calls come from the cache, the rest are sent
     """os.environ["LLMLAB_LOCAL_DELAY_MS"] = "5"
 res4 = slow.run(concurrency=2)
@@ -238,11 +245,24 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             # 4. Cancel during the blocking run(): it stops the sweep while the cell still runs
             grid4 = out(7)
             _wait(lambda: grid4.locator(".llg-cell.st-done").count() >= 2, 120, "two finished calls in the run() grid")
+            # ... and before that, a 👍 on a finished cell reaches on_rate in the kernel while run() still
+            # streams: the kernel's next redraw shows the rating (the class comes only from the kernel's HTML)
+            rated = grid4.locator("details.llg-cell.st-done").first.get_attribute("data-call")
+            grid4.locator(f'details.llg-cell[data-call="{rated}"] button[data-rate="1"]').click()
+            _wait(
+                lambda: grid4.locator(f'details.llg-cell.rt-up[data-call="{rated}"]').count() == 1,
+                60,
+                "the rating drawn by the kernel during run()",
+            )
+            assert "RUN-CANCEL" not in out(7).inner_text()  # the blocking cell is still running
+            assert grid4.locator(f'details.llg-cell[data-call="{rated}"]').get_attribute("open") is None
+            assert grid4.locator(".llg-cell.st-running").count() >= 1
             grid4.locator("button.llmlab-cancel").click()
             _wait(lambda: "RUN-CANCEL" in out(7).inner_text(), 120, "the cancelled run() to return")
             line = _line(out(7).inner_text(), "RUN-CANCEL")
             assert line[1] == "cancelled", line
             kept4 = int(line[2])
+            assert _line(out(7).inner_text(), "RATED")[1:] == [f"{rated}:1"]  # on_rate ran in the kernel
             assert 2 <= kept4 < 12  # finished calls kept, the rest never sent or cancelled in flight
             _wait(lambda: "stopped: cancelled" in grid4.locator(".llg-head").inner_text(), 60, "the run() grid header")
             assert grid4.locator(".llg-cell.st-cancelled").count() == 12 - kept4
@@ -284,6 +304,13 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
                 "e => getComputedStyle(e).backgroundColor"
             )
             assert len(set(colours.values())) == 4, colours
+            # a filter: only the errors of this grid are shown; then all again
+            grid6.locator(".llmlab-show select").select_option("errors")
+            _wait(lambda: grid6.locator(".llg-cell").count() == 2, 60, "the errors filter")
+            assert grid6.locator(".llg-cell.st-error").count() == 2
+            assert "filter: 2 of 2 prompts" in grid6.locator(".llg-head").inner_text()
+            grid6.locator(".llmlab-show select").select_option("all")
+            _wait(lambda: grid6.locator(".llg-cell").count() == 4, 60, "the filter cleared")
 
             # 6. a big sweep at full speed: bounded redraws, one page of cells, paging in the browser
             grid7 = out(10)
@@ -300,6 +327,14 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             _wait(lambda: "prompts 21–40 of 50" in grid7.locator(".llg-head").inner_text(), 60, "page 2")
             assert "Question number 20:" in grid7.locator(".llg-prompt").first.inner_text()
             assert grid7.locator(".llg-cell.st-done").count() == 80
+            # the search, applied before paging: 11 prompts match ("number 1", 10..19), one page
+            search = grid7.locator(".llmlab-search input")
+            search.fill("number 1")
+            search.press("Enter")
+            _wait(lambda: "filter: 11 of 50 prompts" in grid7.locator(".llg-head").inner_text(), 60, "the search")
+            assert grid7.locator(".llg-cell").count() == 44
+            assert grid7.locator(".widget-label", has_text="page 1/1").count() == 1
+            assert "Question number 1:" in grid7.locator(".llg-prompt").first.inner_text()
 
             # what the browser saw, for a human reading the artifacts
             (ARTIFACTS / "grid-updates.json").write_text(
@@ -311,5 +346,67 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             cells.nth(7).screenshot(path=str(ARTIFACTS / "grid-run-cancelled.png"))
             cells.nth(8).screenshot(path=str(ARTIFACTS / "grid-resumed-cached.png"))
             cells.nth(9).screenshot(path=str(ARTIFACTS / "grid-errors-retries.png"))
+        finally:
+            browser.close()
+
+
+def test_saved_report_opens_offline_from_file(tmp_path, monkeypatch):
+    """``res.save_report()``'s file in Chromium from ``file://`` with every network request refused: the grid
+    pages client-side, a cell opens to its message list and rating, and the charts render (plotly inlined)."""
+    from playwright.sync_api import sync_playwright
+
+    import llmlab as ll
+
+    monkeypatch.setenv("LLMLAB_LOCAL_DELAY_MS", "0")
+    ll.configure(home=str(tmp_path / "home"), datakit=None)
+    sweep = ll.Sweep(
+        prompts=[f"Question number {i}: what is a rainbow?" for i in range(25)],
+        system="You answer in one line.",
+        models=["local/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+        seed=7,
+    )
+    res = sweep.run(display=False)
+    res.df["rating"] = [1] + [pd.NA] * (len(res.df) - 1)  # the column h13core's ratings fill
+    path = res.save_report(tmp_path / "faq.html")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1600})
+            asked: list[str] = []
+
+            def refuse(route):
+                if not route.request.url.startswith("file://"):
+                    asked.append(route.request.url)
+                    route.abort()
+                else:
+                    route.continue_()
+
+            context.route("**/*", refuse)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(path.resolve().as_uri())
+            grid = page.locator(".llg-static")
+            assert "page 1/2" in grid.locator(".llg-head").inner_text()
+            assert grid.locator("tr[data-page] .llg-prompt:visible").count() == 20
+            assert grid.locator(".llg-cell.rt-up").count() == 1
+            grid.locator(".llg-next").click()
+            _wait(lambda: "page 2/2" in grid.locator(".llg-head").inner_text(), 10, "page 2 of the report grid")
+            visible = grid.locator("tr[data-page] .llg-prompt:visible")
+            assert visible.count() == 5 and "Question number 20:" in visible.first.inner_text()
+            cell = grid.locator("tr[data-page='1'] details.llg-cell").first
+            cell.locator("summary").click()
+            details = cell.locator(".llg-more")
+            assert details.is_visible()
+            text = details.inner_text()
+            assert "You answer in one line." in text and "Question number 20:" in text and "call_id" in text
+            # a plotly chart rendered from the inlined plotly.js
+            _wait(lambda: page.locator(".js-plotly-plot .main-svg").count() >= 2, 30, "the charts to render")
+            assert "Summary" in page.inner_text("body") and page.locator(".llr-verdict").count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+            assert asked == [] and errors == [], (asked, errors)
         finally:
             browser.close()

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 
+import pandas as pd
 import pytest
 
 import llmlab as ll
@@ -403,6 +404,209 @@ def test_variants_are_named_setting_columns_and_details_show_every_message():
     st = GridState(specs_from_calls(sweep.calls))
     assert st.column_names == ["template_name"]
     assert sorted(c[0] for c in st.columns) == ["steps", "terse"]
-    assert {st.column_label(i) for i in range(2)} == {"template=terse", "template=steps"}
+    assert {st.column_label(i) for i in range(2)} == {"template_name=terse", "template_name=steps"}
     html = render_html(st)
-    assert "[system]\nBe exact.\n\n[user]\nAnswer: Why?" in html
+    assert "<b>system</b><pre>Be exact.</pre>" in html and "<b>user</b><pre>Answer: Why?</pre>" in html
+
+
+# --- ratings, filters, variant columns, the report (issue 13) ----------------------------------
+
+
+def _finished_state(n_prompts: int = 10) -> tuple[GridState, list[str]]:
+    """``n_prompts`` prompts x T in {0, 1}, all finished: prompt i's T=1 call errors when i % 4 == 3,
+    its T=0 call was retried when i % 3 == 0, latency 100 + 10 * (i * 7 % n_prompts)."""
+    sweep = ll.Sweep(
+        prompts=[f"question {i} about {'cats' if i % 2 else 'dogs'}" for i in range(n_prompts)],
+        models=["local/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+    )
+    st = GridState(specs_from_calls(sweep.calls))
+    for call in sweep.calls:
+        i, hot = call.prompt_index, call.temperature == 1.0
+        latency = 100.0 + 10 * (i * 7 % n_prompts)
+        if hot and i % 4 == 3:
+            row = _row(call.call_id, status="error", error="HTTP 500: boom", latency_ms=latency)
+            st.apply(_ev("failed", call.call_id, row=row))
+        else:
+            retries = 1 if (not hot and i % 3 == 0) else 0
+            row = _row(call.call_id, f"answer {i} {'warm' if hot else 'cold'}", latency_ms=latency, retries=retries)
+            st.apply(_ev("finished", call.call_id, row=row))
+    return st, [c.call_id for c in sweep.calls]
+
+
+def test_filters_show_only_errors_retried_rated_unrated_and_apply_before_paging():
+    from llmlab.view.grid_state import GridFilter
+
+    st, ids = _finished_state(10)
+    assert st.pages(3) == 4 and st.visible_prompts() == list(range(10))
+    st.set_filter(GridFilter(show="errors"))
+    assert st.visible_prompts() == [3, 7]  # rows with an error call
+    assert st.pages(3) == 1  # the page count follows the filter
+    html = render_html(st, page_size=3)
+    assert html.count('class="llg-cell ') == 2 and "llg-cell st-done" not in html  # only the error cells are drawn
+    assert "filter: 2 of 10 prompts" in html
+    st.set_filter(GridFilter(show="retried"))
+    assert st.visible_prompts() == [0, 3, 6, 9]
+    st.set_rating(ids[2], 1)
+    st.set_rating(ids[5], 4, "clear and short")
+    st.set_filter(GridFilter(show="rated"))
+    assert st.visible_prompts() == [1, 2] and render_html(st).count('class="llg-cell ') == 2
+    st.set_filter(GridFilter(show="unrated"))
+    assert len(st.visible_prompts()) == 10 and render_html(st).count('class="llg-cell ') == 18
+    # paging keeps working on the filtered rows: 4 retried rows, 3 a page
+    st.set_filter(GridFilter(show="retried"))
+    assert st.pages(3) == 2
+    assert st.page_window(1, 3)[0] == [9]
+    assert "prompts 4–4 of 4" in render_html(st, page=1, page_size=3)
+    with pytest.raises(ValueError):
+        GridFilter(show="everything")
+
+
+def test_search_over_prompts_and_completions_and_sort_by_a_numeric_column():
+    from llmlab.view.grid_state import GridFilter
+
+    st, ids = _finished_state(10)
+    st.set_filter(GridFilter(search="CATS"))  # case-insensitive, in the prompt
+    assert st.visible_prompts() == [1, 3, 5, 7, 9]
+    st.set_filter(GridFilter(search="warm"))  # in the completion: only the matching cells are drawn
+    assert len(st.visible_prompts()) == 8  # rows 3 and 7 errored at T=1
+    assert render_html(st).count("llg-cell st-done") == 8
+    st.set_filter(GridFilter(search="no such words"))
+    assert st.visible_prompts() == [] and st.pages(3) == 1 and "no call matches the filter" in render_html(st)
+    # sort prompt rows by mean latency (ascending, then descending); rows without a value last
+    st.set_filter(GridFilter(sort_by="latency_ms"))
+    order = st.visible_prompts()
+    latency = {i: 100.0 + 10 * (i * 7 % 10) for i in range(10)}
+    assert order == sorted(range(10), key=latency.__getitem__)
+    st.set_filter(GridFilter(sort_by="latency_ms", descending=True))
+    assert st.visible_prompts() == order[::-1]
+    st.set_rating(ids[8], -1)  # prompt 4 (T=0)
+    st.set_rating(ids[0], 5)  # prompt 0
+    st.set_filter(GridFilter(sort_by="rating", descending=True))
+    assert st.visible_prompts()[:2] == [0, 4] and len(st.visible_prompts()) == 10  # unrated rows last
+    assert st.numeric_columns()[:2] == ["rating", "latency_ms"]
+
+
+def test_rating_buttons_call_on_rate_at_once_and_the_cell_shows_the_rating():
+    specs = _specs()
+    got: list[tuple] = []
+    grid = SweepGrid(None, specs=specs, on_rate=lambda *a: got.append(a))
+    a, b = specs[0].call_id, specs[1].call_id
+    grid.state.apply(_ev("finished", a, row=_row(a)))
+    # what the front end sends for a click on 👍 (kernel side of GRID_ESM's model.send)
+    grid._on_front_msg(grid._html, {"event": "rate", "call_id": a, "value": 1, "note": None}, [])
+    assert got == [(a, 1, None)]
+    cell = re.search(
+        rf'<details class="llg-cell st-done rt-up" data-call="{a}" data-rating="1">.*?</details>', grid.html
+    )
+    assert cell and '<button data-rate="1" class="on">' in cell.group(0)
+    # a score with a note, while b still streams (no row yet); then cleared
+    grid.state.apply(_ev("token", b, text="par"))
+    grid._on_front_msg(grid._html, {"event": "rate", "call_id": b, "value": 4, "note": " terse "}, [])
+    assert got[-1] == (b, 4, "terse")
+    assert f'data-call="{b}" data-note="terse" data-rating="4"' in grid.html and "★4" in grid.html
+    grid.rate(b, None)
+    assert got[-1] == (b, None, None) and f'data-call="{b}" data-rating' not in grid.html
+    # values the grid does not offer and unknown calls are ignored; a failing on_rate does not break the grid
+    grid.rate(a, 7)
+    grid.rate("no-such-call", 1)
+    assert len(got) == 3
+
+    def broken(*_a):
+        raise RuntimeError("store down")
+
+    grid.on_rate = broken
+    grid.rate(a, -1)
+    assert "rt-down" in grid.html and "store down" in grid.rate_errors[0]
+
+
+def test_stored_ratings_show_in_a_reshown_grid_and_redraws_keep_them(counting_provider):
+    counting_provider("rated")
+    sweep = ll.Sweep(prompts=["What is a rainbow?", "Why is the sky blue?"], models=["rated/tiny"], temperature=0.0)
+    res = sweep.run(display=False)
+    first, second = res.df.call_id.tolist()
+    res.df["rating"] = [1, pd.NA]  # the column h13core's store fills
+    res.df["rating_note"] = ["nice", pd.NA]
+    got: list[tuple] = []
+    grid = SweepGrid.from_result(res, on_rate=lambda *a: got.append(a))
+    assert f'data-call="{first}" data-note="nice" data-rating="1"' in grid.html
+    grid.rate(second, -1)
+    grid.set_page(0)  # a redraw from scratch keeps both
+    assert "rt-up" in grid.html and "rt-down" in grid.html and got == [(second, -1, None)]
+    # the message list sent is in the details when it says more than the prompt
+    grid2 = SweepGrid.from_result(
+        res,
+        messages={
+            first: [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a rainbow?"}]
+        },
+    )
+    assert "<b>messages</b>" in grid2.html and "Be brief." in grid2.html
+
+
+def test_sort_and_filter_controls_drive_the_grid():
+    st_grid = SweepGrid(None, specs=_specs(), page_size=1)
+    assert st_grid._page_label.value == "page 1/2"
+    st_grid._search.value = "sky"
+    assert st_grid._page_label.value == "page 1/1" and "filter: 1 of 2 prompts" in st_grid.html
+    st_grid._search.value = ""
+    st_grid._show.value = "errors"
+    assert "no call matches the filter" in st_grid.html
+
+
+def test_template_and_system_variants_group_the_columns():
+    from llmlab.view.grid_state import specs_from_rows
+
+    rows = [
+        {"call_id": f"c{t}{s}{p}", "prompt_id": f"p{p}", "prompt": f"q{p}", "model": "local/tiny",
+         "temperature": temp, "template_name": t, "system_name": "s1"}
+        for t in ("terse", "steps") for s, temp in ((0, 0.0), (1, 1.0)) for p in range(2)
+    ]  # fmt: skip
+    st = GridState(specs_from_rows(rows))
+    assert st.column_names == ["template_name", "temperature"]
+    assert st.column_groups(range(4)) == [("template_name=terse", 2), ("template_name=steps", 2)]
+    html = render_html(st)
+    assert html.count('class="llg-group" colspan="2"') == 2 and ">template_name=steps</th>" in html
+    assert ">T=0</th>" in html  # the rest of the label under the group
+    # without variants there is no group row
+    assert GridState(_specs()).column_groups(range(2)) == [] and 'class="llg-group"' not in render_html(
+        GridState(_specs())
+    )
+
+
+def test_save_report_writes_one_self_contained_file(counting_provider, tmp_path):
+    counting_provider("rep")
+    sweep = ll.Sweep(
+        prompts=[f"Explain idea {i} <b>now</b>." for i in range(25)],
+        system="You are terse.",
+        models=["rep/tiny"],
+        temperature=[0.0, 1.0],
+        max_tokens=8,
+        seed=1,
+    )
+    res = sweep.run(display=False)
+    res.df["rating"] = [1] + [pd.NA] * (len(res.df) - 1)
+    path = res.save_report(tmp_path / "faq.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.count("llg-cell ") == 50 and 'data-pages="2"' in text and "rt-up" in text
+    assert "You are terse." in text and "<b>messages</b>" in text  # the whole message list in the details
+    assert "&lt;b&gt;now&lt;/b&gt;" in text and "<b>now</b>" not in text
+    assert "<h2>Summary</h2>" in text and "latency_p50" in text
+    assert "llr-verdict" in text and "by temperature" in text
+    assert text.count("plotly.js v") == 1 and "cdn.plot.ly" not in text.split("</head>", 1)[1]
+    assert 'src="http' not in text and "<script src=" not in text
+    assert "Plotly.newPlot" in text
+
+
+def test_cli_report_writes_the_file(counting_provider, tmp_path):
+    from click.testing import CliRunner
+
+    from llmlab.cli import cli
+
+    counting_provider("clirep")
+    res = ll.Sweep(prompts=["What is a rainbow?"], models=["clirep/tiny"], temperature=[0.0, 1.0]).run(display=False)
+    out = tmp_path / "r.html"
+    home = str(ll.configure().home)
+    result = CliRunner().invoke(cli, ["report", res.sweep_id, "--out", str(out), "--home", home])
+    assert result.exit_code == 0, result.output
+    assert "report written" in result.output and "llg-static" in out.read_text(encoding="utf-8")
