@@ -228,7 +228,11 @@ def prompt_and_completion(attrs: Mapping[str, Any]) -> tuple[str | None, str | N
                 finish = parsed[0] if isinstance(parsed, list) and parsed else reasons
             except ValueError:
                 finish = reasons
-    return (None if prompt is None else str(prompt), None if completion is None else str(completion), finish)
+    return (
+        None if prompt is None else str(prompt),
+        None if completion is None else str(completion),
+        None if finish is None else str(finish),
+    )
 
 
 def is_llm_span(name: str | None, attrs: Mapping[str, Any]) -> bool:

@@ -190,7 +190,11 @@ def cost(df: pd.DataFrame, by: str | Sequence[str] = "model") -> go.Figure:
     if df is None or not len(df):
         return empty_figure(title)
     _check_columns(df, by_cols + ["cost_usd"], "by/cost")
-    xs, ys, texts, unknown, partial = [], [], [], [], []
+    xs: list[str] = []
+    ys: list[float | None] = []
+    texts: list[str] = []
+    unknown: list[str] = []
+    partial: list[str] = []
     for key, g in _groups(df, by_cols):
         label = group_label(by_cols, key) if by_cols else "all"
         c = numeric(g["cost_usd"])
@@ -263,10 +267,11 @@ def heatmap(
         return empty_figure(title, _no_values(df, value))
     xkeys = sorted(sub[x].dropna().unique().tolist())
     ykeys = sorted(sub[y].dropna().unique().tolist())
-    z = [[None for _ in xkeys] for _ in ykeys]
+    z: list[list[float | None]] = [[None for _ in xkeys] for _ in ykeys]
     for (xv, yv), g in sub.groupby([x, y], sort=True):
         v = values.loc[g.index].to_numpy(dtype=float)
-        z[ykeys.index(yv)][xkeys.index(xv)] = float(_AGGS[agg](v))
+        aggregate: Any = _AGGS[agg]
+        z[ykeys.index(yv)][xkeys.index(xv)] = float(aggregate(v))
     fig = go.Figure(
         go.Heatmap(
             x=[group_label(x, k) for k in xkeys],

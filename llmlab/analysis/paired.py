@@ -168,7 +168,7 @@ def _pairs(
         x, y = mat[ref][both], mat[j][both]
         diff, lo, hi, p = paired_diff(x, y, stat, n_boot, ci, rng)
         out[j] = {"diff": diff, "lo": lo, "hi": hi, "p": p, "n": int(both.sum()), "x": x, "y": y}
-    adj = holm([out[j]["p"] for j in others]) if others else []
+    adj: list[float] = list(holm([out[j]["p"] for j in others])) if others else []
     for j, pa in zip(others, adj):
         out[j]["p_adj"] = float(pa)
     return out
@@ -207,12 +207,15 @@ def compare_by_prompt(
     for row in mat:
         u = row[~np.isnan(row)]
         if not u.size:
-            est.append(_NA), ci_lo.append(_NA), ci_hi.append(_NA)
+            est.append(_NA)
+            ci_lo.append(_NA)
+            ci_hi.append(_NA)
             continue
         est.append(float(fn(u[None, :])[0]))
         boots = np.asarray(fn(u[rng.integers(0, u.size, size=(int(n_boot), u.size))]), dtype=float)
         lo, hi = percentile_interval(boots, alpha) if u.size > 1 else (_NA, _NA)
-        ci_lo.append(lo), ci_hi.append(hi)
+        ci_lo.append(lo)
+        ci_hi.append(hi)
     with_data = [i for i in range(len(groups)) if n_prompts[i]]
     best = None
     if with_data:
@@ -223,10 +226,10 @@ def compare_by_prompt(
 
     rows = []
     for i, key in enumerate(keys):
-        row: dict[str, Any] = dict(zip(by, key))
-        row.update(group=labels[i], n=n_prompts[i], estimate=est[i], ci_low=ci_lo[i], ci_high=ci_hi[i])
+        out_row: dict[str, Any] = dict(zip(by, key))
+        out_row.update(group=labels[i], n=n_prompts[i], estimate=est[i], ci_low=ci_lo[i], ci_high=ci_hi[i])
         c = vs_ref.get(i)
-        row.update(
+        out_row.update(
             diff=c["diff"] if c else _NA,
             diff_low=c["lo"] if c else _NA,
             diff_high=c["hi"] if c else _NA,
@@ -238,7 +241,7 @@ def compare_by_prompt(
             n_calls=n_calls[i],
             n_pairs=c["n"] if c else n_prompts[i],
         )
-        rows.append(row)
+        rows.append(out_row)
 
     # the winner: the best group, compared (paired, Holm) with every other group
     if best is not None and best == ref:

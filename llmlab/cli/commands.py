@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -183,7 +184,7 @@ def store_status(home: str | None) -> None:
 
     config = configure(home, datakit=None)
     st = get_store(config.home)
-    status = {"path": str(config.db_path)}
+    status: dict[str, Any] = {"path": str(config.db_path)}
     for table in ("sweeps", "calls", "cache", "spans"):
         status[table] = st.read(f"SELECT count(*) FROM {table}")[0][0]
     status["pending_export"] = st.pending_count()

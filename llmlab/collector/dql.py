@@ -543,12 +543,12 @@ def _where_sql(node: Any) -> tuple[str, list[Any]]:
     for v in values:
         sql, p = _cmp_sql(col, "=", v)
         groups.setdefault((sql.removesuffix(" = ?"), tuple(p[:-1])), []).append(p[-1])
-    parts: list[str] = []
-    params: list[Any] = []
+    in_parts: list[str] = []
+    in_params: list[Any] = []
     for (expr, col_params), group in groups.items():
-        parts.append(f"{expr} {'NOT IN' if negated else 'IN'} ({','.join('?' * len(group))})")
-        params += [*col_params, *group]
-    return "(" + (" AND " if negated else " OR ").join(parts) + ")", params
+        in_parts.append(f"{expr} {'NOT IN' if negated else 'IN'} ({','.join('?' * len(group))})")
+        in_params += [*col_params, *group]
+    return "(" + (" AND " if negated else " OR ").join(in_parts) + ")", in_params
 
 
 def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None) -> dict[str, Any]:
@@ -637,7 +637,7 @@ def run_query(storage: Storage, spec: dict[str, Any], now_ms: int | None = None)
         extra = sorted({k for t in tag_rows for k in t} - set(cols))
         cols += extra
     contexts: dict[int, tuple[str, str]] = {}
-    getters = []
+    getters: list[Any] = []
     for c in cols:
         if c in _FIELD_INDEX:
             getters.append(_FIELD_INDEX[c])

@@ -118,7 +118,7 @@ def inflate(data: bytes, cap: int = MAX_BODY_BYTES, max_members: int = MAX_GZIP_
     out: list[bytes] = []
     size = 0
     members = 0
-    pending = b""  # input read past the end of the previous member
+    pending: bytes | memoryview = b""  # input read past the end of the previous member
     while True:
         # start of a member: skip NUL padding; nothing but NULs left means the body ended
         if not pending:
@@ -126,7 +126,7 @@ def inflate(data: bytes, cap: int = MAX_BODY_BYTES, max_members: int = MAX_GZIP_
                 pos += 1
             if pos >= len(view):
                 break
-        elif not pending.strip(b"\x00"):
+        elif not bytes(pending).strip(b"\x00"):
             pending = b""
             continue
         members += 1

@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -215,7 +215,7 @@ def _plain(value: Any) -> Any:
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise ValidationError(name, value, "must be a positive integer")
-    if isinstance(value, numbers.Integral) and value > 0:
+    if isinstance(value, numbers.Integral) and int(value) > 0:
         return int(value)
     if isinstance(value, float) and value.is_integer() and value > 0:
         return int(value)
@@ -429,7 +429,7 @@ def _expand_variants(
     calls: list[Call] = []
     for p_index, prompt_id in enumerate(prompt_ids):
         for (t, s), per_row in rendered:
-            names = {
+            names: dict[str, Any] = {
                 "template_name": None if t is None else t.name,
                 "system_name": None if s is None else s.name,
                 "template_hash": None if t is None else t.hash,
@@ -644,7 +644,8 @@ def _fill(parsed: list[tuple[str, str | None, str | None, str | None]], data: Ma
                 "(it would be sent as its Python repr); join it into a string first",
             )
         if conv is not None:
-            value = {"r": repr, "s": str, "a": ascii}[conv](value)
+            convert: dict[str, Callable[[object], str]] = {"r": repr, "s": str, "a": ascii}
+            value = convert[conv](value)
         try:
             out.append(format(value, spec or ""))
         except (ValueError, TypeError) as exc:

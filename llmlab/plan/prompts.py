@@ -198,9 +198,9 @@ def _load_prompt_file(path: Path) -> list[dict[str, Any]]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line_no = raw[: exc.start].count(b"\n") + 1
         raise ValidationError(
-            "prompts", str(path), f"not UTF-8 text (bad byte at line {line}); re-save the file as UTF-8"
+            "prompts", str(path), f"not UTF-8 text (bad byte at line {line_no}); re-save the file as UTF-8"
         ) from None
     suffix = path.suffix.lower()
     rows: list[dict[str, Any]] = []

@@ -250,7 +250,7 @@ class SpanSink:
         self.config = config
         self.store = get_store(config.home)
         self.exporter = OutboxExporter(config) if exports(config) else None
-        self._last = None
+        self._last: Any = None  # the future of the last write (flush waits on it)
 
     def submit(self, span: ReadableSpan, export: bool = True) -> None:
         try:

@@ -232,10 +232,9 @@ def specs_from_rows(
         p_index = index.setdefault(prompt_id, len(index))
         raw = row.get("params")
         params = json.loads(raw) if isinstance(raw, str) and raw else {}
-        repeat = row.get("repeat")
-        repeat = 0 if is_na(repeat) else int(repeat)
-        seed = row.get("seed")
-        seed = None if is_na(seed) else int(seed)
+        raw_repeat, raw_seed = row.get("repeat"), row.get("seed")
+        repeat = 0 if raw_repeat is None or is_na(raw_repeat) else int(raw_repeat)
+        seed = None if raw_seed is None or is_na(raw_seed) else int(raw_seed)
         prompt = row.get("prompt")
         specs.append(
             CellSpec(
@@ -355,9 +354,10 @@ class GridState:
                     self.dirty.add(cell.spec.call_id)
             self.header_dirty = True
             return True
-        cell = self.cells.get(event.call_id or "")
-        if cell is None:
+        found = self.cells.get(event.call_id or "")
+        if found is None:
             return False
+        cell = found
         if self.started_at is None:
             self.started_at = self.clock()
         if cell.state in FINAL_STATES and kind not in ("finished", "failed", "cached"):
