@@ -129,7 +129,15 @@ CHUNK_EVENT = "gen_ai.content.completion.chunk"
 #: The span attributes that identify an llmlab call, for DataKit's ``customer_tags`` (docs/datakit.md):
 #: listed there they become filterable columns (``llmlab_sweep_id``…) and ``ll.spans(sweep_id=…)``
 #: filters in DQL instead of reading the sweep's whole time window.
-SWEEP_CUSTOMER_TAGS = (A_SWEEP_ID, A_CALL_ID, A_PROMPT_ID, "gen_ai.request.model", "traceloop.workflow.name")
+SWEEP_CUSTOMER_TAGS = (
+    A_SWEEP_ID,
+    A_CALL_ID,
+    A_PROMPT_ID,
+    A_TEMPLATE_NAME,
+    A_SYSTEM_NAME,
+    "gen_ai.request.model",
+    "traceloop.workflow.name",
+)
 
 
 _PROMPT_KEY = re.compile(r"gen_ai[._]prompt[._](\d+)[._](?:content|role)$")
