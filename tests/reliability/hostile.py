@@ -106,7 +106,9 @@ def pinging(url: str) -> Iterator[list[float]]:
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        time.sleep(0.1)  # at least one ping before the hostile request
+        deadline = time.monotonic() + 30
+        while not durations and time.monotonic() < deadline:  # one ping answered before the hostile request
+            time.sleep(0.02)
         yield durations
     finally:
         stop.set()
