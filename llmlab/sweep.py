@@ -21,7 +21,7 @@ from llmlab.plan.prompts import load_prompts
 from llmlab.results import SweepResult
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
     from llmlab.run.retry import RetryPolicy
     from llmlab.run.runner import RunHandle
@@ -157,7 +157,7 @@ async def run_async(
     budget_usd: float | None = None,
     cache: bool | str = True,
     *,
-    http_client: httpx.AsyncClient | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     bus: EventBus | None = None,
     handle: RunHandle | None = None,
@@ -182,7 +182,7 @@ async def run_async(
         concurrency,
         budget_usd,
         cache,
-        http_client=http_client,
+        transport=transport,
         retry=retry,
         bus=bus,
         handle=handle,

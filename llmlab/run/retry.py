@@ -11,7 +11,7 @@ import datetime
 import email.utils
 import random
 
-import httpx
+import httpx2
 import openai
 from tenacity import RetryCallState
 
@@ -26,7 +26,7 @@ class StreamCut(Exception):
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed attempt is worth retrying."""
-    if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx.TransportError)):
+    if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError)):
         return True
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota":

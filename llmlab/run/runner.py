@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pandas as pd
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -46,13 +46,17 @@ __all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
 
 @dataclasses.dataclass
 class RunOptions:
-    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport."""
+    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport.
+
+    ``transport`` (an ``httpx2.AsyncBaseTransport``) replaces the socket pool of every provider
+    client (tests drive the real ``openai`` client through ``httpx2.MockTransport`` / ``ASGITransport``).
+    """
 
     concurrency: int = 8
     budget_usd: float | None = None
     cache: bool | str = True
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-    http_client: httpx.AsyncClient | None = None
+    transport: httpx2.AsyncBaseTransport | None = None
     sweep_id: str | None = None
     cassette: Any = None  # path of the cassette for cache="record"/"replay"
 
@@ -179,16 +183,16 @@ class SweepRunner:
         client = self._clients.get(call.provider)
         if client is None:
             prov = get_provider(call.provider)
-            http_client = self.options.http_client
+            transport = self.options.transport
             if self._cassette is not None:
-                prov, http_client = self._cassette_client(prov)
+                prov, transport = self._cassette_transport(prov)
             client = self._clients[call.provider] = make_client(
-                prov, http_client, max_connections=max(100, self.options.concurrency * 2)
+                prov, transport, max_connections=max(100, self.options.concurrency * 2)
             )
         return client
 
-    def _cassette_client(self, prov: Any) -> tuple[Any, httpx.AsyncClient]:
-        """An http client whose transport records to / replays from the cassette. Replay needs
+    def _cassette_transport(self, prov: Any) -> tuple[Any, CassetteTransport]:
+        """A transport that records to / replays from the cassette. Replay needs
         no key and no server: the provider is swapped for a key-less one whose URL is never
         dialled (for ``local`` this also keeps the model server from starting)."""
         if self.options.cassette_mode == "replay":
@@ -201,7 +205,7 @@ class SweepRunner:
         else:
             base_url = prov.resolve_base_url()
             transport = CassetteTransport(self._cassette, provider=prov.name, base_url=base_url)
-        return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
+        return prov, transport
 
     def _cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
         from llmlab.pricing import cost_for, load_prices
@@ -552,7 +556,7 @@ class SweepRunner:
                             self._emit("token", call.call_id, text=delta)
                         if choice.finish_reason:
                             finish = choice.finish_reason
-            except (httpx.TransportError, openai.APIError) as exc:
+            except (httpx2.TransportError, openai.APIError) as exc:
                 raise StreamCut(f"stream interrupted after {len(parts)} chunks: {type(exc).__name__}") from exc
             if finish is None:
                 raise StreamCut(f"stream ended after {len(parts)} chunks without a finish_reason")

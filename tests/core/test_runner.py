@@ -278,3 +278,21 @@ def test_interrupting_a_blocking_run_inside_a_running_loop_keeps_what_finished(t
     assert proc.returncode == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["stopped"] == "cancelled" and result["rows"] >= 2 and result["rows"] + result["skipped"] == 16
+
+
+def test_provider_clients_use_openais_own_http_stack_and_accept_a_transport():
+    """No legacy ``httpx.AsyncClient`` between llmlab and the model: the openai client's own
+    httpx2-based stack carries every call, and an ``httpx2`` transport drives a whole sweep
+    in-process through the real openai client (no socket)."""
+    import httpx
+    import httpx2
+
+    from llmlab.plan.providers import get_provider, make_client
+
+    client = make_client(get_provider("local"))
+    assert isinstance(client._client, httpx2.AsyncClient) and not isinstance(client._client, httpx.AsyncClient)
+    ll.provider("inproc", base_url="http://inproc.invalid/v1", api_key_env=None)
+    app = create_app(delay_ms=0)
+    sweep = ll.Sweep(prompts=["What is a rainbow?"], models=["inproc/tiny"], repeats=3, max_tokens=8)
+    res = sweep.run(display=False, cache=False, transport=httpx2.ASGITransport(app=app))
+    assert (res.df["status"] == "ok").all() and (res.df["output_tokens"] > 0).all()
