@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -35,8 +37,15 @@ from llmlab.plan.grid import Call, Grid
 from llmlab.plan.providers import get_provider, make_client
 from llmlab.run.cassette import CallInfo, Cassette, CassetteTransport, call_scope
 from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
-from llmlab.run.limits import Limits
-from llmlab.run.retry import RetryPolicy, StreamCut, describe_error, is_rate_limited, is_transient
+from llmlab.run.limits import Limits, Pacer, Window
+from llmlab.run.retry import (
+    RetryPolicy,
+    StreamCut,
+    describe_error,
+    is_rate_limited,
+    is_transient,
+    retry_after_seconds,
+)
 from llmlab.store import get_store
 from llmlab.tracing import call_context, ensure_tracing
 from llmlab.tracing.setup import schema_attrs_for_call
@@ -301,7 +310,6 @@ class SweepRunner:
             budget_usd=self.options.budget_usd,
             calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls],
         )
-        sem = asyncio.Semaphore(self.options.concurrency)
         tasks = []
         for call in calls:
             self._emit("queued", call.call_id)
@@ -310,7 +318,7 @@ class SweepRunner:
             if hit is not None:
                 self._finish_cached(call, hit, index)
                 continue
-            task = asyncio.ensure_future(self._run_call(call, index, sem))
+            task = asyncio.ensure_future(self._run_call(call, index))
             self.handle._tasks.add(task)
             task.add_done_callback(self.handle._tasks.discard)
             tasks.append(task)
@@ -394,16 +402,18 @@ class SweepRunner:
         self._reservations[call.call_id] = est
         return True
 
-    async def _run_call(self, call: Call, index: int, sem: asyncio.Semaphore) -> None:
+    async def _run_call(self, call: Call, index: int) -> None:
         queued_at = time.perf_counter()
         row = _base_row(call, self.sweep_id)
+        # a slot of the call's own provider+model: one provider's limits or 429s never hold up another's calls
+        window = self._limits.window(call)
         try:
             if call.call_id in self._claims:  # another sweep is sending it: wait for its answer
                 hit = await self._claims.wait(call.call_id)
                 if hit is not None:
                     self._finish_cached(call, hit, index)
                     return
-            await sem.acquire()
+            await window.acquire()
         except asyncio.CancelledError:  # cancelled while still waiting for a slot: never sent
             self.skipped.append((call, "cancelled"))
             self._emit("skipped", call.call_id, reason="cancelled")
@@ -411,7 +421,7 @@ class SweepRunner:
         try:
             await self._run_call_in_slot(call, index, row, queued_at)
         finally:
-            sem.release()
+            window.release()
 
     async def _run_call_in_slot(self, call: Call, index: int, row: dict[str, Any], queued_at: float) -> None:
         if self.handle.cancelled.is_set():
@@ -454,7 +464,11 @@ class SweepRunner:
         est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
         attempt = 0
+        # 429s count against a call only while its provider+model makes no progress: a sweep
+        # converging on the provider's capacity rejects some requests, and none of them fails
         failures = {"rate_limited": 0, "other": 0}
+        window = self._limits.window(call)
+        progress_seen = window.accepted
 
         def stop(state: RetryCallState) -> bool:
             return failures["other"] >= policy.max_attempts or failures["rate_limited"] >= policy.max_rate_limited
@@ -479,22 +493,25 @@ class SweepRunner:
             async for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    window = await self._limits.acquire(call, est_tokens)
+                    pacer = await self._limits.pace(call, est_tokens)
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
                     sent_at = time.monotonic()
+
                     try:
-                        await self._one_attempt(call, row, queued_at, attempt)
+                        await self._one_attempt(
+                            call, row, queued_at, attempt, functools.partial(_accepted, window, pacer)
+                        )
                     except Exception as exc:
-                        limited = is_rate_limited(exc)
-                        failures["rate_limited" if limited else "other"] += 1
-                        if limited:
+                        if is_rate_limited(exc):
+                            if window.accepted != progress_seen:
+                                progress_seen, failures["rate_limited"] = window.accepted, 0
+                            failures["rate_limited"] += 1
                             window.on_rate_limited(sent_at)
+                            pacer.on_rate_limited(sent_at, retry_after_seconds(exc))
+                        else:
+                            failures["other"] += 1
                         raise
-                    else:
-                        window.on_success()
-                    finally:
-                        window.release()
         except (asyncio.CancelledError, ReplayMissError):
             raise
         except Exception as exc:
@@ -511,7 +528,10 @@ class SweepRunner:
             if row.get("end_time") is None:
                 row["end_time"] = pd.Timestamp.now(tz="UTC").isoformat()
 
-    async def _one_attempt(self, call: Call, row: dict[str, Any], queued_at: float, attempt: int) -> None:
+    async def _one_attempt(
+        self, call: Call, row: dict[str, Any], queued_at: float, attempt: int, accepted: Callable[[], None]
+    ) -> None:
+        """One request; ``accepted`` is called once the provider has answered 200 (before the stream)."""
         client = self._client(call)
         self._emit("started", call.call_id, attempt=attempt)
         sent_at = time.perf_counter()
@@ -540,6 +560,7 @@ class SweepRunner:
             stream = await client.chat.completions.create(
                 **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
             )
+            accepted()
             try:
                 async for chunk in stream:
                     if chunk.model:
@@ -599,6 +620,12 @@ class SweepRunner:
                 "itl_ms": (gen_ms / (tokens_out - 1)) if tokens_out and tokens_out > 1 else None,
             }
         )
+
+
+def _accepted(window: Window, pacer: Pacer) -> None:
+    """The provider accepted a request (answered 200): progress for the window and the pacer."""
+    window.on_accepted()
+    pacer.on_accepted()
 
 
 def _for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[str, Any]:
