@@ -45,7 +45,14 @@ def make_app(tokens: int, first_ms: float, per_token_ms: float) -> web.Applicati
         body = await request.json()
         model = body.get("model", "tiny")
         n = min(tokens, int(body.get("max_tokens") or tokens))
-        usage = {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}
+        usage = {
+            "prompt_tokens": 12,
+            "completion_tokens": n,
+            "total_tokens": 12 + n,
+            # as OpenAI sends them (OpenLLMetry 0.62 raises, and formats a traceback, on every call without them)
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
         if not body.get("stream"):
             if first_ms or per_token_ms:
                 await asyncio.sleep((first_ms + per_token_ms * max(0, n - 1)) / 1000)

@@ -35,7 +35,7 @@ from llmlab.plan.providers import get_provider
 if TYPE_CHECKING:
     from llmlab.plan.grid import Call
 
-__all__ = ["Limits", "Pacer", "Window"]
+__all__ = ["Limits", "LoopLag", "Pacer", "Window"]
 
 #: the adaptive rate never goes below this (requests per second)
 MIN_RATE = 0.2
@@ -259,3 +259,41 @@ class Limits:
                 "cuts": w.cuts,
             }
         return out
+
+
+class LoopLag:
+    """Event-loop lag of a running sweep: how late a short sleep wakes up.
+
+    A saturated loop (too many calls for one CPU, a slow subscriber) makes every recorded
+    latency and TTFT include time spent waiting for the loop rather than the model. The runner
+    samples the lag while it runs, reports its percentiles in the sweep summary, and warns once
+    when it passes :attr:`threshold_ms` (lower ``concurrency`` then, or move heavy work off the loop).
+    """
+
+    def __init__(self, interval_s: float = 0.05, threshold_ms: float = 100.0) -> None:
+        self.interval_s = interval_s
+        self.threshold_ms = threshold_ms
+        self.samples_ms: list[float] = []
+        self.warned = False
+
+    async def watch(self, on_saturated: Any) -> None:
+        """Sample until cancelled; call ``on_saturated(lag_ms)`` the first time the lag passes the threshold."""
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            lag_ms = max(0.0, (time.monotonic() - t0 - self.interval_s) * 1000.0)
+            self.samples_ms.append(lag_ms)
+            if lag_ms > self.threshold_ms and not self.warned:
+                self.warned = True
+                on_saturated(lag_ms)
+
+    def summary(self) -> dict[str, float | None]:
+        """p50, p95 and max lag in ms (None before any sample)."""
+        if not self.samples_ms:
+            return {"p50": None, "p95": None, "max": None}
+        data = sorted(self.samples_ms)
+        return {
+            "p50": round(data[len(data) // 2], 1),
+            "p95": round(data[min(len(data) - 1, int(len(data) * 0.95))], 1),
+            "max": round(data[-1], 1),
+        }

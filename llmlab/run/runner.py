@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -37,7 +38,7 @@ from llmlab.plan.grid import Call, Grid
 from llmlab.plan.providers import get_provider, make_client
 from llmlab.run.cassette import CallInfo, Cassette, CassetteTransport, call_scope
 from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
-from llmlab.run.limits import Limits, Pacer, Window
+from llmlab.run.limits import Limits, LoopLag, Pacer, Window
 from llmlab.run.retry import (
     RetryPolicy,
     StreamCut,
@@ -51,6 +52,8 @@ from llmlab.tracing import call_context, ensure_tracing
 from llmlab.tracing.setup import schema_attrs_for_call
 
 __all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
+
+log = logging.getLogger("llmlab.run")
 
 
 @dataclasses.dataclass
@@ -323,6 +326,8 @@ class SweepRunner:
             task.add_done_callback(self.handle._tasks.discard)
             tasks.append(task)
         interrupted = False
+        lag = LoopLag()
+        watcher = asyncio.ensure_future(lag.watch(self._loop_saturated))
         try:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -334,6 +339,7 @@ class SweepRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        watcher.cancel()
         await self._claims.close()
         self.store.release_claims(self.sweep_id)  # calls that failed or were skipped: free for another sweep
         for client in self._clients.values():
@@ -352,6 +358,7 @@ class SweepRunner:
             "stopped": self.stopped,
             "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
             "limits": self._limits.summary(),
+            "loop_lag_ms": lag.summary(),
         }
         finish_experiment(
             self.store,
@@ -367,6 +374,16 @@ class SweepRunner:
             raise asyncio.CancelledError
         if self.replay_misses:
             raise _combined_miss(self.replay_misses, len(calls))
+
+    def _loop_saturated(self, lag_ms: float) -> None:
+        """Said once per sweep: latencies now include waiting for the event loop, not only the model."""
+        log.warning(
+            "sweep %s: the event loop is saturated (a %.0f ms wake-up lag at concurrency %d); latency_ms and "
+            "ttft_ms include that wait. Lower concurrency= for latency figures that measure the model.",
+            self.sweep_id,
+            lag_ms,
+            self.options.concurrency,
+        )
 
     def _finish_cached(self, call: Call, hit: dict[str, Any], index: int) -> None:
         row = _base_row(call, self.sweep_id)
