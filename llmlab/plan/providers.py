@@ -6,8 +6,8 @@ started on demand). Users add any OpenAI-compatible endpoint with :func:`provide
 
 Keys are read from the environment at call time and never stored, logged or put in spans.
 Every client is built on the ``openai`` package's own HTTP stack (httpx2 in openai 3.x; its
-aiohttp transport when the ``openai[aiohttp]`` extra is installed, measured ~1.4× the httpx2
-default and ~2× a legacy ``httpx.AsyncClient`` in ``bench/bench_runner.py``). Tests, cassettes and
+aiohttp transport when the ``openai[aiohttp]`` extra is installed: in a raw loop on a fast
+server it measured ~1.5× the httpx2 default and ~2× a legacy ``httpx.AsyncClient``, see docs/benchmarks.md). Tests, cassettes and
 advanced users pass ``transport=`` (an ``httpx2.AsyncBaseTransport``: ``httpx2.MockTransport``,
 ``httpx2.ASGITransport``, :class:`llmlab.run.cassette.CassetteTransport`) to drive the real
 ``openai`` client without a socket.

@@ -376,14 +376,14 @@ class SweepRunner:
             raise _combined_miss(self.replay_misses, len(calls))
 
     def _loop_saturated(self, lag_ms: float) -> None:
-        """Said once per sweep: latencies now include waiting for the event loop, not only the model."""
-        log.warning(
-            "sweep %s: the event loop is saturated (a %.0f ms wake-up lag at concurrency %d); latency_ms and "
-            "ttft_ms include that wait. Lower concurrency= for latency figures that measure the model.",
-            self.sweep_id,
-            lag_ms,
-            self.options.concurrency,
+        """Said once per sweep (a ``loop_saturated`` event, and an INFO log line): latencies now
+        include waiting for the event loop, not only the model."""
+        hint = (
+            f"the event loop is saturated (a {lag_ms:.0f} ms wake-up lag at concurrency {self.options.concurrency}); "
+            "latency_ms and ttft_ms include that wait: lower concurrency= for latency figures that measure the model"
         )
+        log.info("sweep %s: %s", self.sweep_id, hint)
+        self._emit("loop_saturated", lag_ms=round(lag_ms, 1), concurrency=self.options.concurrency, hint=hint)
 
     def _finish_cached(self, call: Call, hit: dict[str, Any], index: int) -> None:
         row = _base_row(call, self.sweep_id)
