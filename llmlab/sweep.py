@@ -115,7 +115,8 @@ class Sweep:
         """Send every call and wait; works in scripts and inside a running Jupyter kernel.
 
         Args:
-            concurrency: calls in flight at once.
+            concurrency: calls in flight at once per provider+model (each has its own queue, so one
+                provider's rate limits never hold up another's calls).
             display: live grid (Jupyter) / progress bar (terminal); default: on in Jupyter and TTYs.
             budget_usd: stop dispatching before the estimated spend would pass this.
             cache: True reuses stored responses (a re-run sends nothing); False always sends;
