@@ -1,24 +1,38 @@
-"""Sweep throughput: llmlab (tracing + store on) vs a raw AsyncOpenAI + asyncio.gather loop.
+"""Sweep throughput, honestly: llmlab vs a raw AsyncOpenAI loop vs the seed's stack, each in its own process.
 
-Both send the same 2,000 streamed requests at concurrency 64 to the embedded model server with
-no artificial delay, in the same process, alternating rounds; the figure is the throughput ratio
-(target ≥ 0.8). The model server runs in a separate process so that neither side pays for it.
+Sides (each run in a fresh Python process, so nothing one side imports or instruments touches another):
 
-    python bench/bench_runner.py [--calls 2000] [--concurrency 64] [--rounds 2]
+* ``raw``    — ``openai.AsyncOpenAI()`` with its default HTTP client + ``asyncio.gather`` under a
+  semaphore, no instrumentation: the ceiling.
+* ``seed``   — the same loop after ``Traceloop.init`` (OpenLLMetry's defaults, batch export to the
+  collector over OTLP/HTTP), as the seed's Flask app does: what users had before llmlab.
+* ``llmlab`` — ``ll.Sweep(...).run()`` with tracing, the local store and export to the collector on.
+
+Servers (separate processes): ``bench/fastserver.py`` answering 16 streamed tokens with no delay
+("fast": measures client overhead) and with 0.2 s + 10 ms/token ("realistic"), and the embedded
+collector (``llmlab collector``) that both the seed and llmlab export to. Each round runs every
+side once, in turn; the figures are medians of per-round ratios (the machines are shared and noisy).
+
+    python bench/bench_runner.py [--calls 1000] [--concurrency 64] [--rounds 3] [--big]   # --big: 10,000 calls
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import httpx
+HERE = Path(__file__).resolve().parent
+TOKENS = 16
 
 
 def _free_port() -> int:
@@ -27,104 +41,188 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_model_server() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "LLMLAB_LOCAL_DELAY_MS": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmlab", "serve-model", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(200):
+def _wait(url: str) -> None:
+    import httpx
+
+    for _ in range(400):
         try:
-            httpx.get(url + "/models", timeout=1.0)
-            return proc, url
+            httpx.get(url, timeout=1.0)
+            return
         except httpx.HTTPError:
             time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("model server did not start")
+    raise RuntimeError(f"{url} did not answer")
 
 
-def make_sweep(calls: int, ll):
-    prompts = [f"Question {i}: explain how rain forms over the sea." for i in range(calls // 4)]
-    return ll.Sweep(
-        prompts=prompts, models=["bench/tiny"], temperature=[0.5, 1.0], top_p=[1.0, 0.9], max_tokens=32, seed=1
-    )
+def _start(args: list[str], probe: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(probe)
+    return proc
 
 
-async def raw_loop(sweep, url: str, concurrency: int) -> float:
-    import openai
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    client = openai.AsyncOpenAI(
-        base_url=url,
-        api_key="x",
-        max_retries=0,
-        http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=200)),
-    )
+
+def _prompts(calls: int) -> list[str]:
+    return [f"Question {i}: explain how rain forms over the sea." for i in range(calls)]
+
+
+async def _gather_loop(client, calls: int, concurrency: int) -> float:
     sem = asyncio.Semaphore(concurrency)
 
-    async def one(call) -> None:
+    async def one(prompt: str) -> None:
         async with sem:
             stream = await client.chat.completions.create(
-                **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
+                model="tiny",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=TOKENS,
+                temperature=0.5,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             async for _ in stream:
                 pass
 
+    await asyncio.gather(*(one(p) for p in _prompts(min(64, calls))))  # warm: connections, imports
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in sweep.calls))
+    await asyncio.gather(*(one(p) for p in _prompts(calls)))
+    return time.perf_counter() - t0
+
+
+def side_raw(url: str, collector: str, calls: int, concurrency: int) -> dict:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+    rss0 = _rss_mb()
+    elapsed = asyncio.run(_gather_loop(client, calls, concurrency))
+    return {"elapsed": elapsed, "rss_growth_mb": _rss_mb() - rss0}
+
+
+def side_seed(url: str, collector: str, calls: int, concurrency: int) -> dict:
+    import openai
+    from traceloop.sdk import Traceloop
+
+    os.environ["TRACELOOP_TELEMETRY"] = "false"
+    Traceloop.init(app_name="seed-bench", api_endpoint=collector + "/otel", disable_batch=False)
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+    rss0 = _rss_mb()
+    elapsed = asyncio.run(_gather_loop(client, calls, concurrency))
+    t0 = time.perf_counter()
+    Traceloop.flush() if hasattr(Traceloop, "flush") else None
+    return {"elapsed": elapsed, "flush_s": time.perf_counter() - t0, "rss_growth_mb": _rss_mb() - rss0}
+
+
+def side_llmlab(url: str, collector: str, calls: int, concurrency: int) -> dict:
+    import llmlab as ll
+
+    ll.configure(home=tempfile.mkdtemp(prefix="llmlab-bench-"), datakit=collector)
+    ll.provider("bench", base_url=url, api_key_env=None)
+
+    def sweep(prompts: list[str]):
+        return ll.Sweep(prompts=prompts, models=["bench/tiny"], temperature=0.5, max_tokens=TOKENS)
+
+    sweep(_prompts(min(64, calls))).run(concurrency=concurrency, display=False, cache=False)  # warm
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    res = sweep([f"{p} " for p in _prompts(calls)]).run(concurrency=concurrency, display=False, cache=False)
     elapsed = time.perf_counter() - t0
-    await client.close()
-    return elapsed
+    df = res.df
+    assert (df["status"] == "ok").all(), df["error"].unique()[:3]
+    return {
+        "elapsed": elapsed,
+        "rss_growth_mb": _rss_mb() - rss0,
+        "p50_latency_ms": float(df["latency_ms"].median()),
+    }
+
+
+SIDES = {"raw": side_raw, "seed": side_seed, "llmlab": side_llmlab}
+
+
+def run_side(side: str, url: str, collector: str, calls: int, concurrency: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", __file__, "--side", side, "--url", url, "--collector", collector]
+        + ["--calls", str(calls), "--concurrency", str(concurrency)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big", action="store_true", help="10,000 calls")
+    parser.add_argument("--servers", default="fast,realistic")
+    parser.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--collector", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import llmlab as ll
-
-    proc, url = start_model_server()
+    if args.side:
+        print(json.dumps(SIDES[args.side](args.url, args.collector, args.calls, args.concurrency)))
+        return
+    calls = 10_000 if args.big else args.calls
+    procs = []
     try:
-        ll.provider("bench", base_url=url, api_key_env=None)
-        # warm both paths first (imports, OpenLLMetry instrumentation, connection pools, model caches)
-        ll.configure(home=tempfile.mkdtemp(prefix="llmlab-bench-"), datakit=None)
-        warm = make_sweep(256, ll)
-        asyncio.run(raw_loop(warm, url, args.concurrency))
-        warm.run(concurrency=args.concurrency, display=False, cache=False)
-        rows = []
-        for r in range(args.rounds):
-            ll.configure(home=tempfile.mkdtemp(prefix="llmlab-bench-"), datakit=None)
-            sweep = make_sweep(args.calls, ll)
-            raw_s = asyncio.run(raw_loop(sweep, url, args.concurrency))
-            t0 = time.perf_counter()
-            res = sweep.run(concurrency=args.concurrency, display=False, cache=False)
-            ll_s = time.perf_counter() - t0
-            assert (res.df["status"] == "ok").all(), res.df["error"].unique()
-            rows.append((raw_s, ll_s))
-            print(
-                f"round {r + 1}: raw {len(sweep.calls) / raw_s:7.1f} calls/s   llmlab {len(sweep.calls) / ll_s:7.1f} calls/s"
-                f"   ratio {raw_s / ll_s:.2f}"
+        port = _free_port()
+        home = tempfile.mkdtemp(prefix="llmlab-bench-collector-")
+        procs.append(
+            _start(
+                ["-m", "llmlab", "collector", "--port", str(port), "--home", home], f"http://127.0.0.1:{port}/v1/ping"
             )
-        ratios = sorted(raw / lab for raw, lab in rows)
-        raw_best = min(r[0] for r in rows)
-        ll_best = min(r[1] for r in rows)
-        print(
-            f"\n{args.calls} calls, concurrency {args.concurrency}: raw AsyncOpenAI {args.calls / raw_best:.1f} calls/s, "
-            f"llmlab sweep (tracing + store) {args.calls / ll_best:.1f} calls/s (best rounds)"
         )
-        print(
-            f"throughput ratio llmlab/raw: median {ratios[len(ratios) // 2]:.2f} over {len(rows)} paired rounds, "
-            f"best/best {raw_best / ll_best:.2f} (target >= 0.80)"
-        )
+        collector = f"http://127.0.0.1:{port}"
+        servers = {
+            "fast": ["--first-ms", "0", "--per-token-ms", "0"],
+            "realistic": ["--first-ms", "200", "--per-token-ms", "10"],
+        }
+        for name in args.servers.split(","):
+            sport = _free_port()
+            server = _start(
+                [str(HERE / "fastserver.py"), "--port", str(sport), "--tokens", str(TOKENS), *servers[name]],
+                f"http://127.0.0.1:{sport}/v1/models",
+            )
+            procs.append(server)
+            url = f"http://127.0.0.1:{sport}/v1"
+            results: dict[str, list[dict]] = {s: [] for s in SIDES}
+            for r in range(args.rounds):
+                for side in SIDES:
+                    results[side].append(run_side(side, url, collector, calls, args.concurrency))
+                cps = {s: calls / results[s][-1]["elapsed"] for s in SIDES}
+                print(
+                    f"[{name}] round {r + 1}: raw {cps['raw']:.0f}  seed {cps['seed']:.0f}  llmlab {cps['llmlab']:.0f} calls/s",
+                    flush=True,
+                )
+            ratio = {
+                other: statistics.median(
+                    results[other][i]["elapsed"] / results["llmlab"][i]["elapsed"] for i in range(args.rounds)
+                )
+                for other in ("raw", "seed")
+            }
+            med = {s: statistics.median(calls / x["elapsed"] for x in results[s]) for s in SIDES}
+            mem = {s: statistics.median(x["rss_growth_mb"] for x in results[s]) * 1024 / calls for s in SIDES}
+            print(
+                f"[{name}] {calls} calls, concurrency {args.concurrency}, {args.rounds} rounds (medians): "
+                f"raw {med['raw']:.0f}, seed stack {med['seed']:.0f}, llmlab {med['llmlab']:.0f} calls/s; "
+                f"llmlab/raw {ratio['raw']:.2f} (goal >= 0.8), llmlab/seed {ratio['seed']:.2f} (goal >= 1.0); "
+                f"peak-RSS growth per call KB: "
+                + ", ".join(f"{s} {mem[s]:.2f}" for s in SIDES)
+                + (
+                    f"; llmlab p50 latency_ms {statistics.median(x['p50_latency_ms'] for x in results['llmlab']):.0f}"
+                    if name == "realistic"
+                    else ""
+                ),
+                flush=True,
+            )
+            server.terminate()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
 
 
 if __name__ == "__main__":

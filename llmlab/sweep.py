@@ -21,7 +21,7 @@ from llmlab.plan.prompts import load_prompts
 from llmlab.results import RateCallback, SweepResult, store_ratings
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
     from llmlab.run.retry import RetryPolicy
     from llmlab.run.runner import RunHandle
@@ -122,7 +122,8 @@ class Sweep:
         """Send every call and wait; works in scripts and inside a running Jupyter kernel.
 
         Args:
-            concurrency: calls in flight at once.
+            concurrency: calls in flight at once per provider+model (each has its own queue, so one
+                provider's rate limits never hold up another's calls).
             display: live grid (Jupyter) / progress bar (terminal); default: on in Jupyter and TTYs.
             budget_usd: stop dispatching before the estimated spend would pass this.
             cache: True reuses stored responses (a re-run sends nothing); False always sends;
@@ -164,7 +165,7 @@ async def run_async(
     budget_usd: float | None = None,
     cache: bool | str = True,
     *,
-    http_client: httpx.AsyncClient | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     bus: EventBus | None = None,
     handle: RunHandle | None = None,
@@ -193,7 +194,7 @@ async def run_async(
         concurrency,
         budget_usd,
         cache,
-        http_client=http_client,
+        transport=transport,
         retry=retry,
         bus=bus,
         handle=handle,

@@ -5,23 +5,28 @@ A model is named ``"provider/model"``; a bare name means provider ``openai``. Bu
 started on demand). Users add any OpenAI-compatible endpoint with :func:`provider`.
 
 Keys are read from the environment at call time and never stored, logged or put in spans.
-Tests and advanced users pass ``http_client=`` (an ``httpx.AsyncClient``, e.g. with a custom
-transport) to drive the real ``openai`` client through any transport.
+Every client is built on the ``openai`` package's own HTTP stack (httpx2 in openai 3.x; its
+aiohttp transport when the ``openai[aiohttp]`` extra is installed: in a raw loop on a fast
+server it measured ~1.5× the httpx2 default and ~2× a legacy ``httpx.AsyncClient``, see docs/benchmarks.md). Tests, cassettes and
+advanced users pass ``transport=`` (an ``httpx2.AsyncBaseTransport``: ``httpx2.MockTransport``,
+``httpx2.ASGITransport``, :class:`llmlab.run.cassette.CassetteTransport`) to drive the real
+``openai`` client without a socket.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from typing import Any
 
-import httpx
+import httpx2
 
 from llmlab.errors import ConfigError, register_secret
 from llmlab.text import is_finite_number
 
-__all__ = ["Provider", "get_provider", "make_client", "provider", "providers", "split_model"]
+__all__ = ["Provider", "get_provider", "http_stack", "make_client", "provider", "providers", "split_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +143,8 @@ def provider(
     ):
         # named by type only: the values are credentials
         raise ConfigError(f"provider {name!r}: headers must be a dict of header name to string value")
-    for value in (headers or {}).values():
-        register_secret(value)  # e.g. an Azure "api-key" header: never echoed in an error
+    for header_value in (headers or {}).values():
+        register_secret(header_value)  # e.g. an Azure "api-key" header: never echoed in an error
     base = existing or Provider(name)
     new = dataclasses.replace(
         base,
@@ -197,25 +202,50 @@ def get_provider(name: str) -> Provider:
     return found
 
 
-def make_client(prov: Provider, http_client: httpx.AsyncClient | None = None, max_connections: int = 100) -> Any:
-    """Build an ``openai.AsyncOpenAI`` for ``prov``.
+@functools.cache
+def http_stack() -> str:
+    """Which HTTP stack provider clients use: ``"aiohttp"`` (openai's ``DefaultAioHttpClient``,
+    when the ``openai[aiohttp]`` extra is installed) or ``"httpx2"`` (openai's default)."""
+    import openai
+
+    try:
+        openai.DefaultAioHttpClient(transport=httpx2.MockTransport(lambda request: httpx2.Response(200)))
+    except RuntimeError:  # the extra is missing: openai's stub raises on construction
+        return "httpx2"
+    return "aiohttp"
+
+
+def make_client(prov: Provider, transport: httpx2.AsyncBaseTransport | None = None, max_connections: int = 100) -> Any:
+    """Build an ``openai.AsyncOpenAI`` for ``prov`` on the openai package's own HTTP stack.
 
     openai's own retries are off (``max_retries=0``): the runner retries with tenacity so that
     every attempt is counted, traced and excluded from latency.
+
+    Args:
+        prov: the provider.
+        transport: an ``httpx2.AsyncBaseTransport`` that does the I/O instead of a socket pool
+            (tests, cassettes); None uses openai's default transport.
+        max_connections: size of the connection pool (the sweep's concurrency, with headroom).
+
+    Returns:
+        An ``openai.AsyncOpenAI``; close it with ``await client.close()``.
     """
     import openai
 
-    if http_client is None:
-        http_client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            timeout=httpx.Timeout(prov.timeout, connect=10.0),
-            trust_env=not prov.is_local,
-        )
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    options: dict[str, Any] = {
+        "limits": limits,
+        "timeout": httpx2.Timeout(prov.timeout, connect=10.0),
+        "trust_env": not prov.is_local,  # no proxy between a notebook and its own local model server
+    }
+    if transport is not None:
+        options["transport"] = transport
+    factory = openai.DefaultAioHttpClient if http_stack() == "aiohttp" else openai.DefaultAsyncHttpx2Client
     return openai.AsyncOpenAI(
         api_key=prov.api_key(),
         base_url=prov.resolve_base_url(),
         max_retries=0,
         timeout=prov.timeout,
-        http_client=http_client,
+        http_client=factory(**options),
         default_headers=dict(prov.default_headers) or None,
     )

@@ -5,8 +5,9 @@ with ``cache="record", cassette=path`` once against a real provider — every re
 pair is written to a JSON *cassette* — and afterwards with ``cache="replay", cassette=path``,
 which answers every request from the cassette and never opens a socket.
 
-The seam is httpx's: :class:`CassetteTransport` is an ``httpx.AsyncBaseTransport`` given to the
-``openai`` client through its ``http_client``, so everything above it (the openai client and its
+The seam is the ``openai`` client's own HTTP stack (httpx2 in openai 3.x): :class:`CassetteTransport`
+is an ``httpx2.AsyncBaseTransport`` given to the client built by
+:func:`llmlab.plan.providers.make_client`, so everything above it (the openai client and its
 SSE parser, OpenLLMetry, the runner's TTFT/usage/cost logic) runs exactly as it does live.
 
 Keys. An interaction is keyed by a canonical hash of what decides the answer: the provider name,
@@ -47,7 +48,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from llmlab.errors import ConfigError, ReplayMissError, contains_secret, redact
 
@@ -243,7 +244,7 @@ class Cassette:
         return err
 
 
-class _ReplayStream(httpx.AsyncByteStream):
+class _ReplayStream(httpx2.AsyncByteStream):
     """A recorded body, yielded in its recorded pieces (one SSE event per chunk)."""
 
     def __init__(self, pieces: list[bytes]) -> None:
@@ -254,11 +255,11 @@ class _ReplayStream(httpx.AsyncByteStream):
             yield piece
 
 
-class _RecordingStream(httpx.AsyncByteStream):
+class _RecordingStream(httpx2.AsyncByteStream):
     """Passes a live body through untouched (so TTFT is real while recording) and records it
     once it has been read to the end."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, on_complete: Any) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, on_complete: Any) -> None:
         self._inner = inner
         self._on_complete = on_complete
         self._chunks: list[bytes] = []
@@ -282,36 +283,37 @@ def _split_sse(text: str) -> list[str]:
     return [event for event in text.replace("\r\n", "\n").split("\n\n") if event.strip()]
 
 
-class CassetteTransport(httpx.AsyncBaseTransport):
-    """An ``httpx.AsyncBaseTransport`` that records to or replays from a :class:`Cassette`.
+class CassetteTransport(httpx2.AsyncBaseTransport):
+    """An ``httpx2.AsyncBaseTransport`` that records to or replays from a :class:`Cassette`.
 
     Args:
         cassette: the cassette (its ``mode`` decides what happens).
         provider: the provider name, part of every key.
         base_url: the provider's base URL; its path is stripped from request paths in keys.
-        inner: the transport that really sends (record mode); default ``httpx.AsyncHTTPTransport()``.
+        inner: the transport that really sends (record mode); default ``httpx2.AsyncHTTPTransport()``
+            (recording is not throughput-bound: the plain httpx2 transport keeps it library-only).
             Replay mode never uses or builds one.
     """
 
     def __init__(
-        self, cassette: Cassette, *, provider: str, base_url: str = "", inner: httpx.AsyncBaseTransport | None = None
+        self, cassette: Cassette, *, provider: str, base_url: str = "", inner: httpx2.AsyncBaseTransport | None = None
     ) -> None:
         self.cassette = cassette
         self.provider = provider
-        self._base_path = httpx.URL(base_url).path.rstrip("/") if base_url else ""
+        self._base_path = httpx2.URL(base_url).path.rstrip("/") if base_url else ""
         self._inner = inner if cassette.mode == "record" else None
         if cassette.mode == "record" and self._inner is None:
             self._inner = (
-                httpx.AsyncHTTPTransport(trust_env=False) if provider == "local" else httpx.AsyncHTTPTransport()
+                httpx2.AsyncHTTPTransport(trust_env=False) if provider == "local" else httpx2.AsyncHTTPTransport()
             )
 
-    def _path(self, request: httpx.Request) -> str:
+    def _path(self, request: httpx2.Request) -> str:
         path = request.url.path
         if self._base_path and path.startswith(self._base_path):
             path = path[len(self._base_path) :] or "/"
         return path
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
         path = self._path(request)
         info = _current_call.get()
@@ -324,7 +326,7 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             return self._replay(entry, request)
         return await self._record(request, path, body, key)
 
-    def _replay(self, entry: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    def _replay(self, entry: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
         response = entry["response"]
         headers = [(k, v) for k, v in response.get("headers", {}).items()]
         if "events" in response:
@@ -333,9 +335,9 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             pieces = [base64.b64decode(response["body_b64"])]
         else:
             pieces = [response.get("body", "").encode("utf-8")]
-        return httpx.Response(response["status"], headers=headers, stream=_ReplayStream(pieces), request=request)
+        return httpx2.Response(response["status"], headers=headers, stream=_ReplayStream(pieces), request=request)
 
-    async def _record(self, request: httpx.Request, path: str, body: bytes, key: str) -> httpx.Response:
+    async def _record(self, request: httpx2.Request, path: str, body: bytes, key: str) -> httpx2.Response:
         assert self._inner is not None
         # an uncompressed answer keeps the cassette readable text (SSE events, JSON)
         request.headers["Accept-Encoding"] = "identity"
@@ -372,7 +374,7 @@ class CassetteTransport(httpx.AsyncBaseTransport):
                 request_info.update({"call_id": info.call_id, "repeat": info.repeat})
             self.cassette.put(key, {"request": request_info, "response": response})
 
-        return httpx.Response(
+        return httpx2.Response(
             status,
             headers=live.headers,
             stream=_RecordingStream(live.stream, on_complete),  # type: ignore[arg-type]

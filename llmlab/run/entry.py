@@ -15,7 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 
 from llmlab.events import EventBus
 from llmlab.plan.grid import Grid
@@ -33,7 +33,7 @@ def prepare_run(
     budget_usd: float | None = None,
     cache: bool | str = True,
     *,
-    http_client: httpx.AsyncClient | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     bus: EventBus | None = None,
     handle: RunHandle | None = None,
@@ -52,7 +52,7 @@ def prepare_run(
         budget_usd=budget_usd,
         cache=cache,
         retry=retry or RetryPolicy(),
-        http_client=http_client,
+        transport=transport,
         sweep_id=sweep_id,
         cassette=cassette,
     )

@@ -11,7 +11,7 @@ import datetime
 import email.utils
 import random
 
-import httpx
+import httpx2
 import openai
 from tenacity import RetryCallState
 
@@ -26,7 +26,7 @@ class StreamCut(Exception):
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed attempt is worth retrying."""
-    if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx.TransportError)):
+    if isinstance(exc, (StreamCut, openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError)):
         return True
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota":
@@ -73,9 +73,11 @@ def is_rate_limited(exc: BaseException | None) -> bool:
 class RetryPolicy:
     """How failed attempts are retried: exponential backoff with jitter, capped; Retry-After wins.
 
-    A 429 means "not yet", not "broken": rate-limited attempts are counted apart, up to
-    ``max_rate_limited`` of them, and neither use up ``max_attempts`` (the other transient
-    failures: 5xx, timeouts, cut streams) nor lengthen the backoff of those.
+    A 429 means "not yet", not "broken": rate-limited attempts are counted apart and neither use
+    up ``max_attempts`` (the other transient failures: 5xx, timeouts, cut streams) nor lengthen
+    the backoff of those. A call fails for 429s only after ``max_rate_limited`` of them in a row
+    during which its provider+model accepted no request at all: while the sweep makes progress
+    (the provider is accepting other calls), a rejected call waits for its turn instead.
     """
 
     max_attempts: int = 6

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
+import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pandas as pd
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -35,8 +38,16 @@ from llmlab.plan.grid import Call, Grid
 from llmlab.plan.providers import get_provider, make_client
 from llmlab.run.cassette import CallInfo, Cassette, CassetteTransport, call_scope
 from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
-from llmlab.run.limits import Limits
-from llmlab.run.retry import RetryPolicy, StreamCut, describe_error, is_rate_limited, is_transient
+from llmlab.run.limits import Limits, LoopLag, Pacer, Window
+from llmlab.run.retry import (
+    RetryPolicy,
+    StreamCut,
+    describe_error,
+    is_rate_limited,
+    is_transient,
+    retry_after_seconds,
+)
+from llmlab.run.rows import CACHE_FIELDS, base_row, combined_miss, row_for_store
 from llmlab.store import get_store
 from llmlab.text import is_finite_number
 from llmlab.tracing import call_context, ensure_tracing
@@ -45,16 +56,24 @@ from llmlab.tracing.setup import schema_attrs_for_call
 
 __all__ = ["RunHandle", "RunOptions", "RunOutcome", "SweepRunner"]
 
+log = logging.getLogger("llmlab.run")
+
 
 @dataclasses.dataclass
 class RunOptions:
-    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport."""
+    """How one run sends its calls: concurrency, budget, cache mode, retry policy and transport.
+
+    ``concurrency`` caps the requests in flight for the whole sweep, and each provider+model's own
+    slots; a call waiting for its provider's pace or back-off holds no sweep-wide slot.
+    ``transport`` (an ``httpx2.AsyncBaseTransport``) replaces the socket pool of every provider
+    client (tests drive the real ``openai`` client through ``httpx2.MockTransport`` / ``ASGITransport``).
+    """
 
     concurrency: int = 8
     budget_usd: float | None = None
     cache: bool | str = True
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-    http_client: httpx.AsyncClient | None = None
+    transport: httpx2.AsyncBaseTransport | None = None
     sweep_id: str | None = None
     cassette: Any = None  # path of the cassette for cache="record"/"replay"
 
@@ -81,54 +100,6 @@ class RunHandle:
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-
-
-def _base_row(call: Call, sweep_id: str) -> dict[str, Any]:
-    return {
-        "sweep_id": sweep_id,
-        "call_id": call.call_id,
-        "trace_id": None,
-        "span_id": None,
-        "service": None,
-        "start_time": None,
-        "end_time": None,
-        "latency_ms": None,
-        "ttft_ms": None,
-        "tokens_per_s": None,
-        "provider": call.provider,
-        "model": call.qualified_model,
-        "response_model": None,
-        "temperature": call.temperature,
-        "top_p": call.top_p,
-        "max_tokens": call.max_tokens,
-        "seed": call.seed,
-        "repeat": call.repeat,
-        "prompt_id": call.prompt_id,
-        "prompt": call.prompt,
-        "completion": None,
-        "finish_reason": None,
-        "input_tokens": None,
-        "output_tokens": None,
-        "total_tokens": None,
-        "tokens_estimated": False,
-        "cost_usd": None,
-        "status": "ok",
-        "error": "",
-        "cached": False,
-        **call.variant_columns,
-        "spent_usd": 0.0,  # what this run paid for the call: cost_usd when sent, 0 for a cache hit
-        "queue_ms": None,
-        "attempts": 0,
-        "retries": 0,
-        "itl_ms": None,
-        "params": json.dumps(call.params, sort_keys=True) if call.params else "",
-        **{k: v for k, v in call.params.items() if k not in schema.CANONICAL_COLUMNS},
-        **{
-            k if k not in schema.CANONICAL_COLUMNS else f"data.{k}": v
-            for k, v in call.data.items()
-            if k not in ("prompt_id", "id", "messages")
-        },
-    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,16 +154,16 @@ class SweepRunner:
         client = self._clients.get(call.provider)
         if client is None:
             prov = get_provider(call.provider)
-            http_client = self.options.http_client
+            transport = self.options.transport
             if self._cassette is not None:
-                prov, http_client = self._cassette_client(prov)
+                prov, transport = self._cassette_transport(prov)
             client = self._clients[call.provider] = make_client(
-                prov, http_client, max_connections=max(100, self.options.concurrency * 2)
+                prov, transport, max_connections=max(100, self.options.concurrency * 2)
             )
         return client
 
-    def _cassette_client(self, prov: Any) -> tuple[Any, httpx.AsyncClient]:
-        """An http client whose transport records to / replays from the cassette. Replay needs
+    def _cassette_transport(self, prov: Any) -> tuple[Any, CassetteTransport]:
+        """A transport that records to / replays from the cassette. Replay needs
         no key and no server: the provider is swapped for a key-less one whose URL is never
         dialled (for ``local`` this also keeps the model server from starting)."""
         if self.options.cassette_mode == "replay":
@@ -205,11 +176,11 @@ class SweepRunner:
         else:
             base_url = prov.resolve_base_url()
             transport = CassetteTransport(self._cassette, provider=prov.name, base_url=base_url)
-        return prov, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(prov.timeout, connect=10.0))
+        return prov, transport
 
     def _where(self, call: Call, exc: BaseException, text: str) -> str:
         """A connection failure names the provider and the URL it dialled (a typo'd base_url, a server down)."""
-        if not isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        if not isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
             return text
         client = self._clients.get(call.provider)
         url = str(getattr(client, "base_url", "") or get_provider(call.provider).base_url or "")
@@ -233,7 +204,7 @@ class SweepRunner:
         if self.options.cassette_mode is not None:
             if cassette is None:
                 raise ValidationError("cassette", cassette, f"cache={cache!r} needs cassette=<path of a .json file>")
-            self._cassette = Cassette(cassette, cache)  # replay: ConfigError if the file is missing
+            self._cassette = Cassette(cassette, str(cache))  # replay: ConfigError if the file is missing
         elif cassette is not None:
             raise ValidationError("cassette", str(cassette), "a cassette is used only with cache='record' or 'replay'")
         if self.options.cassette_mode != "replay":
@@ -319,7 +290,7 @@ class SweepRunner:
             budget_usd=self.options.budget_usd,
             calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls],
         )
-        sem = asyncio.Semaphore(self.options.concurrency)
+        self._in_flight = asyncio.Semaphore(self.options.concurrency)
         tasks = []
         for call in calls:
             self._emit("queued", call.call_id)
@@ -328,11 +299,13 @@ class SweepRunner:
             if hit is not None:
                 self._finish_cached(call, hit, index)
                 continue
-            task = asyncio.ensure_future(self._run_call(call, index, sem))
+            task = asyncio.ensure_future(self._run_call(call, index))
             self.handle._tasks.add(task)
             task.add_done_callback(self.handle._tasks.discard)
             tasks.append(task)
         interrupted = False
+        lag = LoopLag()
+        watcher = asyncio.ensure_future(lag.watch(self._loop_saturated))
         try:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -344,6 +317,7 @@ class SweepRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        watcher.cancel()
         await self._claims.close()
         self.store.release_claims(self.sweep_id)  # calls that failed or were skipped: free for another sweep
         for client in self._clients.values():
@@ -362,6 +336,7 @@ class SweepRunner:
             "stopped": self.stopped,
             "rate_limited": sum(w.rate_limited for w in self._limits.windows.values()),
             "limits": self._limits.summary(),
+            "loop_lag_ms": lag.summary(),
         }
         finish_experiment(
             self.store,
@@ -372,14 +347,24 @@ class SweepRunner:
             self.skipped,
             time.monotonic() - started,
         )
-        self._emit("sweep_finished", **counts)
+        self._emit("sweep_finished", None, **counts)
         if interrupted:
             raise asyncio.CancelledError
         if self.replay_misses:
-            raise _combined_miss(self.replay_misses, len(calls))
+            raise combined_miss(self.replay_misses, len(calls))
+
+    def _loop_saturated(self, lag_ms: float) -> None:
+        """Said once per sweep (a ``loop_saturated`` event, and an INFO log line): latencies now
+        include waiting for the event loop, not only the model."""
+        hint = (
+            f"the event loop is saturated (a {lag_ms:.0f} ms wake-up lag at concurrency {self.options.concurrency}); "
+            "latency_ms and ttft_ms include that wait: lower concurrency= for latency figures that measure the model"
+        )
+        log.info("sweep %s: %s", self.sweep_id, hint)
+        self._emit("loop_saturated", lag_ms=round(lag_ms, 1), concurrency=self.options.concurrency, hint=hint)
 
     def _finish_cached(self, call: Call, hit: dict[str, Any], index: int) -> None:
-        row = _base_row(call, self.sweep_id)
+        row = base_row(call, self.sweep_id)
         row.update({k: v for k, v in hit.items() if k in row or k in schema.EXTRA_COLUMNS})
         row.update(
             {
@@ -394,7 +379,7 @@ class SweepRunner:
             }
         )
         self.rows[call.call_id] = row
-        stored = _for_store(row, call, self.config.trace_content)
+        stored = row_for_store(row, call, self.config.trace_content)
         self.store.put_call(self.sweep_id, index, stored, None)
         self._emit("cached", call.call_id, row=row)
 
@@ -412,16 +397,18 @@ class SweepRunner:
         self._reservations[call.call_id] = est
         return True
 
-    async def _run_call(self, call: Call, index: int, sem: asyncio.Semaphore) -> None:
+    async def _run_call(self, call: Call, index: int) -> None:
         queued_at = time.perf_counter()
-        row = _base_row(call, self.sweep_id)
+        row = base_row(call, self.sweep_id)
+        # a slot of the call's own provider+model: one provider's limits or 429s never hold up another's calls
+        window = self._limits.window(call)
         try:
             if call.call_id in self._claims:  # another sweep is sending it: wait for its answer
                 hit = await self._claims.wait(call.call_id)
                 if hit is not None:
                     self._finish_cached(call, hit, index)
                     return
-            await sem.acquire()
+            await window.acquire()
         except asyncio.CancelledError:  # cancelled while still waiting for a slot: never sent
             self.skipped.append((call, "cancelled"))
             self._emit("skipped", call.call_id, reason="cancelled")
@@ -429,7 +416,7 @@ class SweepRunner:
         try:
             await self._run_call_in_slot(call, index, row, queued_at)
         finally:
-            sem.release()
+            window.release()
 
     async def _run_call_in_slot(self, call: Call, index: int, row: dict[str, Any], queued_at: float) -> None:
         if self.handle.cancelled.is_set():
@@ -459,8 +446,8 @@ class SweepRunner:
         if row["cost_usd"] is not None:
             self.spent_usd += row["cost_usd"]
         self.rows[call.call_id] = row
-        stored = _for_store(row, call, self.config.trace_content)
-        entry = None if row["status"] != "ok" else {k: stored[k] for k in _CACHE_FIELDS}
+        stored = row_for_store(row, call, self.config.trace_content)
+        entry = None if row["status"] != "ok" else {k: stored[k] for k in CACHE_FIELDS}
         # durable before reported: a crash after this point never re-sends the call
         try:  # shielded: a cancel here must not cancel the write of a call already paid for
             await asyncio.shield(asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry)))
@@ -473,7 +460,11 @@ class SweepRunner:
         est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
         attempt = 0
+        # 429s count against a call only while its provider+model makes no progress: a sweep
+        # converging on the provider's capacity rejects some requests, and none of them fails
         failures = {"rate_limited": 0, "other": 0}
+        window = self._limits.window(call)
+        progress_seen = window.accepted
 
         def stop(state: RetryCallState) -> bool:
             return failures["other"] >= policy.max_attempts or failures["rate_limited"] >= policy.max_rate_limited
@@ -498,22 +489,28 @@ class SweepRunner:
             async for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    window = await self._limits.acquire(call, est_tokens)
+                    pacer = await self._limits.pace(call, est_tokens)
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
                     sent_at = time.monotonic()
+
                     try:
-                        await self._one_attempt(call, row, queued_at, attempt)
+                        # the sweep-wide cap on requests in flight is taken only once the call's own
+                        # provider lets it go, so a paced or backed-off provider holds none of its slots
+                        async with self._in_flight:
+                            await self._one_attempt(
+                                call, row, queued_at, attempt, functools.partial(_accepted, window, pacer)
+                            )
                     except Exception as exc:
-                        limited = is_rate_limited(exc)
-                        failures["rate_limited" if limited else "other"] += 1
-                        if limited:
+                        if is_rate_limited(exc):
+                            if window.accepted != progress_seen:
+                                progress_seen, failures["rate_limited"] = window.accepted, 0
+                            failures["rate_limited"] += 1
                             window.on_rate_limited(sent_at)
+                            pacer.on_rate_limited(sent_at, retry_after_seconds(exc))
+                        else:
+                            failures["other"] += 1
                         raise
-                    else:
-                        window.on_success()
-                    finally:
-                        window.release()
         except (asyncio.CancelledError, ReplayMissError):
             raise
         except Exception as exc:
@@ -530,7 +527,10 @@ class SweepRunner:
             if row.get("end_time") is None:
                 row["end_time"] = pd.Timestamp.now(tz="UTC").isoformat()
 
-    async def _one_attempt(self, call: Call, row: dict[str, Any], queued_at: float, attempt: int) -> None:
+    async def _one_attempt(
+        self, call: Call, row: dict[str, Any], queued_at: float, attempt: int, accepted: Callable[[], None]
+    ) -> None:
+        """One request; ``accepted`` is called once the provider has answered 200 (before the stream)."""
         client = self._client(call)
         self._emit("started", call.call_id, attempt=attempt)
         sent_at = time.perf_counter()
@@ -560,6 +560,7 @@ class SweepRunner:
             stream = await client.chat.completions.create(
                 **call.request_kwargs(), stream=True, stream_options={"include_usage": True}
             )
+            accepted()
             try:
                 async for chunk in stream:
                     if chunk.model:
@@ -576,7 +577,7 @@ class SweepRunner:
                             self._emit("token", call.call_id, text=delta)
                         if choice.finish_reason:
                             finish = choice.finish_reason
-            except (httpx.TransportError, openai.APIError) as exc:
+            except (httpx2.TransportError, openai.APIError) as exc:
                 raise StreamCut(f"stream interrupted after {len(parts)} chunks: {type(exc).__name__}") from exc
             if finish is None:
                 raise StreamCut(f"stream ended after {len(parts)} chunks without a finish_reason")
@@ -621,41 +622,7 @@ class SweepRunner:
         )
 
 
-def _for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[str, Any]:
-    """The row as stored: without trace_content, no prompt, completion or prompt-row values
-    (template variables are prompt text too)."""
-    if trace_content:
-        return row
-    data_keys = {k if k not in schema.CANONICAL_COLUMNS else f"data.{k}" for k in call.data}
-    return {**row, "prompt": None, "completion": None, **{k: None for k in data_keys if k in row}}
-
-
-_CACHE_FIELDS = (
-    "completion",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "tokens_estimated",
-    "response_model",
-    "latency_ms",
-    "ttft_ms",
-    "tokens_per_s",
-    "itl_ms",
-    "trace_id",
-    "span_id",
-    "start_time",
-    "end_time",
-    "service",
-    "cost_usd",
-)
-
-
-def _combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError:
-    """One error naming every call the cassette lacked (the first few in full)."""
-    lines = [str(m) for m in misses[:5]]
-    more = f"\n  ... and {len(misses) - 5} more" if len(misses) > 5 else ""
-    err = ReplayMissError(f"{len(misses)} of {total} calls are not in the cassette:\n  " + "\n  ".join(lines) + more)
-    err.misses = misses  # type: ignore[attr-defined]
-    err.call_ids = [getattr(m, "call_id", None) for m in misses]  # type: ignore[attr-defined]
-    return err
+def _accepted(window: Window, pacer: Pacer) -> None:
+    """The provider accepted a request (answered 200): progress for the window and the pacer."""
+    window.on_accepted()
+    pacer.on_accepted()

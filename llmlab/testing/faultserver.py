@@ -76,6 +76,10 @@ class Faults:
             the account is out of credit (waiting does not help).
         invalid_key: answer every chat request 401 ``invalid_api_key``, as OpenAI does for a wrong key.
         delay_ms: per-token delay of the wrapped model server.
+        bucket_rps: enforce a token-bucket rate limit of this many chat requests per second, as
+            providers do: a request finding the bucket empty is answered 429 with the time until
+            the next token as ``retry-after-ms`` (and ``Retry-After`` in whole seconds). None: no limit.
+        bucket_burst: the bucket's size (default: one second's worth, ``bucket_rps``).
     """
 
     rate_429: float = 0.0
@@ -93,6 +97,8 @@ class Faults:
     quota_exhausted: bool = False
     invalid_key: bool = False
     delay_ms: float = 0.0
+    bucket_rps: float | None = None
+    bucket_burst: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("rate_429", "rate_5xx", "rate_slow", "rate_cut"):
@@ -138,6 +144,8 @@ class FaultApp:
             self.max_in_flight = 0
             self.times: list[float] = []
             self.auth_seen: set[str] = set()
+            self._tokens: float | None = None
+            self._refilled = time.monotonic()
 
     def stats(self) -> dict[str, Any]:
         """Counters as plain data (also served at ``GET /_faults/stats``)."""
@@ -193,19 +201,46 @@ class FaultApp:
             kind = self._decide(key, attempt)
             if self.faults.max_concurrent is not None and self.in_flight >= self.faults.max_concurrent:
                 kind = "429"
+            wait_s = self._take_token() if kind == "ok" else None
+            if wait_s is not None:
+                kind = "429"
             if kind != "ok":
                 self.faults_by_key[key] += 1
             self.outcomes[kind] += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await self._answer(kind, key, attempt, auth, raw, scope, receive, send)
+            await self._answer(kind, key, attempt, auth, raw, scope, receive, send, wait_s)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
+    def _take_token(self) -> float | None:
+        """Take a token of the bucket (under the lock); None if one was there, else seconds until the next."""
+        rps = self.faults.bucket_rps
+        if rps is None:
+            return None
+        size = self.faults.bucket_burst or rps
+        now = time.monotonic()
+        tokens = size if self._tokens is None else min(size, self._tokens + (now - self._refilled) * rps)
+        self._refilled = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return None
+        self._tokens = tokens
+        return (1.0 - tokens) / rps
+
     async def _answer(
-        self, kind: str, key: str, attempt: int, auth: str, raw: bytes, scope: dict[str, Any], receive: Any, send: Any
+        self,
+        kind: str,
+        key: str,
+        attempt: int,
+        auth: str,
+        raw: bytes,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        wait_s: float | None = None,
     ) -> None:
         f = self.faults
         rng = random.Random(f"{f.seed}:{key}:{attempt}:how")
@@ -223,6 +258,13 @@ class FaultApp:
                 auth,
                 code="insufficient_quota",
             )
+            return
+        if kind == "429" and wait_s is not None:  # the token bucket is empty: say when the next token comes
+            headers = [
+                (b"retry-after-ms", str(max(1, round(wait_s * 1000))).encode()),
+                (b"retry-after", str(max(1, round(wait_s))).encode()),
+            ]
+            await self._error(send, 429, "Rate limit reached, please slow down", "rate_limit_error", auth, headers)
             return
         if kind == "429":
             headers = []
@@ -412,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.add_argument(flag, type=float, default=None)
     ns = vars(parser.parse_args(argv))
     host, port = ns.pop("host"), ns.pop("port")
-    fields = {
+    fields: dict[str, Any] = {
         k: (int(v) if k in ("seed", "max_faults_per_request", "max_concurrent") and v is not None else v)
         for k, v in ns.items()
         if v not in (None, False)

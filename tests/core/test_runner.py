@@ -292,3 +292,37 @@ def test_connection_error_row_names_the_provider_and_its_url():
     error = res.df["error"][0]
     assert res.df["status"][0] == "error"
     assert "provider 'downhost' at http://127.0.0.1:9/v1" in error, error
+
+
+def test_provider_clients_use_openais_own_http_stack_and_accept_a_transport():
+    """No legacy ``httpx.AsyncClient`` between llmlab and the model: the openai client's own
+    httpx2-based stack carries every call, and an ``httpx2`` transport drives a whole sweep
+    in-process through the real openai client (no socket)."""
+    import httpx
+    import httpx2
+
+    from llmlab.plan.providers import get_provider, make_client
+
+    client = make_client(get_provider("local"))
+    assert isinstance(client._client, httpx2.AsyncClient) and not isinstance(client._client, httpx.AsyncClient)
+    ll.provider("inproc", base_url="http://inproc.invalid/v1", api_key_env=None)
+    app = create_app(delay_ms=0)
+    sweep = ll.Sweep(prompts=["What is a rainbow?"], models=["inproc/tiny"], repeats=3, max_tokens=8)
+    res = sweep.run(display=False, cache=False, transport=httpx2.ASGITransport(app=app))
+    assert (res.df["status"] == "ok").all() and (res.df["output_tokens"] > 0).all()
+
+
+def test_a_saturated_event_loop_is_measured_and_said_once():
+    """A subscriber that blocks the loop makes latencies include loop waits: the sweep says so, once."""
+    import time as _time
+
+    bus = EventBus()
+    events: list = []
+    bus.subscribe(lambda e: e.kind == "token" and _time.sleep(0.15))  # a slow subscriber on the loop
+    bus.subscribe(lambda e: e.kind in ("loop_saturated", "sweep_finished") and events.append(e))
+    sweep = ll.Sweep(prompts=["What is a rainbow?", "Explain tides."], models=["local/tiny"], max_tokens=8)
+    res = sweep.run(display=False, cache=False, bus=bus)
+    assert (res.df["status"] == "ok").all()
+    saturated = [e for e in events if e.kind == "loop_saturated"]
+    assert len(saturated) == 1 and "lower concurrency" in saturated[0].data["hint"]
+    assert events[-1].data["loop_lag_ms"]["max"] > 100

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-import httpx
+import httpx2
 import pytest
 
 import llmlab as ll
@@ -185,7 +185,7 @@ async def test_transport_alone_raises_a_miss_without_a_network_transport(tmp_pat
     path.write_text('{"version": 1, "interactions": {}}')
     transport = CassetteTransport(Cassette(path, "replay"), provider="openai", base_url="https://api.openai.com/v1")
     assert transport._inner is None  # replay has nothing that could send
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with httpx2.AsyncClient(transport=transport) as client:
         with pytest.raises(
             ll.ReplayMissError, match=r"model=openai/gpt-4o-mini prompt='Say hi' \(POST /chat/completions"
         ):

@@ -139,7 +139,8 @@ def test_concurrency_adapts_down_after_429s(fault):
     res = sweep.run(display=False, concurrency=16, bus=bus, retry=RetryPolicy(**FAST))
     assert (res.df["status"] == "ok").all()
     limits = done[0]["limits"]["fault/tiny"]
-    assert limits["window"] < 6 and limits["cuts"] >= 2  # 16 → a few
+    # adapted down: a smaller window, or a paced rate that keeps fewer requests in flight (Little's law)
+    assert limits["cuts"] >= 1 and (limits["window"] < 6 or limits["rate"] is not None)
     # without adapting, every round of 16 would get 14 rejections (hundreds in all); adapting keeps it low
     assert done[0]["rate_limited"] == fault.stats()["outcomes"]["429"] < 60
 
