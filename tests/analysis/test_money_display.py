@@ -59,6 +59,7 @@ def test_compare_of_cost_shows_money_with_signed_differences_and_keeps_attrs():
         text = repr(c)
     assert "-4.88 µ$" in text and "5.9 µ$" in text, text
     assert "e-0" not in text and "e-0" not in c._repr_html_()
+    assert "µ$" in c.attrs["verdict"] and "e-0" not in c.attrs["verdict"], c.attrs["verdict"]  # the sentence too
     # p-values, effect sizes and counts are not money
     assert "p_value" not in money_columns(c) and "n" not in money_columns(c)
 
