@@ -141,11 +141,14 @@ def stat_fn(stat: str | Callable[..., Any]) -> tuple[str, Callable[[np.ndarray],
 
 def format_metric(metric: str, value: float) -> str:
     """``value`` of ``metric`` as a reader would write it in a sentence: milliseconds for ``*_ms``,
-    dollars for costs, tokens/s, a percentage for error rates, three significant digits otherwise."""
+    dollars for costs (:func:`llmlab.pricing.format_usd`, ``-0.251 µ$`` for a small negative difference),
+    tokens/s, a percentage for error rates, three significant digits otherwise."""
     if metric.endswith("_ms"):
         return f"{value:.1f} ms"
     if "cost" in metric or metric.endswith("usd"):
-        return f"${value:.6g}"
+        from llmlab.analysis.money import signed_usd
+
+        return signed_usd(value)
     if metric == "tokens_per_s":
         return f"{value:.1f} tokens/s"
     if metric in ("error", "error_rate", "errors"):

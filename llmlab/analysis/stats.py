@@ -38,6 +38,7 @@ from llmlab.analysis.estimates import (
     percentile_interval,
     stat_fn,
 )
+from llmlab.analysis.money import show_money
 from llmlab.analysis.paired import compare_by_prompt, resolve_unit, shares_prompts
 from llmlab.errors import ValidationError
 from llmlab.text import as_list
@@ -131,7 +132,8 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
         latency_p95, ttft_p50, ttft_p95, tokens_per_s`` (median of live calls), ``input_tokens,
         output_tokens`` (sums, NA if none known), ``cost_usd`` (sum of known costs, NA if none),
         ``cost_complete`` (every row has a cost) and ``cached`` (llmlab cache hits). Timing columns
-        cover live successful calls only; percentiles interpolate linearly.
+        cover live successful calls only; percentiles interpolate linearly. The frame *shows*
+        ``cost_usd`` as money (``5.88 µ$``, :mod:`llmlab.analysis.money`); its values stay floats.
     """
     by_cols = as_list(by)
     _check_columns(df, by_cols, "by")
@@ -182,7 +184,7 @@ def summary(df: pd.DataFrame, by: str | Sequence[str] | None = ("model",)) -> pd
     if any(np.isfinite(r).any() for r in ratings):  # only when something was rated: other summaries keep their shape
         out["rating"] = pd.array([_mean(r[np.isfinite(r)]) for r in ratings], dtype="Float64")
         out["rated"] = pd.array([int(np.isfinite(r).sum()) for r in ratings], dtype="Int64")
-    return out
+    return show_money(out)
 
 
 # --- compare -----------------------------------------------------------------------------------
@@ -256,7 +258,8 @@ def compare(
         ``.attrs`` holds ``verdict`` (a plain-language sentence), ``winner`` (``"col=value"`` of a
         group that beats every other with confidence, else None), ``unit``, ``best``, ``metric``, ``stat``,
         ``ci``, ``higher_is_better``, ``baseline``, ``effect_size`` (``"hedges_g"`` or
-        ``"cohens_h"``), ``min_n``.
+        ``"cohens_h"``), ``min_n``. Comparing a money metric (``cost_usd``, ``spent_usd``), the
+        estimate/interval/diff columns are *shown* as money (:mod:`llmlab.analysis.money`), values stay floats.
     """
     by_cols = as_list(by)
     if not by_cols:
@@ -288,7 +291,7 @@ def compare(
             effect_size="hedges_g",
             min_n=int(min_n),
         )
-        return out
+        return show_money(out)
     if unit == "prompt":  # no common prompts: one value per prompt and group, compared unpaired
         df, values = _per_prompt_frame(df, by_cols, values)
     rng = np.random.default_rng(seed)
@@ -354,7 +357,7 @@ def compare(
         effect_size="cohens_h" if binary else "hedges_g",
         min_n=int(min_n),
     )
-    return out
+    return show_money(out)
 
 
 def _baseline_index(keys: list[tuple[Any, ...]], baseline: Any, by_cols: list[str]) -> int:

@@ -21,6 +21,8 @@ and for each call the sequence of states and text lengths it showed):
      the "errors" filter shows only the error cells;
   6. a 200-call sweep at full speed: the browser gets a bounded number of redraws (far fewer than
      tokens), one page of 80 cells, and the ▶ button pages on; a search narrows it to one page.
+A second notebook: a 👍 clicked in a grid with the default ``on_rate`` is found by ``ll.load(sweep_id).df`` in the
+kernel started by JupyterLab's Kernel ▸ Restart Kernel.
 The shareable report (``res.save_report``) is opened from ``file://`` with the network off: its grid
 pages, a cell opens to the message list, and a plotly chart renders.
 Screenshots go to ``test-artifacts/``. Every wait is for a condition, with a generous deadline.
@@ -408,5 +410,76 @@ def test_saved_report_opens_offline_from_file(tmp_path, monkeypatch):
             assert "Summary" in page.inner_text("body") and page.locator(".llr-verdict").count() >= 1
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
             assert asked == [] and errors == [], (asked, errors)
+        finally:
+            browser.close()
+
+
+def test_grid_rating_survives_a_kernel_restart(tmp_path):
+    """A 👍 clicked in a grid with the *default* ``on_rate`` (no callback given) is stored at once: after JupyterLab's
+    Kernel ▸ Restart Kernel, a fresh kernel's ``ll.load(<sweep_id>).df`` carries that rating on that call."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "nb"
+    root.mkdir()
+    home = tmp_path / "home"  # outside the kernel: the same home before and after the restart
+    cells = [
+        f"""import os
+os.environ["LLMLAB_LOCAL_DELAY_MS"] = "0"
+import llmlab as ll
+ll.configure(home={str(home)!r}, datakit=None)
+res = ll.Sweep(prompts=["What is a rainbow?", "Why do cats purr?"], models=["local/tiny"], temperature=0.0,
+               max_tokens=12, seed=1).run()
+open("sweep_id.txt", "w").write(res.sweep_id)
+print("PID", os.getpid())""",
+        f"""import os
+import llmlab as ll
+ll.configure(home={str(home)!r}, datakit=None)
+df = ll.load(open("sweep_id.txt").read()).df
+print("PID", os.getpid())
+rated = df[df.rating.notna()]
+print("LOADED", len(df), *[f"{{c}}:{{int(r)}}" for c, r in zip(rated.call_id, rated.rating)])""",
+    ]
+    write_notebook(root / "restart.ipynb", cells)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with jupyter_lab(root) as lab, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(lab.url("restart.ipynb"))
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+            page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
+            nb_cells = page.locator(".jp-Notebook .jp-CodeCell")
+            news = page.locator(".jp-toast-container button", has_text="No")
+            if news.count():
+                news.first.click()
+
+            def out(i: int):
+                return nb_cells.nth(i).locator(".jp-OutputArea")
+
+            def run_cell(i: int) -> None:
+                nb_cells.nth(i).locator(".jp-InputPrompt").click()  # selects the cell (command mode)
+                page.keyboard.press("Control+Enter")
+
+            run_cell(0)
+            grid = out(0)
+            _wait(lambda: "PID" in out(0).inner_text(), 120, "the sweep cell to finish")
+            pid_before = _line(out(0).inner_text(), "PID")[1]
+            _wait(lambda: grid.locator(".llg-cell.st-done").count() == 2, 60, "two done cells")
+            rated = grid.locator("details.llg-cell.st-done").first.get_attribute("data-call")
+            grid.locator(f'details.llg-cell[data-call="{rated}"] button[data-rate="1"]').click()
+            # the kernel redraws the cell as rated only after on_rate returned, i.e. after the store has it
+            _wait(lambda: grid.locator(f'details.llg-cell.rt-up[data-call="{rated}"]').count() == 1, 60, "the rating")
+
+            page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").first.click()
+            page.locator(".jp-Dialog button.jp-mod-accept", has_text="Restart").click()
+            _wait(lambda: page.locator(".jp-Dialog").count() == 0, 30, "the restart dialog to close")
+            page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
+
+            run_cell(1)
+            _wait(lambda: "LOADED" in out(1).inner_text(), 120, "the load cell after the restart")
+            assert _line(out(1).inner_text(), "PID")[1] != pid_before  # a new kernel process
+            assert _line(out(1).inner_text(), "LOADED")[1:] == ["2", f"{rated}:1"]
+            page.screenshot(path=str(ARTIFACTS / "grid-rating-after-restart.png"), full_page=True)
         finally:
             browser.close()
