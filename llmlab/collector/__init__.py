@@ -18,15 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmlab.collector.ingest import DEFAULT_CUSTOMER_TAGS
+from llmlab.collector.ingest import DEFAULT_CUSTOMER_TAGS, EMBEDDED_CUSTOMER_TAGS
 from llmlab.collector.server import MAX_BODY_BYTES, create_app
-from llmlab.schema import SWEEP_CUSTOMER_TAGS
-
-#: The embedded collector's customer_tags: the seed's list plus llmlab's call attributes
-#: (:data:`llmlab.schema.SWEEP_CUSTOMER_TAGS`), as docs/datakit.md asks of a real DataKit.
-EMBEDDED_CUSTOMER_TAGS: tuple[str, ...] = DEFAULT_CUSTOMER_TAGS + tuple(
-    t for t in SWEEP_CUSTOMER_TAGS if t not in DEFAULT_CUSTOMER_TAGS
-)
 
 __all__ = [
     "DEFAULT_CUSTOMER_TAGS",

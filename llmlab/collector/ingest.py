@@ -28,9 +28,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmlab.collector.storage import SpanGroup, digest, dumps
+from llmlab.schema import SWEEP_CUSTOMER_TAGS
 
 __all__ = [
     "DEFAULT_CUSTOMER_TAGS",
+    "EMBEDDED_CUSTOMER_TAGS",
     "DecodeFailed",
     "anyvalue",
     "build_message",
@@ -53,6 +55,12 @@ DEFAULT_CUSTOMER_TAGS: tuple[str, ...] = (
     "gen_ai.request.temperature",
     "gen_ai.system",
     "traceloop.workflow.name",
+)
+
+#: The embedded collector's customer_tags: the seed's list plus llmlab's call attributes
+#: (:data:`llmlab.schema.SWEEP_CUSTOMER_TAGS`), as docs/datakit.md asks of a real DataKit.
+EMBEDDED_CUSTOMER_TAGS: tuple[str, ...] = DEFAULT_CUSTOMER_TAGS + tuple(
+    t for t in SWEEP_CUSTOMER_TAGS if t not in DEFAULT_CUSTOMER_TAGS
 )
 
 SPAN_KINDS = {

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from llmlab.collector import dql
 from llmlab.collector.ingest import (
-    DEFAULT_CUSTOMER_TAGS,
+    EMBEDDED_CUSTOMER_TAGS,
     REQUEST_TYPES,
     DecodeFailed,
     decode,
@@ -332,7 +332,8 @@ def create_app(
     Args:
         db_path: SQLite file of the points (created with its directory if missing).
         customer_tags: span attributes turned into tags (dots → underscores); default: the seed's
-            DataKit ``customer_tags`` list (:data:`llmlab.collector.ingest.DEFAULT_CUSTOMER_TAGS`).
+            DataKit ``customer_tags`` list plus llmlab's call attributes
+            (:data:`llmlab.collector.ingest.EMBEDDED_CUSTOMER_TAGS`).
         max_body_bytes: body size limit, before and after gzip inflation (413 beyond it).
         query_timeout_s: time limit of one ``/v1/query/raw`` request (400 ``query.timeout`` past it).
 
@@ -346,7 +347,7 @@ def create_app(
 
     threading.Thread(target=dql.warm_up, name="llmlab-dql-warmup", daemon=True).start()
     col = _Collector(
-        storage, DEFAULT_CUSTOMER_TAGS if customer_tags is None else customer_tags, max_body_bytes, query_timeout_s
+        storage, EMBEDDED_CUSTOMER_TAGS if customer_tags is None else customer_tags, max_body_bytes, query_timeout_s
     )
     app = Starlette(
         routes=[

@@ -122,7 +122,8 @@ def _read_bounded(path: Path) -> bytes:
     cap = f"{limit / 2**20:g} MiB (LLMLAB_IMPORT_MAX_MB)"
     if st.st_size > limit:
         raise _bad(path, f"the file is {st.st_size / 2**20:.1f} MiB, over the import limit of {cap}")
-    out = bytearray()
+    chunks: list[bytes] = []  # not a growing bytearray: its doubling reallocations would triple the peak
+    size = 0
     gz = False
     try:
         with open(path, "rb") as raw:
@@ -130,13 +131,14 @@ def _read_bounded(path: Path) -> bytes:
             raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
             while chunk := stream.read(_CHUNK):
-                out += chunk
-                if len(out) > limit:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
                     what = "decompresses to" if gz else "is"
                     raise _bad(path, f"the export {what} more than {cap}; refusing to read further")
     except (OSError, EOFError, zlib.error) as exc:
         raise _bad(path, f"corrupt gzip data ({exc})" if gz else f"cannot read it ({exc})") from None
-    return bytes(out)
+    return b"".join(chunks)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -103,4 +103,20 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         body = exc.body.get("message") if isinstance(exc.body, dict) else None
         return redact(f"HTTP {exc.status_code}: {body if isinstance(body, str) and body else exc.message}")
+    refused = _refused_connection(exc)
+    if refused is not None:  # the aiohttp client reports a refused connection as a timeout
+        return redact(f"APIConnectionError: Connection error ({refused})")
     return redact(f"{type(exc).__name__}: {exc}")
+
+
+def _refused_connection(exc: BaseException) -> str | None:
+    """The message of a refused or failed TCP connect in ``exc``'s cause chain, if there is one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        if isinstance(cause, ConnectionRefusedError) or "Cannot connect to host" in text:
+            return text
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -189,7 +189,8 @@ def test_live_grid_streams_cancels_and_reshows_in_jupyterlab(tmp_path):
             done_texts = grid1.locator(".st-done .llg-txt").all_inner_texts()
             assert all(len(t.strip()) > 0 for t in done_texts)  # the streamed completions
             meta = grid1.locator(".st-done .llg-meta").first.inner_text()
-            assert re.fullmatch(r"\d+ ms · 48 tok · \$0\.0+[1-9]\d\d", meta), meta  # latency, tokens, cost (3 digits)
+            # latency, tokens, cost in one money format (3 significant digits; µ$ for tiny sums)
+            assert re.fullmatch(r"\d+ ms · 48 tok · (\$0\.0+[1-9]\d\d|\d+(\.\d+)? µ\$)", meta), meta
             seen1 = history(1)
             assert len(seen1) == 6, seen1
             # token by token: some call was shown running with at least three growing partial texts
