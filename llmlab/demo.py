@@ -32,6 +32,7 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
     import llmlab as ll
     from llmlab.config import LLMLAB_LOCAL_DELAY_MS
     from llmlab.errors import ConfigError
+    from llmlab.pricing import format_usd
     from llmlab.text import is_finite_number
 
     if delay_ms is not None and (not is_finite_number(delay_ms) or delay_ms < 0):
@@ -86,7 +87,7 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
         if c in table
     ]
     fmt = dict.fromkeys(("latency_mean", "latency_p50", "ttft_p50"), "{:.1f}".format)
-    fmt["cost_usd"] = "{:.6f}".format  # demo prices are tiny: show them, not 0.0
+    fmt["cost_usd"] = format_usd  # one money format everywhere: µ$ for the demo's tiny sums
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table[cols].to_string(index=False, formatters=fmt))
     out.mkdir(parents=True, exist_ok=True)
