@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -86,7 +87,7 @@ def run_demo(home: str | None, out: Path, delay_ms: float | None = None) -> None
         )
         if c in table
     ]
-    fmt = dict.fromkeys(("latency_mean", "latency_p50", "ttft_p50"), "{:.1f}".format)
+    fmt: dict[str, Callable[[float], str]] = dict.fromkeys(("latency_mean", "latency_p50", "ttft_p50"), "{:.1f}".format)
     fmt["cost_usd"] = format_usd  # one money format everywhere: µ$ for the demo's tiny sums
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table[cols].to_string(index=False, formatters=fmt))

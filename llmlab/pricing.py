@@ -40,6 +40,7 @@ import pandas as pd
 
 from llmlab.errors import ConfigError
 from llmlab.paths import DATA_DIR
+from llmlab.text import is_na
 
 __all__ = ["SHIPPED_PRICES", "PriceWarning", "cost_for", "load_prices", "lookup", "price", "price_table"]
 
@@ -319,7 +320,7 @@ def format_usd(value: float) -> str:
         >>> format_usd(0.00000588222), format_usd(0.0123), format_usd(1.5)
         ('5.88 µ$', '$0.0123', '$1.5000')
     """
-    if value is None or value != value:  # NA: nothing known
+    if is_na(value):  # nothing known
         return "-"
     if not 0 < value < math.inf:
         return "$0.0000"

@@ -17,6 +17,7 @@ import click
 
 from llmlab.config import LLMLAB_DEBUG
 from llmlab.errors import LlmlabError, redact
+from llmlab.text import is_na
 
 __all__ = ["check_out", "configure", "friendly", "home_option", "print_table", "safe_text", "write_frame"]
 
@@ -95,7 +96,7 @@ def safe_text(text: Any, keep: str = "") -> str:
 
 def _round(value: Any) -> str:
     """A float as a table shows it: rounded to what a reader compares, never in e-notation."""
-    if value is None or value != value:
+    if is_na(value):
         return "-"
     v = float(value)
     if v == int(v) and abs(v) < 1e15:

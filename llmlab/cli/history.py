@@ -15,14 +15,13 @@ import click
 
 from llmlab.cli.common import configure, friendly, home_option, print_table, safe_text
 from llmlab.pricing import format_usd
+from llmlab.text import is_na
 
 __all__ = ["register"]
 
 
 def _fmt(value: Any) -> str:
-    import pandas as pd
-
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if is_na(value):
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"

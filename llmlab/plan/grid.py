@@ -25,7 +25,7 @@ from llmlab.errors import ConfigError, ValidationError
 from llmlab.plan.prompts import check_messages, check_text_value, load_prompts
 from llmlab.plan.providers import get_provider, split_model
 from llmlab.plan.variants import Variant, fill_messages, parse_variants
-from llmlab.text import is_finite_number
+from llmlab.text import as_list, is_finite_number
 
 __all__ = ["MAX_PLAN_CALLS", "Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
 
@@ -184,14 +184,6 @@ class Call:
 # --- the grid ---------------------------------------------------------------------------------
 
 
-def _as_list(name: str, value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValidationError(name, value, "empty list; give at least one value")
-        return list(value)
-    return [value]
-
-
 def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
     # numbers.Real: numpy's float32/int64 (a DataFrame cell) are numbers too; a bool is not
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -296,11 +288,11 @@ def build_grid(
     × max_tokens × seed × params × repeats; every argument and prompt row is checked first, and the first bad one raises ValidationError
     naming it (``models[1]``, ``prompts[3].text``, ``file.csv:7``), so nothing is ever half-built.
     """
-    model_list = [m.strip() if isinstance(m, str) else m for m in _as_list("models", models)]
-    temperatures = _as_list("temperature", temperature)
-    top_ps = _as_list("top_p", top_p)
-    max_tokens_list = _as_list("max_tokens", max_tokens)
-    seeds = _as_list("seed", seed)
+    model_list = [m.strip() if isinstance(m, str) else m for m in as_list(models, "models", none_is_value=True)]
+    temperatures = as_list(temperature, "temperature", none_is_value=True)
+    top_ps = as_list(top_p, "top_p", none_is_value=True)
+    max_tokens_list = as_list(max_tokens, "max_tokens", none_is_value=True)
+    seeds = as_list(seed, "seed", none_is_value=True)
     if params is not None and not isinstance(params, Mapping):
         raise ValidationError("params", params, "must be a dict of parameter name to a value or a list of values")
     param_map = dict(params or {})
@@ -333,7 +325,7 @@ def build_grid(
         "top_p": len(top_ps),
         "max_tokens": len(max_tokens_list),
         "seed": len(seeds),
-        **{f"params[{k!r}]": len(_as_list(k, v)) for k, v in sorted(param_map.items())},
+        **{f"params[{k!r}]": len(as_list(v, k, none_is_value=True)) for k, v in sorted(param_map.items())},
         "repeats": repeats,
     }
     _check_plan_size(axes)
@@ -503,7 +495,7 @@ def _check_params(params: dict[str, Any]) -> None:
                 f"'{key}' is an option of the openai client, not a request "
                 "parameter; pass other parameters by name (unknown ones are sent in the body)",
             )
-        for i, value in enumerate(_as_list(f"params[{key!r}]", values)):
+        for i, value in enumerate(as_list(values, f"params[{key!r}]", none_is_value=True)):
             where = f"params[{key!r}]" if not isinstance(values, (list, tuple)) else f"params[{key!r}][{i}]"
             _check_param_value(where, value, 0)
 
@@ -655,7 +647,7 @@ def _fill(parsed: list[tuple[str, str | None, str | None, str | None]], data: Ma
 
 def _param_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     keys = sorted(params)
-    combos = itertools.product(*[_as_list(k, params[k]) for k in keys])
+    combos = itertools.product(*[as_list(params[k], k, none_is_value=True) for k in keys])
     return [dict(zip(keys, combo)) for combo in combos]
 
 
