@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from llmlab.analysis.money import show_money
+
 __all__ = ["render_report", "write_report"]
 
 _PAGE_CSS = """
@@ -43,7 +45,8 @@ def _esc(value: Any) -> str:
 def _table(df: pd.DataFrame) -> str:
     if df is None or df.empty:
         return '<p class="llr-none">no rows</p>'
-    return df.to_html(index=False, classes="llr-table", border=0, na_rep="–", float_format=lambda v: f"{v:.4g}")
+    shown = show_money(df)._display_frame()  # money as format_usd (µ$ for tiny sums), like the notebook shows it
+    return shown.to_html(index=False, classes="llr-table", border=0, na_rep="–", float_format=lambda v: f"{v:.4g}")
 
 
 def _grid_html(result: Any, page_size: int) -> str:

@@ -39,6 +39,13 @@ def signed_usd(value: Any) -> str:
     return "-" + format_usd(-number) if number < 0 else format_usd(number)
 
 
+def _plain_float(value: float) -> str:
+    """Other numbers as a reader compares them: four significant digits, whole numbers without a fraction."""
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value)}"
+    return f"{value:,.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
+
+
 def money_columns(frame: pd.DataFrame) -> list[str]:
     """The columns of ``frame`` that hold dollars (see the module docstring)."""
     metric = frame.attrs.get("metric")
@@ -61,12 +68,17 @@ class MoneyFrame(pd.DataFrame):
 
     def _display_frame(self) -> pd.DataFrame:
         """A plain copy with the money columns turned into their display strings."""
-        shown = pd.DataFrame(self)
+        shown = pd.DataFrame(self).copy()
         cols = money_columns(self)
-        if cols:
-            shown = shown.copy()
-            for col in cols:
-                shown[col] = pd.Series([signed_usd(v) for v in self[col].tolist()], index=shown.index, dtype=object)
+        for col in cols:
+            shown[col] = pd.Series([signed_usd(v) for v in self[col].tolist()], index=shown.index, dtype=object)
+        for col in shown.columns:
+            if col not in cols and pd.api.types.is_float_dtype(shown[col]):
+                shown[col] = pd.Series(
+                    ["-" if pd.isna(v) else _plain_float(float(v)) for v in shown[col].tolist()],
+                    index=shown.index,
+                    dtype=object,
+                )
         return shown
 
     def __repr__(self) -> str:

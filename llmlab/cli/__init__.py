@@ -8,10 +8,13 @@ This module assembles the click group from the command modules (:mod:`llmlab.cli
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import Any
 
 import click
 
 from llmlab.cli import commands, history
+from llmlab.errors import redact
 
 __all__ = ["cli", "main"]
 
@@ -26,8 +29,16 @@ commands.register(cli)  # demo, collector, serve-model, sweep, spans, replay, st
 history.register(cli)  # sweeps, show, export, import, delete, compare, diff, report
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    click.echo(f"warning: {redact(str(message))}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``) and return the exit code instead of exiting."""
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # a PriceWarning is advice for the user, not a source line
     try:
         code = cli.main(args=argv, prog_name="llmlab", standalone_mode=False)
     except click.ClickException as exc:
@@ -38,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
+    finally:
+        warnings.showwarning = shown
     # without standalone mode click returns a command's Exit code instead of raising it
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 

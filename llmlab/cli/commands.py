@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from llmlab.cli.common import check_out, configure, friendly, home_option, print_table, write_frame
+from llmlab.cli.common import check_out, configure, friendly, home_option, print_table, safe_text, write_frame
 
 __all__ = ["register"]
 
@@ -93,6 +93,15 @@ def sweep(spec: str, home: str | None, concurrency: int | None, no_progress: boo
     if out:
         write_frame(res.df, Path(out))
         click.echo(f"wrote {len(res.df)} rows to {out}")
+    failed = res.df[res.df["status"] == "error"] if "status" in res.df else res.df.iloc[0:0]
+    if len(failed):
+        # the summary only counts them: say why, the commonest reasons first
+        reasons = failed["error"].fillna("").astype(str).str.slice(0, 300).value_counts()
+        click.echo(f"{len(failed)} of {len(res.df)} calls failed:", err=True)
+        for reason, n in reasons.head(3).items():
+            click.echo(f"  {n} × {safe_text(reason)}", err=True)
+        if len(failed) == len(res.df):
+            raise click.exceptions.Exit(1)  # nothing succeeded: a script or CI job must see it
     if res.stopped == "cancelled":
         click.echo(
             f"Cancelled: {len(res.df)} of {len(loaded.sweep.calls)} calls finished and are stored; "

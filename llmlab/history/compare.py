@@ -309,20 +309,20 @@ def _paired_metric(
     if n < MIN_N:
         row["verdict"] = (
             f"{metric}: too few common prompts to tell (n={n} prompts, fewer than {MIN_N}; "
-            f"b {format_metric(metric, eb)} vs a {format_metric(metric, ea)})."
+            f"a {format_metric(metric, ea)}, b {format_metric(metric, eb)})."
         )
     elif lo > 0 or hi < 0:
         b_better = (lo > 0) == hib
         row["better"] = "b" if b_better else "a"
         word = "higher" if lo > 0 else "lower"
         row["verdict"] = (
-            f"{metric}: b is {word} ({format_metric(metric, eb)} vs {format_metric(metric, ea)}, diff {format_metric(metric, eb - ea)}, "
+            f"{metric}: b is {word} (a {format_metric(metric, ea)} → b {format_metric(metric, eb)}, diff b−a {format_metric(metric, eb - ea)}, "
             f"{level} CI {format_metric(metric, lo)} to {format_metric(metric, hi)}, p = {p:.2g}, n={n} prompts) — "
             f"{'better' if b_better else 'worse'}."
         )
     else:
         row["verdict"] = (
-            f"{metric}: no clear difference ({format_metric(metric, eb)} vs {format_metric(metric, ea)}; {level} CI of the "
+            f"{metric}: no clear difference (a {format_metric(metric, ea)} → b {format_metric(metric, eb)}; {level} CI of the "
             f"difference {format_metric(metric, lo)} to {format_metric(metric, hi)} includes 0, n={n} prompts)."
         )
     return row

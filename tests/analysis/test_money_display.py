@@ -75,3 +75,15 @@ def test_signed_usd_formats():
     assert signed_usd(-5.88222e-06) == "-5.88 µ$"
     assert signed_usd(0.0123) == "$0.0123"
     assert signed_usd(pd.NA) == "-" and signed_usd(float("nan")) == "-" and signed_usd(None) == "-"
+
+
+def test_other_numbers_are_shown_rounded_but_kept_exact():
+    import pandas as pd
+
+    import llmlab as ll
+
+    df = pd.DataFrame({"model": ["a", "b"], "latency_ms": [168.895236, 4148.228325], "status": ["ok", "ok"]})
+    table = ll.summary(df, by=["model"])
+    shown = repr(table)
+    assert "168.9" in shown and "168.895236" not in shown and "4,148" in shown
+    assert table["latency_mean"].tolist() == [168.895236, 4148.228325]  # the values are untouched

@@ -75,6 +75,21 @@ def test_sweep_spec_yaml_with_progress_and_output(tmp_path):
     assert df["prompt"].str.startswith("Answer briefly: ").all()
 
 
+def test_a_sweep_whose_every_call_fails_says_why_and_exits_1(tmp_path):
+    """A wrong base_url in a spec used to end with exit 0 and a summary of dashes: now the reason is on stderr
+    and the exit code tells a script or CI job that nothing succeeded."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "prompts: [a, b]\nmodels: [nowhere/tiny]\ntemperature: 0.0\nmax_tokens: 4\n"
+        "providers: {nowhere: {base_url: 'http://127.0.0.1:9/v1', api_key_env: null}}\n",
+        encoding="utf-8",
+    )
+    proc = _run("sweep", str(spec), "--no-progress", timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 of 2 calls failed" in proc.stderr
+    assert "provider 'nowhere' at http://127.0.0.1:9/v1" in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

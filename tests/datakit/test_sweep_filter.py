@@ -80,3 +80,12 @@ def test_time_cursor_pages_through_many_points_in_one_millisecond(collector_url,
     monkeypatch.setattr(datakit_query, "PAGE", 2)
     df = ll.spans(source="datakit", service="same-ms")
     assert sorted(df["output_tokens"]) == list(range(7)) and df["span_id"].is_unique
+
+
+def test_an_unknown_sweep_is_an_empty_frame_not_advice_about_datakit(tmp_path, servers, monkeypatch):
+    """No span of the sweep anywhere (a typo'd id, nothing exported yet): an empty frame, and no
+    warning telling the user to change DataKit's customer_tags (warnings are errors in this suite)."""
+    servers.append(start_standin(tmp_path))  # DataKit's default customer_tags: the slow path
+    monkeypatch.setattr(datakit_query, "_warned_slow", set())
+    _sweep(servers[0].url)
+    assert ll.spans(sweep_id="sw-20260101-000000-abcdef", source="datakit").empty
