@@ -145,7 +145,8 @@ def test_a_gzip_bomb_is_refused_while_inflating_with_bounded_memory(tmp_path):
         "    history.import_sweep(sys.argv[1])\n"
         "except ValidationError as exc:\n"
         "    print(exc)\n"
-        "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a big pytest process would report its parent's peak
+        "print('maxrss_kb', [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=120, env=env)
