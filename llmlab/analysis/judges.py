@@ -106,10 +106,24 @@ def run_judge(
     from llmlab.run.entry import run_grid_sync
 
     grid = build_grid(prompts=prompts, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
-    frame = run_grid_sync(grid, concurrency=concurrency, **run_kwargs).frame
+    outcome = run_grid_sync(grid, concurrency=concurrency, **run_kwargs)
+    _tag_judge_run(outcome.sweep_id)
+    frame = outcome.frame
     replies = replies_by_prompt(frame, grid, prompts)
     failures = {p: e for p, e in replies_by_prompt(frame, grid, prompts, failed=True).items() if p not in replies}
     return replies, failures
+
+
+def _tag_judge_run(sweep_id: str) -> None:
+    """Tag a judge run ``judge`` so ``ll.sweeps()`` leaves it out of the experiment history by default
+    (``ll.sweeps(include_judges=True)`` lists it, ``ll.load`` still loads it); nothing when it was not recorded."""
+    from llmlab.store import get_store
+    from llmlab.store.experiments import JUDGE_TAG, add_tags
+
+    try:
+        add_tags(get_store(), sweep_id, [JUDGE_TAG])
+    except ValidationError:
+        pass  # the run was not recorded (no such sweep in the store)
 
 
 def replies_by_prompt(res_df: pd.DataFrame, grid: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
@@ -271,6 +285,13 @@ def pairwise_judge(
     values = list(dict.fromkeys(v for v in df[by].tolist() if not is_na(v)))
     if a is None and b is None and len(values) == 2:
         a, b = sorted(values, key=_norm)
+    if not values:
+        raise ValidationError(
+            "df",
+            "<frame>",
+            f"this frame has no {by} values; pairwise_judge compares two variants of a sweep "
+            f"(or pass by= another column that holds the two values to compare)",
+        )
     shown = {_norm(v) for v in values}
     for field, v in (("a", a), ("b", b)):
         if v is None or _norm(v) not in shown:

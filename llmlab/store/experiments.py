@@ -21,6 +21,7 @@ from llmlab.store import migrations
 from llmlab.store.database import Store
 
 __all__ = [
+    "JUDGE_TAG",
     "add_tags",
     "call_seqs",
     "check_tag",
@@ -64,6 +65,10 @@ def _loads(text: str | None) -> dict[str, Any]:
 
 def _columns(store: Store, table: str) -> list[str]:
     return [r[1] for r in store.read(f"PRAGMA table_info({table})")]
+
+
+#: The tag of the runs ``ll.evals.llm_judge``/``pairwise_judge`` make: ``ll.sweeps`` leaves them out by default.
+JUDGE_TAG = "judge"
 
 
 def _not_found(store: Store, sweep_id: str) -> ValidationError:
@@ -168,6 +173,7 @@ def list_rows(
     tags: Sequence[str] = (),
     since_iso: str | None = None,
     limit: int | None = None,
+    exclude_tags: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One dict per recorded sweep, newest first, filtered like ``ll.sweeps``.
 
@@ -175,6 +181,7 @@ def list_rows(
         store: the store to read.
         name: only this name (a GLOB pattern when it holds ``*``, ``?`` or ``[``).
         tags: only sweeps carrying all of these tags.
+        exclude_tags: leave out sweeps carrying any of these tags.
         since_iso: only sweeps created at or after this ISO time.
         limit: at most this many.
 
@@ -189,6 +196,9 @@ def list_rows(
         params.append(name)
     for t in tags:
         where.append("EXISTS (SELECT 1 FROM sweep_tags t WHERE t.sweep_id = s.sweep_id AND t.tag = ?)")
+        params.append(t)
+    for t in exclude_tags:
+        where.append("NOT EXISTS (SELECT 1 FROM sweep_tags t WHERE t.sweep_id = s.sweep_id AND t.tag = ?)")
         params.append(t)
     if since_iso is not None:
         where.append("julianday(s.created_at) >= julianday(?)")

@@ -208,3 +208,30 @@ def test_parse_preference_and_prompt():
     assert "Request behind answer A:\nQ1" in p and p.index("Answer A:\none") < p.index("Answer B:\ntwo")
     with pytest.raises(ValidationError, match="expected one of the values"):
         ll.evals.pairwise_judge(_answers(), a="terse", b="nope", model="openai/x")
+
+
+def test_judge_runs_are_tagged_and_left_out_of_the_sweep_history(judge, home, capsys):
+    from llmlab.cli import main
+
+    judge("longer")
+    res = ll.Sweep(prompts=["hi", "yo"], models=["local/tiny"], max_tokens=4, name="mine").run(display=False)
+    pref = ll.evals.pairwise_judge(_answers(), a="terse", b="steps", model="judge/longer", cache=False)
+    scored = ll.evals.llm_judge(_answers().iloc[:2], model="judge/longer", cache=False)
+    assert len(pref) == N and len(scored) == 2
+    assert ll.sweeps().sweep_id.tolist() == [res.sweep_id]  # the newest is the user's sweep, not a judge run
+    everything = ll.sweeps(include_judges=True)
+    judged = everything[everything["name"] != "mine"]
+    assert len(everything) == 3 and all("judge" in t for t in judged["tags"])
+    assert set(ll.sweeps(tag="judge")["sweep_id"]) == set(judged["sweep_id"])
+    assert len(ll.load(judged.sweep_id.iloc[0]).df) > 0  # a judge run still loads
+    capsys.readouterr()
+    assert main(["sweeps", "--json"]) == 0
+    assert [json.loads(line)["sweep_id"] for line in capsys.readouterr().out.splitlines()] == [res.sweep_id]
+    assert main(["sweeps", "--all", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_pairwise_judge_on_a_frame_without_variants_says_so():
+    df = _answers().drop(columns="template_name").assign(template_name=None)
+    with pytest.raises(ValidationError, match="this frame has no template_name values; pairwise_judge compares two"):
+        ll.evals.pairwise_judge(df, a="terse", model="openai/x")
