@@ -71,6 +71,15 @@ def _columns(store: Store, table: str) -> list[str]:
 JUDGE_TAG = "judge"
 
 
+def _import_scale(rating: Mapping[str, Any], ratings: Sequence[Mapping[str, Any]]) -> str:
+    """An imported rating's scale: as exported, else inferred as migration m010 does for older exports."""
+    if rating.get("scale") in ("thumbs", "stars"):
+        return str(rating["scale"])
+    value = int(rating["rating"])
+    stars = value >= 2 or (value == 1 and any(int(r["rating"]) >= 2 for r in ratings))
+    return "stars" if stars else "thumbs"
+
+
 def _not_found(store: Store, sweep_id: str) -> ValidationError:
     return ValidationError("sweep_id", sweep_id, f"no such sweep in {store.path.parent}")
 
@@ -480,9 +489,9 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
             )
         ]
     ratings = [
-        {"call_id": c, "rating": r, "note": n, "rated_at": t}
-        for c, r, n, t in store.read(
-            "SELECT call_id, rating, note, rated_at FROM ratings WHERE sweep_id=? ORDER BY call_id", (sweep_id,)
+        {"call_id": c, "rating": r, "note": n, "rated_at": t, "scale": k}
+        for c, r, n, t, k in store.read(
+            "SELECT call_id, rating, note, rated_at, scale FROM ratings WHERE sweep_id=? ORDER BY call_id", (sweep_id,)
         )
     ]
     versions = [
@@ -570,8 +579,11 @@ def import_rows(
             [(c["call_id"], c["model"], c["created_at"], c["response_json"]) for c in cache],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at) VALUES (?,?,?,?,?)",
-            [(sid, r["call_id"], int(r["rating"]), r.get("note"), r["rated_at"]) for r in ratings],
+            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at, scale) VALUES (?,?,?,?,?,?)",
+            [
+                (sid, r["call_id"], int(r["rating"]), r.get("note"), r["rated_at"], _import_scale(r, ratings))
+                for r in ratings
+            ],
         )
         for v in prompt_versions:
             key = (v["kind"], v["name"], v["hash"])
