@@ -107,19 +107,21 @@ def run_judge(
 
     grid = build_grid(prompts=prompts, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
     outcome = run_grid_sync(grid, concurrency=concurrency, **run_kwargs)
-    _tag_judge_run(outcome.sweep_id)
+    _tag_judge_run(getattr(outcome, "sweep_id", None))
     frame = outcome.frame
     replies = replies_by_prompt(frame, grid, prompts)
     failures = {p: e for p, e in replies_by_prompt(frame, grid, prompts, failed=True).items() if p not in replies}
     return replies, failures
 
 
-def _tag_judge_run(sweep_id: str) -> None:
+def _tag_judge_run(sweep_id: str | None) -> None:
     """Tag a judge run ``judge`` so ``ll.sweeps()`` leaves it out of the experiment history by default
     (``ll.sweeps(include_judges=True)`` lists it, ``ll.load`` still loads it); nothing when it was not recorded."""
     from llmlab.store import get_store
     from llmlab.store.experiments import JUDGE_TAG, add_tags
 
+    if not sweep_id:
+        return
     try:
         add_tags(get_store(), sweep_id, [JUDGE_TAG])
     except ValidationError:
