@@ -116,21 +116,38 @@ class SweepResult:
         df = schema.sweep_frame(merged, params=(spec or {}).get("params") or ())
         return cls(sweep_id, df, skipped, stopped, spec)
 
-    def rate(self, call_id: str, value: int | None, note: str | None = None) -> dict[str, Any]:
+    def rate(
+        self,
+        call_id: str,
+        value: int | None = None,
+        note: str | None = None,
+        *,
+        stars: int | None = None,
+        scale: str | None = None,
+    ) -> dict[str, Any]:
         """Rate one call now: ``+1``/``-1`` (thumbs) or an integer 1..5, with an optional note; None clears it.
+
+        One sweep is rated on one scale, thumbs or stars: its first rating fixes it and a rating on
+        the other scale is refused, so they are never averaged together. ``res.rate(call_id, 1)`` is
+        a thumb up (one star in a sweep rated in stars); ``res.rate(call_id, stars=1)`` (or
+        ``scale="stars"``) says one star explicitly.
 
         Stored at once in the home's store (durable across kernels: ``ll.load`` and
         ``ll.ratings`` read it back) and set on ``self.df``'s ``rating``/``rating_note``.
-        Returns the stored record (call_id, sweep_id, rating, note, rated_at).
+        Returns the stored record (call_id, sweep_id, rating, note, rated_at, scale).
 
         Raises:
-            ValidationError: a bad value, or a call_id not in this sweep.
+            ValidationError: a bad value, a call_id not in this sweep, or a rating on the other scale.
         """
         from llmlab.errors import ValidationError
         from llmlab.store import get_store, ratings
 
         if "call_id" in self.df and not (self.df["call_id"] == call_id).any():
             raise ValidationError("call_id", call_id, f"no such call in sweep {self.sweep_id}")
+        if stars is not None:
+            if value is not None:
+                raise ValidationError("stars", stars, "give either a value or stars=, not both")
+            value, scale = stars, "stars"
         mask = self.df["call_id"] == call_id
         if value is None:
             ratings.clear_rating(get_store(), self.sweep_id, call_id)
@@ -138,7 +155,7 @@ class SweepResult:
                 self.df.loc[mask, "rating"] = None
                 self.df.loc[mask, "rating_note"] = None
             return {"call_id": call_id, "sweep_id": self.sweep_id, "rating": None, "note": None, "rated_at": None}
-        record = ratings.rate(get_store(), self.sweep_id, call_id, value, note)
+        record = ratings.rate(get_store(), self.sweep_id, call_id, value, note, scale)
         self.df.loc[mask, "rating"] = record["rating"]
         self.df.loc[mask, "rating_note"] = record["note"]
         return record

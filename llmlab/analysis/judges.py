@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llmlab.analysis.estimates import group_label, is_error
+from llmlab.analysis.stats import MIN_N, compare
 from llmlab.config import get_config
 from llmlab.errors import ValidationError
 from llmlab.text import is_na
@@ -105,10 +106,26 @@ def run_judge(
     from llmlab.run.entry import run_grid_sync
 
     grid = build_grid(prompts=prompts, models=[model], temperature=[0.0], max_tokens=max_tokens, name=name)
-    frame = run_grid_sync(grid, concurrency=concurrency, **run_kwargs).frame
+    outcome = run_grid_sync(grid, concurrency=concurrency, **run_kwargs)
+    _tag_judge_run(getattr(outcome, "sweep_id", None))
+    frame = outcome.frame
     replies = replies_by_prompt(frame, grid, prompts)
     failures = {p: e for p, e in replies_by_prompt(frame, grid, prompts, failed=True).items() if p not in replies}
     return replies, failures
+
+
+def _tag_judge_run(sweep_id: str | None) -> None:
+    """Tag a judge run ``judge`` so ``ll.sweeps()`` leaves it out of the experiment history by default
+    (``ll.sweeps(include_judges=True)`` lists it, ``ll.load`` still loads it); nothing when it was not recorded."""
+    from llmlab.store import get_store
+    from llmlab.store.experiments import JUDGE_TAG, add_tags
+
+    if not sweep_id:
+        return
+    try:
+        add_tags(get_store(), sweep_id, [JUDGE_TAG])
+    except ValidationError:
+        pass  # the run was not recorded (no such sweep in the store)
 
 
 def replies_by_prompt(res_df: pd.DataFrame, grid: Any, prompts: list[str], failed: bool = False) -> dict[str, Any]:
@@ -222,6 +239,8 @@ def pairwise_judge(
     max_tokens: int = 8,
     concurrency: int = 8,
     ci: float = 0.95,
+    n_boot: int = 2000,
+    seed: int | None = 0,
     **run_kwargs: Any,
 ) -> pd.DataFrame:
     """Which of two answers to the same prompt is better, asked of a judge model in both orders.
@@ -243,15 +262,18 @@ def pairwise_judge(
         question: a column holding the request both answers respond to; default the ``prompt``
             column when both sides were asked the same text, else each side's own prompt is shown.
         ci: confidence level of the win-rate interval.
+        n_boot, seed: resamples and seed of the paired bootstrap over prompts (as in ``ll.compare``).
 
     Returns:
         One row per pair: ``prompt_id``, the settings, ``preference`` (``"a"``/``"b"``/``"tie"``/NA),
         ``b_score`` (1 b, 0.5 tie, 0 a), ``answer_a``, ``answer_b``, ``call_id_a``, ``call_id_b``,
         ``judge_ab`` and ``judge_ba`` (the judge's raw replies with a first and with b first).
-        ``.attrs``: ``win_rate`` (b over a per prompt, ties half), ``ci_low``/``ci_high`` (Wilson,
-        over prompts), ``n_prompts``, ``wins_a``, ``wins_b``, ``ties``, ``position_flips`` (pairs
-        whose verdict followed the position), ``verdict`` (plain sentences), ``winner`` (``"by=value"``
-        when the interval excludes 0.5, else None), ``by``, ``a``, ``b``, ``model``.
+        ``.attrs``: ``win_rate`` (mean over prompts of b's per-prompt score, ties half),
+        ``ci_low``/``ci_high`` (its interval from the paired bootstrap over prompts that
+        ``ll.compare(preference_scores(result), by=by, metric="preference")`` uses, so the two name the
+        same winner), ``n_prompts``, ``wins_a``, ``wins_b``, ``ties`` (pairs), ``position_flips`` (pairs
+        whose verdict followed the position), ``verdict`` (plain sentences), ``winner`` (``"by=value"``:
+        ``ll.compare``'s winner on the preference scores, else None), ``by``, ``a``, ``b``, ``model``.
 
     Raises:
         ValidationError: no judge model, a local judge, a missing column, or ``a``/``b`` not values of ``by``.
@@ -265,6 +287,13 @@ def pairwise_judge(
     values = list(dict.fromkeys(v for v in df[by].tolist() if not is_na(v)))
     if a is None and b is None and len(values) == 2:
         a, b = sorted(values, key=_norm)
+    if not values:
+        raise ValidationError(
+            "df",
+            "<frame>",
+            f"this frame has no {by} values; pairwise_judge compares two variants of a sweep "
+            f"(or pass by= another column that holds the two values to compare)",
+        )
     shown = {_norm(v) for v in values}
     for field, v in (("a", a), ("b", b)):
         if v is None or _norm(v) not in shown:
@@ -329,17 +358,18 @@ def pairwise_judge(
             JudgeWarning,
             stacklevel=2,
         )
-    out.attrs.update(_summary(out, by, a, b, judge, ci, flips))
+    out.attrs.update(by=by, a=a, b=b)
+    out.attrs.update(_summary(out, by, a, b, judge, ci, flips, n_boot, seed))
     return out
 
 
-def _summary(out: pd.DataFrame, by: str, a: Any, b: Any, judge: str, ci: float, flips: int) -> dict[str, Any]:
+def _summary(
+    out: pd.DataFrame, by: str, a: Any, b: Any, judge: str, ci: float, flips: int, n_boot: int, seed: int | None
+) -> dict[str, Any]:
     decided = out[out["preference"].notna()]
     per_prompt = decided.groupby("prompt_id", sort=False)["b_score"].mean().astype(float)
     n = int(per_prompt.size)
-    wins = float(per_prompt.sum())
-    rate = wins / n if n else float("nan")
-    lo, hi = wilson_interval(wins, n, ci)
+    rate = float(per_prompt.mean()) if n else float("nan")
     label_a, label_b = group_label(by, a), group_label(by, b)
     level = f"{ci:.0%}"
     counts = decided["preference"].value_counts()
@@ -349,17 +379,28 @@ def _summary(out: pd.DataFrame, by: str, a: Any, b: Any, judge: str, ci: float, 
         "ties": int(counts.get("tie", 0)),
     }
     winner = None
+    lo = hi = float("nan")
     if not n:
         sentences = [f"No verdicts: the judge ({judge}) gave no usable answer for any of the {len(out)} pairs."]
     else:
+        # The same estimate as ll.compare(preference_scores(out), by=by, metric="preference"): a prompt's
+        # score is a fraction (its repeats/settings, each asked in both orders), so the interval comes from
+        # the paired bootstrap over prompts, not from counting each prompt as one win or loss.
+        cmp, _diff_b, diff_lo, diff_hi = _compare_preference(out, by, a, b, ci, n_boot, seed)
+        # b - a = 2 * win_rate - 1 on every prompt; the expanded interval may reach past a rate's [0, 1]
+        lo, hi = max(0.0, (1 + diff_lo) / 2), min(1.0, (1 + diff_hi) / 2)
+        winner = cmp.attrs.get("winner")
         interval = f"{level} CI {lo:.2f} to {hi:.2f}, {n} prompts; ties count half"
-        if lo > 0.5:
-            winner = label_b
+        if winner == label_b:
             sentences = [f"The judge ({judge}) prefers {label_b} over {label_a}: win rate {rate:.2f} ({interval})."]
-        elif hi < 0.5:
-            winner = label_a
+        elif winner == label_a:
             sentences = [
                 f"The judge ({judge}) prefers {label_a} over {label_b}: {label_b} wins only {rate:.2f} ({interval})."
+            ]
+        elif n < MIN_N:
+            sentences = [
+                f"Too few prompts to call a preference between {label_a} and {label_b}: {label_b}'s win rate "
+                f"{rate:.2f} ({interval}); at least {MIN_N} prompts are needed."
             ]
         else:
             sentences = [
@@ -385,6 +426,21 @@ def _summary(out: pd.DataFrame, by: str, a: Any, b: Any, judge: str, ci: float, 
         "b": b,
         "model": judge,
     }
+
+
+def _compare_preference(
+    out: pd.DataFrame, by: str, a: Any, b: Any, ci: float, n_boot: int, seed: int | None
+) -> tuple[pd.DataFrame, float, float, float]:
+    """``ll.compare`` of the two sides' preference scores paired by prompt, and its ``b - a``
+    difference with the interval (whichever side ``ll.compare`` took as the reference)."""
+    scores = preference_scores(out, name="preference")
+    cmp = compare(scores, by=by, metric="preference", unit="prompt", n_boot=n_boot, ci=ci, seed=seed)
+    side = cmp[by].map(_norm).tolist()
+    row_b = cmp.iloc[side.index(_norm(b))]
+    row_a = cmp.iloc[side.index(_norm(a))]
+    if bool(row_a["baseline"]):  # diff = b - a
+        return cmp, float(row_b["diff"]), float(row_b["diff_low"]), float(row_b["diff_high"])
+    return cmp, -float(row_a["diff"]), -float(row_a["diff_high"]), -float(row_a["diff_low"])
 
 
 def preference_scores(pref: pd.DataFrame, name: str = "preference") -> pd.DataFrame:

@@ -36,16 +36,23 @@ def _fmt(value: Any) -> str:
 )
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="Also list judge runs (tagged judge; hidden by default).")
 @home_option
 @friendly
 def sweeps_cmd(
-    name: str | None, tags: tuple[str, ...], since: str | None, limit: int, as_json: bool, home: str | None
+    name: str | None,
+    tags: tuple[str, ...],
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    show_all: bool,
+    home: str | None,
 ) -> None:
-    """List recorded experiments, newest first."""
+    """List recorded experiments, newest first (judge runs only with --all)."""
     from llmlab.history import sweeps
 
     configure(home, datakit=None)
-    df = sweeps(name=name, tag=list(tags) or None, since=since, limit=limit)
+    df = sweeps(name=name, tag=list(tags) or None, since=since, limit=limit, include_judges=show_all)
     if as_json:
         for row in json.loads(df.to_json(orient="records", date_format="iso")):
             click.echo(json.dumps(row))

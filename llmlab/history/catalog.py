@@ -172,8 +172,16 @@ _LIST_COLUMNS = [
 ]
 
 
+JUDGE_TAG = experiments.JUDGE_TAG
+
+
 def sweeps(
-    name: str | None = None, tag: str | Sequence[str] | None = None, since: Any = None, *, limit: int | None = None
+    name: str | None = None,
+    tag: str | Sequence[str] | None = None,
+    since: Any = None,
+    *,
+    limit: int | None = None,
+    include_judges: bool = False,
 ) -> pd.DataFrame:
     """Every recorded experiment of the home, newest first (``ll.sweeps``).
 
@@ -183,6 +191,9 @@ def sweeps(
         since: only sweeps started at or after this time: a datetime, ISO text, epoch seconds, a
             timedelta, or an age like ``"7d"``, ``"12h"``.
         limit: at most this many rows.
+        include_judges: also list the judge runs of ``ll.evals.llm_judge``/``pairwise_judge`` (tagged
+            ``judge``); they are left out by default, and always listed when ``tag`` names ``judge``.
+            ``ll.load`` of a judge run's id works either way.
 
     Returns:
         One row per sweep: ``sweep_id, name, status, started_at, finished_at, wall_s, calls, ok,
@@ -224,7 +235,14 @@ def sweeps(
             "git_dirty": None if r["git_dirty"] is None else bool(r["git_dirty"]),
             "llmlab_version": r["llmlab_version"],
         }
-        for r in experiments.list_rows(_store(), name=name, tags=tags, since_iso=since_iso, limit=limit)
+        for r in experiments.list_rows(
+            _store(),
+            name=name,
+            tags=tags,
+            since_iso=since_iso,
+            limit=limit,
+            exclude_tags=() if include_judges or JUDGE_TAG in tags else (JUDGE_TAG,),
+        )
     ]
     df = pd.DataFrame(rows, columns=_LIST_COLUMNS)
     df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")

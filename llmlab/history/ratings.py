@@ -17,10 +17,10 @@ from llmlab.store import ratings as ratings_sql
 
 __all__ = ["RATING_COLUMNS", "prompt_versions", "rate", "ratings", "unrate"]
 
-RATING_COLUMNS = ["call_id", "sweep_id", "rating", "note", "rated_at"]
+RATING_COLUMNS = ["call_id", "sweep_id", "rating", "note", "rated_at", "scale"]
 
 
-def rate(sweep_id: Any, call_id: str, value: int, note: str | None = None) -> dict[str, Any]:
+def rate(sweep_id: Any, call_id: str, value: int, note: str | None = None, scale: str | None = None) -> dict[str, Any]:
     """Store the rating of one call now (what the grid's thumbs/stars call from a click handler).
 
     Args:
@@ -28,6 +28,8 @@ def rate(sweep_id: Any, call_id: str, value: int, note: str | None = None) -> di
         call_id: the call rated.
         value: +1 / -1 (thumbs) or an integer 1..5; a new rating replaces the previous one.
         note: optional free text.
+        scale: ``"thumbs"`` or ``"stars"``; by default -1 is a thumb, 2..5 stars, 1 the sweep's scale
+            (a thumb up when it has no rating yet). A rating on the other scale than the sweep's is refused.
 
     Returns:
         The stored record: call_id, sweep_id, rating, note, rated_at (UTC ISO text).
@@ -36,7 +38,7 @@ def rate(sweep_id: Any, call_id: str, value: int, note: str | None = None) -> di
         ValidationError: a bad value, an unknown sweep, or a call not in it.
     """
     store = _store()
-    return ratings_sql.rate(store, _resolve(store, sweep_id), call_id, value, note)
+    return ratings_sql.rate(store, _resolve(store, sweep_id), call_id, value, note, scale)
 
 
 def unrate(sweep_id: Any, call_id: str) -> bool:
@@ -46,7 +48,8 @@ def unrate(sweep_id: Any, call_id: str) -> bool:
 
 
 def ratings(sweep_id: Any = None) -> pd.DataFrame:
-    """Every stored rating (of one sweep, or all): call_id, sweep_id, rating, note, rated_at (UTC)."""
+    """Every stored rating (of one sweep, or all): call_id, sweep_id, rating, note, rated_at (UTC), scale
+    (``thumbs`` or ``stars``)."""
     store = _store()
     sids = None if sweep_id is None else [_resolve(store, sweep_id)]
     df = pd.DataFrame(ratings_sql.ratings_of(store, sids), columns=RATING_COLUMNS)

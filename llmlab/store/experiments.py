@@ -21,6 +21,7 @@ from llmlab.store import migrations
 from llmlab.store.database import Store
 
 __all__ = [
+    "JUDGE_TAG",
     "add_tags",
     "call_seqs",
     "check_tag",
@@ -64,6 +65,19 @@ def _loads(text: str | None) -> dict[str, Any]:
 
 def _columns(store: Store, table: str) -> list[str]:
     return [r[1] for r in store.read(f"PRAGMA table_info({table})")]
+
+
+#: The tag of the runs ``ll.evals.llm_judge``/``pairwise_judge`` make: ``ll.sweeps`` leaves them out by default.
+JUDGE_TAG = "judge"
+
+
+def _import_scale(rating: Mapping[str, Any], ratings: Sequence[Mapping[str, Any]]) -> str:
+    """An imported rating's scale: as exported, else inferred as migration m010 does for older exports."""
+    if rating.get("scale") in ("thumbs", "stars"):
+        return str(rating["scale"])
+    value = int(rating["rating"])
+    stars = value >= 2 or (value == 1 and any(int(r["rating"]) >= 2 for r in ratings))
+    return "stars" if stars else "thumbs"
 
 
 def _not_found(store: Store, sweep_id: str) -> ValidationError:
@@ -168,6 +182,7 @@ def list_rows(
     tags: Sequence[str] = (),
     since_iso: str | None = None,
     limit: int | None = None,
+    exclude_tags: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One dict per recorded sweep, newest first, filtered like ``ll.sweeps``.
 
@@ -175,6 +190,7 @@ def list_rows(
         store: the store to read.
         name: only this name (a GLOB pattern when it holds ``*``, ``?`` or ``[``).
         tags: only sweeps carrying all of these tags.
+        exclude_tags: leave out sweeps carrying any of these tags.
         since_iso: only sweeps created at or after this ISO time.
         limit: at most this many.
 
@@ -189,6 +205,9 @@ def list_rows(
         params.append(name)
     for t in tags:
         where.append("EXISTS (SELECT 1 FROM sweep_tags t WHERE t.sweep_id = s.sweep_id AND t.tag = ?)")
+        params.append(t)
+    for t in exclude_tags:
+        where.append("NOT EXISTS (SELECT 1 FROM sweep_tags t WHERE t.sweep_id = s.sweep_id AND t.tag = ?)")
         params.append(t)
     if since_iso is not None:
         where.append("julianday(s.created_at) >= julianday(?)")
@@ -470,9 +489,9 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
             )
         ]
     ratings = [
-        {"call_id": c, "rating": r, "note": n, "rated_at": t}
-        for c, r, n, t in store.read(
-            "SELECT call_id, rating, note, rated_at FROM ratings WHERE sweep_id=? ORDER BY call_id", (sweep_id,)
+        {"call_id": c, "rating": r, "note": n, "rated_at": t, "scale": k}
+        for c, r, n, t, k in store.read(
+            "SELECT call_id, rating, note, rated_at, scale FROM ratings WHERE sweep_id=? ORDER BY call_id", (sweep_id,)
         )
     ]
     versions = [
@@ -560,8 +579,11 @@ def import_rows(
             [(c["call_id"], c["model"], c["created_at"], c["response_json"]) for c in cache],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at) VALUES (?,?,?,?,?)",
-            [(sid, r["call_id"], int(r["rating"]), r.get("note"), r["rated_at"]) for r in ratings],
+            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at, scale) VALUES (?,?,?,?,?,?)",
+            [
+                (sid, r["call_id"], int(r["rating"]), r.get("note"), r["rated_at"], _import_scale(r, ratings))
+                for r in ratings
+            ],
         )
         for v in prompt_versions:
             key = (v["kind"], v["name"], v["hash"])

@@ -256,3 +256,15 @@ def m009_prompt_versions(db: sqlite3.Connection) -> None:
         CREATE INDEX IF NOT EXISTS prompt_version_sweeps_sweep ON prompt_version_sweeps (sweep_id)
         """,
     )
+
+
+@migration
+def m010_rating_scale(db: sqlite3.Connection) -> None:
+    """Each rating's scale, ``thumbs`` (+1/-1) or ``stars`` (1..5), so the two are never averaged together.
+    Existing ratings: -1 is a thumb, 2..5 stars, and a 1 takes its sweep's scale (stars when the sweep
+    has a rating of 2..5, else a thumb)."""
+    db.execute("ALTER TABLE ratings ADD COLUMN scale TEXT")
+    db.execute(
+        "UPDATE ratings SET scale = CASE WHEN rating >= 2 OR (rating = 1 AND EXISTS (SELECT 1 FROM ratings r "
+        "WHERE r.sweep_id = ratings.sweep_id AND r.rating >= 2)) THEN 'stars' ELSE 'thumbs' END"
+    )

@@ -1,6 +1,9 @@
 """Human ratings of a sweep's calls: one row per (sweep_id, call_id), written at once and durable.
 
-A rating is a thumb (+1 / -1) or a score 1..5, with an optional note and the UTC time it was given.
+A rating is a thumb (+1 / -1, scale ``thumbs``) or a score 1..5 (scale ``stars``), with an optional
+note and the UTC time it was given. One sweep is rated on one scale: its first rating fixes it, and
+a rating on the other scale is refused (a mean of thumbs and stars means nothing). A value of 1 is
+a thumb up, or one star when the sweep is rated in stars or ``scale="stars"`` is given.
 :func:`rate` is what the grid's buttons and ``SweepResult.rate`` call; :func:`ratings_of` reads them back.
 """
 
@@ -13,12 +16,15 @@ from typing import Any
 from llmlab.errors import ValidationError
 from llmlab.store.database import Store, get_store, utcnow_iso
 
-__all__ = ["RATING_VALUES", "check_rating", "clear_rating", "rate", "rate_call", "ratings_of"]
+__all__ = ["RATING_VALUES", "SCALES", "check_rating", "clear_rating", "rate", "rate_call", "ratings_of", "sweep_scale"]
 
 #: Accepted rating values: thumbs down/up and the 1..5 scale.
 RATING_VALUES = (-1, 1, 2, 3, 4, 5)
 
-_COLUMNS = ["call_id", "sweep_id", "rating", "note", "rated_at"]
+#: The two rating scales.
+SCALES = ("thumbs", "stars")
+
+_COLUMNS = ["call_id", "sweep_id", "rating", "note", "rated_at", "scale"]
 
 
 def check_rating(value: Any, note: Any = None) -> tuple[int, str | None]:
@@ -36,30 +42,73 @@ def check_rating(value: Any, note: Any = None) -> tuple[int, str | None]:
     return int(value), (note if note else None)
 
 
-def rate(store: Store, sweep_id: str, call_id: str, value: Any, note: str | None = None) -> dict[str, Any]:
+def sweep_scale(store: Store, sweep_id: str, except_call: str | None = None) -> str | None:
+    """The scale the sweep's ratings are on (``thumbs``/``stars``), None when it has none (but ``except_call``'s)."""
+    rows = store.read(
+        "SELECT scale FROM ratings WHERE sweep_id=? AND call_id IS NOT ? AND scale IS NOT NULL LIMIT 1",
+        (sweep_id, except_call),
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def _scale_of(value: int, scale: str | None, current: str | None) -> str:
+    if scale is not None and scale not in SCALES:
+        raise ValidationError("scale", scale, "expected 'thumbs' (+1/-1) or 'stars' (1..5)")
+    implied = "thumbs" if value == -1 else "stars" if value >= 2 else None
+    if scale is not None and implied is not None and scale != implied:
+        raise ValidationError("rating", value, f"is not a rating on the {scale} scale")
+    return scale or implied or current or "thumbs"
+
+
+def rate(
+    store: Store, sweep_id: str, call_id: str, value: Any, note: str | None = None, scale: str | None = None
+) -> dict[str, Any]:
     """Store (or replace) the rating of one call of one sweep, now; returns the stored record.
 
-    Raises ValidationError for a bad value or a call that is not in the sweep.
+    ``scale`` is ``"thumbs"`` or ``"stars"``; by default -1 is a thumb, 2..5 stars, and 1 whatever the
+    sweep is rated in (a thumb up in a sweep not rated yet).
+
+    Raises ValidationError for a bad value, a call that is not in the sweep, or a rating on the other
+    scale than the sweep's other ratings.
     """
     rating, text = check_rating(value, note)
     if not store.read("SELECT 1 FROM calls WHERE sweep_id=? AND call_id=?", (sweep_id, call_id)):
         raise ValidationError("call_id", call_id, f"no such call in sweep {sweep_id}")
-    record = {"call_id": call_id, "sweep_id": sweep_id, "rating": rating, "note": text, "rated_at": utcnow_iso()}
+    current = sweep_scale(store, sweep_id, except_call=call_id)
+    kind = _scale_of(rating, scale, current)
+    if current is not None and kind != current:
+        shown = {"thumbs": "thumbs (+1/-1)", "stars": "stars (1..5)"}
+        raise ValidationError(
+            "rating",
+            value,
+            f"sweep {sweep_id} is rated in {shown[current]}, and a rating in {shown[kind]} cannot be averaged "
+            f"with them; rate it in {shown[current]}, or clear the sweep's ratings first (res.rate(call_id, None))",
+        )
+    record = {
+        "call_id": call_id,
+        "sweep_id": sweep_id,
+        "rating": rating,
+        "note": text,
+        "rated_at": utcnow_iso(),
+        "scale": kind,
+    }
 
     def fn(db: sqlite3.Connection) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at) VALUES (?,?,?,?,?)",
-            (sweep_id, call_id, rating, text, record["rated_at"]),
+            "INSERT OR REPLACE INTO ratings (sweep_id, call_id, rating, note, rated_at, scale) VALUES (?,?,?,?,?,?)",
+            (sweep_id, call_id, rating, text, record["rated_at"], kind),
         )
 
     store.write(fn)
     return record
 
 
-def rate_call(sweep_id: str, call_id: str, value: Any, note: str | None = None) -> dict[str, Any]:
+def rate_call(
+    sweep_id: str, call_id: str, value: Any, note: str | None = None, scale: str | None = None
+) -> dict[str, Any]:
     """:func:`rate` in the configured home's store: what a grid button's click handler calls
     (the view layer sits below ``llmlab.history``, so it calls this, with the exact sweep id it shows)."""
-    return rate(get_store(), sweep_id, call_id, value, note)
+    return rate(get_store(), sweep_id, call_id, value, note, scale)
 
 
 def clear_rating(store: Store, sweep_id: str, call_id: str) -> bool:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import llmlab as ll
-from llmlab.analysis.judges import pair_prompt, parse_preference, wilson_interval
+from llmlab.analysis.judges import PAIRWISE_RUBRIC, pair_prompt, parse_preference
 from llmlab.errors import ValidationError
 from llmlab.testing import JudgeServer
 
@@ -86,14 +86,66 @@ def test_pairwise_prefers_the_longer_answer_in_both_orders(judge):
     assert pref["answer_b"][0].startswith("word word word") and pref["call_id_a"][0] == "terse-0"
     at = pref.attrs
     assert at["win_rate"] == pytest.approx(6 / 8) and at["n_prompts"] == N
-    assert (at["ci_low"], at["ci_high"]) == pytest.approx(wilson_interval(6, 8))
+    cmp = ll.compare(ll.evals.preference_scores(pref), by="template_name", metric="preference")
+    diff = cmp.loc[cmp["template_name"] == "terse", ["diff_low", "diff_high"]].iloc[0]  # terse - steps
+    assert (at["ci_low"], at["ci_high"]) == pytest.approx(
+        (max(0, (1 - diff.iloc[1]) / 2), min(1, (1 - diff.iloc[0]) / 2))
+    )
     assert at["ci_low"] < 0.5 < at["ci_high"] and at["winner"] is None  # 6 of 8 is not enough to be sure
     assert at["verdict"].startswith("No clear preference between template_name=terse and template_name=steps")
     # the judge saw the shared question once, and each answer in both positions
-    assert "Request:\nQuestion 0?" in js.app.prompts[0]
+    assert any(p.startswith(PAIRWISE_RUBRIC + "\n\nRequest:\nQuestion 0?") for p in js.app.prompts)
     # ll.compare reads it in long form, paired by prompt
-    cmp = ll.compare(ll.evals.preference_scores(pref), by="template_name", metric="preference")
     assert cmp.attrs["unit"] == "prompt" and cmp["n"].tolist() == [N, N]
+
+
+def _repeated(outcomes: list[tuple[str, str]]) -> pd.DataFrame:
+    """A sweep of two templates on ``len(outcomes)`` prompts × 2 repeats; ``outcomes[i][r]`` says which
+    answer the "longer" judge prefers on prompt i, repeat r: "b" (steps longer), "a" or "tie"."""
+    words = {"b": (2, 6), "a": (6, 2), "tie": (4, 4)}
+    rows = []
+    for i, pair in enumerate(outcomes):
+        for r, outcome in enumerate(pair):
+            for name, n in zip(("terse", "steps"), words[outcome]):
+                rows.append(
+                    {
+                        "prompt_id": f"p{i}",
+                        "template_name": name,
+                        "model": "openai/x",
+                        "temperature": 0.7,
+                        "repeat": r,
+                        "call_id": f"{name}-{i}-{r}",
+                        "prompt": f"Question {i}?",
+                        "completion": " ".join([f"w{r}"] * n) + f" {i}",
+                        "status": "ok",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "winner"),
+    [
+        # b wins most comparisons; per-prompt scores are fractions (1, 0.75, 0.25): 9 "wins" of 12 prompts
+        # is not enough for a binary Wilson interval, but the paired bootstrap over prompts is sure
+        ([("b", "b")] * 4 + [("b", "tie")] * 6 + [("a", "tie")] * 2, "template_name=steps"),
+        # no true preference: as many prompts lean a as lean b
+        ([("b", "tie"), ("a", "tie"), ("b", "b"), ("a", "a")] * 3, None),
+    ],
+)
+def test_pairwise_judge_and_compare_of_its_scores_name_the_same_winner(judge, outcomes, winner):
+    judge("longer")
+    pref = ll.evals.pairwise_judge(_repeated(outcomes), a="terse", b="steps", model="judge/longer", cache=False)
+    assert pref.attrs["n_prompts"] == len(outcomes) and len(pref) == 2 * len(outcomes)
+    cmp = ll.compare(ll.evals.preference_scores(pref), by="template_name", metric="preference")
+    assert cmp.attrs["unit"] == "prompt"
+    assert pref.attrs["winner"] == cmp.attrs["winner"] == winner
+    if winner:
+        assert pref.attrs["ci_low"] > 0.5 and pref.attrs["verdict"].startswith("The judge (judge/longer) prefers")
+        assert cmp.attrs["verdict"].startswith(f"{winner} wins")
+    else:
+        assert pref.attrs["ci_low"] < 0.5 < pref.attrs["ci_high"]
+        assert pref.attrs["verdict"].startswith("No clear preference") and cmp.attrs["verdict"].startswith("No clear")
 
 
 def test_a_position_biased_judge_gives_ties_not_a_winner(judge):
@@ -156,3 +208,30 @@ def test_parse_preference_and_prompt():
     assert "Request behind answer A:\nQ1" in p and p.index("Answer A:\none") < p.index("Answer B:\ntwo")
     with pytest.raises(ValidationError, match="expected one of the values"):
         ll.evals.pairwise_judge(_answers(), a="terse", b="nope", model="openai/x")
+
+
+def test_judge_runs_are_tagged_and_left_out_of_the_sweep_history(judge, home, capsys):
+    from llmlab.cli import main
+
+    judge("longer")
+    res = ll.Sweep(prompts=["hi", "yo"], models=["local/tiny"], max_tokens=4, name="mine").run(display=False)
+    pref = ll.evals.pairwise_judge(_answers(), a="terse", b="steps", model="judge/longer", cache=False)
+    scored = ll.evals.llm_judge(_answers().iloc[:2], model="judge/longer", cache=False)
+    assert len(pref) == N and len(scored) == 2
+    assert ll.sweeps().sweep_id.tolist() == [res.sweep_id]  # the newest is the user's sweep, not a judge run
+    everything = ll.sweeps(include_judges=True)
+    judged = everything[everything["name"] != "mine"]
+    assert len(everything) == 3 and all("judge" in t for t in judged["tags"])
+    assert set(ll.sweeps(tag="judge")["sweep_id"]) == set(judged["sweep_id"])
+    assert len(ll.load(judged.sweep_id.iloc[0]).df) > 0  # a judge run still loads
+    capsys.readouterr()
+    assert main(["sweeps", "--json"]) == 0
+    assert [json.loads(line)["sweep_id"] for line in capsys.readouterr().out.splitlines()] == [res.sweep_id]
+    assert main(["sweeps", "--all", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_pairwise_judge_on_a_frame_without_variants_says_so():
+    df = _answers().drop(columns="template_name").assign(template_name=None)
+    with pytest.raises(ValidationError, match="this frame has no template_name values; pairwise_judge compares two"):
+        ll.evals.pairwise_judge(df, a="terse", model="openai/x")

@@ -32,7 +32,7 @@ def test_rate_is_stored_at_once_and_read_back(home):
         assert db.execute("SELECT rating, note FROM ratings WHERE call_id=?", (cid,)).fetchone() == (1, "clear")
     res.rate(cid, 4)  # a new rating replaces the old one
     table = ll.ratings()
-    assert list(table.columns) == ["call_id", "sweep_id", "rating", "note", "rated_at"]
+    assert list(table.columns) == ["call_id", "sweep_id", "rating", "note", "rated_at", "scale"]
     assert len(table) == 1 and table["rating"][0] == 4 and str(table["rated_at"].dt.tz) == "UTC"
     loaded = ll.load(res.sweep_id).df.set_index("call_id")
     assert loaded.loc[cid, "rating"] == 4 and pd.isna(loaded.drop(index=cid)["rating"]).all()
@@ -119,3 +119,29 @@ def test_grid_click_handler_entry_point_in_the_store_layer():
     assert ll.load(res.sweep_id).df.set_index("call_id").loc[cid, "rating_note"] == "off topic"
     with pytest.raises(ValidationError):
         rate_call(res.sweep_id, cid, 3.5)
+
+
+def test_thumbs_and_stars_are_never_averaged_together():
+    res = _run()
+    ids = res.df["call_id"].tolist()
+    res.rate(ids[0], +1)
+    res.rate(ids[1], -1)
+    with pytest.raises(ValidationError, match=r"is rated in thumbs \(\+1/-1\), and a rating in stars \(1\.\.5\)"):
+        res.rate(ids[2], 4)
+    with pytest.raises(ValidationError, match="is rated in thumbs"):
+        res.rate(ids[2], stars=1)  # one star, said explicitly, is not a thumb up
+    assert ll.summary(res.df, by=[])["rating"].tolist() == [0.0]
+    assert ll.ratings(res.sweep_id)["scale"].tolist() == ["thumbs", "thumbs"]
+    # a sweep rated in stars: 1 is one star there, and a thumb down is refused
+    other = _run()
+    oid = other.df["call_id"].tolist()
+    other.rate(oid[0], 4)
+    assert other.rate(oid[1], 1)["scale"] == "stars"
+    with pytest.raises(ValidationError, match=r"is rated in stars \(1\.\.5\)"):
+        other.rate(oid[2], -1)
+    assert ll.summary(other.df, by=[])["rating"].tolist() == [2.5]
+    # re-rating the only rated call may change the scale; clearing frees it
+    other.rate(oid[0], None)
+    other.rate(oid[1], None)
+    assert other.rate(oid[2], -1)["scale"] == "thumbs"
+    assert ll.load(other.sweep_id).df["rating"].dropna().tolist() == [-1]
