@@ -149,12 +149,31 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: _scrub(v) if isinstance(v, (str, list, tuple)) else v for k, v in attrs.items()}
 
 
+#: Attribute of the one chunk event a stored span keeps: how many chunk events the instrumentation recorded.
+CHUNKS_ATTR = "llmlab.chunks"
+
+
+def compact_chunks(events: Sequence[Event]) -> list[Event]:
+    """``events`` with OpenLLMetry's per-token ``gen_ai.content.completion.chunk`` events folded into the
+    first one (its time is the first token's; :data:`CHUNKS_ATTR` counts them all).
+
+    One event per token was 40 % of a short answer's span bytes, stored and exported; llmlab records TTFT
+    and the inter-token latency (``itl_ms``) itself, and readers need only the first chunk's time.
+    """
+    chunks = [e for e in events if e.name == schema.CHUNK_EVENT]
+    if len(chunks) < 2:
+        return list(events)
+    first = chunks[0]
+    kept = Event(first.name, {**dict(first.attributes or {}), CHUNKS_ATTR: len(chunks)}, first.timestamp)
+    return [kept if e is first else e for e in events if e is first or e.name != schema.CHUNK_EVENT]
+
+
 def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back).
 
     ``export=False``: kept locally only (someone else's exporter delivers it)."""
     attrs = dict(span.attributes or {})
-    events, status_ = list(span.events), span.status
+    events, status_ = compact_chunks(span.events), span.status
     if not config.trace_content:
         attrs = strip_content(attrs)
         events = [Event(e.name, strip_content(dict(e.attributes or {})), e.timestamp) for e in events]
@@ -169,6 +188,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
     )
     if (
         not config.trace_content
+        or len(events) != len(span.events)
         or clean != attrs
         or clean_status is not status_
         or any(c.attributes != e.attributes for c, e in zip(clean_events, events))
@@ -194,7 +214,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
     parent_id = format(span.parent.span_id, "016x") if span.parent is not None else None
     service = str(span.resource.attributes.get("service.name", "")) if span.resource is not None else ""
     status, description = _status(span)
-    first_chunk = next((e.timestamp for e in span.events if e.name == schema.CHUNK_EVENT), None)
+    first_chunk = next((e.timestamp for e in events if e.name == schema.CHUNK_EVENT), None)
     is_llm = schema.is_llm_span(span.name, attrs)
     row = schema.row_from_span(
         attrs,
@@ -226,7 +246,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
             span.end_time or 0,
             int(is_llm),
             json.dumps(extras, default=str) if extras else "{}",
-            json.dumps(attrs, default=str),
+            "{}",  # the attributes live once, in the span's bytes (see llmlab.store.spanbytes.span_attributes)
             otlp,
             PENDING if export and config.datakit is not None else None,
         )
@@ -253,12 +273,17 @@ class SpanSink:
         self._last: Any = None  # the future of the last write (flush waits on it)
 
     def submit(self, span: ReadableSpan, export: bool = True) -> None:
-        try:
-            record = span_record(span, self.config, export)
-        except Exception:  # a span we cannot encode must not break the caller
-            log.exception("could not record span %s", getattr(span, "name", "?"))
-            return
-        self._last = self.store.put_spans([record])
+        config = self.config
+
+        def record() -> tuple[Any, ...] | None:
+            try:
+                return span_record(span, config, export)
+            except Exception:  # a span we cannot encode must not break the writer
+                log.exception("could not record span %s", getattr(span, "name", "?"))
+                return None
+
+        # encoded on the store's writer thread, not on the caller's (the sweep's event loop)
+        self._last = self.store.put_span_later(record)
         if self.exporter is not None:
             self.exporter.wake()
 
