@@ -37,7 +37,9 @@ def columns(db: sqlite3.Connection, table: str, calls: int) -> dict[str, float]:
 def measure(path: Path, calls: int) -> dict:
     db = sqlite3.connect(path)
     db.execute("VACUUM")
-    out = {"file_bytes_per_call": path.stat().st_size / calls, "tables": tables(db, calls)}
+    # pages in use (the WAL counts: the file on disk may not have been checkpointed yet)
+    size = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    out = {"file_bytes_per_call": size / calls, "tables": tables(db, calls)}
     for table in ("spans", "calls", "cache"):
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
             out[f"columns.{table}"] = columns(db, table, calls)
@@ -82,7 +84,7 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
     for side, data in report.items():
-        print(f"== {side}: {data['file_bytes_per_call']:.0f} bytes per call (file, after VACUUM)")
+        print(f"== {side}: {data['file_bytes_per_call']:.0f} bytes per call (database pages, after VACUUM)")
         for key, sizes in data.items():
             if isinstance(sizes, dict):
                 print(f"  {key}: " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items() if v >= 8))

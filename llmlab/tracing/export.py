@@ -38,6 +38,7 @@ from llmlab.config import EMBEDDED, Config
 from llmlab.errors import redact
 from llmlab.store import get_store
 from llmlab.store.migrations import SPAN_VALUE_COLUMNS
+from llmlab.store.spanbytes import pack, unpack
 
 log = logging.getLogger("llmlab.export")
 
@@ -229,7 +230,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
         error=description,
         first_chunk_ns=first_chunk,
     )
-    otlp = encode_spans([span]).SerializeToString()
+    otlp = pack(encode_spans([span]).SerializeToString())
     # association properties and a sweep's variant names have no column of their own: they ride in row_json
     extras = {k: v for k, v in row.items() if k.startswith("assoc.") or (k in schema.VARIANT_ATTRS and v is not None)}
     values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
@@ -463,6 +464,8 @@ def send_pending_batch(config: Config, client: httpx.Client, target: Target = DA
     rows = _claim(store, BATCH, BATCH_BYTES, target)
     if not rows:
         return None
+    # stored packed: the claim bounded the packed bytes, _post bounds the request's own
+    rows = [(r[0], r[1], unpack(r[2])) for r in rows]
     outcome: dict[int, list[tuple[str, str]]] = {DELIVERED: [], REJECTED: []}
     try:
         _post(config, client, rows, outcome, target)
@@ -485,11 +488,17 @@ def _post(
     outcome: dict[int, list[tuple[str, str]]],
     target: Target = DATAKIT,
 ) -> None:
-    """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
+    """POST ``rows`` (plain span bytes) as one request, recording each span's outcome; rows over
+    :data:`BATCH_BYTES` in all, or a 413, split the batch in two.
 
     Raises DeliveryFailed when DataKit is down, slow or answers 401/403/404/408/429/5xx.
     """
     keys = [(r[0], r[1]) for r in rows]
+    if len(rows) > 1 and sum(len(r[2]) for r in rows) > BATCH_BYTES:  # spans that packed well: two requests
+        half = len(rows) // 2
+        _post(config, client, rows[:half], outcome, target)
+        _post(config, client, rows[half:], outcome, target)
+        return
     # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
     body = b"".join(bytes(r[2]) for r in rows)
     if target.gzip:

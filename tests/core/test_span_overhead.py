@@ -8,7 +8,7 @@ import threading
 import llmlab as ll
 from llmlab import schema
 from llmlab.store import get_store
-from llmlab.store.spanbytes import span_attributes
+from llmlab.store.spanbytes import span_attributes, unpack
 from llmlab.tracing import ensure_tracing, flush
 from llmlab.tracing import export as export_mod
 
@@ -74,7 +74,8 @@ def test_a_span_is_stored_once_with_its_chunk_events_folded():
     for row in res.df.itertuples():
         attrs_json, otlp = get_store().read("SELECT attrs_json, otlp FROM spans WHERE span_id=?", (row.span_id,))[0]
         assert attrs_json == "{}"  # no second copy of the attributes
-        span = ExportTraceServiceRequest.FromString(otlp).resource_spans[0].scope_spans[0].spans[0]
+        assert unpack(otlp) != otlp  # stored packed
+        span = ExportTraceServiceRequest.FromString(unpack(otlp)).resource_spans[0].scope_spans[0].spans[0]
         chunks = [e for e in span.events if e.name == schema.CHUNK_EVENT]
         assert len(chunks) == 1  # one event, at the first token, counting them all
         counts = {kv.key: kv.value.int_value for kv in chunks[0].attributes}
@@ -84,3 +85,19 @@ def test_a_span_is_stored_once_with_its_chunk_events_folded():
     trace = ll.trace(res.df["trace_id"].iloc[0]) if hasattr(ll, "trace") else None
     if trace is not None:
         assert trace["attributes"].iloc[0]["llmlab.call_id"] in set(res.df["call_id"])
+
+
+def test_plain_span_bytes_of_older_rows_still_read():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from llmlab.store.spanbytes import pack
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.name = "openai.chat"
+    kv = span.attributes.add()
+    kv.key, kv.value.string_value = "llmlab.call_id", "c1"
+    plain = request.SerializeToString()
+    assert unpack(plain) == plain and unpack(pack(plain)) == plain and unpack(None) == b""
+    assert span_attributes("{}", plain) == span_attributes("{}", pack(plain)) == {"llmlab.call_id": "c1"}
+    assert span_attributes('{"a": 1}', b"") == {"a": 1}  # imported without bytes: the JSON copy
