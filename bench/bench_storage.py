@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_runner as br  # noqa: E402
+import bench_runner as br
 
 
 def tables(db: sqlite3.Connection, calls: int) -> dict[str, float]:
