@@ -22,7 +22,7 @@ import time
 from aiohttp import web
 
 
-def make_app(tokens: int, first_ms: float, per_token_ms: float) -> web.Application:
+def make_app(tokens: int, first_ms: float, per_token_ms: float, details: bool = True) -> web.Application:
     """The aiohttp app: chat completions (streamed or not), ``/v1/models`` and ``/stats``."""
     served_ms: list[float] = []
 
@@ -53,6 +53,8 @@ def make_app(tokens: int, first_ms: float, per_token_ms: float) -> web.Applicati
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }
+        if not details:  # as vLLM and other OpenAI-compatible servers answer
+            del usage["prompt_tokens_details"], usage["completion_tokens_details"]
         if not body.get("stream"):
             if first_ms or per_token_ms:
                 await asyncio.sleep((first_ms + per_token_ms * max(0, n - 1)) / 1000)
@@ -115,9 +117,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--first-ms", type=float, default=0.0)
     parser.add_argument("--per-token-ms", type=float, default=0.0)
+    parser.add_argument("--no-details", action="store_true", help="usage without *_tokens_details (as vLLM)")
     args = parser.parse_args()
     web.run_app(
-        make_app(args.tokens, args.first_ms, args.per_token_ms),
+        make_app(args.tokens, args.first_ms, args.per_token_ms, not args.no_details),
         host="127.0.0.1",
         port=args.port,
         print=None,

@@ -62,16 +62,19 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
     from llmlab.store import get_store
+    from llmlab.store.spanbytes import span_attributes
 
     store = get_store(get_config().home)
     rows: list[dict[str, Any]] = []
     for i in range(0, len(ids), _ID_CHUNK):
         chunk = ids[i : i + _ID_CHUNK]
         sql = (
-            "SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, row_json, attrs_json FROM spans"
+            "SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, row_json, attrs_json, otlp FROM spans"
             f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns"
         )
-        for trace_id, span_id, parent_id, name, service, start, end, row_json, attrs_json in store.read(sql, chunk):
+        for trace_id, span_id, parent_id, name, service, start, end, row_json, attrs_json, otlp in store.read(
+            sql, chunk
+        ):
             row = json.loads(row_json) if row_json else {}
             start, end = schema.datakit_times(start, end)
             rows.append(
@@ -87,7 +90,7 @@ def _local_spans(ids: list[str]) -> list[dict[str, Any]]:
                     "duration_ms": (end - start) / 1e6 if start is not None and end is not None else None,
                     "status": row.get("status") or "ok",
                     "error": row.get("error") or "",
-                    "attributes": json.loads(attrs_json) if attrs_json else {},
+                    "attributes": span_attributes(attrs_json, otlp),
                 }
             )
     return rows

@@ -35,7 +35,7 @@ from llmlab.plan.providers import get_provider
 if TYPE_CHECKING:
     from llmlab.plan.grid import Call
 
-__all__ = ["Limits", "LoopLag", "Pacer", "Window"]
+__all__ = ["InFlightCap", "Limits", "LoopLag", "Pacer", "Window"]
 
 #: the adaptive rate never goes below this (requests per second)
 MIN_RATE = 0.2
@@ -111,6 +111,54 @@ class Window:
         self.accepted += 1
         self.size = min(self.ceiling, self.size + 1.0 / self.size)
         self._wake()
+
+
+class InFlightCap(Window):
+    """The sweep-wide cap on requests in flight, held back while the runner's own event loop is saturated.
+
+    A loop that cannot keep up (more concurrent streams than one CPU parses, a CPU-heavy event
+    subscriber) makes every call wait for it, and recorded latencies measure that wait instead of
+    the model. While the loop's lag stays above the threshold, the cap is cut to 3/4 (at most once
+    per :attr:`HOLD_S`, so each cut shows in the lag first); once the lag is below half the threshold
+    it grows back by an eighth of the ceiling per step. The sweep's throughput stays what the CPU
+    allows; fewer calls wait for the loop at a time.
+    """
+
+    HOLD_S = 0.25
+
+    def __init__(self, ceiling: int) -> None:
+        super().__init__(ceiling)
+        self.lowest = int(ceiling)
+        self.cuts_for_lag = 0
+        self._changed_at = 0.0
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def on_lag(self, mean_ms: float, threshold_ms: float) -> None:
+        """One sample of the loop's lag (the mean of the last few samples, in ms)."""
+        now = time.monotonic()
+        if now - self._changed_at < self.HOLD_S:
+            return
+        if mean_ms > threshold_ms and self.size > 1:
+            self.size = max(1.0, float(int(self.size * 0.75)))
+            self.lowest = min(self.lowest, self.limit)
+            self.cuts_for_lag += 1
+            self._changed_at = now
+        elif mean_ms < threshold_ms / 2 and self.size < self.ceiling:
+            self.size = min(self.ceiling, self.size + max(1.0, self.ceiling // 8))
+            self._changed_at = now
+            self._wake()
+
+    def on_accepted(self) -> None:  # only the loop's lag moves this cap
+        self.accepted += 1
+
+    def summary(self) -> dict[str, int]:
+        """The cap at the end, the lowest it went and how many times the loop's lag cut it."""
+        return {"final": self.limit, "lowest": self.lowest, "cuts": self.cuts_for_lag}
 
 
 class Pacer:
@@ -278,8 +326,9 @@ class LoopLag:
         self.samples_ms: list[float] = []
         self.warned = False
 
-    async def watch(self, on_saturated: Any) -> None:
-        """Sample until cancelled; call ``on_saturated(lag_ms)`` the first time the lag passes the threshold."""
+    async def watch(self, on_saturated: Any, on_sample: Any = None) -> None:
+        """Sample until cancelled; call ``on_saturated(lag_ms)`` the first time the lag passes the threshold,
+        and ``on_sample(mean_ms, threshold_ms)`` at every sample (the mean of the last few)."""
         while True:
             t0 = time.monotonic()
             await asyncio.sleep(self.interval_s)
@@ -288,6 +337,8 @@ class LoopLag:
             recent = self.samples_ms[-self.sustained :]
             # sustained (the mean of the last few samples), not a one-off hiccup (a first import, a GC pause)
             mean = sum(recent) / len(recent)
+            if on_sample is not None:
+                on_sample(mean, self.threshold_ms)
             # or one stall long enough that no hiccup explains it (the loop may not wake again before the end)
             sustained = len(recent) == self.sustained and mean > self.threshold_ms
             if (sustained or lag_ms > 5 * self.threshold_ms) and not self.warned:

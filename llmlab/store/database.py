@@ -59,6 +59,22 @@ log = logging.getLogger("llmlab.store")
 WriteFn = Callable[[sqlite3.Connection], Any]
 
 
+class Prepared:
+    """A write with a CPU-bound first step (encoding a span, say) that the writer thread runs before it
+    takes the database's write lock: the caller's thread (the event loop) does none of it, and the
+    lock is never held while Python encodes. ``prepare()``'s result is passed to ``write(conn, value)``."""
+
+    __slots__ = ("prepare", "value", "write")
+
+    def __init__(self, prepare: Callable[[], Any], write: Callable[[sqlite3.Connection, Any], Any]) -> None:
+        self.prepare = prepare
+        self.write = write
+        self.value: Any = None
+
+    def __call__(self, db: sqlite3.Connection) -> Any:
+        return self.write(db, self.value)
+
+
 def utcnow_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
@@ -178,6 +194,18 @@ class Store:
             self._run_batch(db, batch)
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[tuple[WriteFn, concurrent.futures.Future[Any]]]) -> None:
+        ready = []
+        for fn, fut in batch:  # encoding first, outside the write lock; a write that cannot be prepared fails alone
+            if isinstance(fn, Prepared):
+                try:
+                    fn.value = fn.prepare()
+                except Exception as exc:
+                    _settle(fut, None, exc)
+                    continue
+            ready.append((fn, fut))
+        if not ready:
+            return
+        batch = ready
         # Not sqlite.transaction(): a group commit settles each queued write on its own (a savepoint per
         # item, so one failing write does not undo the others) and tells "locked" apart from "commit failed".
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
@@ -269,8 +297,9 @@ class Store:
         self, sweep_id: str, seq: int, row: dict[str, Any], cache_entry: dict[str, Any] | None
     ) -> concurrent.futures.Future[Any]:
         """Persist a finished call (and its response in the cache) in one transaction."""
-        row_json = json.dumps(row, default=str)
-        cache_json = None if cache_entry is None else json.dumps(cache_entry, default=str)
+        # compact separators: a tenth of a short call's row is ", " and ": "
+        row_json = json.dumps(row, default=str, separators=(",", ":"))
+        cache_json = None if cache_entry is None else json.dumps(cache_entry, default=str, separators=(",", ":"))
 
         def fn(db: sqlite3.Connection) -> None:
             now = utcnow_iso()
@@ -352,6 +381,17 @@ class Store:
             db.executemany(_SPAN_INSERT, records)
 
         return self.submit(fn)
+
+    def put_span_later(self, make_record: Callable[[], tuple[Any, ...] | None]) -> concurrent.futures.Future[Any]:
+        """Insert the span record ``make_record()`` builds, building it on the writer thread (in queue
+        order with the other writes, so a call row written after it is never on disk before it);
+        ``None``: nothing to insert."""
+
+        def write(db: sqlite3.Connection, record: tuple[Any, ...] | None) -> None:
+            if record is not None:
+                db.execute(_SPAN_INSERT, record)
+
+        return self.submit(Prepared(make_record, write))
 
     def pending_count(self, column: str = "export_state") -> int:
         """Spans waiting to be delivered to DataKit (``otlp_state``: to the plain OTLP endpoint)."""

@@ -19,6 +19,7 @@ from typing import Any
 from llmlab.errors import ValidationError
 from llmlab.store import migrations
 from llmlab.store.database import Store
+from llmlab.store.spanbytes import unpack
 
 __all__ = [
     "JUDGE_TAG",
@@ -476,7 +477,7 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
         (sweep_id, sweep_id),
     ):
         span = dict(zip(span_cols, r[:-1]))
-        span["otlp"] = None if r[-1] is None else bytes(r[-1])
+        span["otlp"] = None if r[-1] is None else unpack(r[-1])  # an export holds the plain protobuf
         spans.append(span)
     cache = []
     if include_cache:

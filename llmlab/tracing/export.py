@@ -38,6 +38,7 @@ from llmlab.config import EMBEDDED, Config
 from llmlab.errors import redact
 from llmlab.store import get_store
 from llmlab.store.migrations import SPAN_VALUE_COLUMNS
+from llmlab.store.spanbytes import pack, unpack
 
 log = logging.getLogger("llmlab.export")
 
@@ -149,12 +150,31 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: _scrub(v) if isinstance(v, (str, list, tuple)) else v for k, v in attrs.items()}
 
 
+#: Attribute of the one chunk event a stored span keeps: how many chunk events the instrumentation recorded.
+CHUNKS_ATTR = "llmlab.chunks"
+
+
+def compact_chunks(events: Sequence[Event]) -> list[Event]:
+    """``events`` with OpenLLMetry's per-token ``gen_ai.content.completion.chunk`` events folded into the
+    first one (its time is the first token's; :data:`CHUNKS_ATTR` counts them all).
+
+    One event per token was 40 % of a short answer's span bytes, stored and exported; llmlab records TTFT
+    and the inter-token latency (``itl_ms``) itself, and readers need only the first chunk's time.
+    """
+    chunks = [e for e in events if e.name == schema.CHUNK_EVENT]
+    if len(chunks) < 2:
+        return list(events)
+    first = chunks[0]
+    kept = Event(first.name, {**dict(first.attributes or {}), CHUNKS_ATTR: len(chunks)}, first.timestamp)
+    return [kept if e is first else e for e in events if e is first or e.name != schema.CHUNK_EVENT]
+
+
 def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back).
 
     ``export=False``: kept locally only (someone else's exporter delivers it)."""
     attrs = dict(span.attributes or {})
-    events, status_ = list(span.events), span.status
+    events, status_ = compact_chunks(span.events), span.status
     if not config.trace_content:
         attrs = strip_content(attrs)
         events = [Event(e.name, strip_content(dict(e.attributes or {})), e.timestamp) for e in events]
@@ -169,6 +189,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
     )
     if (
         not config.trace_content
+        or len(events) != len(span.events)
         or clean != attrs
         or clean_status is not status_
         or any(c.attributes != e.attributes for c, e in zip(clean_events, events))
@@ -194,7 +215,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
     parent_id = format(span.parent.span_id, "016x") if span.parent is not None else None
     service = str(span.resource.attributes.get("service.name", "")) if span.resource is not None else ""
     status, description = _status(span)
-    first_chunk = next((e.timestamp for e in span.events if e.name == schema.CHUNK_EVENT), None)
+    first_chunk = next((e.timestamp for e in events if e.name == schema.CHUNK_EVENT), None)
     is_llm = schema.is_llm_span(span.name, attrs)
     row = schema.row_from_span(
         attrs,
@@ -209,7 +230,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
         error=description,
         first_chunk_ns=first_chunk,
     )
-    otlp = encode_spans([span]).SerializeToString()
+    otlp = pack(encode_spans([span]).SerializeToString())
     # association properties and a sweep's variant names have no column of their own: they ride in row_json
     extras = {k: v for k, v in row.items() if k.startswith("assoc.") or (k in schema.VARIANT_ATTRS and v is not None)}
     values = tuple(_sql_value(row.get(name)) for name, _ in SPAN_VALUE_COLUMNS)
@@ -226,7 +247,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
             span.end_time or 0,
             int(is_llm),
             json.dumps(extras, default=str) if extras else "{}",
-            json.dumps(attrs, default=str),
+            "{}",  # the attributes live once, in the span's bytes (see llmlab.store.spanbytes.span_attributes)
             otlp,
             PENDING if export and config.datakit is not None else None,
         )
@@ -253,12 +274,17 @@ class SpanSink:
         self._last: Any = None  # the future of the last write (flush waits on it)
 
     def submit(self, span: ReadableSpan, export: bool = True) -> None:
-        try:
-            record = span_record(span, self.config, export)
-        except Exception:  # a span we cannot encode must not break the caller
-            log.exception("could not record span %s", getattr(span, "name", "?"))
-            return
-        self._last = self.store.put_spans([record])
+        config = self.config
+
+        def record() -> tuple[Any, ...] | None:
+            try:
+                return span_record(span, config, export)
+            except Exception:  # a span we cannot encode must not break the writer
+                log.exception("could not record span %s", getattr(span, "name", "?"))
+                return None
+
+        # encoded on the store's writer thread, not on the caller's (the sweep's event loop)
+        self._last = self.store.put_span_later(record)
         if self.exporter is not None:
             self.exporter.wake()
 
@@ -438,6 +464,8 @@ def send_pending_batch(config: Config, client: httpx.Client, target: Target = DA
     rows = _claim(store, BATCH, BATCH_BYTES, target)
     if not rows:
         return None
+    # stored packed: the claim bounded the packed bytes, _post bounds the request's own
+    rows = [(r[0], r[1], unpack(r[2])) for r in rows]
     outcome: dict[int, list[tuple[str, str]]] = {DELIVERED: [], REJECTED: []}
     try:
         _post(config, client, rows, outcome, target)
@@ -460,11 +488,17 @@ def _post(
     outcome: dict[int, list[tuple[str, str]]],
     target: Target = DATAKIT,
 ) -> None:
-    """POST ``rows`` as one request, recording each span's outcome; a 413 splits the batch in two.
+    """POST ``rows`` (plain span bytes) as one request, recording each span's outcome; rows over
+    :data:`BATCH_BYTES` in all, or a 413, split the batch in two.
 
     Raises DeliveryFailed when DataKit is down, slow or answers 401/403/404/408/429/5xx.
     """
     keys = [(r[0], r[1]) for r in rows]
+    if len(rows) > 1 and sum(len(r[2]) for r in rows) > BATCH_BYTES:  # spans that packed well: two requests
+        half = len(rows) // 2
+        _post(config, client, rows[:half], outcome, target)
+        _post(config, client, rows[half:], outcome, target)
+        return
     # concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge)
     body = b"".join(bytes(r[2]) for r in rows)
     if target.gzip:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -165,6 +166,43 @@ def _init_traceloop(config: Config) -> None:
         )
 
 
+def _usage_details_tolerant(set_response_attributes: Any) -> Any:
+    """Wrap OpenLLMetry's ``_set_response_attributes`` so that a usage without ``prompt_tokens_details``
+    reads as one with no details.
+
+    OpenLLMetry 0.62 does ``dict(usage.get("prompt_tokens_details", {}))``; the openai client parses a
+    usage chunk that lacks the field (vLLM, llama.cpp, Ollama and llmlab's local model send none) into
+    ``None``, so every such call raised inside the instrumentation, which formatted a traceback
+    (~1.5 ms) and lost the ``gen_ai.usage.cache_read.input_tokens`` attribute (the last one it sets;
+    OpenAI's answers get 0). Handing it ``{}`` instead gives those spans the attribute an OpenAI
+    answer without cached tokens gets, and no exception is raised per call.
+    """
+
+    @functools.wraps(set_response_attributes)
+    def wrapper(span: Any, response: Any) -> Any:
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if usage is not None and not isinstance(usage, dict):
+            usage = getattr(usage, "__dict__", None)
+        if isinstance(usage, dict) and "prompt_tokens_details" in usage and usage["prompt_tokens_details"] is None:
+            response = {**response, "usage": {**usage, "prompt_tokens_details": {}}}
+        return set_response_attributes(span, response)
+
+    wrapper.__llmlab_tolerant__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _patch_openllmetry() -> None:
+    """Apply :func:`_usage_details_tolerant` to the chat wrappers (once; a later version without the
+    function is left alone)."""
+    try:
+        from opentelemetry.instrumentation.openai.shared import chat_wrappers
+    except ImportError:
+        return
+    original = getattr(chat_wrappers, "_set_response_attributes", None)
+    if original is not None and not getattr(original, "__llmlab_tolerant__", False):
+        chat_wrappers._set_response_attributes = _usage_details_tolerant(original)
+
+
 def _apply(config: Config) -> None:
     # the openai instrumentation reads this at call time; our processor strips content too
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if config.trace_content else "false"
@@ -179,6 +217,7 @@ def ensure_tracing(config: Config | None = None) -> LlmlabProcessor:
         if not _initialised:
             _initialised = True
             _init_traceloop(config)
+            _patch_openllmetry()
             on_configure(_on_configure)
         if _processor.config != config:
             _apply(config)

@@ -14,6 +14,7 @@ from llmlab.events import EventBus
 from llmlab.localmodel import count_tokens, create_app
 from llmlab.serving import BackgroundServer
 from llmlab.store import get_store
+from llmlab.store.spanbytes import span_attributes
 from llmlab.tracing import flush
 
 
@@ -25,9 +26,9 @@ def flaky(counting_provider):
 
 def _span_attrs(trace_id: str, span_id: str) -> dict:
     flush()
-    rows = get_store().read("SELECT attrs_json FROM spans WHERE trace_id=? AND span_id=?", (trace_id, span_id))
+    rows = get_store().read("SELECT attrs_json, otlp FROM spans WHERE trace_id=? AND span_id=?", (trace_id, span_id))
     assert rows, "the call's span is not in the store"
-    return json.loads(rows[0][0])
+    return span_attributes(*rows[0])
 
 
 def test_streamed_sweep_gives_canonical_rows_and_joinable_spans():
@@ -326,3 +327,61 @@ def test_a_saturated_event_loop_is_measured_and_said_once():
     saturated = [e for e in events if e.kind == "loop_saturated"]
     assert len(saturated) == 1 and "lower concurrency" in saturated[0].data["hint"]
     assert events[-1].data["loop_lag_ms"]["max"] > 100
+
+
+def test_a_cpu_heavy_subscriber_holds_concurrency_back_instead_of_inflating_latencies():
+    """Real load on the loop (a subscriber burning CPU on every token): the sweep-wide in-flight cap
+    comes down while the lag stays high, the sweep says so once, and every call still finishes."""
+    import time as _time
+
+    def burn(event) -> None:
+        if event.kind == "token":
+            end = _time.perf_counter() + 0.004
+            while _time.perf_counter() < end:
+                pass
+
+    bus = EventBus()
+    events: list = []
+    bus.subscribe(burn)
+    bus.subscribe(lambda e: e.kind in ("loop_saturated", "sweep_finished") and events.append(e))
+    sweep = ll.Sweep(prompts=[f"Explain tides, part {i}." for i in range(24)], models=["local/tiny"], max_tokens=16)
+    res = sweep.run(display=False, cache=False, bus=bus, concurrency=32)
+    assert (res.df["status"] == "ok").all()
+    assert len([e for e in events if e.kind == "loop_saturated"]) == 1
+    cap = events[-1].data["in_flight_cap"]
+    assert cap["cuts"] >= 1 and cap["lowest"] < 32
+
+
+def test_the_in_flight_cap_follows_the_loop_lag():
+    from llmlab.run.limits import InFlightCap
+
+    cap = InFlightCap(16)
+    cap.HOLD_S = 0.0
+    for _ in range(3):
+        cap.on_lag(300.0, 100.0)
+    assert cap.limit < 16 and cap.lowest == cap.limit and cap.summary()["cuts"] == 3
+    for _ in range(20):
+        cap.on_lag(10.0, 100.0)
+    assert cap.limit == 16 and cap.summary()["lowest"] < 16
+    for _ in range(30):
+        cap.on_lag(1000.0, 100.0)
+    assert cap.limit == 1  # never below one call in flight
+
+    async def fill() -> int:
+        cap.size = 2.0
+        entered = 0
+
+        async def one() -> None:
+            nonlocal entered
+            async with cap:
+                entered += 1
+                await asyncio.sleep(0.01)
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(5)]
+        await asyncio.sleep(0)
+        first = cap.in_flight
+        await asyncio.gather(*tasks)
+        assert entered == 5
+        return first
+
+    assert asyncio.run(fill()) == 2
