@@ -3,7 +3,7 @@
 One file (``home/collector.db``) may be shared by several processes (a notebook kernel and
 ``llmlab collector`` on the same home): WAL journal, a busy timeout, and numbered migrations
 applied inside ``BEGIN IMMEDIATE`` so that two processes opening a fresh file do not race
-(all three from :mod:`llmlab.sqlite`, shared with the local store).
+(all three from :mod:`llmlab.sqlkit`, shared with the local store).
 
 Spans are stored for fast ingest, not in their final query shape: the indexed point columns
 (time, service, status, ids, name, start, duration, customer-tag blob) are computed at ingest,
@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmlab import sqlite
+from llmlab import sqlkit
 from llmlab.collector.regex import compile_regex
 from llmlab.errors import QueryError, StoreError
-from llmlab.sqlite import Migrations, run_script, transaction
+from llmlab.sqlkit import Migrations, run_script, transaction
 
 __all__ = ["MIGRATIONS", "QueryTimeout", "SpanGroup", "Storage", "compiled_regex"]
 
@@ -237,7 +237,7 @@ class Storage:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite.connect(self.path)
+            db = sqlkit.connect(self.path)
             db.create_function("regexp", 2, _regexp, deterministic=True)
             db.create_function("dql_num", 1, _num, deterministic=True)
         except sqlite3.Error as exc:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmlab import sqlite
+from llmlab import sqlkit
 from llmlab.errors import StoreError
 from llmlab.store.migrations import MIGRATIONS, SPAN_VALUE_COLUMNS
 
@@ -82,11 +82,11 @@ def utcnow_iso() -> str:
 def connect(path: Path) -> sqlite3.Connection:
     """Open the store's database at ``path`` (created with its folder if missing) with the shared llmlab settings.
 
-    See :func:`llmlab.sqlite.connect`; the store also enforces foreign keys. Raises :class:`StoreError`.
+    See :func:`llmlab.sqlkit.connect`; the store also enforces foreign keys. Raises :class:`StoreError`.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return sqlite.connect(path, foreign_keys=True)
+        return sqlkit.connect(path, foreign_keys=True)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the store at {path}: {exc}") from None
 
@@ -206,7 +206,7 @@ class Store:
         if not ready:
             return
         batch = ready
-        # Not sqlite.transaction(): a group commit settles each queued write on its own (a savepoint per
+        # Not sqlkit.transaction(): a group commit settles each queued write on its own (a savepoint per
         # item, so one failing write does not undo the others) and tells "locked" apart from "commit failed".
         results: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         for attempt in range(20):

@@ -1,14 +1,14 @@
 """Numbered schema migrations of the local store (applied in order, recorded in ``_migrations``).
 
 Never edit a released migration: add the next number. Each function gets an open connection
-inside a transaction; :func:`llmlab.sqlite.Migrations.apply` runs them.
+inside a transaction; :func:`llmlab.sqlkit.Migrations.apply` runs them.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from llmlab.sqlite import Migrations, run_script
+from llmlab.sqlkit import Migrations, run_script
 
 __all__ = ["MIGRATIONS", "SPAN_VALUE_COLUMNS", "run_script"]
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "llmlab"
 MAX_LINES = 700
 
 #: Height of each stage; a module may import only from its own stage or a lower height.
-GROUND = {"config", "errors", "schema", "events", "tokens", "pricing", "paths", "serving", "sqlite", "text"}
+GROUND = {"config", "errors", "schema", "events", "tokens", "pricing", "paths", "serving", "sqlkit", "text"}
 STAGES = {
     "ground": 0,
     "localmodel": 1,

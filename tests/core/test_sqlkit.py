@@ -1,4 +1,4 @@
-"""llmlab.sqlite: the connection settings, the transaction helper and the migration runner both databases share."""
+"""llmlab.sqlkit: the connection settings, the transaction helper and the migration runner both databases share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from llmlab.errors import StoreError
-from llmlab.sqlite import Migrations, connect, transaction
+from llmlab.sqlkit import Migrations, connect, transaction
 
 
 def test_connect_uses_wal_and_autocommit(tmp_path):
