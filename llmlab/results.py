@@ -168,27 +168,9 @@ class SweepResult:
             spec = self.spec or {}
             if spec.get("prompts"):
                 try:
-                    from llmlab.plan.grid import build_grid
+                    from llmlab.plan.grid import grid_from_spec
 
-                    grid = build_grid(
-                        spec["prompts"],
-                        **{
-                            k: spec[k]
-                            for k in (
-                                "template",
-                                "system",
-                                "messages",
-                                "models",
-                                "temperature",
-                                "top_p",
-                                "max_tokens",
-                                "seed",
-                            )
-                            if k in spec
-                        },
-                        repeats=spec.get("repeats", 1),
-                        params=spec.get("params") or None,
-                    )
+                    grid = grid_from_spec(spec)
                     self._messages = {c.call_id: [dict(m) for m in c.messages] for c in grid.calls}
                 except Exception as exc:  # an older or unusual spec: the details show the prompt only
                     log.debug("message lists not rebuilt for %s: %s", self.sweep_id, exc)

@@ -72,20 +72,7 @@ __all__ = ["STANDIN_TOKEN", "create_standin_app", "datakit_metric_point", "datak
 #: The workspace token the stand-in's "dataway" holds (and accepts in a query body).
 STANDIN_TOKEN = "tkn_standin_0123456789abcdef"
 _TYPES = ("application/x-protobuf", "application/json")
-_SPAN_COLUMNS = (
-    "time",
-    "trace_id",
-    "span_id",
-    "parent_id",
-    "service",
-    "status",
-    "span_kind",
-    "source",
-    "resource",
-    "operation",
-    "start",
-    "duration",
-)
+_SPAN_COLUMNS = tuple(c for c in dql.ALL_COLUMNS if c != "message")  # the point's columns, its message aside
 _EXCEPTION = {
     "exception.message": "error_message",
     "exception.type": "error_type",

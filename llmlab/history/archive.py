@@ -24,7 +24,7 @@ from typing import Any
 
 from llmlab.errors import ConfigError, LlmlabError, StoreError, ValidationError
 from llmlab.history.catalog import _home_hint, _resolve, _store
-from llmlab.plan.grid import build_grid
+from llmlab.plan.grid import grid_from_spec
 from llmlab.run.provenance import package_versions
 from llmlab.store import experiments
 from llmlab.store.ratings import check_rating
@@ -250,12 +250,8 @@ def _request_ids(spec: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
     """(call_id → model of every request the sweep's spec expands to, recomputed as the runner does,
     or None with the reason when the spec cannot be expanded here: prompts too large to have been
     stored, a provider not registered on this machine)."""
-    prompts = spec.get("prompts")
-    if not isinstance(prompts, list) or not prompts:  # a str would be read as a local file path: never
-        return None, "the export does not hold its sweep's prompts"
-    keys = ("template", "system", "models", "temperature", "top_p", "max_tokens", "repeats", "seed", "params")
     try:
-        grid = build_grid(prompts, **{k: spec[k] for k in keys if k in spec})
+        grid = grid_from_spec(spec)
     except (LlmlabError, ValueError, TypeError, KeyError) as exc:
         return None, f"its requests cannot be recomputed here: {exc}"
     return {c.call_id: c.qualified_model for c in grid.calls}, "they answer no request of the imported sweep"

@@ -27,7 +27,7 @@ from llmlab.plan.providers import get_provider, split_model
 from llmlab.plan.variants import Variant, fill_messages, parse_variants
 from llmlab.text import as_list, is_finite_number
 
-__all__ = ["MAX_PLAN_CALLS", "Call", "Grid", "build_grid", "call_id_for", "canonical_json"]
+__all__ = ["MAX_PLAN_CALLS", "Call", "Grid", "build_grid", "call_id_for", "canonical_json", "grid_from_spec"]
 
 #: The most calls one sweep may plan. Each planned call holds its messages, settings and id in memory
 #: (about 1 KB and 12 µs each), so 250,000 calls take ~0.3 GB and ~3 s to plan before anything is sent; a grid
@@ -349,6 +349,16 @@ def build_grid(
         variants=(*templates, *systems, *message_sets),
         messages_template=_as_given(message_sets),
     )
+
+
+def grid_from_spec(spec: Mapping[str, Any]) -> Grid:
+    """The grid a stored :meth:`Grid.spec` describes (its inverse): a past sweep's calls, ids and messages,
+    recomputed without sending anything. ValidationError when the spec holds no prompts (never a file path)."""
+    if not isinstance(prompts := spec.get("prompts"), list) or not prompts:
+        raise ValidationError("prompts", None, "the stored spec does not hold its sweep's prompts")
+    keys = ("name", "template", "system", "messages", "models", "temperature", "top_p", "max_tokens", "seed")
+    settings = {k: spec[k] for k in keys if k in spec}
+    return build_grid(prompts, **settings, repeats=spec.get("repeats", 1), params=spec.get("params") or None)
 
 
 def _check_plan_size(axes: dict[str, int]) -> None:

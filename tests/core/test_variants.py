@@ -142,3 +142,18 @@ def test_charts_group_by_variant_and_no_text_is_kept_without_trace_content():
     quiet.run(display=False)
     versions = ll.prompt_versions("secret")
     assert len(versions) == 1 and versions["text"][0] is None and versions["hash"][0]
+
+
+def test_a_stored_spec_rebuilds_the_same_calls_for_every_kind_of_variant():
+    """One inverse of Grid.spec() (import's cache check and a reloaded grid's message lists both use it): a
+    messages= sweep rebuilds too (import used to leave out "messages" and dropped such sweeps' cache)."""
+    from llmlab.plan.grid import build_grid, grid_from_spec
+
+    for kwargs in (
+        {"template": {"terse": "Answer: {q}", "steps": "Steps: {q}"}, "system": "Be exact."},
+        {"messages": {"m": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "{q}"}]}},
+    ):
+        grid = build_grid([{"id": "a", "q": "Why?"}, {"id": "b", "q": "How?"}], temperature=[0.0, 0.7], **kwargs)
+        again = grid_from_spec(grid.spec())
+        assert [c.call_id for c in again.calls] == [c.call_id for c in grid.calls]
+        assert [c.messages for c in again.calls] == [c.messages for c in grid.calls]
