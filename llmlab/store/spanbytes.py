@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+if TYPE_CHECKING:  # the protobuf classes load on first decode, not when ``import llmlab`` reaches the store
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 
 def pack(otlp: bytes) -> bytes:
@@ -47,6 +47,8 @@ def any_value(value: AnyValue) -> Any:
 def span_attributes(attrs_json: str | None, otlp: bytes | None) -> dict[str, Any]:
     """The attributes of one stored span: decoded from its OTLP bytes when it has them, else ``attrs_json``."""
     if otlp:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
         request = ExportTraceServiceRequest.FromString(unpack(otlp))
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
