@@ -35,7 +35,7 @@ from llmlab.plan.providers import get_provider
 if TYPE_CHECKING:
     from llmlab.plan.grid import Call
 
-__all__ = ["InFlightCap", "Limits", "LoopLag", "Pacer", "Window"]
+__all__ = ["InFlightCap", "Limits", "LoopLag", "Pacer", "Window", "accepted_by"]
 
 #: the adaptive rate never goes below this (requests per second)
 MIN_RATE = 0.2
@@ -355,3 +355,9 @@ class LoopLag:
             "p95": round(data[min(len(data) - 1, int(len(data) * 0.95))], 1),
             "max": round(data[-1], 1),
         }
+
+
+def accepted_by(window: Window, pacer: Pacer) -> None:
+    """The provider accepted a request (answered 200): progress for its window and its pacer."""
+    window.on_accepted()
+    pacer.on_accepted()

@@ -38,13 +38,16 @@ from llmlab.plan.grid import Call, Grid
 from llmlab.plan.providers import get_provider, make_client
 from llmlab.run.cassette import CallInfo, Cassette, CassetteTransport, call_scope
 from llmlab.run.claims import ACTIVE_SWEEPS, ClaimWaiter
-from llmlab.run.limits import InFlightCap, Limits, LoopLag, Pacer, Window
+from llmlab.run.handoff import Handoff
+from llmlab.run.heap import quiet_gc
+from llmlab.run.limits import InFlightCap, Limits, LoopLag, Window, accepted_by
 from llmlab.run.retry import (
     RetryPolicy,
     StreamCut,
     describe_error,
     is_rate_limited,
     is_transient,
+    release_retrying,
     retry_after_seconds,
 )
 from llmlab.run.rows import CACHE_FIELDS, base_row, combined_miss, row_for_store
@@ -146,6 +149,7 @@ class SweepRunner:
         self._cassette: Any = None
         self.replay_misses: list[ReplayMissError] = []
         self._claims = ClaimWaiter(self.store, self.sweep_id, set())
+        self._started: set[str] = set()  # calls whose task has begun (see _never_ran)
 
     def _emit(self, kind: str, call_id: str | None = None, **data: Any) -> None:
         self.bus.publish(Event(kind, self.sweep_id, call_id, data))
@@ -249,7 +253,8 @@ class SweepRunner:
         """
         ACTIVE_SWEEPS.add(self.sweep_id)
         try:
-            await self._run()
+            with quiet_gc():
+                await self._run()
         finally:
             ACTIVE_SWEEPS.discard(self.sweep_id)
         return self.outcome()
@@ -292,18 +297,23 @@ class SweepRunner:
         )
         # lowered while the loop's lag stays high, so latencies keep measuring the model (see InFlightCap)
         self._in_flight = InFlightCap(self.options.concurrency)
-        tasks = []
+        self._handoff = Handoff(asyncio.get_running_loop())
         for call in calls:
             self._emit("queued", call.call_id)
+        queued_at = time.perf_counter()
+        per_window: dict[int, list[tuple[int, Call]]] = {}
+        tasks = []
         for index, call in enumerate(calls):
             hit = cached.get(call.call_id)
             if hit is not None:
                 self._finish_cached(call, hit, index)
-                continue
-            task = asyncio.ensure_future(self._run_call(call, index))
-            self.handle._tasks.add(task)
-            task.add_done_callback(self.handle._tasks.discard)
-            tasks.append(task)
+            elif call.call_id in self._claims:  # another sweep is sending it: wait for its answer, holding no slot
+                tasks.append(self._spawn(self._run_claimed(call, index, queued_at)))
+            else:
+                per_window.setdefault(id(self._limits.window(call)), []).append((index, call))
+        # one feeder per provider+model starts a call's task only when the call gets a slot, so a
+        # sweep of 10,000 calls holds as many tasks (and rows) as calls in flight, not 10,000
+        tasks += [self._spawn(self._feed(batch, queued_at)) for batch in per_window.values()]
         interrupted = False
         lag = LoopLag()
         watcher = asyncio.ensure_future(lag.watch(self._loop_saturated, self._in_flight.on_lag))
@@ -315,8 +325,7 @@ class SweepRunner:
             # stop as cancel() does and record what finished, then let the cancellation go on
             interrupted = True
             self.handle.cancelled.set()
-            for task in tasks:
-                task.cancel()
+            self.handle._cancel_tasks()
             await asyncio.gather(*tasks, return_exceptions=True)
         watcher.cancel()
         await self._claims.close()
@@ -401,37 +410,80 @@ class SweepRunner:
         self._reservations[call.call_id] = est
         return True
 
-    async def _run_call(self, call: Call, index: int) -> None:
-        queued_at = time.perf_counter()
-        row = base_row(call, self.sweep_id)
-        # a slot of the call's own provider+model: one provider's limits or 429s never hold up another's calls
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """A task the run's handle can cancel."""
+        task = asyncio.ensure_future(coro)
+        self.handle._tasks.add(task)
+        task.add_done_callback(self.handle._tasks.discard)
+        return task
+
+    def _skip_cancelled(self, calls: Any) -> None:
+        for call in calls:
+            self.skipped.append((call, "cancelled"))
+            self._emit("skipped", call.call_id, reason="cancelled")
+
+    async def _feed(self, batch: list[tuple[int, Call]], queued_at: float) -> None:
+        """Start the calls of one provider+model in order, each once its window has a free slot
+        (a slot of its own provider+model: one provider's limits or 429s never hold up another's calls)."""
+        window = self._limits.window(batch[0][1])
+        running: set[asyncio.Task[Any]] = set()
+        try:
+            for n, (index, call) in enumerate(batch):
+                try:
+                    await window.acquire()
+                except asyncio.CancelledError:  # cancelled while waiting for a slot: never sent
+                    self._skip_cancelled(c for _, c in batch[n:])
+                    raise
+                task = self._spawn(self._run_in_slot(call, index, window, queued_at))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(functools.partial(self._never_ran, call, window))
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _never_ran(self, call: Call, window: Window, task: asyncio.Task[Any]) -> None:
+        """A call's task cancelled before its first step (a cancel right after its slot was given): its
+        slot is given back and the call is accounted for as skipped, as one cancelled while waiting is."""
+        if task.cancelled() and call.call_id not in self._started:
+            window.release()
+            self._skip_cancelled([call])
+
+    async def _run_claimed(self, call: Call, index: int, queued_at: float) -> None:
+        """A call another sweep is sending: wait for its answer; send it ourselves if that sweep did not."""
         window = self._limits.window(call)
         try:
-            if call.call_id in self._claims:  # another sweep is sending it: wait for its answer
-                hit = await self._claims.wait(call.call_id)
-                if hit is not None:
-                    self._finish_cached(call, hit, index)
-                    return
+            hit = await self._claims.wait(call.call_id)
+            if hit is not None:
+                self._finish_cached(call, hit, index)
+                return
             await window.acquire()
-        except asyncio.CancelledError:  # cancelled while still waiting for a slot: never sent
-            self.skipped.append((call, "cancelled"))
-            self._emit("skipped", call.call_id, reason="cancelled")
+        except asyncio.CancelledError:  # cancelled while still waiting: never sent
+            self._skip_cancelled([call])
             return
+        await self._run_in_slot(call, index, window, queued_at)
+
+    async def _run_in_slot(self, call: Call, index: int, window: Window, queued_at: float) -> None:
+        """Send a call holding its provider+model slot, then record it (the slot is free again by then)."""
+        self._started.add(call.call_id)
         try:
-            await self._run_call_in_slot(call, index, row, queued_at)
+            row = await self._send(call, queued_at)
         finally:
             window.release()
+        if row is not None:
+            await self._record(call, index, row)
 
-    async def _run_call_in_slot(self, call: Call, index: int, row: dict[str, Any], queued_at: float) -> None:
+    async def _send(self, call: Call, queued_at: float) -> dict[str, Any] | None:
+        """The call's row once sent (ok or error); None if it was skipped (cancelled, budget, replay miss)."""
         if self.handle.cancelled.is_set():
-            self.skipped.append((call, "cancelled"))
-            self._emit("skipped", call.call_id, reason="cancelled")
-            return
+            self._skip_cancelled([call])
+            return None
         if not self._budget_allows(call):
             self.stopped = "budget"
             self.skipped.append((call, "budget"))
             self._emit("skipped", call.call_id, reason=f"budget_usd={self.options.budget_usd} would be exceeded")
-            return
+            return None
+        row = base_row(call, self.sweep_id)
         try:
             await self._attempts(call, row, queued_at)
         except ReplayMissError as exc:  # not a failed call: the cassette is incomplete
@@ -439,12 +491,16 @@ class SweepRunner:
             self.replay_misses.append(exc)
             self.skipped.append((call, "replay-miss"))
             self._emit("skipped", call.call_id, reason="not in the cassette")
-            return
+            return None
         except asyncio.CancelledError:
             self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
             self.skipped.append((call, "cancelled"))
             self._emit("cancelled", call.call_id)
-            return
+            return None
+        return row
+
+    async def _record(self, call: Call, index: int, row: dict[str, Any]) -> None:
+        """Account for a sent call's cost, persist it (row + cache entry), then report it."""
         self._reserved_usd -= self._reservations.pop(call.call_id, 0.0)
         row["spent_usd"] = row["cost_usd"]
         if row["cost_usd"] is not None:
@@ -453,8 +509,9 @@ class SweepRunner:
         stored = row_for_store(row, call, self.config.trace_content)
         entry = None if row["status"] != "ok" else {k: stored[k] for k in CACHE_FIELDS}
         # durable before reported: a crash after this point never re-sends the call
+        written = self._handoff.wait(self.store.put_call(self.sweep_id, index, stored, entry))
         try:  # shielded: a cancel here must not cancel the write of a call already paid for
-            await asyncio.shield(asyncio.wrap_future(self.store.put_call(self.sweep_id, index, stored, entry)))
+            await asyncio.shield(written)
         except asyncio.CancelledError:
             pass  # the write still lands (run() flushes the store before it returns)
         self._emit("finished" if row["status"] == "ok" else "failed", call.call_id, row=row)
@@ -503,7 +560,7 @@ class SweepRunner:
                         # provider lets it go, so a paced or backed-off provider holds none of its slots
                         async with self._in_flight:
                             await self._one_attempt(
-                                call, row, queued_at, attempt, functools.partial(_accepted, window, pacer)
+                                call, row, queued_at, attempt, functools.partial(accepted_by, window, pacer)
                             )
                     except Exception as exc:
                         if is_rate_limited(exc):
@@ -531,7 +588,7 @@ class SweepRunner:
             if row.get("end_time") is None:
                 row["end_time"] = pd.Timestamp.now(tz="UTC").isoformat()
         finally:
-            _release(retrying)
+            release_retrying(retrying)
 
     async def _one_attempt(
         self, call: Call, row: dict[str, Any], queued_at: float, attempt: int, accepted: Callable[[], None]
@@ -626,18 +683,3 @@ class SweepRunner:
                 "itl_ms": (gen_ms / (tokens_out - 1)) if tokens_out and tokens_out > 1 else None,
             }
         )
-
-
-def _release(retrying: AsyncRetrying) -> None:
-    """Break the reference cycles a finished tenacity loop leaves (its call state points back at it,
-    and so do the bound methods in its per-thread iteration state): without this every call's
-    retry machinery, outcome future and lock stayed until a full garbage collection, ~5 KB per call
-    of a sweep's peak memory growth."""
-    vars(retrying).pop("_retry_state", None)
-    retrying.iter_state.reset()
-
-
-def _accepted(window: Window, pacer: Pacer) -> None:
-    """The provider accepted a request (answered 200): progress for the window and the pacer."""
-    window.on_accepted()
-    pacer.on_accepted()

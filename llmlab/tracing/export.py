@@ -154,27 +154,31 @@ def _scrub_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 CHUNKS_ATTR = "llmlab.chunks"
 
 
-def compact_chunks(events: Sequence[Event]) -> list[Event]:
+def compact_chunks(events: Sequence[Event], counted: int | None = None) -> list[Event]:
     """``events`` with OpenLLMetry's per-token ``gen_ai.content.completion.chunk`` events folded into the
     first one (its time is the first token's; :data:`CHUNKS_ATTR` counts them all).
 
     One event per token was 40 % of a short answer's span bytes, stored and exported; llmlab records TTFT
     and the inter-token latency (``itl_ms``) itself, and readers need only the first chunk's time.
+    ``counted``: how many chunk events there were when only the first was recorded (llmlab's own
+    calls count them as they stream: ``tracing.setup._ChunkCounter``).
     """
     chunks = [e for e in events if e.name == schema.CHUNK_EVENT]
-    if len(chunks) < 2:
+    total = max(len(chunks), counted or 0)
+    if total < 2:
         return list(events)
     first = chunks[0]
-    kept = Event(first.name, {**dict(first.attributes or {}), CHUNKS_ATTR: len(chunks)}, first.timestamp)
+    kept = Event(first.name, {**dict(first.attributes or {}), CHUNKS_ATTR: total}, first.timestamp)
     return [kept if e is first else e for e in events if e is first or e.name != schema.CHUNK_EVENT]
 
 
-def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tuple[Any, ...]:
+def span_record(span: ReadableSpan, config: Config, export: bool = True, chunks: int | None = None) -> tuple[Any, ...]:
     """The store row of one finished span (its canonical row is precomputed for fast read-back).
 
-    ``export=False``: kept locally only (someone else's exporter delivers it)."""
+    ``export=False``: kept locally only (someone else's exporter delivers it); ``chunks``: the
+    chunk events counted instead of recorded (see :func:`compact_chunks`)."""
     attrs = dict(span.attributes or {})
-    events, status_ = compact_chunks(span.events), span.status
+    events, status_ = compact_chunks(span.events, chunks), span.status
     if not config.trace_content:
         attrs = strip_content(attrs)
         events = [Event(e.name, strip_content(dict(e.attributes or {})), e.timestamp) for e in events]
@@ -190,6 +194,7 @@ def span_record(span: ReadableSpan, config: Config, export: bool = True) -> tupl
     if (
         not config.trace_content
         or len(events) != len(span.events)
+        or any(a is not b for a, b in zip(events, span.events))  # the chunk events were folded
         or clean != attrs
         or clean_status is not status_
         or any(c.attributes != e.attributes for c, e in zip(clean_events, events))
@@ -273,12 +278,12 @@ class SpanSink:
         self.exporter = OutboxExporter(config) if exports(config) else None
         self._last: Any = None  # the future of the last write (flush waits on it)
 
-    def submit(self, span: ReadableSpan, export: bool = True) -> None:
+    def submit(self, span: ReadableSpan, export: bool = True, chunks: int | None = None) -> None:
         config = self.config
 
         def record() -> tuple[Any, ...] | None:
             try:
-                return span_record(span, config, export)
+                return span_record(span, config, export, chunks)
             except Exception:  # a span we cannot encode must not break the writer
                 log.exception("could not record span %s", getattr(span, "name", "?"))
                 return None

@@ -69,6 +69,28 @@ def call_context(attributes: dict[str, Any]) -> Iterator[CallTrace]:
         _CURRENT_CALL.reset(token)
 
 
+class _ChunkCounter:
+    """Stands in for ``add_event`` on an llmlab call's span: keeps OpenLLMetry's first
+    ``gen_ai.content.completion.chunk`` event and counts the others instead of recording them.
+
+    The stored span folds them into the first anyway (``export.compact_chunks``); not creating one
+    event object per streamed token saves the instrumentation's largest per-chunk cost.
+    """
+
+    __slots__ = ("add_event", "count")
+
+    def __init__(self, add_event: Any) -> None:
+        self.add_event = add_event
+        self.count = 0
+
+    def __call__(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if name == schema.CHUNK_EVENT:
+            self.count += 1
+            if self.count > 1:
+                return
+        self.add_event(name, attributes, timestamp)
+
+
 class LlmlabProcessor(SpanProcessor):
     """The one span processor llmlab installs; its targets change with ``configure()``."""
 
@@ -82,6 +104,8 @@ class LlmlabProcessor(SpanProcessor):
         #: llmlab neither renames the app's spans nor exports any span itself (it keeps its own
         #: calls' spans in the local store, for ``source="local"``).
         self.joined = False
+        #: the chunk counters of the llmlab calls' spans still open, by span id
+        self._chunks: dict[int, _ChunkCounter] = {}
 
     def retarget(self, config: Config) -> None:
         with self._lock:
@@ -101,10 +125,18 @@ class LlmlabProcessor(SpanProcessor):
         if call is not None and call.span is None and getattr(span, "name", "").startswith("openai."):
             call.span = span
             span.set_attributes({k: v for k, v in call.attributes.items() if v is not None})
+            if not self.joined:  # a joined app's exporter sends this span as its instrumentation made it
+                counter = _ChunkCounter(span.add_event)
+                span.add_event = counter  # type: ignore[method-assign]
+                self._chunks[span.get_span_context().span_id] = counter
 
     def on_end(self, span: ReadableSpan) -> None:
+        counter = self._chunks.pop(span.context.span_id, None) if span.context is not None else None
         sink = self.sink
         if sink is None:
+            return
+        if counter is not None:
+            sink.submit(span, chunks=counter.count)
             return
         if self.joined:
             # the app's exporter sends this span; store llmlab's own calls locally, export nothing
@@ -203,6 +235,42 @@ def _patch_openllmetry() -> None:
         chat_wrappers._set_response_attributes = _usage_details_tolerant(original)
 
 
+def _constant_version_checks() -> None:
+    """OpenLLMetry asks ``is_openai_v1()`` about 23 times per streamed call (once per chunk, and more),
+    and each answer parses two version strings with ``packaging``; the installed openai cannot change
+    while the process runs, so every module that imported the check gets its answer, computed once."""
+    import importlib
+
+    try:
+        from opentelemetry.instrumentation.openai import utils
+    except ImportError:
+        return
+    original = getattr(utils, "is_openai_v1", None)
+    if original is None or getattr(original, "__llmlab_constant__", False):
+        return
+    answer = bool(original())
+
+    def is_openai_v1() -> bool:
+        return answer
+
+    is_openai_v1.__llmlab_constant__ = True  # type: ignore[attr-defined]
+    for name in (
+        "utils",
+        "",
+        "shared",
+        "shared.chat_wrappers",
+        "shared.completion_wrappers",
+        "shared.embeddings_wrappers",
+        "shared.image_gen_wrappers",
+    ):
+        try:
+            module = importlib.import_module("opentelemetry.instrumentation.openai" + ("." + name if name else ""))
+        except ImportError:
+            continue
+        if getattr(module, "is_openai_v1", None) is original:
+            module.is_openai_v1 = is_openai_v1  # type: ignore[attr-defined]
+
+
 def _apply(config: Config) -> None:
     # the openai instrumentation reads this at call time; our processor strips content too
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if config.trace_content else "false"
@@ -218,6 +286,7 @@ def ensure_tracing(config: Config | None = None) -> LlmlabProcessor:
             _initialised = True
             _init_traceloop(config)
             _patch_openllmetry()
+            _constant_version_checks()
             on_configure(_on_configure)
         if _processor.config != config:
             _apply(config)

@@ -385,3 +385,39 @@ def test_the_in_flight_cap_follows_the_loop_lag():
         return first
 
     assert asyncio.run(fill()) == 2
+
+
+def test_a_large_sweep_holds_tasks_for_the_calls_in_flight_not_for_every_call():
+    """Calls get their asyncio task when their provider+model has a free slot: a 10,000-call sweep
+    does not hold 10,000 tasks (and their rows) from its start."""
+    seen: list[int] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: seen.append(len(asyncio.all_tasks())) if e.kind == "started" else None)
+    sweep = ll.Sweep(prompts=[f"q {i}" for i in range(120)], models=["local/tiny", "local/small"], max_tokens=2)
+    res = sweep.run(display=False, concurrency=3, cache=False, bus=bus)
+    assert (res.df["status"] == "ok").all() and len(res.df) == len(sweep.calls) >= 240
+    # per model its feeder and 3 calls in flight, calls whose row is being written (their slot is free
+    # already), the sweep's own task and its loop-lag watcher: a few dozen at most, not one per call
+    assert max(seen) <= 60 < len(sweep.calls), max(seen)
+
+
+def test_the_garbage_collector_is_quiet_during_a_sweep_and_restored_after():
+    import gc
+
+    from llmlab.run.heap import SWEEP_THRESHOLDS
+
+    before = gc.get_threshold()
+    during: list[tuple] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: during.append((gc.get_threshold(), gc.get_freeze_count())) if e.kind == "started" else None)
+    res = ll.Sweep(prompts=["a", "b"], models=["local/tiny"], max_tokens=2).run(display=False, cache=False, bus=bus)
+    assert (res.df["status"] == "ok").all()
+    assert during and all(t == SWEEP_THRESHOLDS and frozen > 0 for t, frozen in during)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.disable()
+    try:  # a process that turned the collector off is left alone
+        during.clear()
+        ll.Sweep(prompts=["c"], models=["local/tiny"], max_tokens=2).run(display=False, cache=False, bus=bus)
+        assert during and all(t == before and frozen == 0 for t, frozen in during)
+    finally:
+        gc.enable()

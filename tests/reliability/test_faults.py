@@ -175,12 +175,14 @@ def test_re_registering_a_provider_replaces_its_limits_between_runs(fault):
 def test_a_running_sweep_picks_up_a_re_registered_rate_limit(fault):
     ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=60_000)
     bus = EventBus()
-    finished: list[str] = []
+    started: list[str] = []
 
     def on_event(e) -> None:
-        if e.kind == "finished":
-            finished.append(e.call_id)
-            if len(finished) == 2:  # mid-run, as from another notebook cell while arun() goes on
+        # the call's slot is free before its row is written, so the next request may already be on its way
+        # when "finished" comes: the change is made as the 2nd request goes out (its pace already taken)
+        if e.kind == "started":
+            started.append(e.call_id)
+            if len(started) == 2:  # mid-run, as from another notebook cell while arun() goes on
                 ll.provider("fault", base_url=fault.base_url, api_key_env=None, rpm=120)
 
     bus.subscribe(on_event)
