@@ -109,7 +109,7 @@ def check_unique_prompt_ids(rows: Sequence[Any]) -> list[str]:
     return ids
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """One planned request."""
 
@@ -429,6 +429,12 @@ def _expand_variants(
 ) -> list[Call]:
     """Calls in grid order: prompt row, then variant, then settings, then repeat."""
     calls: list[Call] = []
+    # what calls share is built once and shared (a sweep of 10,000 calls holds its grid in memory all along)
+    split = []
+    for model, temp, top_p, max_tokens, seed, extra in settings:
+        prov, bare = split_model(model)
+        fixed = (prov, bare, None if temp is None else float(temp), None if top_p is None else float(top_p), max_tokens)
+        split.append(((temp, top_p, max_tokens, seed, extra), fixed, dict(extra)))
     for p_index, prompt_id in enumerate(prompt_ids):
         for (t, s), per_row in rendered:
             names: dict[str, Any] = {
@@ -437,8 +443,7 @@ def _expand_variants(
                 "template_hash": None if t is None else t.hash,
                 "system_hash": None if s is None else s.hash,
             }
-            for call in _expand([per_row[p_index]], settings, repeats):
-                calls.append(dataclasses.replace(call, prompt_id=prompt_id, prompt_index=p_index, **names))
+            calls += _expand(per_row[p_index], p_index, prompt_id, split, repeats, names)
     seen: dict[str, Call] = {}
     for call in calls:
         other = seen.setdefault(call.call_id, call)
@@ -662,39 +667,22 @@ def _param_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _expand(
-    messages: list[tuple[list[dict[str, Any]], dict[str, Any]]], settings: list[tuple[Any, ...]], repeats: int
+    row: tuple[list[dict[str, Any]], dict[str, Any]],
+    p_index: int,
+    prompt_id: str,
+    settings: list[tuple[tuple[Any, ...], tuple[str, str, float | None, float | None, int | None], dict[str, Any]]],
+    repeats: int,
+    names: dict[str, Any],
 ) -> list[Call]:
+    """The calls of one rendered prompt row: every setting (its key values, its call fields) times repeats."""
+    msgs, data = row
+    shared_msgs, rest = tuple(msgs), {k: v for k, v in data.items() if k not in ("prompt",)}
     calls = []
-    for p_index, (msgs, data) in enumerate(messages):
-        prompt_id = str(data.get("prompt_id") or data.get("id") or _prompt_id_for(msgs))
-        for model, temp, top_p, max_tokens, seed, extra in settings:
-            prov, bare = split_model(model)
-            for r in range(repeats):
-                # a seeded sweep with repeats gets one seed per repeat, else repeats are copies
-                eff_seed = None if seed is None else seed + r
-                key_params = {
-                    "temperature": temp,
-                    "top_p": top_p,
-                    "max_tokens": max_tokens,
-                    "seed": eff_seed,
-                    **extra,
-                }
-                cid = call_id_for(msgs, f"{prov}/{bare}", key_params, r)
-                calls.append(
-                    Call(
-                        cid,
-                        prompt_id,
-                        p_index,
-                        tuple(msgs),
-                        prov,
-                        bare,
-                        None if temp is None else float(temp),
-                        None if top_p is None else float(top_p),
-                        max_tokens,
-                        eff_seed,
-                        r,
-                        dict(extra),
-                        {k: v for k, v in data.items() if k not in ("prompt",)},
-                    )
-                )
+    for (temp, top_p, max_tokens, seed, extra), fixed, extra_d in settings:
+        for r in range(repeats):
+            # a seeded sweep with repeats gets one seed per repeat, else repeats are copies
+            eff_seed = None if seed is None else seed + r
+            key_params = {"temperature": temp, "top_p": top_p, "max_tokens": max_tokens, "seed": eff_seed, **extra}
+            cid = call_id_for(msgs, f"{fixed[0]}/{fixed[1]}", key_params, r)
+            calls.append(Call(cid, prompt_id, p_index, shared_msgs, *fixed, eff_seed, r, extra_d, rest, **names))
     return calls

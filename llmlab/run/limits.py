@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiolimiter import AsyncLimiter
 
+from llmlab.plan.estimate import estimate_call_tokens
 from llmlab.plan.providers import get_provider
 
 if TYPE_CHECKING:
@@ -284,14 +285,17 @@ class Limits:
             found = self._buckets[key] = (per_minute, _per_second_bucket(per_minute))
         return found[1]
 
-    async def pace(self, call: Call, est_tokens: int) -> Pacer:
-        """Wait until the call may be sent (rate, Retry-After pause, TPM); returns its pacer."""
+    async def pace(self, call: Call) -> Pacer:
+        """Wait until the call may be sent (rate, Retry-After pause, TPM: charged the call's estimated
+        tokens, worked out only for a provider with a TPM limit); returns its pacer."""
         prov = get_provider(call.provider)  # looked up per request: a re-registered provider's limits apply at once
         pacer = self.pacer(call)
         pacer.cap = prov.rpm / 60.0 if prov.rpm else None
         await pacer.wait()
         if prov.tpm:
-            await _take(self._tpm_bucket(call.qualified_model, prov.tpm), min(float(est_tokens), prov.tpm))
+            await _take(
+                self._tpm_bucket(call.qualified_model, prov.tpm), min(float(sum(estimate_call_tokens(call))), prov.tpm)
+            )
         return pacer
 
     def summary(self) -> dict[str, Any]:

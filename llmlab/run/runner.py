@@ -518,7 +518,6 @@ class SweepRunner:
 
     async def _attempts(self, call: Call, row: dict[str, Any], queued_at: float) -> None:
 
-        est_tokens = sum(estimate_call_tokens(call))  # what a TPM limit is charged before the call
         policy = self.options.retry
         attempt = 0
         # 429s count against a call only while its provider+model makes no progress: a sweep
@@ -550,7 +549,7 @@ class SweepRunner:
             async for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    pacer = await self._limits.pace(call, est_tokens)
+                    pacer = await self._limits.pace(call)
                     row["attempts"] = attempt
                     row["retries"] = attempt - 1
                     sent_at = time.monotonic()
