@@ -84,9 +84,13 @@ async def _gather_loop(client, calls: int, concurrency: int) -> float:
                 pass
 
     await asyncio.gather(*(one(p) for p in _prompts(min(64, calls))))  # warm: connections, imports
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(p) for p in _prompts(calls)))
+    CPU_S.append(time.process_time() - c0)
     return time.perf_counter() - t0
+
+
+CPU_S: list[float] = []  # process CPU (all threads) of the timed part
 
 
 def side_raw(url: str, collector: str, calls: int, concurrency: int) -> dict:
@@ -95,7 +99,7 @@ def side_raw(url: str, collector: str, calls: int, concurrency: int) -> dict:
     client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
     rss0 = _rss_mb()
     elapsed = asyncio.run(_gather_loop(client, calls, concurrency))
-    return {"elapsed": elapsed, "rss_growth_mb": _rss_mb() - rss0}
+    return {"elapsed": elapsed, "rss_growth_mb": _rss_mb() - rss0, "cpu_s": CPU_S[-1]}
 
 
 def side_seed(url: str, collector: str, calls: int, concurrency: int) -> dict:
@@ -109,7 +113,12 @@ def side_seed(url: str, collector: str, calls: int, concurrency: int) -> dict:
     elapsed = asyncio.run(_gather_loop(client, calls, concurrency))
     t0 = time.perf_counter()
     Traceloop.flush() if hasattr(Traceloop, "flush") else None
-    return {"elapsed": elapsed, "flush_s": time.perf_counter() - t0, "rss_growth_mb": _rss_mb() - rss0}
+    return {
+        "elapsed": elapsed,
+        "flush_s": time.perf_counter() - t0,
+        "rss_growth_mb": _rss_mb() - rss0,
+        "cpu_s": CPU_S[-1],
+    }
 
 
 def side_llmlab(url: str, collector: str, calls: int, concurrency: int) -> dict:
@@ -123,14 +132,18 @@ def side_llmlab(url: str, collector: str, calls: int, concurrency: int) -> dict:
 
     sweep(_prompts(min(64, calls))).run(concurrency=concurrency, display=False, cache=False)  # warm
     rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    res = sweep([f"{p} " for p in _prompts(calls)]).run(concurrency=concurrency, display=False, cache=False)
-    elapsed = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    planned = sweep([f"{p} " for p in _prompts(calls)])  # the grid: every call planned, kept by the Sweep
+    rss_grid = _rss_mb()
+    res = planned.run(concurrency=concurrency, display=False, cache=False)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     df = res.df
     assert (df["status"] == "ok").all(), df["error"].unique()[:3]
     return {
         "elapsed": elapsed,
+        "cpu_s": cpu,
         "rss_growth_mb": _rss_mb() - rss0,
+        "rss_grid_mb": rss_grid - rss0,
         "p50_latency_ms": float(df["latency_ms"].median()),
     }
 
@@ -205,12 +218,16 @@ def main() -> None:
             }
             med = {s: statistics.median(calls / x["elapsed"] for x in results[s]) for s in SIDES}
             mem = {s: statistics.median(x["rss_growth_mb"] for x in results[s]) * 1024 / calls for s in SIDES}
+            grid_kb = statistics.median(x["rss_grid_mb"] for x in results["llmlab"]) * 1024 / calls
+            cpu = {s: statistics.median(x["cpu_s"] for x in results[s]) * 1000 / calls for s in SIDES}
             print(
                 f"[{name}] {calls} calls, concurrency {args.concurrency}, {args.rounds} rounds (medians): "
                 f"raw {med['raw']:.0f}, seed stack {med['seed']:.0f}, llmlab {med['llmlab']:.0f} calls/s; "
                 f"llmlab/raw {ratio['raw']:.2f} (goal >= 0.8), llmlab/seed {ratio['seed']:.2f} (goal >= 1.0); "
                 f"peak-RSS growth per call KB: "
                 + ", ".join(f"{s} {mem[s]:.2f}" for s in SIDES)
+                + f" (llmlab's grid, planned before the run: {grid_kb:.2f}); process CPU ms per call: "
+                + ", ".join(f"{s} {cpu[s]:.2f}" for s in SIDES)
                 + (
                     f"; llmlab p50 latency_ms {statistics.median(x['p50_latency_ms'] for x in results['llmlab']):.0f}"
                     if name == "realistic"
