@@ -406,7 +406,7 @@ SWEEP_ORDER: list[str] = [
 def sweep_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, params: Iterable[str] = ()) -> pd.DataFrame:
     """A sweep's calls as ``res.df`` shows them: every canonical, sweep and extra column with its dtype,
     ordered by :data:`SWEEP_ORDER` (swept ``params`` right after the settings), the rest after."""
-    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else _frame_of(rows)
     for col in SWEEP_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
@@ -420,8 +420,17 @@ def sweep_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, params: Iterab
 
 def frame(rows: Iterable[Mapping[str, Any]], extra: bool = True) -> pd.DataFrame:
     """A DataFrame with the canonical columns first, in order, and proper dtypes."""
-    df = pd.DataFrame(list(rows))
-    return coerce(df, extra=extra)
+    return coerce(_frame_of(rows), extra=extra)
+
+
+def _frame_of(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows as a plain DataFrame; rows that can give their columns and value tuples (the runner's
+    ``PackedRows``) are read column-wise, without a dict per row."""
+    packed = getattr(rows, "columns_and_records", None)
+    if packed is not None:
+        columns, records = packed()
+        return pd.DataFrame.from_records(records, columns=columns) if columns else pd.DataFrame()
+    return pd.DataFrame(list(rows))
 
 
 def coerce(df: pd.DataFrame, extra: bool = True) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx2
@@ -50,7 +50,7 @@ from llmlab.run.retry import (
     release_retrying,
     retry_after_seconds,
 )
-from llmlab.run.rows import CACHE_FIELDS, base_row, combined_miss, row_for_store
+from llmlab.run.rows import CACHE_FIELDS, PackedRows, base_row, combined_miss, row_for_store
 from llmlab.store import get_store
 from llmlab.text import is_finite_number
 from llmlab.tracing import call_context, ensure_tracing
@@ -115,7 +115,7 @@ class RunOutcome:
     """
 
     sweep_id: str
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     skipped: list[tuple[Call, str]]
     stopped: str | None
 
@@ -136,7 +136,8 @@ class SweepRunner:
         self.config = get_config()
         self.store = get_store(self.config.home)
         self.sweep_id = options.sweep_id or f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows = PackedRows()  # finished rows, packed (a big sweep holds them all until it returns)
+        self._row_at: dict[str, int] = {}  # call_id -> position in rows
         self.skipped: list[tuple[Call, str]] = []
         self.stopped: str | None = None
         self.spent_usd = 0.0
@@ -261,7 +262,8 @@ class SweepRunner:
 
     def outcome(self) -> RunOutcome:
         """The rows so far in call order, what was skipped, and why the run stopped early (if it did)."""
-        rows = [self.rows[c.call_id] for c in self.grid.calls if c.call_id in self.rows]
+        at = self._row_at
+        rows = self.rows.picked(at[c.call_id] for c in self.grid.calls if c.call_id in at)
         return RunOutcome(self.sweep_id, rows, list(self.skipped), self.stopped)
 
     async def _run(self) -> None:
@@ -337,7 +339,7 @@ class SweepRunner:
         if self.handle.cancelled.is_set() and self.stopped is None:
             self.stopped = "cancelled"
         self.store.flush()
-        ok = sum(1 for r in self.rows.values() if r["status"] == "ok")
+        ok = sum(1 for r in self.rows if r["status"] == "ok")
         counts = {
             "ok": ok,
             "error": len(self.rows) - ok,
@@ -354,7 +356,7 @@ class SweepRunner:
             self.sweep_id,
             "replay-miss" if self.replay_misses else self.stopped or "finished",
             counts,
-            list(self.rows.values()),
+            self.rows,
             self.skipped,
             time.monotonic() - started,
         )
@@ -391,7 +393,7 @@ class SweepRunner:
                 "retries": 0,
             }
         )
-        self.rows[call.call_id] = row
+        self._row_at[call.call_id] = self.rows.append(row)
         stored = row_for_store(row, call, self.config.trace_content)
         self.store.put_call(self.sweep_id, index, stored, None)
         self._emit("cached", call.call_id, row=row)
@@ -505,7 +507,7 @@ class SweepRunner:
         row["spent_usd"] = row["cost_usd"]
         if row["cost_usd"] is not None:
             self.spent_usd += row["cost_usd"]
-        self.rows[call.call_id] = row
+        self._row_at[call.call_id] = self.rows.append(row)
         stored = row_for_store(row, call, self.config.trace_content)
         entry = None if row["status"] != "ok" else {k: stored[k] for k in CACHE_FIELDS}
         # durable before reported: a crash after this point never re-sends the call
