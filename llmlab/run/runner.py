@@ -300,6 +300,9 @@ class SweepRunner:
         # lowered while the loop's lag stays high, so latencies keep measuring the model (see InFlightCap)
         self._in_flight = InFlightCap(self.options.concurrency)
         self._handoff = Handoff(asyncio.get_running_loop())
+        # a call's slot is free before its row is written; this bounds the calls started but not yet
+        # written, so a store that falls behind holds new calls back instead of queueing without end
+        self._unwritten = asyncio.Semaphore(max(64, 2 * self.options.concurrency))
         for call in calls:
             self._emit("queued", call.call_id)
         queued_at = time.perf_counter()
@@ -432,13 +435,19 @@ class SweepRunner:
         try:
             for n, (index, call) in enumerate(batch):
                 try:
-                    await window.acquire()
+                    await self._unwritten.acquire()
+                    try:
+                        await window.acquire()
+                    except asyncio.CancelledError:
+                        self._unwritten.release()
+                        raise
                 except asyncio.CancelledError:  # cancelled while waiting for a slot: never sent
                     self._skip_cancelled(c for _, c in batch[n:])
                     raise
                 task = self._spawn(self._run_in_slot(call, index, window, queued_at))
                 running.add(task)
                 task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: self._unwritten.release())
                 task.add_done_callback(functools.partial(self._never_ran, call, window))
         finally:
             if running:
