@@ -503,7 +503,7 @@ class SweepRunner:
                         # provider lets it go, so a paced or backed-off provider holds none of its slots
                         async with self._in_flight:
                             await self._one_attempt(
-                                call, row, queued_at, attempt, functools.partial(_accepted, window, pacer)
+                                call, row, queued_at, attempt, functools.partial(_accepted, window, pacer, sent_at)
                             )
                     except Exception as exc:
                         if is_rate_limited(exc):
@@ -637,7 +637,7 @@ def _release(retrying: AsyncRetrying) -> None:
     retrying.iter_state.reset()
 
 
-def _accepted(window: Window, pacer: Pacer) -> None:
-    """The provider accepted a request (answered 200): progress for the window and the pacer."""
+def _accepted(window: Window, pacer: Pacer, sent_at: float) -> None:
+    """The provider accepted a request sent at ``sent_at`` (answered 200): progress for the window and the pacer."""
     window.on_accepted()
-    pacer.on_accepted()
+    pacer.on_accepted(sent_at)
