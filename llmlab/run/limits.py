@@ -3,17 +3,29 @@
 Every provider+model (a *key*, ``call.qualified_model``) has its own queue, so one key's limits,
 429s or Retry-After pauses never delay another key's calls. Per key:
 
-* :class:`Window` — how many calls are in flight (at most the sweep's ``concurrency``); AIMD:
-  a 429 halves it at most once per round trip, each accepted request grows it by 1/window.
 * :class:`Pacer` — when the next request may be sent. With ``rpm`` it spaces requests at that
-  rate. Without ``rpm`` it sends freely until the first 429; from then on it paces at an adaptive
-  rate: a 429 (at most one per round trip and per half second) sets the rate just under the rate
-  the provider has been *accepting* over the last second (its real capacity under a token
-  bucket; once paced, by at most 15 % per cut, so random rejections cannot spiral it down), and each
-  accepted request raises it a little, faster the longer no 429 came (5 %/s, doubling every quiet
-  second), so the rate converges to the capacity within seconds and recovers as fast when the
-  capacity grows. A Retry-After hint pauses the whole key until then. With ``rpm`` the adaptive
-  rate never exceeds it.
+  rate. Without ``rpm`` it sends freely until 429s show a limit; from then on it paces at an
+  adaptive rate: such a 429 (at most one cut per round trip and per half second) sets the rate
+  just under the rate the provider has been *accepting* over the last second (its real capacity
+  under a token bucket; halved instead when fewer than :data:`MEASURABLE` a second were accepted),
+  and each accepted request raises it a little, faster the longer since the last cut (5 %/s,
+  doubling every second, up to :data:`HEADROOM` × the rate requests are really answered at), so
+  the rate converges to the capacity within seconds and recovers as fast when the capacity grows.
+  A Retry-After hint pauses the whole key until then. With ``rpm`` the adaptive rate never exceeds it.
+* Which 429s show a limit: a 429 cuts nothing while at most :data:`NOISE_SHARE` of the key's
+  answers over the last :data:`SHARE_S` seconds were 429s (plus the key's learnt *noise*, below);
+  the Retry-After hint is still honoured. A real limit, once passed, rejects a growing share of
+  what is sent. A provider that rejects a share of requests whatever the rate (load shedding, a
+  flaky gateway) is not saying "slower": every cut is checked on the answers to the first
+  :data:`EVIDENCE` requests sent at the cut rate, and when more than :data:`NOISE_FLOOR` of them
+  were still 429s (but no more than :data:`MAX_NOISE`: then the cut was merely not enough) the cut
+  is undone and that share learnt as the key's noise (fading over :data:`NOISE_HALF_LIFE_S`), so
+  random rejections cannot spiral the rate down to a fraction of the capacity.
+* :class:`Window` — how many calls are in flight (at most the sweep's ``concurrency``). A 429
+  showing a limit while the key is still unpaced halves it (at most once per round trip); once
+  paced, 429s are the pacer's to answer: halving the calls in flight too would starve a slow
+  provider, which needs rate × latency of them in flight. Each accepted request grows it by
+  1/window, back up to the ceiling.
 * a TPM bucket (aiolimiter) charged the tokens estimated before the call.
 
 Time spent waiting here is queueing, never latency: the runner starts its latency clock after
@@ -36,29 +48,78 @@ from llmlab.plan.providers import get_provider
 if TYPE_CHECKING:
     from llmlab.plan.grid import Call
 
-__all__ = ["InFlightCap", "Limits", "LoopLag", "Pacer", "Window", "accepted_by"]
+__all__ = ["Answers", "InFlightCap", "Limits", "LoopLag", "Pacer", "Window", "accepted_by"]
 
 #: the adaptive rate never goes below this (requests per second)
 MIN_RATE = 0.2
 #: after a 429 the rate is set to this share of the accepted rate
 BACKOFF = 0.95
-#: relative growth per second of the rate right after a cut; doubles every quiet second
+#: relative growth per second of the rate right after a cut; doubles every second since
 GROWTH = 0.05
-#: a paced rate is cut to no less than this share of itself at a time
-MAX_CUT = 0.85
 #: the accepted rate is measured over this many seconds
 OBSERVE_S = 1.0
+#: ... when at least this many were accepted in that time (fewer: a paced rate is halved instead)
+MEASURABLE = 3
 #: at most one cut per this many seconds (the accepted rate needs that long to show the last one)
 CUT_EVERY_S = 0.5
+#: a paced rate grows to at most this multiple of the rate requests are really answered at
+HEADROOM = 1.5
+#: a 429 cuts nothing while no more than this share (above the key's learnt noise) of its recent answers were 429s
+NOISE_SHARE = 0.2
+#: ... the recent answers being those of the last this many seconds
+SHARE_S = 2.0
+#: a cut is checked on the answers to the first this many requests sent from CUT_EVERY_S after it ...
+EVIDENCE = 20
+#: ... and undone (those 429s do not depend on the rate) when more than this share of them were 429s
+NOISE_FLOOR = 0.15
+#: the share of 429s is judged on at least this many answers (older ones are kept until there are more)
+MIN_ANSWERS = 10
+#: a share of 429s above this after a cut means the cut was not enough, never noise
+MAX_NOISE = 0.5
+#: the learnt share of 429s that cutting the rate did not remove halves every this many seconds
+NOISE_HALF_LIFE_S = 30.0
+
+
+class Answers:
+    """One key's recent answers (accepted or 429): those of the last :data:`SHARE_S` seconds, or the
+    last :data:`MIN_ANSWERS` if there were fewer; the share of 429s, and the rates of requests accepted and answered."""
+
+    def __init__(self) -> None:
+        self._log: collections.deque[tuple[float, bool]] = collections.deque()
+        self._rejected = 0
+
+    def add(self, now: float, rejected: bool) -> None:
+        self._log.append((now, rejected))
+        self._rejected += rejected
+        while len(self._log) > MIN_ANSWERS and self._log[0][0] < now - SHARE_S:
+            self._rejected -= self._log.popleft()[1]
+
+    def share(self) -> float | None:
+        """The share of 429s among the recent answers (None: fewer than :data:`MIN_ANSWERS` so far)."""
+        return self._rejected / len(self._log) if len(self._log) >= MIN_ANSWERS else None
+
+    def answered(self) -> float:
+        """Requests answered per second over the last :data:`SHARE_S` seconds (about: a slow key keeps older ones)."""
+        return len(self._log) / SHARE_S
+
+    def accepted(self, now: float) -> float:
+        """Requests accepted per second over the last :data:`OBSERVE_S` seconds."""
+        count = 0
+        for at, rejected in reversed(self._log):
+            if at < now - OBSERVE_S:
+                break
+            count += not rejected
+        return count / OBSERVE_S
 
 
 class Window:
-    """AIMD concurrency window of one provider+model.
+    """Concurrency window of one provider+model (see the module docstring).
 
-    Starts at the sweep's concurrency. A 429 halves the window, at most once per round trip (a
-    429 answering a request sent before the last cut does not cut again, so one burst of
-    rejections counts once); each accepted request grows it by 1/window, back up to the ceiling.
-    ``accepted`` counts requests the provider accepted: the runner's progress measure.
+    Starts at the sweep's concurrency. :meth:`cut` halves it, at most once per round trip (a 429
+    answering a request sent before the last cut does not cut again, so one burst of rejections
+    counts once); its key's :class:`Pacer` decides when (a window without one cuts on every 429).
+    Each accepted request grows it by 1/window, back up to the ceiling. ``accepted`` counts
+    requests the provider accepted: the runner's progress measure.
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -69,6 +130,7 @@ class Window:
         self.accepted = 0
         self.cuts = 0
         self._cut_at = 0.0
+        self.pacer: Pacer | None = None
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
@@ -103,6 +165,11 @@ class Window:
 
     def on_rate_limited(self, sent_at: float) -> None:
         self.rate_limited += 1
+        if self.pacer is None:
+            self.cut(sent_at)
+
+    def cut(self, sent_at: float) -> None:
+        """Halve the window, unless the 429 answers a request sent before the last cut."""
         if sent_at >= self._cut_at:
             self.size = max(1.0, self.size / 2)
             self._cut_at = time.monotonic()
@@ -166,17 +233,25 @@ class Pacer:
     """When the next request of one provider+model may be sent (see the module docstring).
 
     ``cap`` is the configured rate (``rpm / 60``) or None; ``rate`` is the adaptive rate, None
-    until the first 429.
+    until 429s show a limit; ``window`` is the key's :class:`Window`, halved by a limit found while
+    unpaced. ``cuts`` counts cuts of the rate, ``undone`` those undone as noise.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: Window | None = None) -> None:
         self.cap: float | None = None
         self.rate: float | None = None
+        self.window = window
         self.paused_until = 0.0
+        self.cuts = 0
+        self.undone = 0
         self._next = 0.0
         self._lock = asyncio.Lock()
-        self._accepted: collections.deque[float] = collections.deque()
+        self._answers = Answers()
         self._cut_at = -CUT_EVERY_S
+        self._noise = 0.0  # the learnt share of 429s that do not depend on the rate
+        self._noise_at = 0.0
+        # the cut being checked: the rate before it, and the answers to requests sent since [accepted, 429]
+        self._check: tuple[float | None, list[int]] | None = None
 
     @property
     def effective(self) -> float | None:
@@ -184,6 +259,10 @@ class Pacer:
         if self.rate is None:
             return self.cap
         return self.rate if self.cap is None else min(self.rate, self.cap)
+
+    def noise(self, now: float) -> float:
+        """The learnt share of 429s that cutting the rate did not remove (fading with time)."""
+        return self._noise * 0.5 ** ((now - self._noise_at) / NOISE_HALF_LIFE_S)
 
     async def wait(self) -> None:
         """Wait for this request's turn (FIFO): after any Retry-After pause, one rate interval after the last.
@@ -204,16 +283,37 @@ class Pacer:
 
     def observed(self, now: float) -> float:
         """Requests accepted per second over the last :data:`OBSERVE_S` seconds."""
-        while self._accepted and self._accepted[0] < now - OBSERVE_S:
-            self._accepted.popleft()
-        return len(self._accepted) / OBSERVE_S
+        return self._answers.accepted(now)
 
-    def on_accepted(self) -> None:
+    def _answered(self, now: float, sent_at: float, rejected: bool) -> None:
+        """Count an answer towards the check of the last cut; once there are :data:`EVIDENCE`, check it."""
+        # a request sent right after a cut may still find the provider's bucket drained by the rate before it
+        if self._check is None or sent_at < self._cut_at + CUT_EVERY_S:
+            return
+        before, counts = self._check
+        counts[rejected] += 1
+        if sum(counts) < EVIDENCE:
+            return
+        self._check = None
+        after = counts[True] / sum(counts)
+        if NOISE_FLOOR < after <= MAX_NOISE:
+            # 429s kept coming at the lower rate: they do not depend on it. (Most requests still rejected:
+            # the cut was not enough, and the next 429 cuts again.)
+            self._noise, self._noise_at = after, now
+            self.rate = before
+            self.undone += 1
+
+    def on_accepted(self, sent_at: float = 0.0) -> None:
         now = time.monotonic()
-        self._accepted.append(now)
+        self._answers.add(now, False)
+        self._answered(now, sent_at, False)
         if self.rate is not None:
             quiet = min(5.0, now - self._cut_at)
-            self.rate += GROWTH * 2.0**quiet  # per accepted request: ~GROWTH·2^quiet of the rate per second
+            # per accepted request: ~GROWTH·2^quiet of the rate per second, while the rate is what holds
+            # requests back (at most HEADROOM × the rate requests are really answered at): a rate far above
+            # what is sent, because the window or the sweep's own cap is what limits, would mean nothing
+            ceiling = max(self.rate, HEADROOM * self._answers.answered())
+            self.rate = min(self.rate + GROWTH * 2.0**quiet, ceiling)
             if self.cap is not None and self.rate > self.cap:
                 self.rate = self.cap
 
@@ -221,20 +321,32 @@ class Pacer:
         now = time.monotonic()
         if retry_after:
             self.paused_until = max(self.paused_until, now + min(retry_after, 60.0))
+        self._answers.add(now, True)
+        self._answered(now, sent_at, True)
+        share = self._answers.share()
+        if share is None or share <= NOISE_SHARE + self.noise(now):
+            return  # a few 429s among many accepted requests (or too few answers to tell): noise, not a limit
         if sent_at < self._cut_at or now - self._cut_at < CUT_EVERY_S:
             return  # answers a request sent before the last cut, or the last cut is too recent to show
+        if self._check is not None:
+            return  # the last cut is not checked yet: whether it helped decides what this 429 means
         accepted = self.observed(now)
         current = self.effective
         if current is None:
             if not accepted:
                 return  # nothing accepted yet to measure: Retry-After and the window hold back meanwhile
             target = BACKOFF * accepted
+            if self.window is not None:
+                self.window.cut(sent_at)  # the first sign of a limit: fewer in flight at once, too
+        elif accepted * OBSERVE_S >= MEASURABLE:
+            target = min(current, BACKOFF * accepted)
         else:
-            # down to what the provider accepts, but by at most 1 - MAX_CUT at a time: a provider that
-            # rejects a share of requests whatever the rate (not a capacity limit) cannot spiral the rate down
-            target = min(current, max(BACKOFF * accepted, MAX_CUT * current))
+            target = current / 2  # too few accepted in a second to measure a rate (a limit of a few a minute)
+        before = self.rate
         self.rate = max(MIN_RATE, target)
         self._cut_at = now
+        self.cuts += 1
+        self._check = (before, [0, 0])
 
 
 def _per_second_bucket(per_minute: float) -> AsyncLimiter:
@@ -268,6 +380,8 @@ class Limits:
         win = self.windows.get(key)
         if win is None:
             win = self.windows[key] = Window(self.concurrency)
+            win.pacer = self.pacer(call)
+            win.pacer.window = win
         return win
 
     def pacer(self, call: Call) -> Pacer:
@@ -299,7 +413,8 @@ class Limits:
         return pacer
 
     def summary(self) -> dict[str, Any]:
-        """Per provider+model: window size, adaptive rate (req/s, None: never limited), 429s and cuts."""
+        """Per provider+model: window size, adaptive rate (req/s, None: never limited), 429s, cuts of the
+        window and of the rate, and cuts of the rate undone because the 429s did not depend on it."""
         out: dict[str, Any] = {}
         for key, w in self.windows.items():
             pacer = self.pacers.get(key)
@@ -309,6 +424,8 @@ class Limits:
                 "rate": None if rate is None else round(rate, 2),
                 "rate_limited": w.rate_limited,
                 "cuts": w.cuts,
+                "rate_cuts": 0 if pacer is None else pacer.cuts,
+                "rate_cuts_undone": 0 if pacer is None else pacer.undone,
             }
         return out
 
@@ -361,7 +478,7 @@ class LoopLag:
         }
 
 
-def accepted_by(window: Window, pacer: Pacer) -> None:
-    """The provider accepted a request (answered 200): progress for its window and its pacer."""
+def accepted_by(window: Window, pacer: Pacer, sent_at: float) -> None:
+    """The provider accepted a request sent at ``sent_at`` (answered 200): progress for its window and its pacer."""
     window.on_accepted()
-    pacer.on_accepted()
+    pacer.on_accepted(sent_at)

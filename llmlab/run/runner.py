@@ -570,7 +570,7 @@ class SweepRunner:
                         # provider lets it go, so a paced or backed-off provider holds none of its slots
                         async with self._in_flight:
                             await self._one_attempt(
-                                call, row, queued_at, attempt, functools.partial(accepted_by, window, pacer)
+                                call, row, queued_at, attempt, functools.partial(accepted_by, window, pacer, sent_at)
                             )
                     except Exception as exc:
                         if is_rate_limited(exc):

@@ -35,7 +35,7 @@ from typing import Any
 
 from llmlab.testing.asgi import read_body, replaying
 
-__all__ = ["FaultApp", "FaultServer", "Faults", "request_key", "request_key_for_call"]
+__all__ = ["FaultApp", "FaultProcess", "FaultServer", "Faults", "echo_app", "request_key", "request_key_for_call"]
 
 _VOLATILE = ("stream", "stream_options")
 
@@ -52,6 +52,54 @@ def request_key_for_call(call: Any) -> str:
     kwargs = call.request_kwargs()
     kwargs.update(kwargs.pop("extra_body", None) or {})  # the openai client sends these at the top level
     return request_key(json.loads(json.dumps(kwargs)))
+
+
+def echo_app(tokens: int = 4, delay_ms: float = 0.0) -> Any:
+    """A cheap OpenAI-compatible chat app: every request is answered with ``tokens`` streamed words
+    (`` w0 w1 …``, at most the request's ``max_tokens``) and a usage chunk; no model behind it, so a
+    test measures the client and the faults, not a model's CPU. ``delay_ms`` is slept before each
+    word (a provider's latency without its CPU). Non-chat paths answer 404."""
+
+    def event(data: dict[str, Any]) -> bytes:
+        body = {"id": "echo", "object": "chat.completion.chunk", "created": 0, "model": "echo", **data}
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = await read_body(receive)
+        if not scope["path"].endswith("/chat/completions"):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        try:
+            body = json.loads(raw)
+            n = max(1, min(tokens, int(body.get("max_tokens") or tokens)))
+        except (ValueError, TypeError, AttributeError):
+            n = tokens
+        chunks = [
+            event(
+                {
+                    "choices": [
+                        {"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": "length" if i == n - 1 else None}
+                    ]
+                }
+            )
+            for i in range(n)
+        ]
+        usage = {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}
+        chunks.append(event({"choices": [], "usage": usage}))
+        chunks.append(b"data: [DONE]\n\n")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        if delay_ms > 0:
+            for i, data in enumerate(chunks):
+                if i < n:
+                    await asyncio.sleep(delay_ms / 1000.0)
+                await send({"type": "http.response.body", "body": data, "more_body": i < len(chunks) - 1})
+            return
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+    return app
 
 
 @dataclasses.dataclass
@@ -437,15 +485,100 @@ class FaultServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m llmlab.testing.faultserver --port 8001 --rate-429 0.3 …`` (foreground)."""
-    import argparse
+class FaultProcess:
+    """A fault server in its own Python process (``python -m llmlab.testing.faultserver``), so serving
+    costs the caller's process no CPU: what a test or benchmark of the client measures is the client.
 
-    from llmlab.serving import serve_forever
+    Args:
+        echo_tokens: wrap :func:`echo_app` answering this many tokens (None: the embedded models).
+        fields: :class:`Faults` fields (numbers and flags), e.g. ``bucket_rps=20``.
+
+    ``stats()`` and ``reset()`` go over HTTP (``/_faults/stats``, ``/_faults/reset``).
+    """
+
+    def __init__(self, *, echo_tokens: int | None = None, **fields: Any) -> None:
+        Faults(**fields)  # a typo or a bad share fails here, not in the child
+        self.args = ["--port", "0"] + (["--echo-tokens", str(echo_tokens)] if echo_tokens else [])
+        for name, value in fields.items():
+            flag = "--" + name.replace("_", "-")
+            if value is True:
+                self.args.append(flag)
+            elif value not in (None, False):
+                self.args += [flag, str(value)]
+        self.url = ""
+        self._proc: Any = None
+
+    def start(self, timeout: float = 30.0) -> FaultProcess:
+        """Start the process and wait for the URL it prints; returns self."""
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "llmlab.testing.faultserver", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        found: list[str] = []
+        reader = threading.Thread(target=lambda: found.append(self._proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        line = found[0] if found else ""
+        if " on http" not in line:
+            self.stop()
+            raise RuntimeError(f"the fault server process did not start: {line!r}")
+        self.url = line.split(" on ", 1)[1].split()[0].removesuffix("/v1")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (``…/v1``) to give ``ll.provider``."""
+        return self.url + "/v1"
+
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        return dict(httpx.get(self.url + "/_faults/stats", timeout=10.0).json())
+
+    def reset(self) -> None:
+        """Forget every count (and refill the token bucket)."""
+        import httpx
+
+        httpx.post(self.url + "/_faults/reset", timeout=10.0).raise_for_status()
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait(10)
+            self._proc.stdout.close()
+            self._proc = None
+
+    def __enter__(self) -> FaultProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m llmlab.testing.faultserver --port 8001 --rate-429 0.3 …`` (foreground).
+
+    ``--port 0`` binds a free port; the first line printed names the URL either way. ``--echo-tokens N``
+    wraps a cheap echo app (:func:`echo_app`) instead of the embedded models.
+    """
+    import argparse
+    import signal
+
+    from llmlab.serving import BackgroundServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--echo-tokens", type=int, default=None, help="answer N echoed tokens, no model")
     for field in dataclasses.fields(Faults):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
@@ -453,16 +586,22 @@ def main(argv: list[str] | None = None) -> None:
         else:
             parser.add_argument(flag, type=float, default=None)
     ns = vars(parser.parse_args(argv))
-    host, port = ns.pop("host"), ns.pop("port")
+    host, port, echo = ns.pop("host"), ns.pop("port"), ns.pop("echo_tokens")
     fields: dict[str, Any] = {
         k: (int(v) if k in ("seed", "max_faults_per_request", "max_concurrent") and v is not None else v)
         for k, v in ns.items()
         if v not in (None, False)
     }
-    app = FaultApp(Faults(**fields))
+    app = FaultApp(Faults(**fields), inner=echo_app(echo, fields.get("delay_ms", 0.0)) if echo else None)
     logging.getLogger("uvicorn.error").addFilter(_DropCut())
-    print(f"llmlab fault server on http://{host}:{port}/v1 ({app.faults})", flush=True)
-    serve_forever(app, host, port)
+    server = BackgroundServer(app, host=host, port=port, name="llmlab-faultserver").start()
+    print(f"llmlab fault server on {server.url}/v1 ({app.faults})", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5) and server.running:
+        pass
+    server.stop()
 
 
 if __name__ == "__main__":

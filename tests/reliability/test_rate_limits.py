@@ -1,61 +1,70 @@
-"""Rate limits that converge and isolate: a provider enforcing a token bucket (429 + Retry-After).
+"""Rate limits that converge and isolate (issue 14, point 5), at the issue's size.
 
-The figures asserted are ratios of the ideal time (calls / allowed rate), with a margin: how close
-a sweep comes to a provider's real capacity, with and without ``rpm``, and whether a second
-provider in the same sweep waits behind the limited one.
+A provider enforcing a token bucket of 20 requests/s (429 + Retry-After, the time to the next
+token) gets 400 calls at concurrency 32, in the same sweep as a second, unlimited provider:
+
+* without ``rpm`` the sweep finishes within 1.25× the ideal time (calls / allowed rate), with
+  ``rpm`` equal to the true limit within 1.15×, and no call ends as an error row;
+* the second provider does not wait behind the limited one.
+
+Both servers run in their own processes (:class:`FaultProcess`), answering 4 echoed tokens with
+no model behind them, so the test process spends its CPU on llmlab's client only. That client
+CPU is still the second provider's own queueing: 400 streamed calls through 32 slots on a
+2-core machine take 1.5 – 4 s on their own, so its p95 ``queue_ms`` is 1.4 – 3.6 s with no
+limited provider at all (measured while writing this test). "Does not wait behind the limited
+provider" is therefore asserted as what the limited provider adds to that p95: the same 400
+calls are run on their own in the same test, just before and just after (the mean of the two is
+the baseline: the machine's load drifts), and the sweep with both providers may add at most 1 s
+to their p95 ``queue_ms`` (the issue's bound; it measured 15.5 s before).
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 import llmlab as ll
 from llmlab.events import EventBus
-from llmlab.testing import FaultServer
+from llmlab.testing import FaultProcess, FaultServer
 
-CALLS, RPS = 100, 10.0
+CALLS, RPS, CONCURRENCY = 400, 20.0, 32
+IDEAL_S = CALLS / RPS
 
 
-async def _echo_app(scope, receive, send) -> None:
-    """A cheap OpenAI-compatible stream (4 tokens + usage): the limits, not a model, decide the time."""
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-    chunks = [
-        {"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": "length" if i == 3 else None}]}
-        for i in range(4)
-    ]
-    chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
-    for chunk in chunks:
-        data = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "tiny", **chunk}
-        await send({"type": "http.response.body", "body": f"data: {json.dumps(data)}\n\n".encode(), "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+@pytest.fixture(scope="module")
+def quick_server():
+    """The second, unlimited provider's server (its own process, for the whole module)."""
+    with FaultProcess(echo_tokens=4) as server:
+        yield server
 
 
 @pytest.fixture
-def other():
-    """A second, unlimited provider ``quick`` (the embedded models, no faults)."""
+def quick(quick_server):
+    """Provider ``quick`` on that server; a short sweep first, so no measured sweep pays the one-off set-up."""
     from llmlab.plan import providers
 
-    server = FaultServer(inner=_echo_app).start()
-    ll.provider("quick", base_url=server.base_url, api_key_env=None, timeout=10.0)
-    yield server
-    server.stop()
+    ll.provider("quick", base_url=quick_server.base_url, api_key_env=None, timeout=10.0)
+    _sweep([f"warm {i}" for i in range(CONCURRENCY)], ["quick/tiny"])
+    yield quick_server
     providers._registry.pop("quick", None)
 
 
-def _sweep_against_bucket(fault, other, rpm: float | None):
-    fault.app.inner = _echo_app
-    fault.faults.bucket_rps = RPS
-    ll.provider("fault", base_url=fault.base_url, api_key_env=None, timeout=10.0, rpm=rpm)
+@pytest.fixture
+def limited():
+    """A fresh token bucket of RPS requests/s (burst: one second's worth) behind provider ``limited``."""
+    from llmlab.plan import providers
+
+    with FaultProcess(echo_tokens=4, bucket_rps=RPS) as server:
+        yield server
+    providers._registry.pop("limited", None)
+
+
+def _sweep(prompts: list[str], models: list[str]):
+    """Run one sweep; returns its frame, its own time (start to end, not a first run's set-up) and summary."""
     bus = EventBus()
-    done: list = []
     at: dict[str, float] = {}
+    done: list = []
 
     def on_event(e) -> None:
         if e.kind in ("sweep_started", "sweep_finished"):
@@ -64,33 +73,69 @@ def _sweep_against_bucket(fault, other, rpm: float | None):
             done.append(e.data)
 
     bus.subscribe(on_event)
-    sweep = ll.Sweep(
-        prompts=[f"rain {i}" for i in range(CALLS)], models=["fault/tiny", "quick/tiny"], temperature=0.0, max_tokens=4
-    )
-    # every call of the unlimited provider may be in flight at once: any wait it shows is the other one's doing
-    res = sweep.run(display=False, concurrency=CALLS, cache=False, bus=bus)
-    # the sweep's own time (from its start to its end; not the one-off tracing set-up of a first run)
+    sweep = ll.Sweep(prompts=prompts, models=models, temperature=0.0, max_tokens=4)
+    res = sweep.run(display=False, concurrency=CONCURRENCY, cache=False, bus=bus)
     return res.df, at["sweep_finished"] - at["sweep_started"], done[0]
 
 
-def test_without_rpm_429s_converge_on_the_capacity_and_fail_no_call(fault, other):
-    df, elapsed, summary = _sweep_against_bucket(fault, other, rpm=None)
+def _quick_p95(df) -> float:
+    queue = df.loc[df["provider"] == "quick", "queue_ms"]
+    assert len(queue) == CALLS
+    return float(queue.quantile(0.95))
+
+
+def _against_the_bucket(limited, rpm: float | None) -> tuple:
+    """The quick provider's 400 calls alone, with the limited provider's 400 in the same sweep, alone again."""
+    before = _quick_p95(_sweep([f"before {i}" for i in range(CALLS)], ["quick/tiny"])[0])
+    ll.provider("limited", base_url=limited.base_url, api_key_env=None, timeout=10.0, rpm=rpm)
+    df, elapsed, summary = _sweep([f"rain {i}" for i in range(CALLS)], ["limited/tiny", "quick/tiny"])
+    outcomes = limited.stats()["outcomes"]
+    after = _quick_p95(_sweep([f"after {i}" for i in range(CALLS)], ["quick/tiny"])[0])
+    p95, alone = _quick_p95(df), (before + after) / 2
+    print(
+        f"\n[rpm={rpm}] elapsed {elapsed:.2f} s = {elapsed / IDEAL_S:.3f} x ideal ({IDEAL_S:.0f} s); "
+        f"error rows {int((df['status'] != 'ok').sum())}; server {outcomes}; quick p95 queue_ms {p95:.0f} "
+        f"(alone {before:.0f} before, {after:.0f} after: +{p95 - alone:.0f}); limits {summary['limits']}"
+    )
+    return df, elapsed, summary, outcomes, p95 - alone
+
+
+def test_without_rpm_429s_converge_on_the_capacity_and_fail_no_call(quick, limited):
+    df, elapsed, summary, outcomes, added_p95 = _against_the_bucket(limited, rpm=None)
     assert (df["status"] == "ok").all(), df["error"].unique()
-    assert fault.stats()["outcomes"].get("429", 0) > 0, fault.stats()["outcomes"]  # the limit was really hit and found
-    assert elapsed <= 1.25 * CALLS / RPS, summary["limits"]
-    # the learnt rate is the provider's capacity, give or take
-    assert 0.6 * RPS <= summary["limits"]["fault/tiny"]["rate"] <= 1.5 * RPS
+    assert outcomes.get("429", 0) > 0, outcomes  # the limit was really hit, and found
+    assert elapsed <= 1.25 * IDEAL_S, (elapsed, summary["limits"])
+    # the rate it learnt did not spiral below the capacity, and it did not hammer the provider either
+    assert summary["limits"]["limited/tiny"]["rate"] >= 0.6 * RPS, summary["limits"]
+    assert outcomes["429"] < CALLS / 2, outcomes
     # the unlimited provider in the same sweep did not wait behind the limited one
-    quick = df.loc[df["provider"] == "quick", "queue_ms"]
-    assert len(quick) == CALLS and quick.quantile(0.95) < 1000
+    assert added_p95 < 1000, added_p95
 
 
-def test_with_rpm_at_the_true_limit_the_sweep_runs_at_that_rate(fault, other):
-    df, elapsed, summary = _sweep_against_bucket(fault, other, rpm=RPS * 60)
+def test_with_rpm_at_the_true_limit_the_sweep_runs_at_that_rate(quick, limited):
+    df, elapsed, summary, outcomes, added_p95 = _against_the_bucket(limited, rpm=RPS * 60)
     assert (df["status"] == "ok").all(), df["error"].unique()
-    assert elapsed <= 1.15 * CALLS / RPS, summary["limits"]
-    quick = df.loc[df["provider"] == "quick", "queue_ms"]
-    assert quick.quantile(0.95) < 1000
+    assert elapsed <= 1.15 * IDEAL_S, (elapsed, summary["limits"])
+    assert added_p95 < 1000, added_p95
+
+
+def test_random_429s_are_not_a_limit_the_rate_does_not_spiral_down():
+    # no capacity limit, but 30 % of requests answered 429 whatever the rate (load shedding, a flaky
+    # gateway): cutting the rate on each would crawl (minutes for 200 calls; the unhindered sweep takes
+    # a couple of seconds). Cuts are checked and undone when 429s keep coming at the lower rate.
+    from llmlab.plan import providers
+
+    with FaultProcess(echo_tokens=4, rate_429=0.3, retry_after_s=0.02, seed=3) as server:
+        ll.provider("flaky", base_url=server.base_url, api_key_env=None, timeout=10.0)
+        try:
+            df, elapsed, summary = _sweep([f"rain {i}" for i in range(200)], ["flaky/tiny"])
+        finally:
+            providers._registry.pop("flaky", None)
+        outcomes = server.stats()["outcomes"]
+    print(f"\n[30 % random 429s] 200 calls in {elapsed:.2f} s; server {outcomes}; limits {summary['limits']}")
+    assert (df["status"] == "ok").all(), df["error"].unique()
+    assert outcomes["429"] > 40, outcomes
+    assert elapsed < 15.0, (elapsed, summary["limits"])
 
 
 def test_a_bucket_fault_server_answers_429_with_the_time_to_the_next_token():
