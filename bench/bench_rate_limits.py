@@ -14,13 +14,15 @@ Cases (ideal time: 400 / 20 = 20 s):
 * ``rpm``         — ``rpm=1200``, the true limit;
 * ``new-user``    — as a new user would: ``rpm=--new-user-rpm`` (default 1200) on a provider that also
   answers ~10 % of requests 429 at random (``rate_429=0.1``, whatever the rate), against
-* ``noisy-no-rpm`` — the same noisy provider without ``rpm`` (the issue measured new-user / this 4.5×).
+* ``noisy-no-rpm`` — the same noisy provider without ``rpm`` (the issue measured new-user / this 4.5×);
+* ``slow-no-rpm``  — not run by default: no ``rpm``, calls that take 1 s (4 tokens, 250 ms each), so 20/s
+  needs 20 calls in flight (ideal: 20 s + the last call's 1 s).
 
 Printed per case: elapsed / ideal, error rows, 429s the server sent, and the second provider's p50 / p95
 ``queue_ms`` in the sweep and on its own. Export is off (``datakit=None``): the client's CPU per call
 is the runner's, not the exporter's.
 
-    python bench/bench_rate_limits.py [--rounds 1] [--new-user-rpm 1200] [--cases no-rpm,rpm,new-user,noisy-no-rpm]
+    python bench/bench_rate_limits.py [--rounds 1] [--new-user-rpm 1200] [--cases no-rpm,rpm,new-user,noisy-no-rpm,slow-no-rpm]
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ import time
 CALLS, RPS, CONCURRENCY = 400, 20.0, 32
 IDEAL_S = CALLS / RPS
 
-#: case -> (rpm for the limited provider, share of random 429s at its server)
-CASES: dict[str, tuple[float | None, float]] = {
-    "no-rpm": (None, 0.0),
-    "rpm": (RPS * 60, 0.0),
-    "new-user": (1200.0, 0.1),
-    "noisy-no-rpm": (None, 0.1),
+#: case -> (rpm for the limited provider, share of random 429s at its server, its delay per token in ms)
+CASES: dict[str, tuple[float | None, float, float]] = {
+    "no-rpm": (None, 0.0, 0.0),
+    "rpm": (RPS * 60, 0.0, 0.0),
+    "new-user": (1200.0, 0.1, 0.0),
+    "noisy-no-rpm": (None, 0.1, 0.0),
+    "slow-no-rpm": (None, 0.0, 250.0),
 }
+DEFAULT_CASES = "no-rpm,rpm,new-user,noisy-no-rpm"
 
 
 def _sweep(ll, prompts: list[str], models: list[str]):
@@ -89,10 +93,12 @@ def side(limited_url: str, quick_url: str, rpm: float | None) -> dict:
     }
 
 
-def run_case(name: str, rpm: float | None, rate_429: float, quick_url: str) -> dict:
+def run_case(name: str, rpm: float | None, rate_429: float, delay_ms: float, quick_url: str) -> dict:
     from llmlab.testing import FaultProcess
 
-    faults = {"rate_429": rate_429, "retry_after_s": 0.02, "seed": 7} if rate_429 else {}
+    faults: dict = {"rate_429": rate_429, "retry_after_s": 0.02, "seed": 7} if rate_429 else {}
+    if delay_ms:
+        faults["delay_ms"] = delay_ms
     with FaultProcess(echo_tokens=4, bucket_rps=RPS, **faults) as limited:  # a fresh bucket per case
         out = subprocess.run(
             [sys.executable, "-W", "ignore", __file__, "--side", limited.base_url, quick_url, str(rpm or 0)],
@@ -111,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--new-user-rpm", type=float, default=1200.0)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--side", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -121,14 +127,14 @@ def main() -> None:
     from llmlab.testing import FaultProcess
 
     cases = dict(CASES)
-    cases["new-user"] = (args.new_user_rpm, CASES["new-user"][1])
+    cases["new-user"] = (args.new_user_rpm, *CASES["new-user"][1:])
     wanted = args.cases.split(",")
     results: dict[str, list[dict]] = {name: [] for name in wanted}
     with FaultProcess(echo_tokens=4) as quick:
         for r in range(args.rounds):
             for name in wanted:
-                rpm, rate_429 = cases[name]
-                res = run_case(name, rpm, rate_429, quick.base_url)
+                rpm, rate_429, delay_ms = cases[name]
+                res = run_case(name, rpm, rate_429, delay_ms, quick.base_url)
                 results[name].append(res)
                 lim = res["limits"] or {}
                 print(
