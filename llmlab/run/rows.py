@@ -9,6 +9,7 @@ from typing import Any, overload
 from llmlab import schema
 from llmlab.errors import ReplayMissError
 from llmlab.plan.grid import Call
+from llmlab.store.callrows import CACHE_FIELDS  # a cached response: these values of the call row that paid for it
 
 __all__ = ["CACHE_FIELDS", "PackedRows", "base_row", "combined_miss", "row_for_store"]
 
@@ -69,27 +70,6 @@ def row_for_store(row: dict[str, Any], call: Call, trace_content: bool) -> dict[
         return row
     data_keys = {k if k not in schema.CANONICAL_COLUMNS else f"data.{k}" for k in call.data}
     return {**row, "prompt": None, "completion": None, **{k: None for k in data_keys if k in row}}
-
-
-CACHE_FIELDS = (
-    "completion",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "tokens_estimated",
-    "response_model",
-    "latency_ms",
-    "ttft_ms",
-    "tokens_per_s",
-    "itl_ms",
-    "trace_id",
-    "span_id",
-    "start_time",
-    "end_time",
-    "service",
-    "cost_usd",
-)
 
 
 def combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llmlab.errors import ValidationError
-from llmlab.store import migrations
+from llmlab.store import callrows, migrations
 from llmlab.store.database import Store
 from llmlab.store.spanbytes import unpack
 
@@ -415,6 +415,7 @@ def _delete_in(db: sqlite3.Connection, sid: str, keep_cache: bool) -> dict[str, 
         f"AND NOT {_SPAN_USED_ELSEWHERE}",
         (sid, sid, sid),
     ).rowcount
+    callrows.release_sweep_rows(db, sid)  # cache entries that are this sweep's rows and stay keep their response
     counts["calls"] = db.execute("DELETE FROM calls WHERE sweep_id = ?", (sid,)).rowcount
     counts["tags"] = db.execute("DELETE FROM sweep_tags WHERE sweep_id = ?", (sid,)).rowcount
     db.execute("DELETE FROM ratings WHERE sweep_id = ?", (sid,))  # the prompt versions stay; their use goes
@@ -461,12 +462,13 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
         {"tag": t, "created_at": c}
         for t, c in store.read("SELECT tag, created_at FROM sweep_tags WHERE sweep_id=? ORDER BY tag", (sweep_id,))
     ]
-    calls = [
-        {"call_id": c, "seq": s, "status": st, "created_at": ca, "row_json": rj}
-        for c, s, st, ca, rj in store.read(
-            "SELECT call_id, seq, status, created_at, row_json FROM calls WHERE sweep_id=? ORDER BY seq", (sweep_id,)
-        )
-    ]
+    calls = []
+    for c, seq, st, ca, rj, fmt in store.read(
+        "SELECT call_id, seq, status, created_at, row_json, fmt FROM calls WHERE sweep_id=? ORDER BY seq", (sweep_id,)
+    ):
+        if fmt is not None:  # an export holds the whole row, as every llmlab reads it
+            rj = callrows.dumps(callrows.unpack_row(rj, fmt, sweep_id, c, st))
+        calls.append({"call_id": c, "seq": seq, "status": st, "created_at": ca, "row_json": rj})
     # every stored column (later migrations materialise span values out of row_json), minus outbox state
     span_cols = [c for c in _columns(store, "spans") if c not in _OUTBOX_COLUMNS]
     quoted = ", ".join(f'"{c}"' for c in span_cols)
@@ -480,14 +482,11 @@ def export_rows(store: Store, sweep_id: str, include_cache: bool = True) -> dict
         span["otlp"] = None if r[-1] is None else unpack(r[-1])  # an export holds the plain protobuf
         spans.append(span)
     cache = []
-    if include_cache:
+    if include_cache:  # each entry with its response (one that is a call row gets it from the row)
+        ids = [c["call_id"] for c in calls]
         cache = [
             {"call_id": c, "model": m, "created_at": ca, "response_json": rj}
-            for c, m, ca, rj in store.read(
-                "SELECT call_id, model, created_at, response_json FROM cache WHERE call_id IN "
-                "(SELECT call_id FROM calls WHERE sweep_id=?)",
-                (sweep_id,),
-            )
+            for c, m, ca, rj in callrows.cache_rows(store.connection(), ids)
         ]
     ratings = [
         {"call_id": c, "rating": r, "note": n, "rated_at": t, "scale": k}

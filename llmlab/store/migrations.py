@@ -268,3 +268,31 @@ def m010_rating_scale(db: sqlite3.Connection) -> None:
         "UPDATE ratings SET scale = CASE WHEN rating >= 2 OR (rating = 1 AND EXISTS (SELECT 1 FROM ratings r "
         "WHERE r.sweep_id = ratings.sweep_id AND r.rating >= 2)) THEN 'stars' ELSE 'thumbs' END"
     )
+
+
+@migration
+def m011_compact_calls_and_cache(db: sqlite3.Connection) -> None:
+    """Bytes per call (see ``llmlab.store.callrows``): a call row may be stored compact (``calls.fmt`` 1:
+    keys at their default and those kept in columns left out of ``row_json``; NULL: the whole row, as
+    every row written before), and a cache entry may be the call row itself (``cache.sweep_id`` names
+    the sweep whose ``calls`` row holds the response, ``response_json`` NULL). The cache table is
+    rebuilt for that (``response_json`` nullable) as a WITHOUT ROWID table keyed by ``call_id``; its
+    entries are copied as they are (each keeps its own response)."""
+    db.execute("ALTER TABLE calls ADD COLUMN fmt INTEGER")
+    run_script(
+        db,
+        """
+        CREATE TABLE cache_m011 (
+            call_id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            response_json TEXT,
+            sweep_id TEXT,
+            CHECK (response_json IS NOT NULL OR sweep_id IS NOT NULL)
+        ) WITHOUT ROWID;
+        INSERT INTO cache_m011 (call_id, model, created_at, response_json)
+            SELECT call_id, model, created_at, response_json FROM cache WHERE call_id IS NOT NULL;
+        DROP TABLE cache;
+        ALTER TABLE cache_m011 RENAME TO cache
+        """,
+    )

@@ -448,13 +448,17 @@ def leases_held(config: Config, target: Target = DATAKIT) -> list[dict[str, Any]
 def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None, target: Target = DATAKIT) -> None:
     column, lease, owner = target.state, target.lease, target.owner
 
+    sets = f"{lease} = NULL, {owner} = NULL" if state is None else f"{column} = ?, {lease} = NULL, {owner} = NULL"
+    head = [] if state is None else [state]  # None: release the lease, stay pending
+
     def fn(db: Any) -> None:
-        if state is None:  # release the lease, stay pending
-            db.executemany(f"UPDATE spans SET {lease} = NULL, {owner} = NULL WHERE trace_id = ? AND span_id = ?", keys)
-        else:
-            db.executemany(
-                f"UPDATE spans SET {column} = ?, {lease} = NULL, {owner} = NULL WHERE trace_id = ? AND span_id = ?",
-                [(state, t, s) for t, s in keys],
+        # one statement per 500 spans, not one per span (each is a trip through SQLite for the store's writer)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            db.execute(
+                f"UPDATE spans SET {sets} WHERE rowid IN (SELECT s.rowid FROM (VALUES "
+                f"{','.join(['(?,?)'] * len(chunk))}) AS k JOIN spans s ON s.trace_id = k.column1 AND s.span_id = k.column2)",
+                head + [v for key in chunk for v in key],
             )
 
     store.write(fn)

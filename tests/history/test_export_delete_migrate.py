@@ -268,3 +268,57 @@ def test_two_processes_upgrading_one_old_home_at_once(home):
         assert out.strip() == "3"
     rows = get_store().read("SELECT name, count(*) FROM _migrations GROUP BY name")
     assert sorted(rows) == sorted((name, 1) for name, _ in MIGRATIONS)
+
+
+def test_upgrade_of_a_home_at_m010_keeps_its_call_rows_cache_entries_and_span_bytes(home):
+    """m011 rebuilds the cache table (an entry may be a call row) and adds calls.fmt: rows written before read as they did."""
+    import zlib
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from llmlab.sqlkit import Migrations
+    from llmlab.store import callrows, spanbytes
+    from llmlab.store.database import SPAN_RECORD_COLUMNS
+
+    home.mkdir(parents=True)
+    db = sqlite3.connect(home / "llmlab.db", isolation_level=None)
+    old = Migrations("_migrations", ledger="names")
+    for item in MIGRATIONS[:10]:  # the schema llmlab had before m011
+        old(item.fn)
+    assert old.apply(db)[-1] == "m010_rating_scale"
+    row = {"sweep_id": "sw-old", "call_id": "c1", "completion": "an old answer", "status": "ok", "cached": False}
+    entry = {k: row.get(k) for k in callrows.CACHE_FIELDS}
+    db.execute(
+        "INSERT INTO sweeps (sweep_id, created_at, status, spec_json) VALUES ('sw-old', '2026-01-01T00:00:00', 'finished', '{}')"
+    )
+    db.execute(
+        "INSERT INTO calls (sweep_id, call_id, seq, status, created_at, row_json) VALUES ('sw-old', 'c1', 0, 'ok', 'x', ?)",
+        (json.dumps(row),),
+    )
+    db.execute(
+        "INSERT INTO cache (call_id, model, created_at, response_json) VALUES ('c1', 'local/tiny', 'x', ?)",
+        (json.dumps(entry),),
+    )
+    request = ExportTraceServiceRequest()
+    kv = request.resource_spans.add().scope_spans.add().spans.add().attributes.add()
+    kv.key, kv.value.string_value = "llmlab.call_id", "c1"
+    record = dict.fromkeys(SPAN_RECORD_COLUMNS)
+    record.update(trace_id="t1", span_id="s1", start_ns=1, end_ns=2, is_llm=1, row_json="{}", attrs_json="{}")
+    record["otlp"] = zlib.compress(request.SerializeToString(), 6)  # packed before the dictionary
+    db.execute(
+        f"INSERT INTO spans ({', '.join(chr(34) + c + chr(34) for c in record)}) VALUES ({', '.join('?' * len(record))})",
+        list(record.values()),
+    )
+    db.close()
+
+    store = get_store(home)  # opening the home applies m011
+    applied = [r[0] for r in store.read("SELECT name FROM _migrations ORDER BY name")]
+    assert applied[-1] == "m011_compact_calls_and_cache"
+    assert "WITHOUT ROWID" in store.read("SELECT sql FROM sqlite_master WHERE name = 'cache'")[0][0]
+    assert store.call_rows("sw-old") == [row]
+    assert store.cached_responses(["c1", "c2"]) == {"c1": entry}
+    assert store.read("SELECT response_json IS NOT NULL, sweep_id FROM cache") == [(1, None)]
+    (otlp,) = store.read("SELECT otlp FROM spans")[0]
+    assert spanbytes.span_attributes("{}", otlp) == {"llmlab.call_id": "c1"}
+    # the old entry serves a new sweep's call: the call is not sent again
+    assert store.claim_calls(["c1"], "sw-new") == {"c1"}
