@@ -78,7 +78,7 @@ def _span_record(i: int) -> tuple:
 # --- batched writes ---------------------------------------------------------------------------
 
 
-def test_a_batch_of_finished_calls_runs_one_statement_per_table(tmp_path, monkeypatch):
+def test_a_batch_of_finished_calls_runs_a_few_statements_per_table(tmp_path, monkeypatch):
     statements: list[str] = []
     store = _store(tmp_path, monkeypatch, statements)
     gate = _hold(store)
@@ -93,10 +93,29 @@ def test_a_batch_of_finished_calls_runs_one_statement_per_table(tmp_path, monkey
         fut.result(30)
     batch = statements[2:]  # after the held write's own RELEASE and COMMIT
     assert statements[:2] == ["RELEASE item", "COMMIT"]
-    # BEGIN, one INSERT into spans, calls and cache each, COMMIT: not a few statements per call
-    assert len(batch) == 5, batch
+    # BEGIN, INSERTs of 32 and 8 rows into spans, calls and cache each, COMMIT: not a few statements per call
+    assert len(batch) == 8, batch
+    assert sorted(s.count("),(") + 1 for s in batch if s.startswith("INSERT")) == [8, 8, 8, 32, 32, 32]
     assert store.read("SELECT count(*) FROM spans")[0][0] == 40 and len(store.call_rows("sw-a")) == 40
     assert len(store.cached_responses(f"c{i}" for i in range(40))) == 40
+    store.close()
+
+
+def test_batches_of_every_size_share_a_few_statement_shapes(tmp_path, monkeypatch):
+    """Each distinct statement text is a prepared statement the connection caches: batches of 1 to 60 calls
+    must not make one multi-row INSERT shape per size."""
+    statements: list[str] = []
+    store = _store(tmp_path, monkeypatch, statements)
+    for size in range(1, 61):
+        gate = _hold(store)
+        futures = [store.put_call("sw-a", size * 100 + i, _row(f"c{size}-{i}"), None) for i in range(size)]
+        gate.set()
+        for fut in futures:
+            fut.result(30)
+    # the trace shows the values bound: a statement's shape is its number of rows
+    shapes = {s.count("('sw-a',") for s in statements if s.startswith("INSERT OR REPLACE INTO calls")}
+    assert shapes <= set(dbm.ROWS_PER_STATEMENT), shapes
+    assert len(store.call_rows("sw-a")) == sum(range(1, 61))
     store.close()
 
 
