@@ -88,10 +88,10 @@ STATEMENTS: dict[str, _Statement] = {
     ),
     "claims_done": _Statement("DELETE FROM call_claims WHERE call_id IN ", 1, in_list=True),
 }
-#: rows per batched statement: a batch of n rows runs as a few statements of these sizes (largest first), so the
-#: connection's statement cache holds a handful of shapes instead of one large prepared statement per batch size
+#: rows per batched statement: a batch of n rows runs as one statement per binary digit of n (largest first), so
+#: the connection's statement cache holds ten shapes instead of one large prepared statement per batch size
 #: (which kept ~1 KB per call of a 10,000-call sweep's memory)
-ROWS_PER_STATEMENT = (128, 32, 8, 2, 1)
+ROWS_PER_STATEMENT = tuple(2**k for k in range(9, -1, -1))
 #: SQLite's default limit of host parameters per statement (since 3.32; 999 before)
 _MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
