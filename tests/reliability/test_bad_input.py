@@ -856,8 +856,9 @@ def _fingerprint(path: Path) -> str:
     with sqlite3.connect(path) as con:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         for table in tables:
-            for row in con.execute(f"SELECT * FROM {table} ORDER BY rowid"):
-                digest.update(repr(row).encode())
+            # sorted in Python: some tables have no rowid (the cache is WITHOUT ROWID)
+            for row in sorted(repr(r) for r in con.execute(f"SELECT * FROM {table}")):
+                digest.update(row.encode())
     return digest.hexdigest()
 
 
