@@ -91,11 +91,9 @@ class PackedRows(Sequence[dict[str, Any]]):
     dicts again.
     """
 
-    def __init__(self, rows: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(self) -> None:
         self._shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._packed: list[tuple[tuple[str, ...], tuple[Any, ...]]] = []
-        for row in rows:
-            self.append(row)
 
     def append(self, row: Mapping[str, Any]) -> int:
         """Keep ``row`` (its keys shared with earlier rows of the same shape); returns its position."""
@@ -128,8 +126,9 @@ class PackedRows(Sequence[dict[str, Any]]):
 
     def columns_and_records(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Every key (in first-seen order) and one tuple of values per row (None where a row lacks a key)."""
-        columns = list(dict.fromkeys(k for keys, _ in self._packed for k in keys)) if len(self._shapes) > 1 else []
-        if len(self._shapes) <= 1:
-            return (list(self._packed[0][0]) if self._packed else []), [values for _, values in self._packed]
-        where = {keys: [keys.index(c) if c in keys else -1 for c in columns] for keys in self._shapes}
+        shapes = list(dict.fromkeys(keys for keys, _ in self._packed))
+        if len(shapes) <= 1:  # every row has the same keys (a sweep's usual case)
+            return (list(shapes[0]) if shapes else []), [values for _, values in self._packed]
+        columns = list(dict.fromkeys(k for keys in shapes for k in keys))
+        where = {keys: [keys.index(c) if c in keys else -1 for c in columns] for keys in shapes}
         return columns, [tuple(values[i] if i >= 0 else None for i in where[keys]) for keys, values in self._packed]

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx2
@@ -150,7 +150,7 @@ class SweepRunner:
         self._cassette: Any = None
         self.replay_misses: list[ReplayMissError] = []
         self._claims = ClaimWaiter(self.store, self.sweep_id, set())
-        self._started: set[str] = set()  # calls whose task has begun (see _never_ran)
+        self._started: set[str] = set()  # fed calls whose task has begun and not ended (see _slot_task_done)
 
     def _emit(self, kind: str, call_id: str | None = None, **data: Any) -> None:
         self.bus.publish(Event(kind, self.sweep_id, call_id, data))
@@ -422,7 +422,7 @@ class SweepRunner:
         task.add_done_callback(self.handle._tasks.discard)
         return task
 
-    def _skip_cancelled(self, calls: Any) -> None:
+    def _skip_cancelled(self, calls: Iterable[Call]) -> None:
         for call in calls:
             self.skipped.append((call, "cancelled"))
             self._emit("skipped", call.call_id, reason="cancelled")
@@ -447,16 +447,19 @@ class SweepRunner:
                 task = self._spawn(self._run_in_slot(call, index, window, queued_at))
                 running.add(task)
                 task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _: self._unwritten.release())
-                task.add_done_callback(functools.partial(self._never_ran, call, window))
+                task.add_done_callback(functools.partial(self._slot_task_done, call, window))
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _never_ran(self, call: Call, window: Window, task: asyncio.Task[Any]) -> None:
-        """A call's task cancelled before its first step (a cancel right after its slot was given): its
-        slot is given back and the call is accounted for as skipped, as one cancelled while waiting is."""
-        if task.cancelled() and call.call_id not in self._started:
+    def _slot_task_done(self, call: Call, window: Window, task: asyncio.Task[Any]) -> None:
+        """A fed call's task ended: its place among the unwritten calls is free. If it was cancelled before
+        its first step (a cancel right after its slot was given), the slot is given back and the call is
+        accounted for as skipped, as one cancelled while waiting is."""
+        self._unwritten.release()
+        began = call.call_id in self._started
+        self._started.discard(call.call_id)
+        if task.cancelled() and not began:
             window.release()
             self._skip_cancelled([call])
 

@@ -135,15 +135,12 @@ class LlmlabProcessor(SpanProcessor):
         sink = self.sink
         if sink is None:
             return
-        if counter is not None:
-            sink.submit(span, chunks=counter.count)
-            return
-        if self.joined:
+        if self.joined:  # (no counters then: see on_start)
             # the app's exporter sends this span; store llmlab's own calls locally, export nothing
             if schema.A_SWEEP_ID in (span.attributes or {}) or schema.A_CALL_ID in (span.attributes or {}):
                 sink.submit(span, export=False)
             return
-        sink.submit(span)
+        sink.submit(span, chunks=None if counter is None else counter.count)
 
     def shutdown(self) -> None:
         if self.sink is not None:
