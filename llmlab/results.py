@@ -64,7 +64,7 @@ class SweepResult:
         self.spec = spec or {}
         # call_id -> the rendered message list sent (known when the result comes from a run; else rebuilt
         # from the spec on demand, see message_lists())
-        self._messages: dict[str, Sequence[Mapping[str, Any]]] | None = None
+        self._messages: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
 
     @classmethod
     def from_rows(
@@ -94,7 +94,7 @@ class SweepResult:
         )
         result = cls(sweep_id, df, skipped_df, stopped, spec or None)
         if sweep is not None:
-            result._messages = {c.call_id: c.messages for c in sweep.calls}  # the grid's own (no copies)
+            result._messages = sweep.grid.calls.messages_by_id()  # rendered when looked up
         return result
 
     @classmethod
@@ -171,7 +171,7 @@ class SweepResult:
                     from llmlab.plan.grid import grid_from_spec
 
                     grid = grid_from_spec(spec)
-                    self._messages = {c.call_id: c.messages for c in grid.calls}
+                    self._messages = grid.calls.messages_by_id()
                 except Exception as exc:  # an older or unusual spec: the details show the prompt only
                     log.debug("message lists not rebuilt for %s: %s", self.sweep_id, exc)
         return self._messages

@@ -90,8 +90,8 @@ class Sweep:
         self.repeats = grid.repeats
         self.params = dict(grid.params)
         self.rows = list(grid.rows)
-        self.messages = list(grid.messages)
-        self.calls: list[Call] = list(grid.calls)
+        self.messages = grid.messages  # (messages, data) per variant and row, rendered when read
+        self.calls: Sequence[Call] = grid.calls  # made when read: the grid keeps each call's id, not the Call
 
     def spec(self) -> dict[str, Any]:
         """The sweep's specification as plain data (stored with every run)."""

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import inspect
 import itertools
-import json
 import math
 import numbers
 import string
@@ -22,6 +20,18 @@ from typing import Any
 import numpy as np
 
 from llmlab.errors import ConfigError, ValidationError
+from llmlab.plan.calls import (
+    CLIENT_OPTIONS,
+    Call,
+    PlannedCalls,
+    RenderedRows,
+    RowRenderer,
+    Setting,
+    VariantRows,
+    call_id_for,
+    canonical_json,
+    plan_calls,
+)
 from llmlab.plan.prompts import check_messages, check_text_value, load_prompts
 from llmlab.plan.providers import get_provider, split_model
 from llmlab.plan.variants import Variant, fill_messages, parse_variants
@@ -40,29 +50,6 @@ MAX_PARAM_DEPTH = 32
 _CONVERSIONS = {"r", "s", "a"}
 
 _RESERVED_PARAMS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "seed", "n"}
-#: options of the openai client, not of the request: headers may hold credentials, and a spec is stored
-_CLIENT_OPTIONS = {"extra_headers", "extra_query", "extra_body", "timeout"}
-
-
-@functools.lru_cache(maxsize=1)
-def _openai_chat_params() -> frozenset[str]:
-    """The request parameters the installed ``openai`` client takes as keywords; others (vLLM's
-    ``top_k``, ``repetition_penalty``, …) travel in ``extra_body``, as OpenAI-compatible servers expect."""
-    from openai.resources.chat.completions import AsyncCompletions
-
-    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"} - _CLIENT_OPTIONS
-
-
-def canonical_json(value: Any) -> str:
-    """Compact, key-sorted JSON: the same value always gives the same text (ids and fingerprints hash it)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def call_id_for(messages: Sequence[Mapping[str, Any]], model: str, params: Mapping[str, Any], repeat: int) -> str:
-    """Stable id of one request: the same messages, model, parameters and repeat index always
-    give the same id (it is also the response-cache key)."""
-    payload = canonical_json({"messages": list(messages), "model": model, "params": dict(params), "repeat": repeat})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
 
 
 def _prompt_id_for(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -107,78 +94,6 @@ def check_unique_prompt_ids(rows: Sequence[Any]) -> list[str]:
             "must be removed, so that every result can be told apart and paired across variants and sweeps",
         )
     return ids
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Call:
-    """One planned request."""
-
-    call_id: str
-    prompt_id: str
-    prompt_index: int
-    messages: tuple[dict[str, Any], ...]
-    provider: str
-    model: str  # the model name sent to the provider (without the provider prefix)
-    temperature: float | None
-    top_p: float | None
-    max_tokens: int | None
-    seed: int | None
-    repeat: int
-    params: dict[str, Any]
-    data: dict[str, Any]
-    template_name: str | None = None  # the variant names (template/messages and system) and their text hashes
-    system_name: str | None = None
-    template_hash: str | None = None
-    system_hash: str | None = None
-
-    @property
-    def variant_columns(self) -> dict[str, str | None]:
-        """``template_name``, ``system_name``, ``template_hash``, ``system_hash`` of this call."""
-        return {
-            "template_name": self.template_name,
-            "system_name": self.system_name,
-            "template_hash": self.template_hash,
-            "system_hash": self.system_hash,
-        }
-
-    @property
-    def qualified_model(self) -> str:
-        """The model as users name it: ``local/tiny``, ``moonshot/kimi-k2``; bare for openai."""
-        return self.model if self.provider == "openai" else f"{self.provider}/{self.model}"
-
-    @property
-    def prompt(self) -> str:
-        """The text of the last user message (what the grid shows as the prompt)."""
-        users = [m for m in self.messages if m.get("role") == "user"] or list(self.messages)
-        content = users[-1].get("content", "") if users else ""
-        return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-
-    @property
-    def max_output_tokens(self) -> int | None:
-        """The most tokens the reply may have: ``max_tokens``, else a swept ``max_completion_tokens``;
-        None when nothing bounds it (then its cost has no upper bound either)."""
-        if self.max_tokens is not None:
-            return self.max_tokens
-        bound = self.params.get("max_completion_tokens")
-        return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0 else None
-
-    def request_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``client.chat.completions.create`` (without stream options)."""
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
-        if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
-        if self.top_p is not None:
-            kwargs["top_p"] = self.top_p
-        if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
-        if self.seed is not None:
-            kwargs["seed"] = self.seed
-        known = _openai_chat_params()
-        kwargs.update({k: v for k, v in self.params.items() if k in known})
-        extra = {k: v for k, v in self.params.items() if k not in known}
-        if extra:
-            kwargs["extra_body"] = extra
-        return kwargs
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -233,8 +148,8 @@ class Grid:
     repeats: int
     params: Mapping[str, Any]
     rows: tuple[Any, ...]  # prompt rows (dicts) or message lists, as load_prompts returned them
-    messages: tuple[tuple[list[dict[str, Any]], dict[str, Any]], ...]  # (messages, data) per prompt row
-    calls: tuple[Call, ...]
+    messages: RenderedRows  # (messages, data) per variant and prompt row, rendered when read
+    calls: PlannedCalls  # made when read: a big grid holds its calls' ids, not 10,000 Calls
     variants: tuple[Variant, ...] = ()  # every template/system/messages variant, in grid order
     messages_template: Any = None  # messages= as given ({name: message list} for variants)
 
@@ -330,8 +245,8 @@ def build_grid(
     }
     _check_plan_size(axes)
     prompt_ids = check_unique_prompt_ids(rows)
-    rendered = _render_variants(rows, templates, systems, message_sets)
-    settings = list(itertools.product(model_list, temperatures, top_ps, max_tokens_list, seeds, _param_grid(param_map)))
+    variants = _render_variants(rows, templates, systems, message_sets)
+    settings = _settings(model_list, temperatures, top_ps, max_tokens_list, seeds, param_map)
     return Grid(
         name=name,
         template=_as_given(templates),
@@ -344,8 +259,8 @@ def build_grid(
         repeats=repeats,
         params=param_map,
         rows=tuple(rows),
-        messages=tuple(m for _, per_row in rendered for m in per_row),
-        calls=tuple(_expand_variants(rendered, prompt_ids, settings, repeats)),
+        messages=RenderedRows(variants, len(rows)),
+        calls=plan_calls(prompt_ids, variants, settings, repeats),
         variants=(*templates, *systems, *message_sets),
         messages_template=_as_given(message_sets),
     )
@@ -400,61 +315,70 @@ def _as_given(variants: tuple[Variant, ...]) -> Any:
     return {v.name: v.value for v in variants}
 
 
-_Rendered = list[tuple[tuple[Variant | None, Variant | None], list[tuple[list[dict[str, Any]], dict[str, Any]]]]]
-
-
 def _render_variants(
     rows: list[Any], templates: tuple[Variant, ...], systems: tuple[Variant, ...], message_sets: tuple[Variant, ...]
-) -> _Rendered:
-    """((template-or-messages variant, system variant), (messages, data) per row) for every combination."""
-    out: _Rendered = []
+) -> list[VariantRows]:
+    """Every template/system (or messages) combination with its row renderer, each row rendered once here
+    so that a bad row fails now, naming it; the calls render their rows again when they are read."""
+    out: list[VariantRows] = []
     if message_sets:
         for m in message_sets:
-            out.append(((m, None), fill_messages(m, rows)))
+            fill_messages(m, rows)  # checks every row
+            out.append(VariantRows(_variant_names(m, None), functools.partial(_fill_one, m, rows)))
         return out
     for t in templates or (None,):
         for s in systems or (None,):
+            render = _row_renderer(rows, None if t is None else t.value, None if s is None else s.value)
             try:
-                per_row = _build_messages(rows, None if t is None else t.value, None if s is None else s.value)
+                for i in range(len(rows)):
+                    render(i)
             except ValidationError as exc:
                 if exc.field == "template" and t is not None and len(templates) > 1:
                     raise ValidationError(f"template[{t.name!r}]", exc.value, exc.problem) from None
                 raise
-            out.append(((t, s), per_row))
+            out.append(VariantRows(_variant_names(t, s), render))
     return out
 
 
-def _expand_variants(
-    rendered: _Rendered, prompt_ids: list[str], settings: list[tuple[Any, ...]], repeats: int
-) -> list[Call]:
-    """Calls in grid order: prompt row, then variant, then settings, then repeat."""
-    calls: list[Call] = []
-    # what calls share is built once and shared (a sweep of 10,000 calls holds its grid in memory all along)
-    split = []
-    for model, temp, top_p, max_tokens, seed, extra in settings:
+def _fill_one(variant: Variant, rows: list[Any], i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return fill_messages(variant, [rows[i]])[0]
+
+
+def _variant_names(t: Variant | None, s: Variant | None) -> dict[str, str | None]:
+    return {
+        "template_name": None if t is None else t.name,
+        "system_name": None if s is None else s.name,
+        "template_hash": None if t is None else t.hash,
+        "system_hash": None if s is None else s.hash,
+    }
+
+
+def _settings(
+    models: list[str],
+    temperatures: list[Any],
+    top_ps: list[Any],
+    max_tokens: list[int | None],
+    seeds: list[int | None],
+    params: Mapping[str, Any],
+) -> list[Setting]:
+    """Every combination of model and sampling settings, in grid order; what its calls share is built once."""
+    out = []
+    for model, temp, top_p, tokens, seed, extra in itertools.product(
+        models, temperatures, top_ps, max_tokens, seeds, _param_grid(params)
+    ):
         prov, bare = split_model(model)
-        fixed = (prov, bare, None if temp is None else float(temp), None if top_p is None else float(top_p), max_tokens)
-        split.append(((temp, top_p, max_tokens, seed, extra), fixed, dict(extra)))
-    for p_index, prompt_id in enumerate(prompt_ids):
-        for (t, s), per_row in rendered:
-            names: dict[str, Any] = {
-                "template_name": None if t is None else t.name,
-                "system_name": None if s is None else s.name,
-                "template_hash": None if t is None else t.hash,
-                "system_hash": None if s is None else s.hash,
-            }
-            calls += _expand(per_row[p_index], p_index, prompt_id, split, repeats, names)
-    seen: dict[str, Call] = {}
-    for call in calls:
-        other = seen.setdefault(call.call_id, call)
-        if other is not call:
-            raise ValidationError(
-                "prompts",
-                f"{other.prompt_id} / {call.prompt_id}",
-                "two calls of this grid would send the same request (identical rendered prompts); "
-                "make the rows or variants differ",
+        out.append(
+            Setting(
+                key=(temp, top_p, tokens, seed, extra),
+                provider=prov,
+                model=bare,
+                temperature=None if temp is None else float(temp),
+                top_p=None if top_p is None else float(top_p),
+                max_tokens=tokens,
+                params=dict(extra),
             )
-    return calls
+        )
+    return out
 
 
 def _check_text(name: Any, template: Any, system: Any) -> None:
@@ -503,7 +427,7 @@ def _check_params(params: dict[str, Any]) -> None:
             raise ValidationError(
                 f"params[{key!r}]", values, f"'{key}' is set by the Sweep itself; use its own argument"
             )
-        if key in _CLIENT_OPTIONS:
+        if key in CLIENT_OPTIONS:
             raise ValidationError(
                 f"params[{key!r}]",
                 "...",
@@ -539,14 +463,14 @@ def _check_param_value(where: str, value: Any, depth: int) -> None:
         raise ValidationError(where, value, f"values must be JSON-serialisable (got {type(value).__name__})")
 
 
-def _build_messages(
-    rows: list[Any], template: str | None, system: str | None
-) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
-    """(messages, data) per prompt row, with the template filled and the system message added."""
-    out = []
+def _row_renderer(rows: list[Any], template: str | None, system: str | None) -> RowRenderer:
+    """A function giving (messages, data) of prompt row ``i``: the template filled, the system message added;
+    ValidationError naming the row for a value the template cannot take."""
     parsed = _parse_template(template) if template is not None else []
     fields = list(dict.fromkeys(f for _, f, _, _ in parsed if f is not None))
-    for i, row in enumerate(rows):
+
+    def render(i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        row = rows[i]
         if isinstance(row, list):  # message list
             msgs, data = [dict(m) for m in row], {}
         elif "messages" in row and isinstance(row["messages"], list):
@@ -585,8 +509,9 @@ def _build_messages(
             msgs = [{"role": "user", "content": content}]
         if system is not None and not any(m.get("role") == "system" for m in msgs):
             msgs = [{"role": "system", "content": system}] + msgs
-        out.append((msgs, data))
-    return out
+        return msgs, data
+
+    return render
 
 
 def _parse_template(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
@@ -664,25 +589,3 @@ def _param_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     keys = sorted(params)
     combos = itertools.product(*[as_list(params[k], k, none_is_value=True) for k in keys])
     return [dict(zip(keys, combo)) for combo in combos]
-
-
-def _expand(
-    row: tuple[list[dict[str, Any]], dict[str, Any]],
-    p_index: int,
-    prompt_id: str,
-    settings: list[tuple[tuple[Any, ...], tuple[str, str, float | None, float | None, int | None], dict[str, Any]]],
-    repeats: int,
-    names: dict[str, Any],
-) -> list[Call]:
-    """The calls of one rendered prompt row: every setting (its key values, its call fields) times repeats."""
-    msgs, data = row
-    shared_msgs, rest = tuple(msgs), {k: v for k, v in data.items() if k not in ("prompt",)}
-    calls = []
-    for (temp, top_p, max_tokens, seed, extra), fixed, extra_d in settings:
-        for r in range(repeats):
-            # a seeded sweep with repeats gets one seed per repeat, else repeats are copies
-            eff_seed = None if seed is None else seed + r
-            key_params = {"temperature": temp, "top_p": top_p, "max_tokens": max_tokens, "seed": eff_seed, **extra}
-            cid = call_id_for(msgs, f"{fixed[0]}/{fixed[1]}", key_params, r)
-            calls.append(Call(cid, prompt_id, p_index, shared_msgs, *fixed, eff_seed, r, extra_d, rest, **names))
-    return calls

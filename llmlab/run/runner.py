@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -137,7 +138,7 @@ class SweepRunner:
         self.store = get_store(self.config.home)
         self.sweep_id = options.sweep_id or f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.rows = PackedRows()  # finished rows, packed (a big sweep holds them all until it returns)
-        self._row_at: dict[str, int] = {}  # call_id -> position in rows
+        self._row_at = array("q", [-1]) * len(grid.calls)  # position in rows by grid index (-1: none yet)
         self.skipped: list[tuple[Call, str]] = []
         self.stopped: str | None = None
         self.spent_usd = 0.0
@@ -262,8 +263,7 @@ class SweepRunner:
 
     def outcome(self) -> RunOutcome:
         """The rows so far in call order, what was skipped, and why the run stopped early (if it did)."""
-        at = self._row_at
-        rows = self.rows.picked(at[c.call_id] for c in self.grid.calls if c.call_id in at)
+        rows = self.rows.picked(at for at in self._row_at if at >= 0)
         return RunOutcome(self.sweep_id, rows, list(self.skipped), self.stopped)
 
     async def _run(self) -> None:
@@ -286,9 +286,9 @@ class SweepRunner:
         start_experiment(self.store, self.sweep_id, self.grid.name, spec, {**info, **experiment_context(self.grid)})
         record_prompt_versions(self.store, self.sweep_id, self.grid, self.config.trace_content)
         # record/replay bypass the response cache: a recording must send, a replay must answer from its cassette
-        cached = self.store.cached_responses([c.call_id for c in calls]) if self.options.cache is True else {}
+        cached = self.store.cached_responses(list(calls.call_ids())) if self.options.cache is True else {}
         if self.options.cache is True:  # calls another sweep is sending right now are awaited, not paid twice
-            todo = [c.call_id for c in calls if c.call_id not in cached]
+            todo = [cid for cid in calls.call_ids() if cid not in cached]
             elsewhere = self.store.claim_calls(todo, self.sweep_id, ACTIVE_SWEEPS) if todo else set()
             self._claims = ClaimWaiter(self.store, self.sweep_id, elsewhere)
         self._emit(
@@ -303,10 +303,10 @@ class SweepRunner:
         # a call's slot is free before its row is written; this bounds the calls started but not yet
         # written, so a store that falls behind holds new calls back instead of queueing without end
         self._unwritten = asyncio.Semaphore(max(64, 2 * self.options.concurrency))
-        for call in calls:
-            self._emit("queued", call.call_id)
+        for call_id in calls.call_ids():
+            self._emit("queued", call_id)
         queued_at = time.perf_counter()
-        per_window: dict[int, list[tuple[int, Call]]] = {}
+        per_window: dict[int, array[int]] = {}  # grid indices of the calls to send, per provider+model window
         tasks = []
         for index, call in enumerate(calls):
             hit = cached.get(call.call_id)
@@ -315,7 +315,7 @@ class SweepRunner:
             elif call.call_id in self._claims:  # another sweep is sending it: wait for its answer, holding no slot
                 tasks.append(self._spawn(self._run_claimed(call, index, queued_at)))
             else:
-                per_window.setdefault(id(self._limits.window(call)), []).append((index, call))
+                per_window.setdefault(id(self._limits.window(call)), array("q")).append(index)
         # one feeder per provider+model starts a call's task only when the call gets a slot, so a
         # sweep of 10,000 calls holds as many tasks (and rows) as calls in flight, not 10,000
         tasks += [self._spawn(self._feed(batch, queued_at)) for batch in per_window.values()]
@@ -396,7 +396,7 @@ class SweepRunner:
                 "retries": 0,
             }
         )
-        self._row_at[call.call_id] = self.rows.append(row)
+        self._row_at[index] = self.rows.append(row)
         stored = row_for_store(row, call, self.config.trace_content)
         self.store.put_call(self.sweep_id, index, stored, None)
         self._emit("cached", call.call_id, row=row)
@@ -427,13 +427,15 @@ class SweepRunner:
             self.skipped.append((call, "cancelled"))
             self._emit("skipped", call.call_id, reason="cancelled")
 
-    async def _feed(self, batch: list[tuple[int, Call]], queued_at: float) -> None:
+    async def _feed(self, batch: array[int], queued_at: float) -> None:
         """Start the calls of one provider+model in order, each once its window has a free slot
         (a slot of its own provider+model: one provider's limits or 429s never hold up another's calls)."""
-        window = self._limits.window(batch[0][1])
+        calls = self.grid.calls
+        window = self._limits.window(calls[batch[0]])
         running: set[asyncio.Task[Any]] = set()
         try:
-            for n, (index, call) in enumerate(batch):
+            for n, index in enumerate(batch):
+                call = calls[index]
                 try:
                     await self._unwritten.acquire()
                     try:
@@ -442,7 +444,7 @@ class SweepRunner:
                         self._unwritten.release()
                         raise
                 except asyncio.CancelledError:  # cancelled while waiting for a slot: never sent
-                    self._skip_cancelled(c for _, c in batch[n:])
+                    self._skip_cancelled(calls[i] for i in batch[n:])
                     raise
                 task = self._spawn(self._run_in_slot(call, index, window, queued_at))
                 running.add(task)
@@ -519,7 +521,7 @@ class SweepRunner:
         row["spent_usd"] = row["cost_usd"]
         if row["cost_usd"] is not None:
             self.spent_usd += row["cost_usd"]
-        self._row_at[call.call_id] = self.rows.append(row)
+        self._row_at[index] = self.rows.append(row)
         stored = row_for_store(row, call, self.config.trace_content)
         entry = None if row["status"] != "ok" else {k: stored[k] for k in CACHE_FIELDS}
         # durable before reported: a crash after this point never re-sends the call
