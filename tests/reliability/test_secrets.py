@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,7 @@ import llmlab as ll
 from llmlab.errors import redact
 from llmlab.events import EventBus
 from llmlab.run.retry import RetryPolicy
+from llmlab.store import spanbytes
 from llmlab.tracing import flush
 from llmlab.tracing.export import drain
 from llmlab.view.progress import ProgressBar
@@ -29,8 +31,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _all_bytes(root: Path) -> bytes:
-    """Every file under ``root`` (databases, their WAL and SHM files, specs, outputs)."""
-    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+    """Every file under ``root`` (databases, their WAL and SHM files, specs, outputs), and every packed
+    blob in its databases unpacked: span bytes are stored zlib-compressed (``llmlab.store.spanbytes``),
+    so a secret inside a span would not show in the files' raw bytes."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    return b"".join(p.read_bytes() for p in files) + b"".join(_unpacked_blobs(p) for p in files if p.suffix == ".db")
+
+
+def _unpacked_blobs(path: Path) -> bytes:
+    out = []
+    con = sqlite3.connect(path)  # sees what is still in the WAL too
+    try:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in con.execute(f'SELECT * FROM "{table}"'):
+                out += [spanbytes.unpack(v) for v in row if isinstance(v, bytes) and v[:1] == b"\x78"]
+    finally:
+        con.close()
+    assert all(out), f"a packed blob in {path} did not unpack"
+    return b"".join(out)
 
 
 @pytest.fixture
@@ -129,6 +148,7 @@ def test_planted_key_and_tokens_appear_nowhere(fault, canaries, home, tmp_path, 
         "error messages": (str(raised.value) + "".join(errors)).encode(),
     }
     assert len(haystacks["home files (store, WAL, collector db)"]) > 100_000 and len(caplog.records) > 10
+    assert b"gen_ai.request.model" in _unpacked_blobs(home / "llmlab.db")  # the spans were unpacked and searched
     for where, data in haystacks.items():
         for secret in secrets:
             at = data.find(secret)
@@ -162,7 +182,8 @@ def test_trace_content_false_keeps_text_out_of_spans_exports_and_store(fault, ho
         places = {
             "home files": _all_bytes(config.home),
             "exported OTLP bodies": b"".join(collector.bodies),
-            "collector files": b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*")),
+            "collector files": b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*"))
+            + _unpacked_blobs(tmp_path / "collector.db"),
         }
         for where, data in places.items():
             at = data.find(marker.encode())
