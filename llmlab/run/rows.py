@@ -144,18 +144,19 @@ class _Numbers:
             self.values.append(0)
             self.null.append(1)
             return True
-        kind, t = self.kind, type(value)
-        if kind == "f":
-            if t is not float or value != value:  # an int, a nan, a numpy float: kept as it is, in a list
-                return False
-        elif kind == "i":
-            if t is not int or value not in _INT64:
-                return False
-        elif t is not bool:
+        if not self.fits(value):
             return False
         self.values.append(value)
         self.null.append(0)
         return True
+
+    def fits(self, value: Any) -> bool:
+        """Whether ``value`` (not None) is kept here as it is; else it is kept in a list."""
+        if self.kind == "f":
+            return type(value) is float and value == value  # not an int, a nan, a numpy float
+        if self.kind == "i":
+            return type(value) is int and value in _INT64  # not a bool, nor past int64
+        return type(value) is bool
 
     def pad(self, n: int) -> None:
         self.values.extend(bytes(n) if self.kind == "b" else array(self.values.typecode, bytes(8 * n)))  # type: ignore[union-attr]
