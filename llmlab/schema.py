@@ -440,12 +440,16 @@ _DTYPE_OF = {
 }
 
 
+def _is_utc_time(dtype: Any) -> bool:
+    return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
+
+
 def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFrame:
     """Give ``df`` every canonical column (NA where absent), in order, with canonical dtypes.
 
     ``copy=False`` when ``df`` is the caller's own to change (a frame just built from rows): columns
-    are then converted in it, and a column that already has its canonical dtype is kept as it is
-    (``pd.to_numeric`` would copy it)."""
+    are then converted in it. A column that already has its canonical dtype is kept as it is, either
+    way (``pd.to_numeric`` and ``pd.to_datetime`` would copy it)."""
     if copy:
         df = df.copy()
     wanted = CANONICAL_COLUMNS + (EXTRA_COLUMNS if extra else [])
@@ -456,7 +460,8 @@ def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFr
         if col in _DTYPE_OF and str(df[col].dtype) == _DTYPE_OF[col]:
             continue
         if col in TIME_COLUMNS:
-            df[col] = pd.to_datetime(df[col], utc=True)
+            if not _is_utc_time(df[col].dtype):  # already UTC times: to_datetime would copy them
+                df[col] = pd.to_datetime(df[col], utc=True)
         elif col in FLOAT_COLUMNS:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
         elif col in INT_COLUMNS:

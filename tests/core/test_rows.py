@@ -234,7 +234,13 @@ def test_the_frame_shares_the_buffers():
 
 
 def test_sweep_frame_leaves_a_callers_frame_as_it_is():
-    user = pd.DataFrame({"latency_ms": [1, 2], "cached": [True, False], "call_id": ["a", "b"]})
+    times = pd.to_datetime(["2024-05-01T10:00:00.5+00:00", None], utc=True)
+    user = pd.DataFrame(
+        {"latency_ms": [1, 2], "cached": [True, False], "call_id": ["a", "b"], "start_time": times},
+    )
     before = user.copy()
-    schema.sweep_frame(user)
+    out = schema.sweep_frame(user)
     pd.testing.assert_frame_equal(user, before)
+    assert out["start_time"].dtype == user["start_time"].dtype and out["start_time"].equals(user["start_time"])
+    assert not np.shares_memory(out["start_time"].array._ndarray, user["start_time"].array._ndarray)
+    assert str(out["latency_ms"].dtype) == "Float64" and out["cached"].dtype == "boolean"
