@@ -323,6 +323,8 @@ class ColumnRows(Sequence[dict[str, Any]]):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         names = list(self._cols)
+        if not names:  # rows without keys
+            return ({} for _ in range(self._n))
         columns = [self.column(name) for name in names]
         return (dict(zip(names, values)) for values in zip(*columns))
 

@@ -215,6 +215,18 @@ def test_picked_orders_rows_and_frames_without_touching_the_store():
     view.append({"call_id": "z", "repeat": None})
     assert view.column("call_id") == ["c4", "c0", "c5", "z"] and len(rows) == 7
     assert len(ColumnRows()) == 0 and schema.frame(ColumnRows()).shape[0] == 0
+    empty = ColumnRows()
+    empty.append({})
+    empty.append({})
+    assert len(empty) == 2 and list(empty) == [{}, {}] and empty[1] == {}
+    # a value that does not fit in the very first row
+    first = ColumnRows()
+    first.append({"prompt": 3, "latency_ms": 1, "cached": "x"})
+    first.append({"prompt": "a"})
+    assert list(first) == [
+        {"prompt": 3, "latency_ms": 1, "cached": "x"},
+        {"prompt": "a", "latency_ms": None, "cached": None},
+    ]
 
 
 def test_the_frame_shares_the_buffers():
