@@ -228,6 +228,12 @@ class _Texts:
     def tolist(self) -> list[Any]:
         return self.arrow().to_pylist()
 
+    def any_value(self, order: np.ndarray | None) -> bool:
+        """Whether any of the rows (those at ``order``, if given) has a value (not None)."""
+        if order is None:
+            return self.null.count(0) > 0
+        return not np.frombuffer(self.null, dtype=np.bool_).take(order).all()
+
     def arrow(self) -> pa.LargeStringArray:
         """The column as an Arrow array over the buffers (only the validity bitmap is new)."""
         n = len(self.null)
@@ -352,7 +358,7 @@ class ColumnRows(Sequence[dict[str, Any]]):
         for name, col in self._cols.items():
             if isinstance(col, _Numbers):
                 arrays[name] = col.array(order)
-            elif isinstance(col, _Texts) and arrow_str is not None and col.null.count(0):
+            elif isinstance(col, _Texts) and arrow_str is not None and col.any_value(order):
                 text = col.arrow()
                 if order is not None:  # in the system allocator: mimalloc (Arrow's default) keeps far more
                     text = pc.take(text, pa.array(order), memory_pool=pa.system_memory_pool())  # resident

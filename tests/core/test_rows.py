@@ -192,7 +192,9 @@ def test_unicode_text_and_none_in_every_kind():
     assert str(new["completion"].dtype) == "str" and new["topic"].dtype == object
     assert str(new["start_time"].dtype).startswith("datetime64") and new["start_time"].isna().sum() == 1
     _frames(dicts, [5, 3, 1, 0, 2, 4])
-    # every value None: the column is object (as a frame of dicts infers it), not str
+    # every value None: the column is object (as a frame of dicts infers it), not str; also in a view
+    new, _ = _frames(dicts, [3])
+    assert new["completion"].dtype == object and str(new["error"].dtype) == "str"
     new, _ = _frames([{"completion": None, "latency_ms": None, "seed": None, "cached": None}] * 3)
     assert new["completion"].tolist() == [None] * 3
 
