@@ -406,11 +406,11 @@ SWEEP_ORDER: list[str] = [
 def sweep_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, params: Iterable[str] = ()) -> pd.DataFrame:
     """A sweep's calls as ``res.df`` shows them: every canonical, sweep and extra column with its dtype,
     ordered by :data:`SWEEP_ORDER` (swept ``params`` right after the settings), the rest after."""
-    df = rows.copy() if isinstance(rows, pd.DataFrame) else _frame_of(rows)
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else _frame_of(rows)  # a caller's frame stays as it is
     for col in SWEEP_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
-    df = coerce(df)
+    df = coerce(df, copy=False)  # df is this function's own
     for col in ("template_name", "system_name", "template_hash", "system_hash", "rating_note"):
         df[col] = df[col].astype("object").where(df[col].notna(), None)
     swept = [p for p in params if p in df.columns and p not in SWEEP_ORDER]
@@ -420,29 +420,48 @@ def sweep_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, params: Iterab
 
 def frame(rows: Iterable[Mapping[str, Any]], extra: bool = True) -> pd.DataFrame:
     """A DataFrame with the canonical columns first, in order, and proper dtypes."""
-    return coerce(_frame_of(rows), extra=extra)
+    return coerce(_frame_of(rows), extra=extra, copy=False)
 
 
 def _frame_of(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The rows as a plain DataFrame; rows that can give their columns and value tuples (the runner's
-    ``PackedRows``) are read column-wise, without a dict per row."""
-    packed = getattr(rows, "columns_and_records", None)
-    if packed is not None:
-        columns, records = packed()
-        return pd.DataFrame.from_records(records, columns=columns) if columns else pd.DataFrame()
+    """The rows as a new plain DataFrame; rows that build their own frame (the runner's
+    :class:`~llmlab.run.rows.ColumnRows`, column-wise over its buffers) are asked for it."""
+    build = getattr(rows, "frame", None)
+    if callable(build):
+        built: pd.DataFrame = build()
+        return built
     return pd.DataFrame(list(rows))
 
 
-def coerce(df: pd.DataFrame, extra: bool = True) -> pd.DataFrame:
-    """Give ``df`` every canonical column (NA where absent), in order, with canonical dtypes."""
-    df = df.copy()
+_DTYPE_OF = {
+    **dict.fromkeys(FLOAT_COLUMNS, "Float64"),
+    **dict.fromkeys(INT_COLUMNS, "Int64"),
+    **dict.fromkeys(BOOL_COLUMNS, "boolean"),
+}
+
+
+def _is_utc_time(dtype: Any) -> bool:
+    return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
+
+
+def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFrame:
+    """Give ``df`` every canonical column (NA where absent), in order, with canonical dtypes.
+
+    ``copy=False`` when ``df`` is the caller's own to change (a frame just built from rows): columns
+    are then converted in it. A column that already has its canonical dtype is kept as it is, either
+    way (``pd.to_numeric`` and ``pd.to_datetime`` would copy it)."""
+    if copy:
+        df = df.copy()
     wanted = CANONICAL_COLUMNS + (EXTRA_COLUMNS if extra else [])
     for col in wanted:
         if col not in df.columns:
             df[col] = pd.NA
     for col in df.columns:
+        if col in _DTYPE_OF and str(df[col].dtype) == _DTYPE_OF[col]:
+            continue
         if col in TIME_COLUMNS:
-            df[col] = pd.to_datetime(df[col], utc=True)
+            if not _is_utc_time(df[col].dtype):  # already UTC times: to_datetime would copy them
+                df[col] = pd.to_datetime(df[col], utc=True)
         elif col in FLOAT_COLUMNS:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
         elif col in INT_COLUMNS:

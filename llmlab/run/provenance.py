@@ -16,7 +16,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,15 @@ def _sum(values: Iterable[Any]) -> float | None:
     return sum(known) if known else None
 
 
+def _columns_of(rows: Sequence[Mapping[str, Any]]) -> Callable[[str], list[Any]]:
+    """How to read one column of ``rows`` (None where a row lacks it): the rows' own ``column`` if they
+    have one (the runner's :class:`~llmlab.run.rows.ColumnRows`), else a value per dict."""
+    column = getattr(rows, "column", None)
+    if callable(column):
+        return column  # type: ignore[no-any-return]
+    return lambda name: [r.get(name) for r in rows]
+
+
 def finish_experiment(
     store: Store,
     sweep_id: str,
@@ -212,21 +221,23 @@ def finish_experiment(
     skipped: Sequence[tuple[Any, str]],
     wall_s: float,
 ) -> None:
-    """Record a finished sweep: status, counts, skipped calls, token/cost totals and wall time."""
+    """Record a finished sweep: status, counts, skipped calls, token/cost totals and wall time.
+
+    ``rows`` are dicts, or the runner's rows, whose columns are read without a dict per row."""
+    col = _columns_of(rows)
+    errors = [str(e or "")[:200] for s, e in zip(col("status"), col("error")) if s == "error"]
     totals: dict[str, Any] = {
         "wall_s": round(wall_s, 6),
-        "cached": sum(1 for r in rows if r.get("cached")),
-        "input_tokens": _sum(r.get("input_tokens") for r in rows),
-        "output_tokens": _sum(r.get("output_tokens") for r in rows),
-        "cost_usd": _sum(r.get("cost_usd") for r in rows),
+        "cached": sum(1 for v in col("cached") if v),
+        "input_tokens": _sum(col("input_tokens")),
+        "output_tokens": _sum(col("output_tokens")),
+        "cost_usd": _sum(col("cost_usd")),
         "skipped_calls": [_skipped_record(c, reason) for c, reason in skipped],
         # what the providers answered as (dated model versions), and the commonest failures
-        "response_models": sorted({str(r["response_model"]) for r in rows if r.get("response_model")}),
-        "error_kinds": collections.Counter(
-            str(r.get("error") or "")[:200] for r in rows if r.get("status") == "error"
-        ).most_common(5),
+        "response_models": sorted({str(m) for m in col("response_model") if m}),
+        "error_kinds": collections.Counter(errors).most_common(5),
     }
-    n_err = sum(1 for r in rows if r.get("status") == "error")
+    n_err = len(errors)
     experiments.record_finish(
         store,
         sweep_id,

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from llmlab import schema
 from llmlab.errors import ReplayMissError
 from llmlab.plan.grid import Call
 from llmlab.store.callrows import CACHE_FIELDS  # a cached response: these values of the call row that paid for it
 
-__all__ = ["CACHE_FIELDS", "PackedRows", "base_row", "combined_miss", "row_for_store"]
+__all__ = ["CACHE_FIELDS", "ColumnRows", "base_row", "combined_miss", "row_for_store"]
 
 
 def base_row(call: Call, sweep_id: str) -> dict[str, Any]:
@@ -82,34 +88,232 @@ def combined_miss(misses: list[ReplayMissError], total: int) -> ReplayMissError:
     return err
 
 
-class PackedRows(Sequence[dict[str, Any]]):
-    """Rows kept as tuples of values under shared tuples of keys; each read gives a fresh dict.
+#: The kind of store each schema column gets: "f" floats, "i" ints, "b" bools, "s" text (timestamps
+#: are the runner's isoformat strings, so text too); any other column is a plain list of values.
+_KINDS: dict[str, str] = {
+    **dict.fromkeys(schema.CANONICAL_COLUMNS + schema.EXTRA_COLUMNS + schema.SWEEP_COLUMNS, "s"),
+    **dict.fromkeys(schema.FLOAT_COLUMNS, "f"),
+    **dict.fromkeys(schema.INT_COLUMNS, "i"),
+    **dict.fromkeys(schema.BOOL_COLUMNS, "b"),
+}
+_INT64 = range(-(2**63), 2**63)
 
-    A finished call's row is a dict of about 45 keys, 1,584 bytes; the tuple of its values is 400.
-    A sweep keeps every row until it returns, so a 10,000-call sweep held 16 MB of row dicts at its
-    peak. ``schema.frame`` builds a DataFrame from :meth:`columns_and_records` without making the
-    dicts again.
+
+class _Objects:
+    """A column as a plain list: what pandas infers its dtype from, as for a list of dicts."""
+
+    kind = "o"
+
+    def __init__(self, values: list[Any] | None = None) -> None:
+        self.values: list[Any] = [] if values is None else values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, value: Any) -> bool:
+        self.values.append(value)
+        return True
+
+    def pad(self, n: int) -> None:
+        self.values.extend([None] * n)
+
+    def get(self, i: int) -> Any:
+        return self.values[i]
+
+    def tolist(self) -> list[Any]:
+        return list(self.values)
+
+    def unshare(self) -> None:
+        pass
+
+
+class _Numbers:
+    """Floats (``array('d')``), ints (``array('q')``) or bools (a bytearray of 0/1), with a null mask
+    (a bytearray, 1 where the value is None). ``add`` refuses any value of another type."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.values: array[Any] | bytearray = bytearray() if kind == "b" else array("d" if kind == "f" else "q")
+        self.null = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.null)
+
+    def add(self, value: Any) -> bool:
+        if value is None:
+            self.values.append(0)
+            self.null.append(1)
+            return True
+        if not self.fits(value):
+            return False
+        self.values.append(value)
+        self.null.append(0)
+        return True
+
+    def fits(self, value: Any) -> bool:
+        """Whether ``value`` (not None) is kept here as it is; else it is kept in a list."""
+        if self.kind == "f":
+            return type(value) is float and value == value  # not an int, a nan, a numpy float
+        if self.kind == "i":
+            return type(value) is int and value in _INT64  # not a bool, nor past int64
+        return type(value) is bool
+
+    def pad(self, n: int) -> None:
+        self.values.extend(bytes(n) if self.kind == "b" else array(self.values.typecode, bytes(8 * n)))  # type: ignore[union-attr]
+        self.null.extend(b"\x01" * n)
+
+    def get(self, i: int) -> Any:
+        if self.null[i]:
+            return None
+        return bool(self.values[i]) if self.kind == "b" else self.values[i]
+
+    def tolist(self) -> list[Any]:
+        if self.kind == "b":
+            return [None if m else bool(v) for v, m in zip(self.values, self.null)]
+        return [None if m else v for v, m in zip(self.values, self.null)]
+
+    def array(self, order: np.ndarray | None) -> Any:
+        """A pandas masked array over the buffers (a copy only to put the rows in ``order``)."""
+        dtype: Any = {"f": np.float64, "i": np.int64, "b": np.bool_}[self.kind]
+        values: np.ndarray = np.frombuffer(self.values, dtype=dtype)
+        mask = np.frombuffer(self.null, dtype=np.bool_)
+        if order is not None:
+            values, mask = values.take(order), mask.take(order)
+        if self.kind == "f":
+            return pd.arrays.FloatingArray(values, mask)
+        if self.kind == "i":
+            return pd.arrays.IntegerArray(values, mask)
+        return pd.arrays.BooleanArray(values, mask)
+
+    def unshare(self) -> None:
+        self.values = bytearray(self.values) if self.kind == "b" else array(self.values.typecode, self.values)  # type: ignore[union-attr]
+        self.null = bytearray(self.null)
+
+
+class _Texts:
+    """Strings as one UTF-8 bytearray, int64 offsets (Arrow's large_string layout) and a null mask."""
+
+    kind = "s"
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.offsets = array("q", [0])
+        self.null = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.null)
+
+    def add(self, value: Any) -> bool:
+        if value is None:
+            self.offsets.append(len(self.data))
+            self.null.append(1)
+            return True
+        if type(value) is not str:
+            return False
+        try:
+            self.data += value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: kept as it is, in a list
+            return False
+        self.offsets.append(len(self.data))
+        self.null.append(0)
+        return True
+
+    def pad(self, n: int) -> None:
+        self.offsets.extend(array("q", [len(self.data)]) * n)
+        self.null.extend(b"\x01" * n)
+
+    def get(self, i: int) -> Any:
+        return None if self.null[i] else self.data[self.offsets[i] : self.offsets[i + 1]].decode()
+
+    def tolist(self) -> list[Any]:
+        return self.arrow().to_pylist()
+
+    def any_value(self, order: np.ndarray | None) -> bool:
+        """Whether any of the rows (those at ``order``, if given) has a value (not None)."""
+        if order is None:
+            return self.null.count(0) > 0
+        return not np.frombuffer(self.null, dtype=np.bool_).take(order).all()
+
+    def arrow(self) -> pa.LargeStringArray:
+        """The column as an Arrow array over the buffers (only the validity bitmap is new)."""
+        n = len(self.null)
+        nulls = self.null.count(1)
+        valid = None
+        if nulls:
+            valid = pa.py_buffer(np.packbits(np.frombuffer(self.null, dtype=np.uint8) == 0, bitorder="little"))
+        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(self.offsets), pa.py_buffer(self.data), valid, nulls)
+
+    def unshare(self) -> None:
+        self.data, self.offsets, self.null = bytearray(self.data), array("q", self.offsets), bytearray(self.null)
+
+
+_Column = _Objects | _Numbers | _Texts
+
+
+class ColumnRows(Sequence[dict[str, Any]]):
+    """The runner's finished rows, kept column by column; each read of a row gives a fresh dict.
+
+    A sweep keeps every row until it returns. As dicts (1.6 KB a row) or tuples of values (1 KB with
+    the value objects) a 10,000-call sweep held 10-16 MB; here a row's floats, ints and bools are
+    8, 8 and 1 bytes (plus a byte of null mask) and its text is its UTF-8 bytes plus an 8-byte offset.
+    Schema columns are typed (:data:`_KINDS`); a value that does not fit its column's type turns that
+    column into a plain list, as are columns outside the schema (swept params, prompt-row values).
+    :meth:`frame` builds the DataFrame over these buffers without copying them.
     """
 
     def __init__(self) -> None:
-        self._shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._packed: list[tuple[tuple[str, ...], tuple[Any, ...]]] = []
+        self._cols: dict[str, _Column] = {}
+        self._n = 0
+        self._order: np.ndarray | None = None  # a picked view: positions in the shared columns
+        self._exported = False  # a frame shares the buffers: copy them before they grow
 
     def append(self, row: Mapping[str, Any]) -> int:
-        """Keep ``row`` (its keys shared with earlier rows of the same shape); returns its position."""
-        keys = tuple(row)
-        self._packed.append((self._shapes.setdefault(keys, keys), tuple(row.values())))
-        return len(self._packed) - 1
+        """Keep ``row``; returns its position. A key first seen here is None in earlier rows; a key
+        this row lacks is None in it."""
+        if self._order is not None:
+            self._materialize()
+        if self._exported:
+            for col in self._cols.values():
+                col.unshare()
+            self._exported = False
+        cols, n = self._cols, self._n
+        for name, value in row.items():
+            found = cols.get(name)
+            if found is not None:
+                col = found
+            else:
+                kind = _KINDS.get(name, "o")
+                col = cols[name] = _Objects() if kind == "o" else _Texts() if kind == "s" else _Numbers(kind)
+                col.pad(n)
+            if not col.add(value):
+                cols[name] = _Objects([*col.tolist(), value])
+        if len(row) != len(cols):
+            for col in cols.values():
+                if len(col) == n:
+                    col.add(None)
+        self._n = n + 1
+        return n
 
-    def picked(self, positions: Iterable[int]) -> PackedRows:
-        """The rows at ``positions``, in that order (sharing their tuples)."""
-        out = PackedRows()
-        out._shapes = self._shapes
-        out._packed = [self._packed[i] for i in positions]
+    def picked(self, positions: Iterable[int]) -> ColumnRows:
+        """The rows at ``positions``, in that order: a view sharing the columns (the order is applied
+        when the frame is built)."""
+        order = np.fromiter(positions, dtype=np.int64)
+        out = ColumnRows()
+        out._cols = self._cols
+        out._order = order if self._order is None else self._order.take(order)
+        out._n = len(order)
         return out
 
+    def _materialize(self) -> None:
+        """A view about to grow: its own columns, rows in its order."""
+        cols, order = self._cols, self._order
+        self._cols, self._n, self._order = {}, 0, None
+        lists = {name: col.tolist() for name, col in cols.items()}
+        for i in order if order is not None else ():
+            self.append({name: values[i] for name, values in lists.items()})
+
     def __len__(self) -> int:
-        return len(self._packed)
+        return self._n
 
     @overload
     def __getitem__(self, index: int) -> dict[str, Any]: ...
@@ -117,18 +321,52 @@ class PackedRows(Sequence[dict[str, Any]]):
     def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(index, slice):
-            return [dict(zip(*packed)) for packed in self._packed[index]]
-        keys, values = self._packed[index]
-        return dict(zip(keys, values))
+            return [self[i] for i in range(self._n)[index]]
+        i = range(self._n)[index]  # IndexError past the end, negative indices from it
+        if self._order is not None:
+            i = int(self._order[i])
+        return {name: col.get(i) for name, col in self._cols.items()}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (dict(zip(keys, values)) for keys, values in self._packed)
+        names = list(self._cols)
+        if not names:  # rows without keys
+            return ({} for _ in range(self._n))
+        columns = [self.column(name) for name in names]
+        return (dict(zip(names, values)) for values in zip(*columns))
 
-    def columns_and_records(self) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Every key (in first-seen order) and one tuple of values per row (None where a row lacks a key)."""
-        shapes = list(dict.fromkeys(keys for keys, _ in self._packed))
-        if len(shapes) <= 1:  # every row has the same keys (a sweep's usual case)
-            return (list(shapes[0]) if shapes else []), [values for _, values in self._packed]
-        columns = list(dict.fromkeys(k for keys in shapes for k in keys))
-        where = {keys: [keys.index(c) if c in keys else -1 for c in columns] for keys in shapes}
-        return columns, [tuple(values[i] if i >= 0 else None for i in where[keys]) for keys, values in self._packed]
+    def column(self, name: str) -> list[Any]:
+        """The values of ``name`` in row order (None in every row if no row had it)."""
+        col = self._cols.get(name)
+        if col is None:
+            return [None] * self._n
+        values = col.tolist()
+        return values if self._order is None else [values[i] for i in self._order.tolist()]
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame, columns in first-seen order: schema floats, ints and bools as
+        Float64/Int64/boolean arrays over their buffers, text as ``str`` over an Arrow array of its
+        buffers, other columns inferred by pandas as for a list of dicts. Nothing is copied but to put
+        a picked view's rows in order."""
+        if not self._n:
+            return pd.DataFrame()
+        order = self._order
+        arrow_str = pd.Series(["x"]).dtype  # pandas' inferred text dtype (``str``: Arrow-backed)
+        if not (isinstance(arrow_str, pd.StringDtype) and arrow_str.storage == "pyarrow"):
+            arrow_str = None
+        arrays: dict[str, Any] = {}
+        lists: dict[str, list[Any]] = {}
+        for name, col in self._cols.items():
+            if isinstance(col, _Numbers):
+                arrays[name] = col.array(order)
+            elif isinstance(col, _Texts) and arrow_str is not None and col.any_value(order):
+                text = col.arrow()
+                if order is not None:  # in the system allocator: mimalloc (Arrow's default) keeps far more
+                    text = pc.take(text, pa.array(order), memory_pool=pa.system_memory_pool())  # resident
+                arrays[name] = pd.arrays.ArrowStringArray(text, dtype=arrow_str)
+            else:  # a column of None only is object in a frame of dicts, not str
+                arrays[name] = lists[name] = self.column(name)
+        if lists:  # inferred together, the way a frame of records infers them
+            inferred = pd.DataFrame.from_records(list(zip(*lists.values())), columns=list(lists))
+            arrays.update({name: inferred[name] for name in lists})
+        self._exported = self._exported or order is None
+        return pd.DataFrame(arrays, copy=False)

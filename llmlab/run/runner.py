@@ -51,7 +51,7 @@ from llmlab.run.retry import (
     release_retrying,
     retry_after_seconds,
 )
-from llmlab.run.rows import CACHE_FIELDS, PackedRows, base_row, combined_miss, row_for_store
+from llmlab.run.rows import CACHE_FIELDS, ColumnRows, base_row, combined_miss, row_for_store
 from llmlab.store import get_store
 from llmlab.text import is_finite_number
 from llmlab.tracing import call_context, ensure_tracing
@@ -137,7 +137,7 @@ class SweepRunner:
         self.config = get_config()
         self.store = get_store(self.config.home)
         self.sweep_id = options.sweep_id or f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.rows = PackedRows()  # finished rows, packed (a big sweep holds them all until it returns)
+        self.rows = ColumnRows()  # finished rows, column by column (a big sweep holds them all until it returns)
         self._row_at = array("q", [-1]) * len(grid.calls)  # position in rows by grid index (-1: none yet)
         self.skipped: list[tuple[Call, str]] = []
         self.stopped: str | None = None
@@ -342,7 +342,7 @@ class SweepRunner:
         if self.handle.cancelled.is_set() and self.stopped is None:
             self.stopped = "cancelled"
         self.store.flush()
-        ok = sum(1 for r in self.rows if r["status"] == "ok")
+        ok = self.rows.column("status").count("ok")
         counts = {
             "ok": ok,
             "error": len(self.rows) - ok,
