@@ -81,27 +81,40 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--servers", default="fast,realistic", help="fast: no delay; realistic: 0.2 s + 10 ms/token")
     args = parser.parse_args()
     if not PF.exists():
         sys.exit(f"promptfoo is not installed in {PF.parent.parent.parent} (see this file's docstring)")
+    for name in args.servers.split(","):
+        _compare(name, args.calls, args.rounds)
+
+
+def _compare(server_name: str, calls: int, rounds: int) -> None:
+    delays = {"fast": ["0", "0"], "realistic": ["200", "10"]}[server_name]
     port = br._free_port()
-    server = br._start([str(br.HERE / "fastserver.py"), "--port", str(port)], f"http://127.0.0.1:{port}/v1/models")
+    server = br._start(
+        [str(br.HERE / "fastserver.py"), "--port", str(port), "--tokens", str(br.TOKENS)]
+        + ["--first-ms", delays[0], "--per-token-ms", delays[1]],
+        f"http://127.0.0.1:{port}/v1/models",
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         cps: dict[str, list[float]] = {"promptfoo": [], "llmlab": []}
-        for r in range(args.rounds):
+        for r in range(rounds):
             for name, side in (("promptfoo", promptfoo), ("llmlab", llmlab)):
-                small, big = side(url, 8), side(url, args.calls)
-                cps[name].append((args.calls - 8) / (big - small))
+                small, big = side(url, 8), side(url, calls)
+                cps[name].append((calls - 8) / (big - small))
             print(
-                f"round {r + 1}: promptfoo {cps['promptfoo'][-1]:.0f}  llmlab {cps['llmlab'][-1]:.0f} calls/s",
+                f"[{server_name}] round {r + 1}: promptfoo {cps['promptfoo'][-1]:.0f}  "
+                f"llmlab {cps['llmlab'][-1]:.0f} calls/s",
                 flush=True,
             )
         ratio = statistics.median(b / a for a, b in zip(cps["promptfoo"], cps["llmlab"]))
         print(
-            f"{args.calls} calls, concurrency 64, {args.rounds} rounds (medians): promptfoo "
+            f"[{server_name}] {calls} calls, concurrency 64, {rounds} rounds (medians): promptfoo "
             f"{statistics.median(cps['promptfoo']):.0f}, llmlab {statistics.median(cps['llmlab']):.0f} calls/s; "
-            f"llmlab/promptfoo {ratio:.2f}"
+            f"llmlab/promptfoo {ratio:.2f}",
+            flush=True,
         )
     finally:
         server.terminate()
