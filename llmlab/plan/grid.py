@@ -7,6 +7,7 @@ that the estimate (``llmlab.plan.estimate``) and the runner (``llmlab.run.runner
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -230,7 +231,9 @@ def build_grid(
     top_ps = [_plain(v) for v in top_ps]
     seeds = [None if v is None else int(v) for v in seeds]
     _check_params(param_map)
-    rows = load_prompts(prompts)
+    # a row's conversation is read again when its calls are made: the caller editing it later must not
+    # change what is sent under the id computed now
+    rows = [_own_messages(row) for row in load_prompts(prompts)]
     variant_count = len(message_sets) or max(1, len(templates)) * max(1, len(systems))
     axes = {
         "prompts": len(rows),
@@ -338,6 +341,12 @@ def _render_variants(
                 raise
             out.append(VariantRows(_variant_names(t, s), render))
     return out
+
+
+def _own_messages(row: Any) -> Any:
+    if isinstance(row, dict) and isinstance(row.get("messages"), list):
+        return {**row, "messages": copy.deepcopy(row["messages"])}
+    return row
 
 
 def _fill_one(variant: Variant, rows: list[Any], i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -467,9 +476,21 @@ def _row_renderer(rows: list[Any], template: str | None, system: str | None) -> 
     """A function giving (messages, data) of prompt row ``i``: the template filled, the system message added;
     ValidationError naming the row for a value the template cannot take."""
     parsed = _parse_template(template) if template is not None else []
-    fields = list(dict.fromkeys(f for _, f, _, _ in parsed if f is not None))
+    return _TemplateRows(rows, template, system, parsed, list(dict.fromkeys(f for _, f, _, _ in parsed if f)))
 
-    def render(i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+
+@dataclasses.dataclass(frozen=True)
+class _TemplateRows:
+    """The renderer of one template/system variant (a class, not a closure: a Sweep and its result pickle)."""
+
+    rows: list[Any]
+    template: str | None
+    system: str | None
+    parsed: list[tuple[str, str | None, str | None, str | None]]
+    fields: list[str]
+
+    def __call__(self, i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows, template, system, parsed, fields = self.rows, self.template, self.system, self.parsed, self.fields
         row = rows[i]
         if isinstance(row, list):  # message list
             msgs, data = [dict(m) for m in row], {}
@@ -510,8 +531,6 @@ def _row_renderer(rows: list[Any], template: str | None, system: str | None) -> 
         if system is not None and not any(m.get("role") == "system" for m in msgs):
             msgs = [{"role": "system", "content": system}] + msgs
         return msgs, data
-
-    return render
 
 
 def _parse_template(template: str) -> list[tuple[str, str | None, str | None, str | None]]:

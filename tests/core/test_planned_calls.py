@@ -115,3 +115,29 @@ def test_a_big_grid_holds_ids_not_calls():
     assert len(grid.calls) == 20_000
     # the rows load_prompts made ({"prompt": text} per row) are ~200 bytes each, 100 a call here
     assert held / len(grid.calls) < 200, f"{held / len(grid.calls):.0f} bytes per planned call"
+
+
+def test_editing_a_conversation_after_planning_changes_nothing_sent():
+    """Calls are made when read; the rows they read are the grid's own copies, so a later edit of the caller's
+    conversation cannot send other text under the id (the cache key) computed when the grid was planned."""
+    conversation = [{"role": "user", "content": "Tell me about the ocean"}]
+    grid = build_grid([{"id": "c1", "messages": conversation}], models=["local/tiny"], temperature=0, max_tokens=8)
+    before = grid.calls[0]
+    conversation[0]["content"] = "Tell me about mountains"
+    conversation.append({"role": "user", "content": "and rivers"})
+    assert grid.calls[0] == before and before.messages[-1]["content"] == "Tell me about the ocean"
+
+
+def test_a_sweep_and_its_result_pickle(home):
+    import pickle
+
+    import llmlab as ll
+
+    ll.configure(home=home, datakit=None)
+    sweep = ll.Sweep(prompts=["hello", "rain"], template={"a": "Say {prompt}", "b": "Tell {prompt}"}, max_tokens=4)
+    res = sweep.run(display=False)
+    copy = pickle.loads(pickle.dumps(sweep))
+    assert list(copy.calls) == list(sweep.calls)
+    again = pickle.loads(pickle.dumps(res))
+    assert dict(again.message_lists()) == dict(res.message_lists())
+    assert again.df.equals(res.df)
