@@ -457,16 +457,15 @@ def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFr
         if col not in df.columns:
             df[col] = pd.NA
     for col in df.columns:
-        if col in _DTYPE_OF and str(df[col].dtype) == _DTYPE_OF[col]:
-            continue
+        dtype = _DTYPE_OF.get(col)
         if col in TIME_COLUMNS:
             if not _is_utc_time(df[col].dtype):  # already UTC times: to_datetime would copy them
                 df[col] = pd.to_datetime(df[col], utc=True)
-        elif col in FLOAT_COLUMNS:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Float64")
-        elif col in INT_COLUMNS:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-        elif col in BOOL_COLUMNS:
-            df[col] = df[col].astype("boolean")
+        elif dtype is None or str(df[col].dtype) == dtype:
+            continue  # not a typed column, or typed already (to_numeric would copy it)
+        elif dtype == "boolean":
+            df[col] = df[col].astype(dtype)
+        else:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(dtype)
     others = [c for c in df.columns if c not in wanted]
     return df[wanted + others].reset_index(drop=True)

@@ -232,11 +232,6 @@ class PlannedCalls(Sequence[Call]):
                         yield self._make(i, p, variant, shared, setting, r)
                         i += 1
 
-    def call_id(self, index: int) -> str:
-        """The id of the call at ``index``, without making the call."""
-        i = _position(index, len(self)) * ID_WIDTH
-        return self._ids[i : i + ID_WIDTH].decode("ascii")
-
     def call_ids(self) -> Iterator[str]:
         """Every call's id in grid order, without making the calls."""
         ids = self._ids
