@@ -110,7 +110,9 @@ def test_seed_reproducible(name):
     assert a == b
     others = {run(name, "What is a rainbow?", temperature=1.0, max_tokens=30, seed=s)[0] for s in range(1, 9)}
     assert len(others) >= 4
-    unseeded = {run(name, "What is a rainbow?", temperature=1.0, max_tokens=30)[0] for _ in range(8)}
+    # No seed means fresh entropy per call. 16 draws give 8-16 distinct answers on the small model (200 trials
+    # measured); 8 draws fell to 3 about once in a few hundred runs, which made this test flaky in CI.
+    unseeded = {run(name, "What is a rainbow?", temperature=1.0, max_tokens=30)[0] for _ in range(16)}
     assert len(unseeded) >= 4
 
 
