@@ -123,6 +123,10 @@ class _Objects:
     def tolist(self) -> list[Any]:
         return list(self.values)
 
+    def take(self, order: np.ndarray) -> _Objects:
+        values = self.values
+        return _Objects([values[i] for i in order.tolist()])
+
     def unshare(self) -> None:
         pass
 
@@ -172,13 +176,21 @@ class _Numbers:
             return [None if m else bool(v) for v, m in zip(self.values, self.null)]
         return [None if m else v for v, m in zip(self.values, self.null)]
 
-    def array(self, order: np.ndarray | None) -> Any:
-        """A pandas masked array over the buffers (a copy only to put the rows in ``order``)."""
+    def take(self, order: np.ndarray) -> _Numbers:
+        out = _Numbers(self.kind)
+        taken = np.frombuffer(self.values, dtype=np.uint8 if self.kind == "b" else np.int64).take(order)
+        if isinstance(out.values, bytearray):
+            out.values = bytearray(taken)
+        else:
+            out.values.frombytes(taken.view(np.uint8))
+        out.null = _take_mask(self.null, order)
+        return out
+
+    def array(self) -> Any:
+        """A pandas masked array over the buffers (nothing copied)."""
         dtype: Any = {"f": np.float64, "i": np.int64, "b": np.bool_}[self.kind]
         values: np.ndarray = np.frombuffer(self.values, dtype=dtype)
         mask = np.frombuffer(self.null, dtype=np.bool_)
-        if order is not None:
-            values, mask = values.take(order), mask.take(order)
         if self.kind == "f":
             return pd.arrays.FloatingArray(values, mask)
         if self.kind == "i":
@@ -196,7 +208,7 @@ class _Texts:
     kind = "s"
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.data: bytearray | pa.Buffer = bytearray()  # a Buffer once taken (read-only: see take)
         self.offsets = array("q", [0])
         self.null = bytearray()
 
@@ -211,7 +223,7 @@ class _Texts:
         if type(value) is not str:
             return False
         try:
-            self.data += value.encode()
+            self.data += value.encode()  # type: ignore[operator]
         except UnicodeEncodeError:  # a lone surrogate: kept as it is, in a list
             return False
         self.offsets.append(len(self.data))
@@ -223,16 +235,25 @@ class _Texts:
         self.null.extend(b"\x01" * n)
 
     def get(self, i: int) -> Any:
-        return None if self.null[i] else self.data[self.offsets[i] : self.offsets[i + 1]].decode()
+        return None if self.null[i] else str(memoryview(self.data)[self.offsets[i] : self.offsets[i + 1]], "utf-8")
 
     def tolist(self) -> list[Any]:
         return self.arrow().to_pylist()
 
-    def any_value(self, order: np.ndarray | None) -> bool:
-        """Whether any of the rows (those at ``order``, if given) has a value (not None)."""
-        if order is None:
-            return self.null.count(0) > 0
-        return not np.frombuffer(self.null, dtype=np.bool_).take(order).all()
+    def any_value(self) -> bool:
+        """Whether any row has a value (not None)."""
+        return self.null.count(0) > 0
+
+    def take(self, order: np.ndarray) -> _Texts:
+        out = _Texts()
+        # in the system allocator: mimalloc (Arrow's default) keeps far more resident
+        taken = pc.take(self.arrow(), pa.array(order), memory_pool=pa.system_memory_pool())
+        _, offsets, data = taken.buffers()
+        out.offsets = array("q")
+        out.offsets.frombytes(offsets[: 8 * (len(order) + 1)])
+        out.data = data[: out.offsets[-1]] if data is not None else bytearray()  # Arrow's, not copied again
+        out.null = _take_mask(self.null, order)
+        return out
 
     def arrow(self) -> pa.LargeStringArray:
         """The column as an Arrow array over the buffers (only the validity bitmap is new)."""
@@ -250,6 +271,10 @@ class _Texts:
 _Column = _Objects | _Numbers | _Texts
 
 
+def _take_mask(mask: bytearray, order: np.ndarray) -> bytearray:
+    return bytearray(np.frombuffer(mask, dtype=np.uint8).take(order))
+
+
 class ColumnRows(Sequence[dict[str, Any]]):
     """The runner's finished rows, kept column by column; each read of a row gives a fresh dict.
 
@@ -264,14 +289,11 @@ class ColumnRows(Sequence[dict[str, Any]]):
     def __init__(self) -> None:
         self._cols: dict[str, _Column] = {}
         self._n = 0
-        self._order: np.ndarray | None = None  # a picked view: positions in the shared columns
         self._exported = False  # a frame shares the buffers: copy them before they grow
 
     def append(self, row: Mapping[str, Any]) -> int:
         """Keep ``row``; returns its position. A key first seen here is None in earlier rows; a key
         this row lacks is None in it."""
-        if self._order is not None:
-            self._materialize()
         if self._exported:
             for col in self._cols.values():
                 col.unshare()
@@ -294,23 +316,30 @@ class ColumnRows(Sequence[dict[str, Any]]):
         self._n = n + 1
         return n
 
-    def picked(self, positions: Iterable[int]) -> ColumnRows:
-        """The rows at ``positions``, in that order: a view sharing the columns (the order is applied
-        when the frame is built)."""
+    def take(self, positions: Iterable[int]) -> ColumnRows:
+        """The rows at ``positions``, in that order, as new rows; these rows are left empty.
+
+        Columns move one at a time (each is freed once its copy is made), so a sweep's rows are never
+        held twice: a 10,000-call sweep finishes in completion order and its frame is in grid order.
+        """
         order = np.fromiter(positions, dtype=np.int64)
+        if len(order) and (order.min() < 0 or order.max() >= self._n):
+            raise IndexError("row position out of range")
         out = ColumnRows()
-        out._cols = self._cols
-        out._order = order if self._order is None else self._order.take(order)
-        out._n = len(order)
+        for name in list(self._cols):
+            out._cols[name] = self._cols.pop(name).take(order)
+        out._n, self._n = len(order), 0
+        out._exported = True  # taken text is in read-only Arrow buffers: an append copies them first
         return out
 
-    def _materialize(self) -> None:
-        """A view about to grow: its own columns, rows in its order."""
-        cols, order = self._cols, self._order
-        self._cols, self._n, self._order = {}, 0, None
-        lists = {name: col.tolist() for name, col in cols.items()}
-        for i in order if order is not None else ():
-            self.append({name: values[i] for name, values in lists.items()})
+    def in_grid_order(self, row_at: array[int]) -> ColumnRows:
+        """These rows moved (see :meth:`take`) into grid order, given each grid index's row position
+        (-1: no row); ``row_at`` is rewritten to the positions in the rows returned."""
+        positions = np.frombuffer(row_at, dtype=np.int64)  # a view: written through below
+        ran = positions >= 0
+        rows = self.take(positions[ran])
+        positions[ran] = np.arange(len(rows))
+        return rows
 
     def __len__(self) -> int:
         return self._n
@@ -323,8 +352,6 @@ class ColumnRows(Sequence[dict[str, Any]]):
         if isinstance(index, slice):
             return [self[i] for i in range(self._n)[index]]
         i = range(self._n)[index]  # IndexError past the end, negative indices from it
-        if self._order is not None:
-            i = int(self._order[i])
         return {name: col.get(i) for name, col in self._cols.items()}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -339,17 +366,15 @@ class ColumnRows(Sequence[dict[str, Any]]):
         col = self._cols.get(name)
         if col is None:
             return [None] * self._n
-        values = col.tolist()
-        return values if self._order is None else [values[i] for i in self._order.tolist()]
+        return col.tolist()
 
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame, columns in first-seen order: schema floats, ints and bools as
         Float64/Int64/boolean arrays over their buffers, text as ``str`` over an Arrow array of its
-        buffers, other columns inferred by pandas as for a list of dicts. Nothing is copied but to put
-        a picked view's rows in order."""
+        buffers, other columns inferred by pandas as for a list of dicts. Nothing is copied (rows in
+        another order: :meth:`take` them first)."""
         if not self._n:
             return pd.DataFrame()
-        order = self._order
         arrow_str = pd.Series(["x"]).dtype  # pandas' inferred text dtype (``str``: Arrow-backed)
         if not (isinstance(arrow_str, pd.StringDtype) and arrow_str.storage == "pyarrow"):
             arrow_str = None
@@ -357,16 +382,13 @@ class ColumnRows(Sequence[dict[str, Any]]):
         lists: dict[str, list[Any]] = {}
         for name, col in self._cols.items():
             if isinstance(col, _Numbers):
-                arrays[name] = col.array(order)
-            elif isinstance(col, _Texts) and arrow_str is not None and col.any_value(order):
-                text = col.arrow()
-                if order is not None:  # in the system allocator: mimalloc (Arrow's default) keeps far more
-                    text = pc.take(text, pa.array(order), memory_pool=pa.system_memory_pool())  # resident
-                arrays[name] = pd.arrays.ArrowStringArray(text, dtype=arrow_str)
+                arrays[name] = col.array()
+            elif isinstance(col, _Texts) and arrow_str is not None and col.any_value():
+                arrays[name] = pd.arrays.ArrowStringArray(col.arrow(), dtype=arrow_str)
             else:  # a column of None only is object in a frame of dicts, not str
                 arrays[name] = lists[name] = self.column(name)
         if lists:  # inferred together, the way a frame of records infers them
             inferred = pd.DataFrame.from_records(list(zip(*lists.values())), columns=list(lists))
             arrays.update({name: inferred[name] for name in lists})
-        self._exported = self._exported or order is None
+        self._exported = True
         return pd.DataFrame(arrays, copy=False)

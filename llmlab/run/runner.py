@@ -263,8 +263,8 @@ class SweepRunner:
 
     def outcome(self) -> RunOutcome:
         """The rows so far in call order, what was skipped, and why the run stopped early (if it did)."""
-        rows = self.rows.picked(at for at in self._row_at if at >= 0)
-        return RunOutcome(self.sweep_id, rows, list(self.skipped), self.stopped)
+        self.rows = self.rows.in_grid_order(self._row_at)
+        return RunOutcome(self.sweep_id, self.rows, list(self.skipped), self.stopped)
 
     async def _run(self) -> None:
         calls = self.grid.calls

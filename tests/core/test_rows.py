@@ -29,11 +29,11 @@ class _Recording(ColumnRows):
         self.dicts.append(dict(row))
         return super().append(row)
 
-    def picked(self, positions):
-        positions = list(positions)
-        base = super().picked(positions)
+    def take(self, positions):
+        positions = [int(i) for i in positions]
+        base = super().take(positions)
         view = _Recording()
-        view._cols, view._order, view._n = base._cols, base._order, base._n
+        view._cols, view._n = base._cols, base._n
         view.dicts = [self.dicts[i] for i in positions]
         _Recording.views.append(view)
         return view
@@ -113,7 +113,7 @@ def _frames(dicts: list[dict], order: list[int] | None = None) -> tuple[pd.DataF
     for d in dicts:
         rows.append(d)
     if order is not None:
-        rows, dicts = rows.picked(order), [dicts[i] for i in order]
+        rows, dicts = rows.take(order), [dicts[i] for i in order]
     new, old = schema.sweep_frame(rows), schema.sweep_frame(dicts)
     pd.testing.assert_frame_equal(new, old, check_exact=True)
     return new, old
@@ -199,23 +199,35 @@ def test_unicode_text_and_none_in_every_kind():
     assert new["completion"].tolist() == [None] * 3
 
 
-def test_picked_orders_rows_and_frames_without_touching_the_store():
-    rows = ColumnRows()
-    for i in range(6):
-        rows.append({"call_id": f"c{i}", "repeat": i, "completion": "x" * i, "cost_usd": i / 10})
-    view = rows.picked([4, 0, 5])
-    assert len(view) == 3 and [r["call_id"] for r in view] == ["c4", "c0", "c5"]
-    assert view.column("repeat") == [4, 0, 5] and view[1]["completion"] == ""
-    assert view.picked([2, 0]).column("call_id") == ["c5", "c4"]
-    df = schema.frame(view)
-    assert df["call_id"].tolist() == ["c4", "c0", "c5"] and df["cost_usd"].tolist() == [0.4, 0.0, 0.5]
+def test_take_moves_rows_into_order_and_frames_without_touching_the_store():
+    def six() -> ColumnRows:
+        rows = ColumnRows()
+        for i in range(6):
+            rows.append({"call_id": f"c{i}", "repeat": i, "completion": "x" * i, "cost_usd": i / 10, "x": [i]})
+        rows.append({"call_id": "c6", "repeat": None, "completion": None, "cost_usd": None, "x": None})
+        return rows
+
+    rows = six()
+    taken = rows.take([4, 0, 6, 5])
+    assert len(rows) == 0 and list(rows) == [] and len(taken) == 4  # moved, not copied
+    assert [r["call_id"] for r in taken] == ["c4", "c0", "c6", "c5"]
+    assert taken.column("repeat") == [4, 0, None, 5] and taken[1]["completion"] == "" and taken[2]["completion"] is None
+    assert taken.column("x") == [[4], [0], None, [5]] and taken.take([3, 0]).column("call_id") == ["c5", "c4"]
+    df = schema.frame(six().take([4, 0, 6, 5]))
+    assert df["call_id"].tolist() == ["c4", "c0", "c6", "c5"] and df["cost_usd"].tolist()[:2] == [0.4, 0.0]
+    assert df["cost_usd"].isna().tolist() == [False, False, True, False] and df["completion"].isna().tolist()[2]
+    with pytest.raises(IndexError):
+        six().take([7])
+    # grid order from each grid index's row position (-1: never ran); the positions follow the move
+    from array import array
+
+    row_at = array("q", [3, -1, 0, 6])
+    ordered = six().in_grid_order(row_at)
+    assert ordered.column("call_id") == ["c3", "c0", "c6"] and row_at.tolist() == [0, -1, 1, 2]
     # rows appended after a frame shares their buffers: the frame keeps its values
-    whole = schema.frame(rows)
-    rows.append({"call_id": "c6", "repeat": 6, "completion": "y", "cost_usd": 0.6})
-    assert len(whole) == 6 and len(schema.frame(rows)) == 7 and whole["repeat"].tolist() == list(range(6))
-    # a view that grows becomes its own rows
-    view.append({"call_id": "z", "repeat": None})
-    assert view.column("call_id") == ["c4", "c0", "c5", "z"] and len(rows) == 7
+    whole = schema.frame(ordered)
+    ordered.append({"call_id": "c9", "repeat": 9, "completion": "y", "cost_usd": 0.6})
+    assert len(whole) == 3 and len(schema.frame(ordered)) == 4 and whole["repeat"].tolist()[:2] == [3, 0] and whole["repeat"].isna().tolist() == [False, False, True]
     assert len(ColumnRows()) == 0 and schema.frame(ColumnRows()).shape[0] == 0
     empty = ColumnRows()
     empty.append({})
