@@ -162,9 +162,8 @@ class Grid:
 
         The prompt rows are kept in full only while small; a fingerprint always identifies them.
         """
+        fingerprint, small = self._prompts_digest
         rows = list(self.rows)
-        text = canonical_json(rows)
-        fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         return {
             "name": self.name,
             "template": self.template,
@@ -180,8 +179,15 @@ class Grid:
             "params": dict(self.params),
             "prompt_count": len(rows),
             "prompt_fingerprint": fingerprint,
-            "prompts": rows if len(text) <= 256_000 else None,
+            "prompts": rows if small else None,
         }
+
+    @functools.cached_property
+    def _prompts_digest(self) -> tuple[str, bool]:
+        """The prompt rows' fingerprint, and whether they are small enough to keep in the spec. Worked
+        out once: a sweep asks at its start and for its result, and 10,000 rows are a 1 MB text."""
+        text = canonical_json(list(self.rows))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], len(text) <= 256_000
 
 
 def build_grid(

@@ -383,10 +383,12 @@ class ColumnRows(Sequence[dict[str, Any]]):
         for name, col in self._cols.items():
             if isinstance(col, _Numbers):
                 arrays[name] = col.array()
-            elif isinstance(col, _Texts) and arrow_str is not None and col.any_value():
+            elif isinstance(col, _Texts) and col.any_value() and arrow_str is not None:
                 arrays[name] = pd.arrays.ArrowStringArray(col.arrow(), dtype=arrow_str)
-            else:  # a column of None only is object in a frame of dicts, not str
-                arrays[name] = lists[name] = self.column(name)
+            elif isinstance(col, _Texts) and not col.any_value():  # None only: object, as in a frame of dicts
+                arrays[name] = np.full(self._n, None, dtype=object)
+            else:
+                arrays[name] = lists[name] = self.column(name)  # inferred as in a frame of dicts
         if lists:  # inferred together, the way a frame of records infers them
             inferred = pd.DataFrame.from_records(list(zip(*lists.values())), columns=list(lists))
             arrays.update({name: inferred[name] for name in lists})
