@@ -14,14 +14,21 @@ import datetime as _dt
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, NamedTuple, overload
+from typing import Literal, NamedTuple, TypeVar, overload
 
 from llmlab.errors import StoreError
 
-__all__ = ["BUSY_TIMEOUT_S", "Migration", "Migrations", "connect", "run_script", "transaction"]
+__all__ = ["BUSY_TIMEOUT_S", "Migration", "Migrations", "connect", "run_script", "shaped_chunks", "transaction"]
+
+T = TypeVar("T")
+
+#: The row counts a multi-row statement is built for (largest first). Each distinct statement text is a
+#: prepared statement the connection caches for its life, and a prepared multi-row statement grows with its
+#: rows: one shape per batch size (up to 500 rows) kept ~0.2-0.4 KB per call of a 10,000-call sweep's memory.
+STATEMENT_ROWS = tuple(2**k for k in range(6, -1, -1))
 
 #: How long a connection waits for another connection's write lock before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -68,6 +75,22 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if db.in_transaction:  # a failed COMMIT leaves the transaction open
             db.execute("ROLLBACK")
         raise
+
+
+def shaped_chunks(items: Sequence[T], width: int = 1, limit: int = 32766) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive chunks whose sizes are in :data:`STATEMENT_ROWS` (one per binary digit of what
+    is left, largest first), each under ``limit`` host parameters at ``width`` per item: a batch of any size
+    then runs through a handful of statement shapes.
+
+    >>> [len(c) for c in shaped_chunks(range(200))]
+    [64, 64, 64, 8]
+    """
+    sizes = [n for n in STATEMENT_ROWS if n * width <= limit] or [1]
+    i = 0
+    while i < len(items):
+        n = next(size for size in sizes if size <= len(items) - i)
+        yield items[i : i + n]
+        i += n
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:

@@ -88,10 +88,6 @@ STATEMENTS: dict[str, _Statement] = {
     ),
     "claims_done": _Statement("DELETE FROM call_claims WHERE call_id IN ", 1, in_list=True),
 }
-#: rows per batched statement: a batch of n rows runs as one statement per binary digit of n (largest first), so
-#: the connection's statement cache holds ten shapes instead of one large prepared statement per batch size
-#: (which kept ~1 KB per call of a 10,000-call sweep's memory)
-ROWS_PER_STATEMENT = tuple(2**k for k in range(9, -1, -1))
 #: SQLite's default limit of host parameters per statement (since 3.32; 999 before)
 _MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -143,13 +139,8 @@ def _run_rows(db: sqlite3.Connection, writes: Sequence[Rows]) -> None:
         rows = by_statement[name]
         if name == "calls" and keep:
             callrows.keep_cached_responses(db, keep)
-        sizes = [n for n in ROWS_PER_STATEMENT if n * statement.width <= limit] or [1]
-        i = 0
-        while i < len(rows):
-            n = next(size for size in sizes if size <= len(rows) - i)
-            chunk = rows[i : i + n]
-            db.execute(statement.sql(n), [v for params in chunk for v in params])
-            i += n
+        for chunk in sqlkit.shaped_chunks(rows, statement.width, limit):
+            db.execute(statement.sql(len(chunk)), [v for params in chunk for v in params])
 
 
 def _variable_limit(db: sqlite3.Connection) -> int:

@@ -33,7 +33,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status
 
-from llmlab import schema
+from llmlab import schema, sqlkit
 from llmlab.config import EMBEDDED, Config
 from llmlab.errors import redact
 from llmlab.store import get_store
@@ -452,9 +452,8 @@ def _settle(store: Any, keys: Sequence[tuple[str, str]], state: int | None, targ
     head = [] if state is None else [state]  # None: release the lease, stay pending
 
     def fn(db: Any) -> None:
-        # one statement per 500 spans, not one per span (each is a trip through SQLite for the store's writer)
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
+        # a few multi-row statements, not one per span (each is a trip through SQLite for the store's writer)
+        for chunk in sqlkit.shaped_chunks(keys, 2):
             db.execute(
                 f"UPDATE spans SET {sets} WHERE rowid IN (SELECT s.rowid FROM (VALUES "
                 f"{','.join(['(?,?)'] * len(chunk))}) AS k JOIN spans s ON s.trace_id = k.column1 AND s.span_id = k.column2)",

@@ -227,7 +227,12 @@ def test_take_moves_rows_into_order_and_frames_without_touching_the_store():
     # rows appended after a frame shares their buffers: the frame keeps its values
     whole = schema.frame(ordered)
     ordered.append({"call_id": "c9", "repeat": 9, "completion": "y", "cost_usd": 0.6})
-    assert len(whole) == 3 and len(schema.frame(ordered)) == 4 and whole["repeat"].tolist()[:2] == [3, 0] and whole["repeat"].isna().tolist() == [False, False, True]
+    assert (
+        len(whole) == 3
+        and len(schema.frame(ordered)) == 4
+        and whole["repeat"].tolist()[:2] == [3, 0]
+        and whole["repeat"].isna().tolist() == [False, False, True]
+    )
     assert len(ColumnRows()) == 0 and schema.frame(ColumnRows()).shape[0] == 0
     empty = ColumnRows()
     empty.append({})

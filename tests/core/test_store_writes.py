@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import llmlab as ll
+from llmlab import sqlkit
 from llmlab.run.rows import CACHE_FIELDS, base_row
 from llmlab.store import callrows, experiments, spanbytes
 from llmlab.store import database as dbm
@@ -114,7 +115,7 @@ def test_batches_of_every_size_share_a_few_statement_shapes(tmp_path, monkeypatc
             fut.result(30)
     # the trace shows the values bound: a statement's shape is its number of rows
     shapes = {s.count("('sw-a',") for s in statements if s.startswith("INSERT OR REPLACE INTO calls")}
-    assert shapes <= set(dbm.ROWS_PER_STATEMENT), shapes
+    assert shapes <= set(sqlkit.STATEMENT_ROWS), shapes
     assert len(store.call_rows("sw-a")) == sum(range(1, 61))
     store.close()
 
