@@ -16,11 +16,12 @@ throughout, and a process that turned the collector off (``gc.disable()``) is le
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-__all__ = ["SWEEP_THRESHOLDS", "quiet_gc"]
+__all__ = ["SWEEP_THRESHOLDS", "quiet_gc", "release_free_memory"]
 
 #: gc thresholds while a sweep runs (CPython's defaults are 700, 10, 10)
 SWEEP_THRESHOLDS = (3_000, 10, 10)
@@ -51,3 +52,24 @@ def quiet_gc() -> Iterator[None]:
                     gc.set_threshold(*_saved)
                 gc.unfreeze()
                 _saved = None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:  # glibc only (musl and macOS have no malloc_trim, and give freed pages back by themselves)
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]  # the process's own C library
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps memory that was freed in the middle of its heap resident, so a process that frees one large
+    buffer and allocates the next grows by both. About half a millisecond on a 10,000-call sweep's heap;
+    Dask's workers trim the same way.
+    """
+    if _trim is not None:
+        _trim(0)

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from llmlab import schema
 from llmlab.errors import ReplayMissError
 from llmlab.plan.grid import Call
+from llmlab.run.heap import release_free_memory
 from llmlab.store.callrows import CACHE_FIELDS  # a cached response: these values of the call row that paid for it
 
 __all__ = ["CACHE_FIELDS", "ColumnRows", "base_row", "combined_miss", "row_for_store"]
@@ -271,6 +272,10 @@ class _Texts:
 _Column = _Objects | _Numbers | _Texts
 
 
+def _size(col: _Column) -> int:
+    return len(col.data) if isinstance(col, _Texts) else len(col)
+
+
 def _take_mask(mask: bytearray, order: np.ndarray) -> bytearray:
     return bytearray(np.frombuffer(mask, dtype=np.uint8).take(order))
 
@@ -325,9 +330,15 @@ class ColumnRows(Sequence[dict[str, Any]]):
         order = np.fromiter(positions, dtype=np.int64)
         if len(order) and (order.min() < 0 or order.max() >= self._n):
             raise IndexError("row position out of range")
+        names = list(self._cols)
+        taken = {}
+        # largest first, each column's old pages handed back to the OS once it is copied: the allocator keeps
+        # freed memory resident, and the copies would otherwise land on fresh pages (0.26 KB/call at 10,000)
+        for name in sorted(names, key=lambda n: -_size(self._cols[n])):
+            taken[name] = self._cols.pop(name).take(order)
+            release_free_memory()
         out = ColumnRows()
-        for name in list(self._cols):
-            out._cols[name] = self._cols.pop(name).take(order)
+        out._cols = {name: taken[name] for name in names}
         out._n, self._n = len(order), 0
         out._exported = True  # taken text is in read-only Arrow buffers: an append copies them first
         return out
