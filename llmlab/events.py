@@ -17,7 +17,7 @@ from typing import Any, Literal
 log = logging.getLogger("llmlab.events")
 
 EventKind = Literal[
-    "sweep_started",  # data: total, planned (DataFrame), budget_usd
+    "sweep_started",  # data: total, calls (the planned Calls, a sequence made when read), budget_usd
     "queued",  # a call is waiting for a slot
     "started",  # an attempt is sending (data: attempt)
     "token",  # data: text (one streamed delta)

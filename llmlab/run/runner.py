@@ -295,7 +295,7 @@ class SweepRunner:
             "sweep_started",
             total=len(calls),
             budget_usd=self.options.budget_usd,
-            calls=[(c.call_id, c.prompt_id, c.prompt_index) for c in calls],
+            calls=calls,  # the grid's Calls, made when a subscriber reads them
         )
         # lowered while the loop's lag stays high, so latencies keep measuring the model (see InFlightCap)
         self._in_flight = InFlightCap(self.options.concurrency)
