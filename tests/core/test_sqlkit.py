@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from llmlab.errors import StoreError
-from llmlab.sqlkit import Migrations, connect, transaction
+from llmlab.sqlkit import CACHE_KIB, Migrations, connect, transaction
 
 
 def test_connect_uses_wal_and_autocommit(tmp_path):
@@ -15,6 +15,7 @@ def test_connect_uses_wal_and_autocommit(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.isolation_level is None and not db.in_transaction
+    assert db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB  # a small page cache (see CACHE_KIB)
 
 
 def test_transaction_commits_or_rolls_back(tmp_path):
@@ -81,3 +82,4 @@ def test_migrations_are_numbered_in_order():
 
         @registry
         def upgrade(db: sqlite3.Connection) -> None: ...
+
