@@ -441,7 +441,7 @@ _DTYPE_OF = {
 
 
 def _is_utc_time(dtype: Any) -> bool:
-    return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
+    return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC" and dtype.unit == "ns"
 
 
 def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFrame:
@@ -460,7 +460,9 @@ def coerce(df: pd.DataFrame, extra: bool = True, copy: bool = True) -> pd.DataFr
         dtype = _DTYPE_OF.get(col)
         if col in TIME_COLUMNS:
             if not _is_utc_time(df[col].dtype):  # already UTC times: to_datetime would copy them
-                df[col] = pd.to_datetime(df[col], utc=True)
+                # ISO8601: each string as written (the format of the first would be imposed on the rest, and a
+                # whole second among microseconds failed); nanoseconds always, as spans are
+                df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601").dt.as_unit("ns")
         elif dtype is None or str(df[col].dtype) == dtype:
             continue  # not a typed column, or typed already (to_numeric would copy it)
         elif dtype == "boolean":

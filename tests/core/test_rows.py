@@ -272,6 +272,37 @@ def test_sweep_frame_leaves_a_callers_frame_as_it_is():
     before = user.copy()
     out = schema.sweep_frame(user)
     pd.testing.assert_frame_equal(user, before)
-    assert out["start_time"].dtype == user["start_time"].dtype and out["start_time"].equals(user["start_time"])
+    assert str(user["start_time"].dtype) == "datetime64[us, UTC]"  # as the caller made it
+    assert str(out["start_time"].dtype) == "datetime64[ns, UTC]"  # times are nanoseconds in every llmlab frame
+    assert out["start_time"].equals(user["start_time"].dt.as_unit("ns"))
     assert not np.shares_memory(out["start_time"].array._ndarray, user["start_time"].array._ndarray)
     assert str(out["latency_ms"].dtype) == "Float64" and out["cached"].dtype == "boolean"
+
+
+def test_times_are_kept_as_nanoseconds_and_read_back_as_written():
+    stamps = [
+        "2026-11-30T23:40:00.123456789+00:00",
+        "2026-11-30T23:40:00.123456+00:00",  # pd.Timestamp.now(): microseconds
+        "2026-11-30T23:40:00+00:00",
+        None,
+    ]
+    rows = ColumnRows()
+    for t in stamps:
+        rows.append({"call_id": "c", "start_time": t, "end_time": t})
+    assert rows.column("start_time") == stamps and rows[2]["end_time"] == stamps[2]
+    assert type(rows._cols["start_time"]).__name__ == "_Times"
+    new, old = _frames([{"start_time": t, "end_time": t} for t in stamps])
+    assert str(new["start_time"].dtype) == "datetime64[ns, UTC]"
+    assert new["start_time"][0].nanosecond == 789 and new["start_time"].isna().tolist() == [False] * 3 + [True]
+    # a time that would not read back as written (another zone, a space, no seconds): kept as given
+    for odd in ("2026-11-30T23:40:00.5+01:00", "2026-11-30 23:40:00+00:00", "2026-11-30T23:40+00:00"):
+        rows = ColumnRows()
+        for t in (stamps[0], odd):
+            rows.append({"start_time": t})
+        assert rows.column("start_time") == [stamps[0], odd]
+        new, _ = _frames([{"start_time": stamps[0]}, {"start_time": odd}])
+        assert new["start_time"][1] == pd.Timestamp(odd).tz_convert("UTC")
+    taken = ColumnRows()
+    for t in stamps:
+        taken.append({"start_time": t})
+    assert taken.take([3, 0]).column("start_time") == [None, stamps[0]]

@@ -82,4 +82,3 @@ def test_migrations_are_numbered_in_order():
 
         @registry
         def upgrade(db: sqlite3.Connection) -> None: ...
-
