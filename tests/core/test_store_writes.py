@@ -94,9 +94,9 @@ def test_a_batch_of_finished_calls_runs_a_few_statements_per_table(tmp_path, mon
         fut.result(30)
     batch = statements[2:]  # after the held write's own RELEASE and COMMIT
     assert statements[:2] == ["RELEASE item", "COMMIT"]
-    # BEGIN, INSERTs of 32 and 8 rows into spans, calls and cache each, COMMIT: not a few statements per call
-    assert len(batch) == 8, batch
-    assert sorted(s.count("),(") + 1 for s in batch if s.startswith("INSERT")) == [8, 8, 8, 32, 32, 32]
+    # BEGIN, INSERTs of 16, 16 and 8 rows into spans, calls and cache each, COMMIT: not a few statements per call
+    assert len(batch) == 11, batch
+    assert sorted(s.count("),(") + 1 for s in batch if s.startswith("INSERT")) == [8] * 3 + [16] * 6
     assert store.read("SELECT count(*) FROM spans")[0][0] == 40 and len(store.call_rows("sw-a")) == 40
     assert len(store.cached_responses(f"c{i}" for i in range(40))) == 40
     store.close()
