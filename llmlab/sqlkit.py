@@ -39,12 +39,16 @@ BUSY_TIMEOUT_S = 30.0
 #: missed here come from the OS's file cache (reading back 10,000 calls and their spans took as long).
 CACHE_KIB = 256
 
+#: SQLite's default limit of host parameters per statement (since 3.32; 999 before)
+MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
 
 def connect(path: str | Path, *, timeout: float = BUSY_TIMEOUT_S, foreign_keys: bool = False) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode with the settings every llmlab database uses.
 
     WAL journal (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints, safe
-    against corruption), a page cache of :data:`CACHE_KIB`, a busy timeout of ``timeout`` seconds, and ``foreign_keys`` when asked for. The
+    against corruption), a page cache of :data:`CACHE_KIB`, a busy timeout of ``timeout`` seconds, and
+    ``foreign_keys`` when asked for. The
     connection may be used from other threads (each layer serialises its own writes) and has no implicit
     transactions: write through :func:`transaction`. Raises ``sqlite3.Error``; the caller words the error for
     its own database.
@@ -84,7 +88,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def shaped_chunks(items: Sequence[T], width: int = 1, limit: int = 32766) -> Iterator[Sequence[T]]:
+def shaped_chunks(items: Sequence[T], width: int = 1, limit: int = MAX_VARIABLES) -> Iterator[Sequence[T]]:
     """``items`` in consecutive chunks whose sizes are in :data:`STATEMENT_ROWS` (one per binary digit of what
     is left, largest first), each under ``limit`` host parameters at ``width`` per item: a batch of any size
     then runs through a handful of statement shapes.

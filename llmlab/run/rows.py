@@ -275,9 +275,6 @@ class _Times(_Numbers):
     not 35 and an offset, and the frame's UTC datetimes without parsing text. A string that would not come
     back exactly as it was (another format, another zone) is refused, so the column turns into a list."""
 
-    def fits(self, value: Any) -> bool:
-        return _ns_of(value) is not None
-
     def add(self, value: Any) -> bool:
         ns = None if value is None else _ns_of(value)
         if value is not None and ns is None:
@@ -324,7 +321,10 @@ def _new_column(kind: str) -> _Column:
 
 
 def _size(col: _Column) -> int:
-    return len(col.data) if isinstance(col, _Texts) else len(col)
+    """Roughly the bytes a column holds (its largest buffer)."""
+    if isinstance(col, _Texts):
+        return len(col.data)
+    return memoryview(col.values).nbytes if isinstance(col, _Numbers) else 8 * len(col)
 
 
 def _take_mask(mask: bytearray, order: np.ndarray) -> bytearray:
@@ -445,10 +445,10 @@ class ColumnRows(Sequence[dict[str, Any]]):
         for name, col in self._cols.items():
             if isinstance(col, _Numbers):
                 arrays[name] = col.array()
-            elif isinstance(col, _Texts) and col.any_value() and arrow_str is not None:
-                arrays[name] = pd.arrays.ArrowStringArray(col.arrow(), dtype=arrow_str)
             elif isinstance(col, _Texts) and not col.any_value():  # None only: object, as in a frame of dicts
                 arrays[name] = np.full(self._n, None, dtype=object)
+            elif isinstance(col, _Texts) and arrow_str is not None:
+                arrays[name] = pd.arrays.ArrowStringArray(col.arrow(), dtype=arrow_str)
             else:
                 arrays[name] = lists[name] = self.column(name)  # inferred as in a frame of dicts
         if lists:  # inferred together, the way a frame of records infers them

@@ -88,8 +88,6 @@ STATEMENTS: dict[str, _Statement] = {
     ),
     "claims_done": _Statement("DELETE FROM call_claims WHERE call_id IN ", 1, in_list=True),
 }
-#: SQLite's default limit of host parameters per statement (since 3.32; 999 before)
-_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 Row = tuple[str, tuple[Any, ...]]  # (statement name, its parameters for one row)
 
@@ -147,7 +145,7 @@ def _variable_limit(db: sqlite3.Connection) -> int:
     """How many ``?`` one statement may hold on ``db`` (asked of SQLite where Python can, 3.11+)."""
     getlimit = getattr(db, "getlimit", None)
     category = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
-    return int(getlimit(category)) if getlimit is not None and category is not None else _MAX_VARIABLES
+    return int(getlimit(category)) if getlimit is not None and category is not None else sqlkit.MAX_VARIABLES
 
 
 def _distinct_calls(writes: Sequence[Rows]) -> bool:
