@@ -89,7 +89,7 @@ class Sweep:
         self.seed = list(grid.seed)
         self.repeats = grid.repeats
         self.params = dict(grid.params)
-        self.rows = list(grid.rows)
+        self.rows = grid.rows  # read-only: plain-string prompts read as {"prompt": text} rows
         self.messages = grid.messages  # (messages, data) per variant and row, rendered when read
         self.calls: Sequence[Call] = grid.calls  # made when read: the grid keeps each call's id, not the Call
 

@@ -33,7 +33,7 @@ from llmlab.plan.calls import (
     canonical_json,
     plan_calls,
 )
-from llmlab.plan.prompts import check_messages, check_text_value, load_prompts
+from llmlab.plan.prompts import TextRows, check_messages, check_text_value, load_prompts
 from llmlab.plan.providers import get_provider, split_model
 from llmlab.plan.variants import Variant, fill_messages, parse_variants
 from llmlab.text import as_list, is_finite_number
@@ -148,7 +148,7 @@ class Grid:
     seed: tuple[int | None, ...]
     repeats: int
     params: Mapping[str, Any]
-    rows: tuple[Any, ...]  # prompt rows (dicts) or message lists, as load_prompts returned them
+    rows: Sequence[Any]  # prompt rows (dicts, or TextRows) or message lists, as load_prompts returned them
     messages: RenderedRows  # (messages, data) per variant and prompt row, rendered when read
     calls: PlannedCalls  # made when read: a big grid holds its calls' ids, not 10,000 Calls
     variants: tuple[Variant, ...] = ()  # every template/system/messages variant, in grid order
@@ -239,7 +239,8 @@ def build_grid(
     _check_params(param_map)
     # a row's conversation is read again when its calls are made: the caller editing it later must not
     # change what is sent under the id computed now
-    rows = [_own_messages(row) for row in load_prompts(prompts)]
+    loaded = load_prompts(prompts)
+    rows: Sequence[Any] = loaded if isinstance(loaded, TextRows) else tuple(_own_messages(row) for row in loaded)
     variant_count = len(message_sets) or max(1, len(templates)) * max(1, len(systems))
     axes = {
         "prompts": len(rows),
@@ -267,7 +268,7 @@ def build_grid(
         seed=tuple(seeds),
         repeats=repeats,
         params=param_map,
-        rows=tuple(rows),
+        rows=rows,
         messages=RenderedRows(variants, len(rows)),
         calls=plan_calls(prompt_ids, variants, settings, repeats),
         variants=(*templates, *systems, *message_sets),
@@ -325,7 +326,7 @@ def _as_given(variants: tuple[Variant, ...]) -> Any:
 
 
 def _render_variants(
-    rows: list[Any], templates: tuple[Variant, ...], systems: tuple[Variant, ...], message_sets: tuple[Variant, ...]
+    rows: Sequence[Any], templates: tuple[Variant, ...], systems: tuple[Variant, ...], message_sets: tuple[Variant, ...]
 ) -> list[VariantRows]:
     """Every template/system (or messages) combination with its row renderer, each row rendered once here
     so that a bad row fails now, naming it; the calls render their rows again when they are read."""
@@ -355,7 +356,7 @@ def _own_messages(row: Any) -> Any:
     return row
 
 
-def _fill_one(variant: Variant, rows: list[Any], i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _fill_one(variant: Variant, rows: Sequence[Any], i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return fill_messages(variant, [rows[i]])[0]
 
 
@@ -478,7 +479,7 @@ def _check_param_value(where: str, value: Any, depth: int) -> None:
         raise ValidationError(where, value, f"values must be JSON-serialisable (got {type(value).__name__})")
 
 
-def _row_renderer(rows: list[Any], template: str | None, system: str | None) -> RowRenderer:
+def _row_renderer(rows: Sequence[Any], template: str | None, system: str | None) -> RowRenderer:
     """A function giving (messages, data) of prompt row ``i``: the template filled, the system message added;
     ValidationError naming the row for a value the template cannot take."""
     parsed = _parse_template(template) if template is not None else []
@@ -489,7 +490,7 @@ def _row_renderer(rows: list[Any], template: str | None, system: str | None) -> 
 class _TemplateRows:
     """The renderer of one template/system variant (a class, not a closure: a Sweep and its result pickle)."""
 
-    rows: list[Any]
+    rows: Sequence[Any]
     template: str | None
     system: str | None
     parsed: list[tuple[str, str | None, str | None, str | None]]

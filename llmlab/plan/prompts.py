@@ -9,9 +9,9 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pandas as pd
 
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_PROMPT_FILE_BYTES",
     "MESSAGE_ROLES",
+    "TextRows",
     "check_messages",
     "check_text_value",
     "load_prompts",
@@ -70,12 +71,55 @@ def _check_strings(where: str, value: Any, depth: int = 0) -> None:
             _check_strings(f"{where}[{i}]", v, depth + 1)
 
 
-def load_prompts(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-    """Normalise a prompt set into a list of rows (dicts) or a list of message lists.
+class TextRows(Sequence[dict[str, Any]]):
+    """A prompt set given as plain strings, kept as the strings: row ``i`` reads as ``{"prompt": text}``.
 
-    Accepts a list of strings, a list of message lists, a list of dicts (rows), a pandas
-    DataFrame, or a path to a ``.csv`` / ``.jsonl`` file (UTF-8). Raises ValidationError naming
-    the file and line of any bad row.
+    Each read gives a new dict, so no caller can change a row another reads. A big sweep's prompts are
+    often plain strings, and a dict per row cost 0.18 KiB on top of the text (10,000 rows: 1.8 MB).
+
+    >>> rows = TextRows(["Why is the sky blue?"]); rows[0], len(rows)
+    ({'prompt': 'Why is the sky blue?'}, 1)
+    """
+
+    __slots__ = ("texts",)
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.texts: tuple[str, ...] = tuple(texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [{"prompt": text} for text in self.texts[index]]
+        return {"prompt": self.texts[index]}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return ({"prompt": text} for text in self.texts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TextRows):
+            return self.texts == other.texts
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # rows compare like a list of dicts, which is unhashable
+
+    def __repr__(self) -> str:
+        return f"TextRows({len(self.texts)} prompts)"
+
+
+def load_prompts(prompts: Any) -> Sequence[dict[str, Any]] | list[list[dict[str, Any]]]:
+    """Normalise a prompt set into rows (dicts) or a list of message lists.
+
+    Accepts a list of strings (read as :class:`TextRows`, ``{"prompt": text}`` rows), a list of message
+    lists, a list of dicts (rows), a pandas DataFrame, or a path to a ``.csv`` / ``.jsonl`` file (UTF-8).
+    Raises ValidationError naming the file and line of any bad row.
     """
     rows = _load(prompts)
     for i, row in enumerate(rows):
@@ -83,7 +127,7 @@ def load_prompts(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any
     return rows
 
 
-def _load(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+def _load(prompts: Any) -> Sequence[dict[str, Any]] | list[list[dict[str, Any]]]:
     if isinstance(prompts, (str, Path)) and (
         isinstance(prompts, Path) or Path(str(prompts)).suffix.lower() in (".csv", ".jsonl", ".json")
     ):
@@ -119,7 +163,7 @@ def _load(prompts: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         for i, p in enumerate(items):
             if not p.strip():
                 raise ValidationError(f"prompts[{i}]", p, "empty prompt")
-        return [{"prompt": p} for p in items]
+        return TextRows(items)
     if all(isinstance(p, Mapping) for p in items):
         return [dict(p) for p in items]
     if all(isinstance(p, (list, tuple)) for p in items):

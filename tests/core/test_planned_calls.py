@@ -113,8 +113,24 @@ def test_a_big_grid_holds_ids_not_calls():
     finally:
         tracemalloc.stop()
     assert len(grid.calls) == 20_000
-    # the rows load_prompts made ({"prompt": text} per row) are ~200 bytes each, 100 a call here
-    assert held / len(grid.calls) < 200, f"{held / len(grid.calls):.0f} bytes per planned call"
+    # plain-string prompts are kept as the strings (TextRows), not as a {"prompt": text} dict each (~180 bytes):
+    # what is left is each row's prompt id (~60 bytes, 30 a call here) and each call's 20-byte id
+    assert held / len(grid.calls) < 80, f"{held / len(grid.calls):.0f} bytes per planned call"
+
+
+def test_plain_string_prompts_plan_exactly_as_prompt_rows_do():
+    """A list of strings is kept as the strings, but reads, plans, fingerprints and sends exactly as the same
+    prompts given as {"prompt": text} rows: same spec, same call ids (the cache keys), same messages."""
+    texts = ["Why is the sky blue?", "Explain tides.", "What is rain?"]
+    as_text = build_grid(texts, models=["local/tiny"], temperature=[0.0, 0.7], max_tokens=8)
+    as_rows = build_grid([{"prompt": t} for t in texts], models=["local/tiny"], temperature=[0.0, 0.7], max_tokens=8)
+    assert as_text.spec() == as_rows.spec()
+    assert list(as_text.calls) == list(as_rows.calls) and list(as_text.messages) == list(as_rows.messages)
+    assert as_text.rows == as_rows.rows and list(as_text.rows) == [{"prompt": t} for t in texts]
+    row = as_text.rows[1]
+    row["prompt"] = "edited"  # a row read is the reader's own: the grid's prompts stay as planned
+    assert as_text.rows[1] == {"prompt": "Explain tides."} and as_text.calls[2].prompt == "Explain tides."
+    assert as_text.rows[1:] == [{"prompt": "Explain tides."}, {"prompt": "What is rain?"}]
 
 
 def test_editing_a_conversation_after_planning_changes_nothing_sent():
