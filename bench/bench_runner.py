@@ -177,6 +177,28 @@ def run_side(side: str, url: str, collector: str, calls: int, concurrency: int) 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _latency_fidelity(url: str, collector: str, calls: int = 200, concurrency: int = 8) -> None:
+    """Issue #14 point 4: at the default concurrency, llmlab's p50 ``latency_ms`` against the server's own p50
+    (``/stats``, measured inside the server from request to last byte) for the same calls."""
+    import httpx
+
+    base = url.removesuffix("/v1")
+    p50s, served = [], []
+    for _ in range(3):
+        httpx.post(f"{base}/reset")
+        p50s.append(run_side("llmlab", url, collector, calls, concurrency)["p50_latency_ms"])
+        served.append(httpx.get(f"{base}/stats").json()["p50_ms"])
+    ratios = [a / b for a, b in zip(p50s, served)]
+    print(
+        f"[realistic] latency at the default concurrency ({concurrency}), {calls} calls, 3 runs: llmlab p50 latency_ms "
+        + ", ".join(f"{a:.0f}" for a in p50s)
+        + " against the server's own p50 "
+        + ", ".join(f"{b:.0f}" for b in served)
+        + f" ms: {statistics.median(ratios):.3f}x (goal within 1.10x)",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
@@ -248,6 +270,8 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            if name == "realistic":
+                _latency_fidelity(url, collector)
             server.terminate()
     finally:
         for proc in procs:
