@@ -48,10 +48,9 @@ def connect(path: str | Path, *, timeout: float = BUSY_TIMEOUT_S, foreign_keys: 
 
     WAL journal (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints, safe
     against corruption), a page cache of :data:`CACHE_KIB`, a busy timeout of ``timeout`` seconds, and
-    ``foreign_keys`` when asked for. The
-    connection may be used from other threads (each layer serialises its own writes) and has no implicit
-    transactions: write through :func:`transaction`. Raises ``sqlite3.Error``; the caller words the error for
-    its own database.
+    ``foreign_keys`` when asked for. The connection may be used from other threads (each layer serialises its
+    own writes) and has no implicit transactions: write through :func:`transaction`. Raises ``sqlite3.Error``;
+    the caller words the error for its own database.
     """
     db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
